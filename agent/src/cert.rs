@@ -1,0 +1,188 @@
+//! Facts about a signing certificate: thumbprint, validity, key type, and the
+//! forms operators publish it in (PEM, DER, the Key Vault secret value).
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use openssl::asn1::{Asn1Time, Asn1TimeRef};
+use openssl::nid::Nid;
+use openssl::pkey::Id;
+use openssl::x509::X509;
+
+use crate::token::{key_id, Alg, SigningKeyId};
+
+/// The key inside a certificate, as far as signing cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Rsa { bits: u32 },
+    P256,
+}
+
+impl KeyKind {
+    /// The JWS algorithm this key signs with.
+    pub fn alg(self) -> Alg {
+        match self {
+            KeyKind::Rsa { .. } => Alg::Rs256,
+            KeyKind::P256 => Alg::Es256,
+        }
+    }
+
+    /// A short name for listings: `rsa2048`, `p256`.
+    pub fn name(self) -> String {
+        match self {
+            KeyKind::Rsa { bits } => format!("rsa{bits}"),
+            KeyKind::P256 => "p256".to_owned(),
+        }
+    }
+}
+
+/// A parsed certificate, kept with its DER bytes.
+#[derive(Debug, Clone)]
+pub struct Certificate {
+    pub der: Vec<u8>,
+    /// SHA-1 of the DER: CKA_ID on the token, and the source of kid and x5t.
+    pub thumbprint: [u8; 20],
+    /// The subject, one line (`CN=ttd, O=…`).
+    pub subject: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    pub key: KeyKind,
+}
+
+/// Why a certificate cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("not a DER X.509 certificate: {0}")]
+    Parse(String),
+    #[error(
+        "the certificate's key is {0}; only RSA (2048 bits or more) and EC P-256 keys can sign Altinn tokens"
+    )]
+    UnsupportedKey(String),
+}
+
+impl Certificate {
+    /// Parses a DER certificate.
+    pub fn from_der(der: &[u8]) -> Result<Certificate, CertError> {
+        let x509 = X509::from_der(der).map_err(|e| CertError::Parse(e.to_string()))?;
+        Ok(Certificate {
+            der: der.to_vec(),
+            thumbprint: openssl::sha::sha1(der),
+            subject: subject_line(&x509),
+            not_before: unix_time(x509.not_before()),
+            not_after: unix_time(x509.not_after()),
+            key: key_kind(&x509)?,
+        })
+    }
+
+    /// The `kid` header value: upper-case hex thumbprint.
+    pub fn kid(&self) -> String {
+        crate::token::upper_hex(&self.thumbprint)
+    }
+
+    /// Everything the token header needs.
+    pub fn signing_key_id(&self) -> SigningKeyId {
+        key_id(self.key.alg(), &self.thumbprint)
+    }
+
+    /// Whether `now` lies inside the certificate's validity.
+    pub fn is_valid_at(&self, now: i64) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
+
+    /// The Key Vault secret value `{iss}-access-token-public-cert`:
+    /// standard base64 with padding of the DER, no PEM armour.
+    pub fn keyvault_value(&self) -> String {
+        STANDARD.encode(&self.der)
+    }
+
+    /// PEM armour around the DER.
+    pub fn pem(&self) -> String {
+        let body = STANDARD.encode(&self.der);
+        let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+        for line in body.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+        out
+    }
+}
+
+fn subject_line(x509: &X509) -> String {
+    x509.subject_name()
+        .entries()
+        .map(|entry| {
+            let field = entry.object().nid().short_name().unwrap_or("?");
+            let value = entry
+                .data()
+                .to_string()
+                .unwrap_or_else(|_| "<unreadable>".into());
+            format!("{field}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn unix_time(time: &Asn1TimeRef) -> i64 {
+    let epoch = Asn1Time::from_unix(0).expect("the epoch is representable");
+    let diff = epoch.diff(time).expect("certificate times are comparable");
+    i64::from(diff.days) * 86_400 + i64::from(diff.secs)
+}
+
+fn key_kind(x509: &X509) -> Result<KeyKind, CertError> {
+    let key = x509
+        .public_key()
+        .map_err(|e| CertError::Parse(e.to_string()))?;
+    match key.id() {
+        Id::RSA => Ok(KeyKind::Rsa { bits: key.bits() }),
+        Id::EC => {
+            let curve = key.ec_key().ok().and_then(|ec| ec.group().curve_name());
+            match curve {
+                Some(Nid::X9_62_PRIME256V1) => Ok(KeyKind::P256),
+                other => Err(CertError::UnsupportedKey(format!("EC on {other:?}"))),
+            }
+        }
+        other => Err(CertError::UnsupportedKey(format!("{other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ttd() -> Certificate {
+        let pem = include_bytes!("../../tests/data/ttd-org.pem");
+        let x509 = X509::from_pem(pem).unwrap();
+        Certificate::from_der(&x509.to_der().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn reads_the_altinn_test_certificate() {
+        let cert = ttd();
+        assert_eq!(cert.kid(), "C5726728C38CFE6C16988454206B99CA29AE025E");
+        assert_eq!(cert.signing_key_id().x5t, "xXJnKMOM_mwWmIRUIGuZyimuAl4");
+        assert_eq!(cert.key, KeyKind::Rsa { bits: 2048 });
+        assert_eq!(cert.subject, "CN=ttd");
+        // 2020-05-25 .. 2030-05-24, per the published certificate.
+        assert!(cert.is_valid_at(1_767_225_600));
+        assert!(!cert.is_valid_at(1_577_836_800)); // 2020-01-01
+        assert!(!cert.is_valid_at(1_924_992_000)); // 2031-01-01
+    }
+
+    #[test]
+    fn pem_round_trips_through_openssl() {
+        let cert = ttd();
+        let again = X509::from_pem(cert.pem().as_bytes()).unwrap();
+        assert_eq!(again.to_der().unwrap(), cert.der);
+        assert_eq!(STANDARD.decode(cert.keyvault_value()).unwrap(), cert.der);
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert!(matches!(
+            Certificate::from_der(b"not a certificate"),
+            Err(CertError::Parse(_))
+        ));
+    }
+}

@@ -1,0 +1,152 @@
+//! The command line: `mint`, `keys …` (and `serve`), and how failures become
+//! messages and exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+use crate::hsm::{self, Access, Hsm, HsmError};
+use crate::{exit, hardening, pin};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   success
+  1   failure
+  2   bad usage
+  65  an input file (PKCS#12, certificate) cannot be used
+  69  the PKCS#11 module, token or key is not there
+  76  the token's user PIN is locked
+  77  the token refused the PIN (one attempt was made)
+  78  the configuration is invalid";
+
+#[derive(Debug, Parser)]
+#[command(name = "access-token-agent", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Config file [default: $ACCESS_TOKEN_AGENT_CONFIG, else /etc/access-token-agent/agent.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sign one token through the HSM and print it.
+    Mint(MintArgs),
+    /// Enrol, list, publish and delete keys on the token (operators).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MintArgs {
+    /// The issuer (`iss`), e.g. an org code such as `ttd`.
+    #[arg(long)]
+    pub issuer: String,
+    /// The app (`urn:altinn:app`); left out of the token when empty.
+    #[arg(long, default_value = "")]
+    pub app: String,
+    /// Sign as of this instant (Unix seconds) instead of now, to reproduce a token.
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub now: Option<i64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {}
+
+/// A failure on its way out: the message for stderr and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub code: u8,
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            code,
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(error: ConfigError) -> Failure {
+        Failure::new(exit::CONFIG, error.to_string())
+    }
+}
+
+impl From<pin::PinError> for Failure {
+    fn from(error: pin::PinError) -> Failure {
+        Failure::new(exit::CONFIG, error.to_string())
+    }
+}
+
+impl From<HsmError> for Failure {
+    fn from(error: HsmError) -> Failure {
+        Failure::new(error.exit_code(), error.to_string())
+    }
+}
+
+/// Entry point of the `access-token-agent` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    if let Err(error) = hardening::apply() {
+        eprintln!("access-token-agent: cannot disable core dumps: {error}");
+        return ExitCode::from(exit::FAILURE);
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("access-token-agent: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let config = Config::load(&Config::resolve_path(cli.config.as_deref()))?;
+    match cli.command {
+        Command::Mint(args) => mint(&config, &args),
+        Command::Keys(command) => match command {},
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ACCESS_TOKEN_AGENT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Opens the configured token and logs in with the configured PIN: one attempt.
+pub fn open_logged_in(config: &Config, access: Access) -> Result<Hsm, Failure> {
+    let hsm = Hsm::open(&config.hsm.module, &config.hsm.token_label, access)?;
+    let pin = pin::load(&config.hsm)?;
+    hsm.login(&pin)?;
+    Ok(hsm)
+}
+
+/// Seconds since the Unix epoch, truncated as Altinn truncates them.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn mint(config: &Config, args: &MintArgs) -> Result<(), Failure> {
+    let hsm = open_logged_in(config, Access::ReadOnly)?;
+    let now = args.now.unwrap_or_else(unix_now);
+    let pinned = config.issuer(&args.issuer).and_then(|i| i.kid.as_deref());
+    let session = hsm.anchor();
+    let key = hsm::keys::active_signing_key(&session, &args.issuer, pinned, now)?;
+    let signed = hsm::sign::sign_token(&session, &key, &args.app, now, &config.token.lifetime())?;
+    println!("{}", signed.token);
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! The key pairs on the token: finding them, describing them, choosing the
+//! active one per issuer.
+//!
+//! A key pair is the objects that share one CKA_LABEL (the issuer) and one
+//! CKA_ID (the certificate's SHA-1 thumbprint): a private key, a certificate,
+//! and, for generated keys, a public key. Enrolment writes the certificate
+//! last, so a pair without its certificate is an interrupted enrolment: it is
+//! listed as incomplete and never used for signing.
+
+use std::collections::BTreeMap;
+
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+
+use super::HsmError;
+use crate::cert::Certificate;
+use crate::token::SigningKeyId;
+
+/// One key pair on the token, complete or not.
+#[derive(Debug, Clone)]
+pub struct KeyPair {
+    /// CKA_LABEL: the issuer (`iss`) the pair signs for.
+    pub issuer: String,
+    /// CKA_ID: the certificate's SHA-1 thumbprint.
+    pub id: Vec<u8>,
+    pub certificate: Option<(ObjectHandle, Certificate)>,
+    pub private_key: Option<PrivateKey>,
+    pub public_key: Option<ObjectHandle>,
+}
+
+/// The protection attributes of a private key, as the token reports them.
+#[derive(Debug, Clone, Copy)]
+pub struct PrivateKey {
+    pub handle: ObjectHandle,
+    pub sensitive: bool,
+    pub extractable: bool,
+    pub always_sensitive: bool,
+    pub never_extractable: bool,
+}
+
+/// A complete pair ready to sign: the key handle and the header fields.
+#[derive(Debug, Clone)]
+pub struct SigningKey {
+    pub issuer: String,
+    pub handle: ObjectHandle,
+    pub id: SigningKeyId,
+    pub not_after: i64,
+}
+
+impl KeyPair {
+    /// The kid: upper-case hex of CKA_ID.
+    pub fn kid(&self) -> String {
+        crate::token::upper_hex(&self.id)
+    }
+
+    /// Both a certificate and a private key are there, and the certificate's
+    /// thumbprint is the pair's CKA_ID.
+    pub fn is_complete(&self) -> bool {
+        match (&self.certificate, &self.private_key) {
+            (Some((_, cert)), Some(_)) => cert.thumbprint.as_slice() == self.id.as_slice(),
+            _ => false,
+        }
+    }
+
+    /// The pair as a signing key, if it is complete.
+    pub fn signing_key(&self) -> Option<SigningKey> {
+        if !self.is_complete() {
+            return None;
+        }
+        let (_, cert) = self.certificate.as_ref()?;
+        Some(SigningKey {
+            issuer: self.issuer.clone(),
+            handle: self.private_key?.handle,
+            id: cert.signing_key_id(),
+            not_after: cert.not_after,
+        })
+    }
+
+    /// Every object handle of the pair, for deletion.
+    pub fn handles(&self) -> Vec<ObjectHandle> {
+        let cert = self.certificate.as_ref().map(|(handle, _)| *handle);
+        let key = self.private_key.map(|key| key.handle);
+        [cert, key, self.public_key].into_iter().flatten().collect()
+    }
+}
+
+/// Every key pair on the token, or only `issuer`'s, sorted by issuer and kid.
+/// Private keys are only visible to a logged-in session.
+pub fn list(session: &Session, issuer: Option<&str>) -> Result<Vec<KeyPair>, HsmError> {
+    let mut template = Vec::new();
+    if let Some(issuer) = issuer {
+        template.push(Attribute::Label(issuer.as_bytes().to_vec()));
+    }
+    let handles = session
+        .find_objects(&template)
+        .map_err(|e| HsmError::from_cryptoki("C_FindObjects", e))?;
+    let mut pairs: BTreeMap<(String, Vec<u8>), KeyPair> = BTreeMap::new();
+    for handle in handles {
+        let object = read_object(session, handle)?;
+        let Some((class, label, id)) = object.identity() else {
+            continue;
+        };
+        let pair = pairs.entry((label.clone(), id.clone())).or_insert(KeyPair {
+            issuer: label,
+            id,
+            certificate: None,
+            private_key: None,
+            public_key: None,
+        });
+        if class == ObjectClass::CERTIFICATE {
+            pair.certificate = read_certificate(session, handle)?.map(|cert| (handle, cert));
+        } else {
+            object.fill_key(class, handle, pair);
+        }
+    }
+    Ok(pairs.into_values().collect())
+}
+
+/// The pair with this kid (any issuer), if there is one.
+pub fn find_by_kid(session: &Session, kid: &str) -> Result<Option<KeyPair>, HsmError> {
+    let kid = kid.to_ascii_uppercase();
+    Ok(list(session, None)?
+        .into_iter()
+        .find(|pair| pair.kid() == kid))
+}
+
+/// The key an issuer signs with: the pinned kid if one is configured,
+/// otherwise the complete pair whose certificate is valid now and has the
+/// latest not-before (so a newly enrolled key takes over once it is valid).
+pub fn select_active<'a>(
+    pairs: &'a [KeyPair],
+    issuer: &str,
+    pinned_kid: Option<&str>,
+    now: i64,
+) -> Option<&'a KeyPair> {
+    let complete = pairs
+        .iter()
+        .filter(|pair| pair.issuer == issuer && pair.is_complete());
+    if let Some(kid) = pinned_kid {
+        return complete
+            .into_iter()
+            .find(|pair| pair.kid().eq_ignore_ascii_case(kid));
+    }
+    complete
+        .filter_map(|pair| Some((pair, pair.certificate.as_ref()?)))
+        .filter(|(_, (_, cert))| cert.is_valid_at(now))
+        .max_by_key(|(_, (_, cert))| cert.not_before)
+        .map(|(pair, _)| pair)
+}
+
+/// The signing key for `issuer`, or an error that says how to enrol one.
+pub fn active_signing_key(
+    session: &Session,
+    issuer: &str,
+    pinned_kid: Option<&str>,
+    now: i64,
+) -> Result<SigningKey, HsmError> {
+    let pairs = list(session, Some(issuer))?;
+    select_active(&pairs, issuer, pinned_kid, now)
+        .and_then(KeyPair::signing_key)
+        .ok_or_else(|| HsmError::KeyNotFound {
+            issuer: issuer.to_owned(),
+            kid: match pinned_kid {
+                Some(kid) => format!(" with kid {kid}"),
+                None => " whose certificate is valid now".to_owned(),
+            },
+        })
+}
+
+/// The attributes of one object that matter for pairing.
+struct ObjectAttributes(Vec<Attribute>);
+
+fn read_object(session: &Session, handle: ObjectHandle) -> Result<ObjectAttributes, HsmError> {
+    // get_attributes leaves out what the token will not reveal; match by variant.
+    let wanted = [
+        AttributeType::Class,
+        AttributeType::Label,
+        AttributeType::Id,
+        AttributeType::Sensitive,
+        AttributeType::Extractable,
+        AttributeType::AlwaysSensitive,
+        AttributeType::NeverExtractable,
+    ];
+    session
+        .get_attributes(handle, &wanted)
+        .map(ObjectAttributes)
+        .map_err(|e| HsmError::from_cryptoki("C_GetAttributeValue", e))
+}
+
+impl ObjectAttributes {
+    fn identity(&self) -> Option<(ObjectClass, String, Vec<u8>)> {
+        let mut class = None;
+        let mut label = None;
+        let mut id = None;
+        for attribute in &self.0 {
+            match attribute {
+                Attribute::Class(c) => class = Some(*c),
+                Attribute::Label(l) => label = String::from_utf8(l.clone()).ok(),
+                Attribute::Id(i) if !i.is_empty() => id = Some(i.clone()),
+                _ => {}
+            }
+        }
+        Some((class?, label?, id?))
+    }
+
+    fn flag(&self, wanted: AttributeType) -> bool {
+        self.0.iter().any(|attribute| {
+            attribute.attribute_type() == wanted
+                && matches!(
+                    attribute,
+                    Attribute::Sensitive(true)
+                        | Attribute::Extractable(true)
+                        | Attribute::AlwaysSensitive(true)
+                        | Attribute::NeverExtractable(true)
+                )
+        })
+    }
+
+    fn fill_key(&self, class: ObjectClass, handle: ObjectHandle, pair: &mut KeyPair) {
+        if class == ObjectClass::PRIVATE_KEY {
+            pair.private_key = Some(PrivateKey {
+                handle,
+                sensitive: self.flag(AttributeType::Sensitive),
+                extractable: self.flag(AttributeType::Extractable),
+                always_sensitive: self.flag(AttributeType::AlwaysSensitive),
+                never_extractable: self.flag(AttributeType::NeverExtractable),
+            });
+        } else if class == ObjectClass::PUBLIC_KEY {
+            pair.public_key = Some(handle);
+        }
+    }
+}
+
+/// The certificate object's DER, parsed; `None` when it does not parse, so
+/// that a damaged object shows as an incomplete pair instead of hiding the rest.
+fn read_certificate(
+    session: &Session,
+    handle: ObjectHandle,
+) -> Result<Option<Certificate>, HsmError> {
+    let attributes = session
+        .get_attributes(handle, &[AttributeType::Value])
+        .map_err(|e| HsmError::from_cryptoki("C_GetAttributeValue", e))?;
+    Ok(attributes.iter().find_map(|attribute| match attribute {
+        Attribute::Value(der) => Certificate::from_der(der).ok(),
+        _ => None,
+    }))
+}

@@ -1,0 +1,148 @@
+//! The PKCS#11 token: module loading, finding the token, login, sessions.
+//!
+//! Facts that shape this module (measured with SoftHSM 2.6):
+//! - one `C_Initialize` per process, with OS locking, or threads crash the module;
+//! - slot ids move when tokens are created, so the token is found by label;
+//! - one login covers every session of the process, but closing the last
+//!   session logs out, so [`Hsm`] keeps one session open for its lifetime;
+//! - a session is not `Sync`: each signing thread opens its own.
+
+pub mod enrol;
+pub mod error;
+pub mod keys;
+pub mod sign;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use secrecy::SecretString;
+
+pub use error::{Ckr, HsmError};
+
+/// The loaded module, shared by the whole process.
+static CONTEXT: Mutex<Option<(PathBuf, Pkcs11)>> = Mutex::new(None);
+
+/// Whether an open session may change objects on the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Signing and reading: the daemon.
+    ReadOnly,
+    /// Enrolment and deletion: the operators' `keys` commands.
+    ReadWrite,
+}
+
+/// One token, opened and (after [`Hsm::login`]) logged in.
+pub struct Hsm {
+    pkcs11: Pkcs11,
+    slot: Slot,
+    label: String,
+    access: Access,
+    /// Held open for the process's lifetime so that the login stays; also
+    /// serves key look-ups and enrolment.
+    anchor: Mutex<Session>,
+}
+
+impl Hsm {
+    /// Loads `module` (once per process) and opens the token labelled `label`.
+    pub fn open(module: &Path, label: &str, access: Access) -> Result<Hsm, HsmError> {
+        let pkcs11 = context(module)?;
+        let slot = find_token(&pkcs11, label)?;
+        let anchor = open_session(&pkcs11, slot, access)?;
+        Ok(Hsm {
+            pkcs11,
+            slot,
+            label: label.to_owned(),
+            access,
+            anchor: Mutex::new(anchor),
+        })
+    }
+
+    /// Logs in as the user with exactly one `C_Login`: a wrong PIN is never
+    /// retried, so the token's retry counter is not burnt in a loop.
+    pub fn login(&self, pin: &SecretString) -> Result<(), HsmError> {
+        match self.anchor().login(UserType::User, Some(pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+            Err(error) => Err(HsmError::from_cryptoki("C_Login", error)),
+        }
+    }
+
+    /// A new session for one signing thread.
+    pub fn open_session(&self) -> Result<Session, HsmError> {
+        open_session(&self.pkcs11, self.slot, self.access)
+    }
+
+    /// The long-lived session, for look-ups and enrolment.
+    pub fn anchor(&self) -> MutexGuard<'_, Session> {
+        self.anchor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The token's label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+/// The process-wide context for `module`, initialised on first use.
+fn context(module: &Path) -> Result<Pkcs11, HsmError> {
+    let mut slot = CONTEXT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((loaded, pkcs11)) = slot.as_ref() {
+        if loaded == module {
+            return Ok(pkcs11.clone());
+        }
+        return Err(HsmError::Invalid {
+            what: format!("loading {}", module.display()),
+            reason: format!("this process already uses {}", loaded.display()),
+        });
+    }
+    let load_error = |reason: String| HsmError::ModuleLoad {
+        path: module.to_path_buf(),
+        reason,
+    };
+    let pkcs11 = Pkcs11::new(module).map_err(|e| load_error(e.to_string()))?;
+    pkcs11
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .map_err(|e| load_error(format!("C_Initialize: {e}")))?;
+    *slot = Some((module.to_path_buf(), pkcs11.clone()));
+    Ok(pkcs11)
+}
+
+fn find_token(pkcs11: &Pkcs11, label: &str) -> Result<Slot, HsmError> {
+    let slots = pkcs11
+        .get_slots_with_token()
+        .map_err(|e| HsmError::from_cryptoki("C_GetSlotList", e))?;
+    let mut seen = Vec::new();
+    for slot in slots {
+        let Ok(info) = pkcs11.get_token_info(slot) else {
+            continue;
+        };
+        let found = info.label().trim_end();
+        if found == label {
+            return Ok(slot);
+        }
+        if info.token_initialized() {
+            seen.push(format!("{found:?}"));
+        }
+    }
+    Err(HsmError::TokenNotFound {
+        label: label.to_owned(),
+        seen: if seen.is_empty() {
+            "none".into()
+        } else {
+            seen.join(", ")
+        },
+    })
+}
+
+fn open_session(pkcs11: &Pkcs11, slot: Slot, access: Access) -> Result<Session, HsmError> {
+    let session = match access {
+        Access::ReadOnly => pkcs11.open_ro_session(slot),
+        Access::ReadWrite => pkcs11.open_rw_session(slot),
+    };
+    session.map_err(|e| HsmError::from_cryptoki("C_OpenSession", e))
+}

@@ -1,0 +1,43 @@
+//! Signing through the HSM: RS256 with `CKM_SHA256_RSA_PKCS`; ES256 hashed
+//! in process (SoftHSM has no `CKM_ECDSA_SHA256`) and signed with `CKM_ECDSA`,
+//! whose 64-byte r||s output is already the JWS signature.
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::session::Session;
+
+use super::keys::SigningKey;
+use super::HsmError;
+use crate::token::{self, Alg, Lifetime};
+
+/// Signs `input` with the private key behind `key`.
+pub fn sign(session: &Session, key: &SigningKey, input: &[u8]) -> Result<Vec<u8>, HsmError> {
+    let result = match key.id.alg {
+        Alg::Rs256 => session.sign(&Mechanism::Sha256RsaPkcs, key.handle, input),
+        Alg::Es256 => session.sign(&Mechanism::Ecdsa, key.handle, &openssl::sha::sha256(input)),
+    };
+    result.map_err(|e| HsmError::from_cryptoki("C_Sign", e))
+}
+
+/// A signed token and its expiry.
+#[derive(Debug, Clone)]
+pub struct SignedToken {
+    pub token: String,
+    pub expires_at: i64,
+}
+
+/// Builds and signs the Altinn token for `app` at `now` with `key`.
+pub fn sign_token(
+    session: &Session,
+    key: &SigningKey,
+    app: &str,
+    now: i64,
+    lifetime: &Lifetime,
+) -> Result<SignedToken, HsmError> {
+    let unsigned = token::build(&key.id, &key.issuer, app, now, lifetime);
+    let signature = sign(session, key, unsigned.signing_input.as_bytes())?;
+    let expires_at = unsigned.expires_at;
+    Ok(SignedToken {
+        token: unsigned.finish(&signature),
+        expires_at,
+    })
+}

@@ -1,0 +1,30 @@
+//! # access-token-agent
+//!
+//! Keeps an organisation's Altinn access-token signing keys inside a PKCS#11
+//! HSM and hands out signed tokens to local processes. Applications ask for a
+//! token; they never hold the private key.
+//!
+//! ## Layout
+//!
+//! | module | its one job |
+//! |---|---|
+//! | [`cli`] | the command line: `serve`, `mint`, `keys …`; exit codes |
+//! | [`config`] | the TOML config file: parsing, validation, messages naming the key |
+//! | [`pin`] | reading the user PIN from a file or systemd credential, zeroized |
+//! | [`token`] | the Altinn token bytes: header, claims, escaping, signing input |
+//! | [`cert`] | certificate facts: thumbprint (kid/x5t), validity, key type, PEM/Key Vault forms |
+//! | [`hsm`] | the PKCS#11 token: module, login, sessions, errors |
+//! | [`hsm::keys`] | key pairs on the token and which one is active per issuer |
+//! | [`hsm::sign`] | RS256/ES256 signatures through the HSM |
+//! | [`hsm::enrol`] | PKCS#12 import, in-HSM generation, deletion |
+//! | [`exit`] | process exit codes |
+//! | [`hardening`] | no core dumps, not dumpable |
+
+pub mod cert;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod hardening;
+pub mod hsm;
+pub mod pin;
+pub mod token;

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    access_token_agent::cli::main()
+}

@@ -1,0 +1,1 @@
+//! Client for the access-token-agent's Unix socket.
