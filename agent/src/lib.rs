@@ -17,6 +17,7 @@
 //! | [`hsm::keys`] | key pairs on the token and which one is active per issuer |
 //! | [`hsm::sign`] | RS256/ES256 signatures through the HSM |
 //! | [`hsm::enrol`] | PKCS#12 import, in-HSM generation, deletion |
+//! | [`issue`] | the contract between the socket front and the signing back |
 //! | [`exit`] | process exit codes |
 //! | [`hardening`] | no core dumps, not dumpable |
 
@@ -26,5 +27,6 @@ pub mod config;
 pub mod exit;
 pub mod hardening;
 pub mod hsm;
+pub mod issue;
 pub mod pin;
 pub mod token;
