@@ -18,6 +18,7 @@
 //! | [`hsm::sign`] | RS256/ES256 signatures through the HSM |
 //! | [`hsm::enrol`] | PKCS#12 import, in-HSM generation, deletion |
 //! | [`issue`] | the contract between the socket front and the signing back |
+//! | [`metrics`] | counters and histograms, rendered as Prometheus text |
 //! | [`exit`] | process exit codes |
 //! | [`hardening`] | no core dumps, not dumpable |
 
@@ -28,5 +29,6 @@ pub mod exit;
 pub mod hardening;
 pub mod hsm;
 pub mod issue;
+pub mod metrics;
 pub mod pin;
 pub mod token;

@@ -1,0 +1,232 @@
+//! Prometheus text metrics: what `/metrics` shows.
+//!
+//! Counters with few, fixed labels live in small locked maps; the hot-path
+//! counters (cache hits, issued tokens) are atomics.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the signing latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0];
+
+/// The agent's metrics, shared by the server and the signers.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    issued: AtomicU64,
+    refused: Mutex<BTreeMap<&'static str, u64>>,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_micros: AtomicU64,
+    hsm_errors: Mutex<BTreeMap<String, u64>>,
+    sessions_busy: AtomicI64,
+    cert_not_after: Mutex<BTreeMap<(String, String), i64>>,
+}
+
+impl Metrics {
+    /// A token was handed out.
+    pub fn token_issued(&self) {
+        self.issued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request got no token; `reason` is the problem type's short name.
+    pub fn token_refused(&self, reason: &'static str) {
+        *lock(&self.refused).entry(reason).or_default() += 1;
+    }
+
+    pub fn cache_hit(&self) {
+        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn cache_miss(&self) {
+        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One `C_Sign` took `elapsed`.
+    pub fn signed(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// A PKCS#11 call failed with `ckr` (e.g. `CKR_DEVICE_REMOVED`).
+    pub fn hsm_error(&self, ckr: &str) {
+        *lock(&self.hsm_errors).entry(ckr.to_owned()).or_default() += 1;
+    }
+
+    /// A signing session became busy (+1) or idle (-1).
+    pub fn sessions_busy(&self, delta: i64) {
+        self.sessions_busy.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Replaces the set of active certificates: (issuer, kid, not-after).
+    pub fn set_active_certificates(
+        &self,
+        certificates: impl IntoIterator<Item = (String, String, i64)>,
+    ) {
+        let mut map = lock(&self.cert_not_after);
+        map.clear();
+        for (issuer, kid, not_after) in certificates {
+            map.insert((issuer, kid), not_after);
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        header(
+            &mut out,
+            "tokens_issued_total",
+            "counter",
+            "Tokens handed out.",
+        );
+        let _ = writeln!(
+            out,
+            "access_token_agent_tokens_issued_total {}",
+            load(&self.issued)
+        );
+        header(
+            &mut out,
+            "tokens_refused_total",
+            "counter",
+            "Requests that got no token, by reason.",
+        );
+        for (reason, count) in lock(&self.refused).iter() {
+            let _ = writeln!(
+                out,
+                "access_token_agent_tokens_refused_total{{reason=\"{reason}\"}} {count}"
+            );
+        }
+        header(
+            &mut out,
+            "cache_hits_total",
+            "counter",
+            "Tokens served from the cache.",
+        );
+        let _ = writeln!(
+            out,
+            "access_token_agent_cache_hits_total {}",
+            load(&self.cache_hits)
+        );
+        header(
+            &mut out,
+            "cache_misses_total",
+            "counter",
+            "Requests that needed a fresh signature.",
+        );
+        let _ = writeln!(
+            out,
+            "access_token_agent_cache_misses_total {}",
+            load(&self.cache_misses)
+        );
+        self.render_latency(&mut out);
+        header(
+            &mut out,
+            "hsm_errors_total",
+            "counter",
+            "Failed PKCS#11 calls, by return value.",
+        );
+        for (ckr, count) in lock(&self.hsm_errors).iter() {
+            let _ = writeln!(
+                out,
+                "access_token_agent_hsm_errors_total{{ckr=\"{ckr}\"}} {count}"
+            );
+        }
+        header(
+            &mut out,
+            "sessions_busy",
+            "gauge",
+            "Signing sessions inside a PKCS#11 call.",
+        );
+        let busy = self.sessions_busy.load(Ordering::Relaxed);
+        let _ = writeln!(out, "access_token_agent_sessions_busy {busy}");
+        header(
+            &mut out,
+            "certificate_not_after_seconds",
+            "gauge",
+            "Expiry of each active certificate, Unix seconds.",
+        );
+        for ((issuer, kid), not_after) in lock(&self.cert_not_after).iter() {
+            let _ = writeln!(
+                out,
+                "access_token_agent_certificate_not_after_seconds{{issuer=\"{}\",kid=\"{kid}\"}} {not_after}",
+                escape_label(issuer)
+            );
+        }
+        out
+    }
+
+    fn render_latency(&self, out: &mut String) {
+        let name = "access_token_agent_signing_seconds";
+        header(out, "signing_seconds", "histogram", "Time spent in C_Sign.");
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.latency_count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.latency_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(
+        out,
+        "# HELP access_token_agent_{name} {help}\n# TYPE access_token_agent_{name} {kind}"
+    );
+}
+
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_show_up_in_the_exposition() {
+        let metrics = Metrics::default();
+        metrics.token_issued();
+        metrics.token_refused("not-granted");
+        metrics.token_refused("not-granted");
+        metrics.signed(Duration::from_micros(700));
+        metrics.hsm_error("CKR_DEVICE_REMOVED");
+        metrics.set_active_certificates([("ttd".into(), "ABC".into(), 42)]);
+        let text = metrics.render();
+        assert!(text.contains("access_token_agent_tokens_issued_total 1\n"));
+        assert!(
+            text.contains("access_token_agent_tokens_refused_total{reason=\"not-granted\"} 2\n")
+        );
+        assert!(text.contains("access_token_agent_signing_seconds_bucket{le=\"0.0005\"} 0\n"));
+        assert!(text.contains("access_token_agent_signing_seconds_bucket{le=\"0.001\"} 1\n"));
+        assert!(
+            text.contains("access_token_agent_hsm_errors_total{ckr=\"CKR_DEVICE_REMOVED\"} 1\n")
+        );
+        assert!(text.contains("certificate_not_after_seconds{issuer=\"ttd\",kid=\"ABC\"} 42\n"));
+    }
+}
