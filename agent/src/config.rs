@@ -24,6 +24,13 @@ pub struct Config {
     /// Issuers this agent signs for, `[[issuer]]` in the file.
     #[serde(default, rename = "issuer")]
     pub issuers: Vec<IssuerConfig>,
+    #[serde(default)]
+    pub server: crate::server::ServerConfig,
+    /// Who may have which token, `[[grant]]` in the file.
+    #[serde(default, rename = "grant")]
+    pub grants: Vec<crate::policy::GrantConfig>,
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// `[hsm]`: which PKCS#11 token holds the keys, and how to log in.

@@ -19,9 +19,13 @@
 //! | [`hsm::enrol`] | PKCS#12 import, in-HSM generation, deletion |
 //! | [`issue`] | the contract between the socket front and the signing back |
 //! | [`metrics`] | counters and histograms, rendered as Prometheus text |
+//! | [`server`] | the socket front: listener, HTTP routes, limits, problem+json |
+//! | [`policy`] | grants: which peer may have which issuer and app |
+//! | [`audit`] | one JSON line per issued or refused request |
 //! | [`exit`] | process exit codes |
 //! | [`hardening`] | no core dumps, not dumpable |
 
+pub mod audit;
 pub mod cert;
 pub mod cli;
 pub mod config;
@@ -31,4 +35,6 @@ pub mod hsm;
 pub mod issue;
 pub mod metrics;
 pub mod pin;
+pub mod policy;
+pub mod server;
 pub mod token;
