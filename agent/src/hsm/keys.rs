@@ -155,9 +155,21 @@ pub fn active_signing_key(
     pinned_kid: Option<&str>,
     now: i64,
 ) -> Result<SigningKey, HsmError> {
+    let (key, _) = active_key_pair(session, issuer, pinned_kid, now)?;
+    Ok(key)
+}
+
+/// The signing key for `issuer` with its certificate, for checking a
+/// signature against it; the error says how to enrol one.
+pub fn active_key_pair(
+    session: &Session,
+    issuer: &str,
+    pinned_kid: Option<&str>,
+    now: i64,
+) -> Result<(SigningKey, Certificate), HsmError> {
     let pairs = list(session, Some(issuer))?;
     select_active(&pairs, issuer, pinned_kid, now)
-        .and_then(KeyPair::signing_key)
+        .and_then(|pair| Some((pair.signing_key()?, pair.certificate.clone()?.1)))
         .ok_or_else(|| HsmError::KeyNotFound {
             issuer: issuer.to_owned(),
             kid: match pinned_kid {

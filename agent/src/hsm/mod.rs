@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
+use cryptoki::slot::{Limit, Slot};
 use secrecy::SecretString;
 
 pub use error::{Ckr, HsmError};
@@ -85,6 +85,66 @@ impl Hsm {
     /// The token's label.
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// Asks the token for its info: a cheap call that fails once the token
+    /// is gone (SoftHSM answers CKR_GENERAL_ERROR for a removed token while
+    /// the old session still reports itself as logged in).
+    pub fn probe(&self) -> Result<(), HsmError> {
+        self.pkcs11
+            .get_token_info(self.slot)
+            .map(drop)
+            .map_err(|e| HsmError::from_cryptoki("C_GetTokenInfo", e))
+    }
+
+    /// How many sessions the token allows at once, when it says so.
+    pub fn max_sessions(&self) -> Result<Option<u64>, HsmError> {
+        let info = self
+            .pkcs11
+            .get_token_info(self.slot)
+            .map_err(|e| HsmError::from_cryptoki("C_GetTokenInfo", e))?;
+        Ok(match info.max_session_count() {
+            Limit::Max(count) => Some(count),
+            Limit::Unavailable | Limit::Infinite => None,
+        })
+    }
+}
+
+/// Finalizes and re-initialises the process-wide context, so that the module
+/// looks for its tokens afresh. SoftHSM only sees a token that was removed
+/// and restored (or deleted and re-created) after this; until then the old
+/// slot answers CKR_GENERAL_ERROR and new sessions see no objects.
+///
+/// Every session and [`Hsm`] of the old context must be dropped first: after
+/// re-initialisation the module hands out the same session handles again, and
+/// a stale session closed later would close a new one.
+pub fn reset() -> Result<(), HsmError> {
+    let guard = CONTEXT.lock().unwrap_or_else(|p| p.into_inner());
+    let Some((module, pkcs11)) = guard.as_ref() else {
+        return Ok(());
+    };
+    let load_error = |reason: String| HsmError::ModuleLoad {
+        path: module.clone(),
+        reason,
+    };
+    match pkcs11.clone().finalize() {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => {}
+        Err(error) => return Err(HsmError::from_cryptoki("C_Finalize", error)),
+    }
+    pkcs11
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .map_err(|e| load_error(format!("C_Initialize: {e}")))
+}
+
+/// Finalizes the process-wide context at shutdown. Every session must be
+/// dropped first.
+pub fn finalize() -> Result<(), HsmError> {
+    let mut guard = CONTEXT.lock().unwrap_or_else(|p| p.into_inner());
+    match guard.take() {
+        Some((_, pkcs11)) => pkcs11
+            .finalize()
+            .map_err(|e| HsmError::from_cryptoki("C_Finalize", e)),
+        None => Ok(()),
     }
 }
 
