@@ -18,6 +18,7 @@
 //! | [`hsm::sign`] | RS256/ES256 signatures through the HSM |
 //! | [`hsm::enrol`] | PKCS#12 import, in-HSM generation, deletion |
 //! | [`issue`] | the contract between the socket front and the signing back |
+//! | [`cache`] | signed tokens kept per issuer, app and kid until their refresh point |
 //! | [`metrics`] | counters and histograms, rendered as Prometheus text |
 //! | [`server`] | the socket front: listener, HTTP routes, limits, problem+json |
 //! | [`policy`] | grants: which peer may have which issuer and app |
@@ -26,6 +27,7 @@
 //! | [`hardening`] | no core dumps, not dumpable |
 
 pub mod audit;
+pub mod cache;
 pub mod cert;
 pub mod cli;
 pub mod config;
