@@ -31,6 +31,8 @@ pub struct Config {
     pub grants: Vec<crate::policy::GrantConfig>,
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
+    #[serde(default)]
+    pub signing: crate::signer::SigningConfig,
 }
 
 /// `[hsm]`: which PKCS#11 token holds the keys, and how to log in.
@@ -47,13 +49,18 @@ pub struct HsmConfig {
     pub pin_credential: Option<String>,
 }
 
-/// `[token]`: claims and lifetime of the tokens issued.
+/// `[token]`: claims and lifetime of the tokens issued, and their caching.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenConfig {
     pub lifetime_seconds: i64,
     pub valid_from_adjustment_seconds: i64,
     pub audience: String,
+    /// Serve a signed token again to later requests for the same issuer and app.
+    pub cache: bool,
+    /// A cached token is served while more than this fraction of its
+    /// lifetime is left; after that the next request signs a new one.
+    pub cache_refresh_remaining: f64,
 }
 
 impl Default for TokenConfig {
@@ -63,6 +70,8 @@ impl Default for TokenConfig {
             lifetime_seconds: defaults.lifetime_seconds,
             valid_from_adjustment_seconds: defaults.valid_from_adjustment_seconds,
             audience: defaults.audience,
+            cache: true,
+            cache_refresh_remaining: 0.5,
         }
     }
 }
@@ -136,6 +145,7 @@ impl Config {
     fn validate(&mut self) -> Result<(), String> {
         self.hsm.validate()?;
         self.token.validate()?;
+        self.signing.validate()?;
         validate_issuers(&mut self.issuers)
     }
 }
@@ -182,6 +192,12 @@ impl TokenConfig {
             return Err(
                 "`token.audience` is empty; Altinn Platform expects \"platform.altinn.no\"".into(),
             );
+        }
+        let refresh = self.cache_refresh_remaining;
+        if !(refresh > 0.0 && refresh < 1.0) {
+            return Err(format!(
+                "`token.cache_refresh_remaining` = {refresh} must lie between 0 and 1 (exclusive): the fraction of a token's lifetime that must be left for a cached token to be served again, e.g. 0.5"
+            ));
         }
         Ok(())
     }
@@ -308,6 +324,20 @@ mod tests {
         );
         let err = config_with("[[issuer]]\nname = \"ttd\"\nkid = \"abc\"\n").unwrap_err();
         assert!(err.contains("`issuer[0].kid`"), "{err}");
+    }
+
+    #[test]
+    fn cache_defaults_and_refresh_point_are_checked() {
+        let config = config_with("").unwrap();
+        assert!(config.token.cache);
+        assert_eq!(config.token.cache_refresh_remaining, 0.5);
+        for bad in ["0.0", "1.0", "1.5", "-0.1"] {
+            let err =
+                config_with(&format!("[token]\ncache_refresh_remaining = {bad}\n")).unwrap_err();
+            assert!(err.contains("`token.cache_refresh_remaining`"), "{err}");
+        }
+        let off = config_with("[token]\ncache = false\n").unwrap();
+        assert!(!off.token.cache);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! | [`hsm::sign`] | RS256/ES256 signatures through the HSM |
 //! | [`hsm::enrol`] | PKCS#12 import, in-HSM generation, deletion |
 //! | [`issue`] | the contract between the socket front and the signing back |
+//! | [`signer`] | the signing back: signing threads, HSM supervision and recovery |
 //! | [`cache`] | signed tokens kept per issuer, app and kid until their refresh point |
 //! | [`metrics`] | counters and histograms, rendered as Prometheus text |
 //! | [`server`] | the socket front: listener, HTTP routes, limits, problem+json |
@@ -39,4 +40,5 @@ pub mod metrics;
 pub mod pin;
 pub mod policy;
 pub mod server;
+pub mod signer;
 pub mod token;
