@@ -33,6 +33,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve tokens on the Unix socket until SIGTERM (systemd: Type=notify).
+    Serve,
     /// Sign one token through the HSM and print it.
     Mint(MintArgs),
     /// Enrol, list, publish and delete keys on the token (operators).
@@ -93,7 +95,7 @@ impl From<HsmError> for Failure {
 /// Entry point of the `access-token-agent` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(matches!(cli.command, Command::Serve));
     if let Err(error) = hardening::apply() {
         eprintln!("access-token-agent: cannot disable core dumps: {error}");
         return ExitCode::from(exit::FAILURE);
@@ -108,20 +110,29 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
-    let config = Config::load(&Config::resolve_path(cli.config.as_deref()))?;
+    let path = Config::resolve_path(cli.config.as_deref());
+    let config = Config::load(&path)?;
     match cli.command {
+        Command::Serve => crate::daemon::serve(&path, config),
         Command::Mint(args) => mint(&config, &args),
         Command::Keys(command) => match command {},
     }
 }
 
-fn init_logging() {
+/// The daemon logs JSON lines at info level (journald reads stderr); the
+/// operator commands only warnings, as text.
+fn init_logging(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ACCESS_TOKEN_AGENT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let logger = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if daemon {
+        logger.json().init();
+    } else {
+        logger.init();
+    }
 }
 
 /// Opens the configured token and logs in with the configured PIN: one attempt.

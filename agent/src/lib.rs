@@ -20,6 +20,7 @@
 //! | [`issue`] | the contract between the socket front and the signing back |
 //! | [`signer`] | the signing back: signing threads, HSM supervision and recovery |
 //! | [`cache`] | signed tokens kept per issuer, app and kid until their refresh point |
+//! | [`daemon`] | `serve`: start-up, sd_notify, watchdog, reload, shutdown |
 //! | [`metrics`] | counters and histograms, rendered as Prometheus text |
 //! | [`server`] | the socket front: listener, HTTP routes, limits, problem+json |
 //! | [`policy`] | grants: which peer may have which issuer and app |
@@ -32,6 +33,7 @@ pub mod cache;
 pub mod cert;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod exit;
 pub mod hardening;
 pub mod hsm;
