@@ -26,6 +26,8 @@ use std::process::{Child, Command, Output, Stdio};
 
 use tempfile::TempDir;
 
+pub mod daemon;
+
 /// The SoftHSM2 PKCS#11 module (Debian package `softhsm2`).
 pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// The label every [`TestToken`] is initialised with unless told otherwise.
