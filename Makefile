@@ -3,7 +3,7 @@ CARGO ?= cargo
 DEV := $(CURDIR)/.dev
 AGENT := target/debug/access-token-agent
 
-.PHONY: run test deps build lint
+.PHONY: run test deps build lint bench
 
 ## Run the agent on a development SoftHSM token under .dev/ (created on first use).
 run: deps build
@@ -25,3 +25,8 @@ build:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+## Benchmarks (release build): writes BENCHMARKS.md. Never part of `make test`.
+bench: deps
+	$(CARGO) build --release --workspace --bins
+	target/release/access-token-bench --write BENCHMARKS.md
