@@ -289,7 +289,7 @@ fn imported_key_is_sensitive_not_extractable_and_sign_only() {
 #[test]
 fn generated_key_is_never_extractable_and_carries_its_thumbprint() {
     let token = TestToken::new();
-    let kid = token
+    let out = token
         .agent(&[
             "keys",
             "generate",
@@ -300,10 +300,15 @@ fn generated_key_is_never_extractable_and_carries_its_thumbprint() {
             "--days",
             "30",
         ])
-        .success()
-        .stdout_text()
-        .trim()
-        .to_owned();
+        .success();
+    let kid = out.stdout_text().trim().to_owned();
+    let summary = out.stderr_text();
+    assert!(
+        summary.contains(&format!(
+            "kid {kid}, rsa2048, CN=ttd signing, O=Digdir, C=NO"
+        )),
+        "{summary}"
+    );
 
     let objects = token.list_objects();
     let key = object_block(&objects, "Private Key", &kid).expect("the private key object");
@@ -554,6 +559,43 @@ fn bad_kid_and_key_type_are_usage_errors() {
         out.stderr_text().contains("--subject"),
         "{}",
         out.stderr_text()
+    );
+    assert_token_empty(&token);
+}
+
+#[test]
+fn rc2_file_without_the_legacy_provider_gets_the_conversion_command() {
+    let token = TestToken::new();
+    let files = rsa_self_signed(token.path(), "windows", 2048, "/CN=ttd");
+    let pfx = pkcs12(
+        token.path(),
+        "windows",
+        &files.key,
+        &files.cert,
+        "",
+        Pkcs12Kind::LegacyRc2,
+    );
+    // An OpenSSL whose provider directory holds no legacy provider.
+    let out = token
+        .command(&[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd",
+            "--pfx",
+            pfx.to_str().unwrap(),
+        ])
+        .env("OPENSSL_MODULES", token.path())
+        .output()
+        .unwrap()
+        .exit(65);
+    let message = out.stderr_text();
+    assert!(message.contains("RC2-40"), "the scheme is named: {message}");
+    assert!(
+        message.contains(
+            "openssl pkcs12 -in old.pfx -nodes -legacy | openssl pkcs12 -export -out new.pfx"
+        ),
+        "{message}"
     );
     assert_token_empty(&token);
 }

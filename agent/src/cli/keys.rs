@@ -174,8 +174,8 @@ fn report_enrolled(
         .is_some_and(|pair| pair.id == cert.thumbprint);
     eprintln!(
         "{what} for issuer {issuer:?}: kid {}, {}, {}, valid {} to {}; {}",
-        cert.key.name(),
         cert.kid(),
+        cert.key.name(),
         cert.subject,
         rfc3339(cert.not_before),
         rfc3339(cert.not_after),

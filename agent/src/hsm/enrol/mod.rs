@@ -5,7 +5,7 @@
 //! Every enrolment writes the keys first and the certificate last: the
 //! certificate is the commit marker, and [`super::keys`] never signs with a
 //! pair that lacks it. If any step fails, the objects created so far are
-//! destroyed again ([`Pending`]), so nothing of a failed enrolment remains.
+//! destroyed again (`Pending`), so nothing of a failed enrolment remains.
 
 pub mod generate;
 pub mod import;
