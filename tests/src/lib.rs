@@ -118,14 +118,19 @@ impl TestToken {
     /// file, then `extra` verbatim (more sections, e.g. `[[issuer]]`).
     pub fn write_config(&self, extra: &str) -> PathBuf {
         let path = self.config_path();
-        let text = format!(
-            "[hsm]\nmodule = {:?}\ntoken_label = {:?}\npin_file = {:?}\n\n{extra}",
+        fs::write(&path, format!("{}\n{extra}", self.hsm_section())).expect("write agent.toml");
+        path
+    }
+
+    /// The `[hsm]` section [`TestToken::write_config`] writes, for tests
+    /// that need to change it.
+    pub fn hsm_section(&self) -> String {
+        format!(
+            "[hsm]\nmodule = {:?}\ntoken_label = {:?}\npin_file = {:?}\n",
             MODULE,
             self.label,
             self.pin_file().display().to_string(),
-        );
-        fs::write(&path, text).expect("write agent.toml");
-        path
+        )
     }
 
     /// Writes a file into the temporary directory and returns its path.
@@ -470,4 +475,55 @@ pub fn data_dir() -> PathBuf {
 
 fn path_str(path: &Path) -> String {
     path.to_str().expect("test paths are UTF-8").to_owned()
+}
+
+/// The shared Altinn test certificate and key (`tests/data/ttd-org.pfx`,
+/// empty password, legacy 3DES) and its certificate (`ttd-org.pem`).
+pub fn ttd_pfx() -> PathBuf {
+    data_dir().join("ttd-org.pfx")
+}
+
+/// The certificate inside [`ttd_pfx`].
+pub fn ttd_pem() -> PathBuf {
+    data_dir().join("ttd-org.pem")
+}
+
+/// Decodes one base64url part of a JWS into JSON.
+pub fn jws_part(token: &str, index: usize) -> serde_json::Value {
+    use base64::Engine;
+    let part = token.split('.').nth(index).expect("a compact JWS part");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON")
+}
+
+/// Verifies `token` with the `jsonwebtoken` crate against the public key of
+/// the PEM certificate `cert_pem`, as a relying party would: the algorithm
+/// from the key type, `exp` checked, audience `platform.altinn.no`, issuer
+/// `issuer`. Returns the claims.
+pub fn verify_jwt(token: &str, cert_pem: &[u8], issuer: &str) -> serde_json::Value {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    let header = jsonwebtoken::decode_header(token).expect("a JWS header");
+    let key = match header.alg {
+        Algorithm::RS256 => DecodingKey::from_rsa_pem(cert_pem),
+        Algorithm::ES256 => DecodingKey::from_ec_pem(cert_pem),
+        other => panic!("unexpected alg {other:?}"),
+    }
+    .expect("a public key from the certificate");
+    let mut validation = Validation::new(header.alg);
+    validation.set_audience(&["platform.altinn.no"]);
+    validation.set_issuer(&[issuer]);
+    validation.leeway = 10;
+    jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
+        .unwrap_or_else(|e| panic!("the token does not verify: {e}"))
+        .claims
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs() as i64
 }
