@@ -10,6 +10,8 @@ use crate::config::{Config, ConfigError};
 use crate::hsm::{self, Access, Hsm, HsmError};
 use crate::{exit, hardening, pin};
 
+mod keys;
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0   success
@@ -56,7 +58,18 @@ pub struct MintArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum KeysCommand {}
+pub enum KeysCommand {
+    /// Import a PKCS#12 file's private key and certificate for an issuer.
+    Import(keys::ImportArgs),
+    /// Generate a key pair inside the HSM, with a self-signed certificate.
+    Generate(keys::GenerateArgs),
+    /// List the key pairs on the token and which one each issuer signs with.
+    List(keys::ListArgs),
+    /// Print an issuer's certificate: PEM, DER, or the Key Vault secret value.
+    ExportCert(keys::ExportArgs),
+    /// Remove a key pair and its certificate from the token.
+    Delete(keys::DeleteArgs),
+}
 
 /// A failure on its way out: the message for stderr and the exit code.
 #[derive(Debug)]
@@ -115,7 +128,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve => crate::daemon::serve(&path, config),
         Command::Mint(args) => mint(&config, &args),
-        Command::Keys(command) => match command {},
+        Command::Keys(command) => keys::run(&config, command),
     }
 }
 

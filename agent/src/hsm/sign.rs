@@ -3,6 +3,7 @@
 //! whose 64-byte r||s output is already the JWS signature.
 
 use cryptoki::mechanism::Mechanism;
+use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
 
 use super::keys::SigningKey;
@@ -11,9 +12,20 @@ use crate::token::{self, Alg, Lifetime};
 
 /// Signs `input` with the private key behind `key`.
 pub fn sign(session: &Session, key: &SigningKey, input: &[u8]) -> Result<Vec<u8>, HsmError> {
-    let result = match key.id.alg {
-        Alg::Rs256 => session.sign(&Mechanism::Sha256RsaPkcs, key.handle, input),
-        Alg::Es256 => session.sign(&Mechanism::Ecdsa, key.handle, &openssl::sha::sha256(input)),
+    sign_with(session, key.id.alg, key.handle, input)
+}
+
+/// Signs `input` with the private key `handle` as `alg` prescribes; also
+/// used before a key has its certificate (self-signing a generated key).
+pub fn sign_with(
+    session: &Session,
+    alg: Alg,
+    handle: ObjectHandle,
+    input: &[u8],
+) -> Result<Vec<u8>, HsmError> {
+    let result = match alg {
+        Alg::Rs256 => session.sign(&Mechanism::Sha256RsaPkcs, handle, input),
+        Alg::Es256 => session.sign(&Mechanism::Ecdsa, handle, &openssl::sha::sha256(input)),
     };
     result.map_err(|e| HsmError::from_cryptoki("C_Sign", e))
 }

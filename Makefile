@@ -1,0 +1,32 @@
+# The two commands: `make run` and `make test`.
+CARGO ?= cargo
+DEV := $(CURDIR)/.dev
+AGENT := target/debug/access-token-agent
+
+.PHONY: run test deps build lint bench
+
+## Run the agent on a development SoftHSM token under .dev/ (created on first use).
+run: deps build
+	hsm-config/dev-token.sh
+	hsm-config/dev-run.sh
+
+## Run every test: unit tests and integration tests against real SoftHSM.
+test: deps build
+	$(CARGO) test --workspace
+
+## Install SoftHSM2, opensc and build dependencies when missing.
+deps:
+	hsm-config/install-deps.sh
+
+build:
+	$(CARGO) build --workspace --bins
+
+## Formatting and lints, as CI-clean code needs them.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## Benchmarks (release build): writes BENCHMARKS.md. Never part of `make test`.
+bench: deps
+	$(CARGO) build --release --workspace --bins
+	target/release/access-token-bench --write BENCHMARKS.md

@@ -1,0 +1,390 @@
+//! Key pairs generated inside the HSM, with a self-signed certificate that
+//! the HSM key itself signs.
+//!
+//! The pair's CKA_ID must be the certificate's SHA-1 thumbprint, which exists
+//! only once the certificate does. So the pair is generated under a random
+//! temporary CKA_ID, the certificate is built and signed through the HSM
+//! (rcgen, with the HSM as its [`SigningKey`]), the final CKA_ID is set on
+//! both keys, and the certificate object is written last.
+
+use std::cell::RefCell;
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use openssl::bn::BigNum;
+use openssl::ecdsa::EcdsaSig;
+use openssl::rsa::Rsa;
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, KeyUsagePurpose, PublicKeyData, SerialNumber,
+    SignatureAlgorithm, SigningKey,
+};
+use time::OffsetDateTime;
+
+use super::{certificate_template, private_key_policy, EnrolError, Pending, P256_PARAMS};
+use crate::cert::Certificate;
+use crate::hsm::{sign, HsmError};
+use crate::token::Alg;
+
+/// How far the certificate's not-before lies before now, so that a verifier
+/// whose clock is a little behind still accepts it.
+pub const NOT_BEFORE_MARGIN_SECONDS: i64 = 300;
+/// Default validity of a generated certificate, in days: one year, so that
+/// rotation is routine rather than forgotten.
+pub const DEFAULT_DAYS: u32 = 365;
+/// Longest validity accepted, in days (ten years).
+pub const MAX_DAYS: u32 = 3650;
+
+/// The kinds of key `keys generate` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyType {
+    /// RSA 2048 bits, RS256 (what Altinn's own certificates use).
+    Rsa2048,
+    /// RSA 3072 bits, RS256.
+    Rsa3072,
+    /// RSA 4096 bits, RS256.
+    Rsa4096,
+    /// EC P-256, ES256.
+    P256,
+}
+
+impl KeyType {
+    fn alg(self) -> Alg {
+        match self {
+            KeyType::P256 => Alg::Es256,
+            _ => Alg::Rs256,
+        }
+    }
+
+    fn rsa_bits(self) -> Option<u64> {
+        match self {
+            KeyType::Rsa2048 => Some(2048),
+            KeyType::Rsa3072 => Some(3072),
+            KeyType::Rsa4096 => Some(4096),
+            KeyType::P256 => None,
+        }
+    }
+}
+
+/// What the self-signed certificate says.
+#[derive(Debug, Clone)]
+pub struct CertificateRequest {
+    /// `CN=…, O=…` (CN, O, OU, C, L, ST); `None` gives `CN=<issuer>`.
+    pub subject: Option<String>,
+    /// Validity from now, 1 to [`MAX_DAYS`].
+    pub days: u32,
+    /// Unix seconds; the certificate is valid from a few minutes before.
+    pub now: i64,
+}
+
+/// Generates a `key_type` pair for `issuer` inside the HSM and stores a
+/// self-signed certificate for it. Returns the certificate enrolled.
+pub fn generate(
+    session: &Session,
+    issuer: &str,
+    key_type: KeyType,
+    request: &CertificateRequest,
+) -> Result<Certificate, EnrolError> {
+    let subject = request
+        .subject
+        .clone()
+        .unwrap_or_else(|| format!("CN={issuer}"));
+    let params = certificate_params(&subject, request)?;
+    let mut pending = Pending::new(session);
+    let (public, private) = generate_pair(session, issuer, key_type)?;
+    pending.adopt(private);
+    pending.adopt(public);
+    let key = HsmKey::new(session, key_type, public, private)?;
+    let der = match params.self_signed(&key) {
+        Ok(cert) => cert.der().to_vec(),
+        Err(error) => return Err(key.failure(error)),
+    };
+    let cert = Certificate::from_der(&der).map_err(|e| EnrolError::Input(e.to_string()))?;
+    for handle in [private, public] {
+        session
+            .update_attributes(handle, &[Attribute::Id(cert.thumbprint.to_vec())])
+            .map_err(|e| HsmError::from_cryptoki("C_SetAttributeValue", e))?;
+    }
+    pending.create(&certificate_template(&der, issuer, &cert.thumbprint)?)?;
+    pending.commit();
+    Ok(cert)
+}
+
+fn certificate_params(
+    subject: &str,
+    request: &CertificateRequest,
+) -> Result<CertificateParams, EnrolError> {
+    if !(1..=MAX_DAYS).contains(&request.days) {
+        return Err(EnrolError::Input(format!(
+            "--days {} is out of range; give 1 to {MAX_DAYS} (default {DEFAULT_DAYS})",
+            request.days
+        )));
+    }
+    let at = |unix: i64| {
+        OffsetDateTime::from_unix_timestamp(unix)
+            .map_err(|e| EnrolError::Input(format!("certificate validity: {e}")))
+    };
+    let mut params = CertificateParams::default();
+    params.distinguished_name = distinguished_name(subject)?;
+    params.not_before = at(request.now - NOT_BEFORE_MARGIN_SECONDS)?;
+    params.not_after = at(request.now + i64::from(request.days) * 86_400)?;
+    params.serial_number = Some(random_serial()?);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    Ok(params)
+}
+
+/// Parses `CN=ttd, O=Digdir, C=NO`.
+fn distinguished_name(subject: &str) -> Result<DistinguishedName, EnrolError> {
+    let invalid = |why: String| {
+        EnrolError::Input(format!(
+            "--subject {subject:?}: {why}; write it as \"CN=name, O=organisation, C=NO\" (CN, O, OU, C, L, ST)"
+        ))
+    };
+    let mut name = DistinguishedName::new();
+    for part in subject.split(',').map(str::trim) {
+        let (field, value) = part
+            .split_once('=')
+            .ok_or_else(|| invalid(format!("{part:?} is not FIELD=value")))?;
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(invalid(format!("{field} is empty")));
+        }
+        let field = match field.trim().to_ascii_uppercase().as_str() {
+            "CN" => DnType::CommonName,
+            "O" => DnType::OrganizationName,
+            "OU" => DnType::OrganizationalUnitName,
+            "C" => DnType::CountryName,
+            "L" => DnType::LocalityName,
+            "ST" => DnType::StateOrProvinceName,
+            other => return Err(invalid(format!("unknown field {other:?}"))),
+        };
+        name.push(field, value);
+    }
+    Ok(name)
+}
+
+/// 16 random bytes, positive and without a leading zero byte (RFC 5280).
+fn random_serial() -> Result<SerialNumber, EnrolError> {
+    let mut serial = [0u8; 16];
+    openssl::rand::rand_bytes(&mut serial)
+        .map_err(|e| EnrolError::Input(format!("random serial number: {e}")))?;
+    serial[0] = (serial[0] & 0x7f) | 0x40;
+    Ok(SerialNumber::from_slice(&serial))
+}
+
+/// C_GenerateKeyPair with [`private_key_policy`] on the private key and a
+/// random temporary CKA_ID on both.
+fn generate_pair(
+    session: &Session,
+    issuer: &str,
+    key_type: KeyType,
+) -> Result<(ObjectHandle, ObjectHandle), EnrolError> {
+    let mut temporary_id = [0u8; 20];
+    openssl::rand::rand_bytes(&mut temporary_id)
+        .map_err(|e| EnrolError::Input(format!("random key id: {e}")))?;
+    let mut public = vec![
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Label(issuer.as_bytes().to_vec()),
+        Attribute::Id(temporary_id.to_vec()),
+    ];
+    let mechanism = match key_type.rsa_bits() {
+        Some(bits) => {
+            public.push(Attribute::ModulusBits(bits.into()));
+            public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
+            Mechanism::RsaPkcsKeyPairGen
+        }
+        None => {
+            public.push(Attribute::EcParams(P256_PARAMS.to_vec()));
+            Mechanism::EccKeyPairGen
+        }
+    };
+    let private = private_key_policy(issuer, &temporary_id);
+    session
+        .generate_key_pair(&mechanism, &public, &private)
+        .map_err(|e| HsmError::from_cryptoki("C_GenerateKeyPair", e).into())
+}
+
+/// The generated pair as rcgen sees it: the public key read from the token,
+/// signatures made by the HSM.
+struct HsmKey<'s> {
+    session: &'s Session,
+    private: ObjectHandle,
+    key_type: KeyType,
+    /// PKCS#1 RSAPublicKey, or the uncompressed EC point.
+    public_der: Vec<u8>,
+    /// The HSM's error behind a failed signature; rcgen's error cannot carry it.
+    sign_error: RefCell<Option<HsmError>>,
+}
+
+impl<'s> HsmKey<'s> {
+    fn new(
+        session: &'s Session,
+        key_type: KeyType,
+        public: ObjectHandle,
+        private: ObjectHandle,
+    ) -> Result<HsmKey<'s>, EnrolError> {
+        let public_der = match key_type {
+            KeyType::P256 => ec_point(session, public)?,
+            _ => rsa_public_key(session, public)?,
+        };
+        Ok(HsmKey {
+            session,
+            private,
+            key_type,
+            public_der,
+            sign_error: RefCell::new(None),
+        })
+    }
+
+    /// Turns rcgen's error into the HSM error behind it, if there was one.
+    fn failure(&self, error: rcgen::Error) -> EnrolError {
+        match self.sign_error.borrow_mut().take() {
+            Some(hsm) => hsm.into(),
+            None => EnrolError::Input(format!("cannot build the certificate: {error}")),
+        }
+    }
+}
+
+impl PublicKeyData for HsmKey<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        &self.public_der
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        match self.key_type {
+            KeyType::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            _ => &rcgen::PKCS_RSA_SHA256,
+        }
+    }
+}
+
+impl SigningKey for HsmKey<'_> {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let alg = self.key_type.alg();
+        let signed = sign::sign_with(self.session, alg, self.private, msg).and_then(|signature| {
+            match alg {
+                Alg::Rs256 => Ok(signature),
+                // X.509 wants ECDSA-Sig-Value (DER), not JWS's r||s.
+                Alg::Es256 => ecdsa_der(&signature),
+            }
+        });
+        signed.map_err(|error| {
+            *self.sign_error.borrow_mut() = Some(error);
+            rcgen::Error::RemoteKeyError
+        })
+    }
+}
+
+fn read_attribute(
+    session: &Session,
+    handle: ObjectHandle,
+    wanted: AttributeType,
+) -> Result<Vec<u8>, HsmError> {
+    let attributes = session
+        .get_attributes(handle, &[wanted])
+        .map_err(|e| HsmError::from_cryptoki("C_GetAttributeValue", e))?;
+    attributes
+        .into_iter()
+        .find_map(|attribute| match attribute {
+            Attribute::Modulus(v) | Attribute::PublicExponent(v) | Attribute::EcPoint(v) => Some(v),
+            _ => None,
+        })
+        .ok_or_else(|| HsmError::Invalid {
+            what: "reading the generated public key".into(),
+            reason: format!("the token did not return {wanted}"),
+        })
+}
+
+fn rsa_public_key(session: &Session, public: ObjectHandle) -> Result<Vec<u8>, EnrolError> {
+    let n = read_attribute(session, public, AttributeType::Modulus)?;
+    let e = read_attribute(session, public, AttributeType::PublicExponent)?;
+    let encode = || {
+        let rsa = Rsa::from_public_components(BigNum::from_slice(&n)?, BigNum::from_slice(&e)?)?;
+        rsa.public_key_to_der_pkcs1()
+    };
+    encode().map_err(|e| EnrolError::Input(format!("the generated RSA public key: {e}")))
+}
+
+/// CKA_EC_POINT as the 65-byte uncompressed point. PKCS#11 says it is a DER
+/// OCTET STRING (SoftHSM does so); some modules return the bare point.
+fn ec_point(session: &Session, public: ObjectHandle) -> Result<Vec<u8>, EnrolError> {
+    let raw = read_attribute(session, public, AttributeType::EcPoint)?;
+    match raw.as_slice() {
+        [0x04, 0x41, point @ ..] if point.len() == 65 => Ok(point.to_vec()),
+        [0x04, ..] if raw.len() == 65 => Ok(raw),
+        _ => Err(EnrolError::Input(format!(
+            "the generated EC public point has an unexpected form ({} bytes)",
+            raw.len()
+        ))),
+    }
+}
+
+/// r||s (32 bytes each) to the DER ECDSA-Sig-Value certificates carry.
+fn ecdsa_der(signature: &[u8]) -> Result<Vec<u8>, HsmError> {
+    let invalid = |reason: String| HsmError::Invalid {
+        what: "ECDSA signature from the token".into(),
+        reason,
+    };
+    if signature.len() != 64 {
+        return Err(invalid(format!("{} bytes, expected 64", signature.len())));
+    }
+    let (r, s) = signature.split_at(32);
+    let encode = || {
+        EcdsaSig::from_private_components(BigNum::from_slice(r)?, BigNum::from_slice(s)?)?.to_der()
+    };
+    encode().map_err(|e| invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_fields_are_parsed() {
+        let name = distinguished_name("CN=ttd, O=Digdir ,c=NO").unwrap();
+        assert!(matches!(name.get(&DnType::CommonName), Some(v) if *v == "ttd".into()));
+        assert!(name.get(&DnType::OrganizationName).is_some());
+        assert!(name.get(&DnType::CountryName).is_some());
+    }
+
+    #[test]
+    fn bad_subjects_name_the_problem() {
+        for (subject, problem) in [
+            ("ttd", "not FIELD=value"),
+            ("CN=", "CN is empty"),
+            ("CN=ttd, E=x@y", "unknown field \"E\""),
+        ] {
+            let Err(EnrolError::Input(message)) = distinguished_name(subject) else {
+                panic!("{subject:?} was accepted");
+            };
+            assert!(message.contains(problem), "{message}");
+        }
+    }
+
+    #[test]
+    fn days_out_of_range_are_refused() {
+        for days in [0, MAX_DAYS + 1] {
+            let request = CertificateRequest {
+                subject: None,
+                days,
+                now: 1_767_225_600,
+            };
+            assert!(certificate_params("CN=ttd", &request).is_err());
+        }
+    }
+
+    #[test]
+    fn ecdsa_signature_becomes_der_that_openssl_reads_back() {
+        let raw: Vec<u8> = (1..=64).collect();
+        let der = ecdsa_der(&raw).unwrap();
+        let parsed = EcdsaSig::from_der(&der).unwrap();
+        assert_eq!(parsed.r().to_vec(), raw[..32]);
+        assert_eq!(parsed.s().to_vec(), raw[32..]);
+        assert!(ecdsa_der(&raw[..63]).is_err());
+    }
+}

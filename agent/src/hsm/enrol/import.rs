@@ -1,0 +1,212 @@
+//! PKCS#12 import: the private key becomes a sensitive, non-extractable,
+//! sign-only token object and the certificate is stored beside it.
+//!
+//! OpenSSL reads every PKCS#12 flavour operators bring: Altinn's files (3DES
+//! key bag, plain certificate bag, SHA-1 MAC over the null password), OpenSSL
+//! 3's PBES2/AES-256 with a SHA-256 MAC, and, with OpenSSL's legacy provider
+//! loaded, Windows exports whose certificate bag uses RC2-40.
+
+use std::sync::OnceLock;
+
+use cryptoki::object::{Attribute, KeyType};
+use cryptoki::session::Session;
+use openssl::bn::BigNumRef;
+use openssl::error::ErrorStack;
+use openssl::nid::Nid;
+use openssl::pkcs12::{ParsedPkcs12_2, Pkcs12};
+use openssl::pkey::{Id, PKey, Private};
+use openssl::provider::Provider;
+use openssl::x509::X509;
+use zeroize::Zeroizing;
+
+use super::{certificate_template, ensure_new_kid, private_key_policy, EnrolError, Pending};
+use super::{SecretTemplate, P256_PARAMS};
+use crate::cert::Certificate;
+
+/// RSA keys below this size are refused: .NET will not sign with them.
+pub const MIN_RSA_BITS: u32 = 2048;
+
+/// The command that rewrites an old PKCS#12 file in a form OpenSSL 3 reads.
+const CONVERT: &str =
+    "openssl pkcs12 -in old.pfx -nodes -legacy | openssl pkcs12 -export -out new.pfx";
+
+/// Reads the PKCS#12 file `pfx` (its bytes) with `password` (empty for
+/// Altinn's files) and stores its key and certificate on the token for
+/// `issuer`, both with CKA_ID = the certificate's SHA-1 thumbprint.
+/// Returns the certificate enrolled.
+pub fn import(
+    session: &Session,
+    issuer: &str,
+    pfx: &[u8],
+    password: &str,
+) -> Result<Certificate, EnrolError> {
+    let (key, x509) = read_pkcs12(pfx, password)?;
+    check_key(&key, &x509)?;
+    let der = x509
+        .to_der()
+        .map_err(|e| EnrolError::Input(format!("cannot encode the certificate: {e}")))?;
+    let cert = Certificate::from_der(&der).map_err(|e| EnrolError::Input(e.to_string()))?;
+    ensure_new_kid(session, &cert.thumbprint)?;
+    let mut pending = Pending::new(session);
+    pending.create(&private_key_template(&key, issuer, &cert.thumbprint)?.0)?;
+    pending.create(&certificate_template(&der, issuer, &cert.thumbprint)?)?;
+    pending.commit();
+    Ok(cert)
+}
+
+/// The private key and the certificate that belongs to it.
+fn read_pkcs12(pfx: &[u8], password: &str) -> Result<(PKey<Private>, X509), EnrolError> {
+    load_legacy_provider();
+    let file = Pkcs12::from_der(pfx).map_err(|e| {
+        EnrolError::Input(format!(
+            "not a PKCS#12 (.pfx/.p12) file ({}); to pack a PEM key and certificate: openssl pkcs12 -export -inkey key.pem -in cert.pem -out new.pfx",
+            describe(&e)
+        ))
+    })?;
+    let ParsedPkcs12_2 { pkey, cert, .. } = file.parse2(password).map_err(unreadable)?;
+    match (pkey, cert) {
+        (Some(key), Some(cert)) => Ok((key, cert)),
+        (None, _) => Err(EnrolError::Input(
+            "the PKCS#12 file holds no private key; export it again with the key included".into(),
+        )),
+        (Some(_), None) => Err(EnrolError::Input(
+            "the PKCS#12 file holds no certificate for its private key; export it again with the key's certificate".into(),
+        )),
+    }
+}
+
+/// RC2-40 (Windows certificate bags) lives in OpenSSL 3's legacy provider.
+/// Loaded once, with the default provider kept, and held for the process's
+/// lifetime; where it is not installed, such files get the conversion hint.
+fn load_legacy_provider() {
+    static LEGACY: OnceLock<Option<Provider>> = OnceLock::new();
+    LEGACY.get_or_init(|| Provider::try_load(None, "legacy", true).ok());
+}
+
+/// Why OpenSSL could not open the file, in words an operator can act on.
+fn unreadable(error: ErrorStack) -> EnrolError {
+    let detail = describe(&error);
+    let lower = detail.to_ascii_lowercase();
+    let message = if lower.contains("mac verify") {
+        format!("wrong password: the file's integrity check (MAC) fails with the password given ({detail}); pass the right one with --password-file FILE (without it the empty password is used)")
+    } else if lower.contains("unsupported") || lower.contains("fetch") || lower.contains("unknown")
+    {
+        format!("the file uses an encryption scheme OpenSSL cannot read here ({detail}); convert it with: {CONVERT}")
+    } else {
+        format!("cannot decrypt the file ({detail}); check the password, or convert the file with: {CONVERT}")
+    };
+    EnrolError::Input(message)
+}
+
+/// OpenSSL's reasons and details, e.g. `unsupported (Algorithm (RC2-40-CBC : 0))`.
+fn describe(error: &ErrorStack) -> String {
+    let parts: Vec<String> = error
+        .errors()
+        .iter()
+        .map(|e| match (e.reason(), e.data()) {
+            (Some(reason), Some(data)) => format!("{reason}: {data}"),
+            (Some(reason), None) => reason.to_owned(),
+            (None, _) => format!("error {:#x}", e.code()),
+        })
+        .collect();
+    if parts.is_empty() {
+        "no detail from OpenSSL".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// The key must be RSA of at least [`MIN_RSA_BITS`] or EC P-256, and the
+/// certificate must carry its public half.
+fn check_key(key: &PKey<Private>, cert: &X509) -> Result<(), EnrolError> {
+    match key.id() {
+        Id::RSA if key.bits() < MIN_RSA_BITS => {
+            return Err(EnrolError::Input(format!(
+                "the RSA key has {} bits; Altinn tokens need at least {MIN_RSA_BITS} (.NET refuses to sign with fewer); get a certificate for a larger key, or create one in the HSM with `access-token-agent keys generate`",
+                key.bits()
+            )))
+        }
+        Id::RSA => {}
+        Id::EC if ec_curve(key) == Some(Nid::X9_62_PRIME256V1) => {}
+        other => {
+            return Err(EnrolError::Input(format!(
+                "the private key is {other:?}{}; only RSA ({MIN_RSA_BITS} bits or more) and EC P-256 keys can sign Altinn tokens",
+                ec_curve(key).map(|c| format!(" on {}", c.short_name().unwrap_or("?"))).unwrap_or_default()
+            )))
+        }
+    }
+    let public = cert
+        .public_key()
+        .map_err(|e| EnrolError::Input(format!("cannot read the certificate's key: {e}")))?;
+    if !public.public_eq(key) {
+        return Err(EnrolError::Input(
+            "the certificate in the file is not the private key's certificate (their public keys differ); export the key together with its own certificate".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn ec_curve(key: &PKey<Private>) -> Option<Nid> {
+    key.ec_key().ok()?.group().curve_name()
+}
+
+/// The token object for `key`: [`private_key_policy`] plus the key's
+/// components. The template zeroizes them when dropped, also when reading
+/// one of them fails half-way.
+fn private_key_template(
+    key: &PKey<Private>,
+    issuer: &str,
+    id: &[u8],
+) -> Result<SecretTemplate, EnrolError> {
+    let mut template = SecretTemplate(private_key_policy(issuer, id));
+    let read = match key.id() {
+        Id::RSA => push_rsa_components(key, &mut template.0),
+        _ => push_p256_components(key, &mut template.0),
+    };
+    read.map_err(|e| EnrolError::Input(format!("cannot read the private key: {e}")))?;
+    Ok(template)
+}
+
+/// One CRT component of an RSA key and the attribute that carries it.
+type CrtPart<'k> = (Option<&'k BigNumRef>, fn(Vec<u8>) -> Attribute);
+
+fn push_rsa_components(key: &PKey<Private>, out: &mut Vec<Attribute>) -> Result<(), String> {
+    let rsa = key.rsa().map_err(|e| e.to_string())?;
+    out.push(Attribute::KeyType(KeyType::RSA));
+    out.push(Attribute::Modulus(rsa.n().to_vec()));
+    out.push(Attribute::PublicExponent(rsa.e().to_vec()));
+    out.push(Attribute::PrivateExponent(rsa.d().to_vec()));
+    let crt: [CrtPart; 5] = [
+        (rsa.p(), Attribute::Prime1),
+        (rsa.q(), Attribute::Prime2),
+        (rsa.dmp1(), Attribute::Exponent1),
+        (rsa.dmq1(), Attribute::Exponent2),
+        (rsa.iqmp(), Attribute::Coefficient),
+    ];
+    for (part, attribute) in crt {
+        let part = part.ok_or("the RSA key lacks its CRT components (primes and exponents); export it again from the tool that made it")?;
+        out.push(attribute(part.to_vec()));
+    }
+    Ok(())
+}
+
+fn push_p256_components(key: &PKey<Private>, out: &mut Vec<Attribute>) -> Result<(), String> {
+    let ec = key.ec_key().map_err(|e| e.to_string())?;
+    let scalar = ec
+        .private_key()
+        .to_vec_padded(32)
+        .map_err(|e| e.to_string())?;
+    out.push(Attribute::KeyType(KeyType::EC));
+    out.push(Attribute::EcParams(P256_PARAMS.to_vec()));
+    out.push(Attribute::Value(scalar));
+    Ok(())
+}
+
+/// A password file's text: one trailing newline dropped, zeroized on drop.
+pub fn password_from_bytes(bytes: &[u8]) -> Result<Zeroizing<String>, EnrolError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| EnrolError::Input("the password file is not UTF-8 text".into()))?;
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    Ok(Zeroizing::new(text.to_owned()))
+}

@@ -1,0 +1,270 @@
+//! Putting keys on the token and taking them off again: PKCS#12 import
+//! ([`import()`]), generation inside the HSM with a self-signed certificate
+//! ([`generate()`]), and deletion ([`delete`]).
+//!
+//! Every enrolment writes the keys first and the certificate last: the
+//! certificate is the commit marker, and [`super::keys`] never signs with a
+//! pair that lacks it. If any step fails, the objects created so far are
+//! destroyed again (`Pending`), so nothing of a failed enrolment remains.
+
+pub mod generate;
+pub mod import;
+
+pub use generate::{generate, CertificateRequest, KeyType};
+pub use import::import;
+
+use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use openssl::x509::X509;
+
+use super::HsmError;
+use crate::exit;
+
+/// DER of the OID prime256v1 (1.2.840.10045.3.1.7): CKA_EC_PARAMS of P-256 keys.
+const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+
+/// Why an enrolment or deletion failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrolError {
+    /// The file, key or certificate given cannot be used; the message says
+    /// why and what to do.
+    #[error("{0}")]
+    Input(String),
+    #[error("kid {kid} is already on the token (issuer {issuer:?}); to enrol it again, remove it first with `access-token-agent keys delete --kid {kid}`")]
+    AlreadyEnrolled { kid: String, issuer: String },
+    #[error("no object with kid {0} on the token; `access-token-agent keys list` shows the kids there are")]
+    NoSuchKid(String),
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+}
+
+impl EnrolError {
+    /// The process exit code for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            EnrolError::Input(_) => exit::DATA,
+            EnrolError::AlreadyEnrolled { .. } => exit::FAILURE,
+            EnrolError::NoSuchKid(_) => exit::UNAVAILABLE,
+            EnrolError::Hsm(error) => error.exit_code(),
+        }
+    }
+}
+
+/// Objects of an enrolment that has not yet written its certificate.
+/// Dropped without [`Pending::commit`] (an error, an early return, a
+/// panic), it destroys them, newest first.
+struct Pending<'s> {
+    session: &'s Session,
+    created: Vec<ObjectHandle>,
+}
+
+impl<'s> Pending<'s> {
+    fn new(session: &'s Session) -> Pending<'s> {
+        Pending {
+            session,
+            created: Vec::new(),
+        }
+    }
+
+    /// Takes responsibility for an object created elsewhere (key generation).
+    fn adopt(&mut self, handle: ObjectHandle) {
+        self.created.push(handle);
+    }
+
+    /// Creates an object from `template`; it is destroyed again unless the
+    /// enrolment commits.
+    fn create(&mut self, template: &[Attribute]) -> Result<ObjectHandle, HsmError> {
+        let handle = self
+            .session
+            .create_object(template)
+            .map_err(|e| HsmError::from_cryptoki("C_CreateObject", e))?;
+        self.created.push(handle);
+        Ok(handle)
+    }
+
+    /// The enrolment is complete: keep everything.
+    fn commit(mut self) {
+        self.created.clear();
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        for handle in self.created.drain(..).rev() {
+            if let Err(error) = self.session.destroy_object(handle) {
+                tracing::error!(
+                    "cannot remove object {handle} of the failed enrolment ({error}); `access-token-agent keys list` shows it as incomplete and `keys delete --kid` removes it"
+                );
+            }
+        }
+    }
+}
+
+/// A template whose byte values (key components) are zeroized on drop.
+struct SecretTemplate(Vec<Attribute>);
+
+impl Drop for SecretTemplate {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for attribute in &mut self.0 {
+            match attribute {
+                Attribute::Value(bytes)
+                | Attribute::PrivateExponent(bytes)
+                | Attribute::Prime1(bytes)
+                | Attribute::Prime2(bytes)
+                | Attribute::Exponent1(bytes)
+                | Attribute::Exponent2(bytes)
+                | Attribute::Coefficient(bytes)
+                | Attribute::Modulus(bytes)
+                | Attribute::PublicExponent(bytes) => bytes.zeroize(),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The attributes every private key the agent enrols carries: on the token,
+/// private, sensitive, never extractable, and able to sign and nothing else.
+fn private_key_policy(issuer: &str, id: &[u8]) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::SignRecover(false),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::Label(issuer.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+    ]
+}
+
+/// The certificate object: the DER and the fields PKCS#11 tools show,
+/// public so that it can be read without logging in.
+fn certificate_template(der: &[u8], issuer: &str, id: &[u8]) -> Result<Vec<Attribute>, EnrolError> {
+    let x509 = X509::from_der(der).map_err(|e| EnrolError::Input(format!("certificate: {e}")))?;
+    let name_der = |name: &openssl::x509::X509NameRef| {
+        name.to_der()
+            .map_err(|e| EnrolError::Input(format!("certificate name: {e}")))
+    };
+    let serial = x509
+        .serial_number()
+        .to_bn()
+        .map_err(|e| EnrolError::Input(format!("certificate serial number: {e}")))?;
+    Ok(vec![
+        Attribute::Class(ObjectClass::CERTIFICATE),
+        Attribute::CertificateType(CertificateType::X_509),
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Label(issuer.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+        Attribute::Subject(name_der(x509.subject_name())?),
+        Attribute::Issuer(name_der(x509.issuer_name())?),
+        Attribute::SerialNumber(der_integer(&serial.to_vec())),
+        Attribute::Value(der.to_vec()),
+    ])
+}
+
+/// DER INTEGER of a non-negative big-endian magnitude (CKA_SERIAL_NUMBER).
+fn der_integer(magnitude: &[u8]) -> Vec<u8> {
+    let start = magnitude
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(magnitude.len());
+    let digits = &magnitude[start..];
+    let pad = digits.first().is_none_or(|&b| b & 0x80 != 0);
+    let len = digits.len() + usize::from(pad);
+    let mut out = vec![0x02];
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|&b| b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    if pad {
+        out.push(0);
+    }
+    out.extend_from_slice(digits);
+    out
+}
+
+/// Every object carrying CKA_ID `id`, of any class and label.
+fn objects_with_id(session: &Session, id: &[u8]) -> Result<Vec<ObjectHandle>, HsmError> {
+    session
+        .find_objects(&[Attribute::Id(id.to_vec())])
+        .map_err(|e| HsmError::from_cryptoki("C_FindObjects", e))
+}
+
+/// Refuses an enrolment whose kid is already on the token, complete or not.
+fn ensure_new_kid(session: &Session, id: &[u8]) -> Result<(), EnrolError> {
+    let Some(&existing) = objects_with_id(session, id)?.first() else {
+        return Ok(());
+    };
+    let issuer = session
+        .get_attributes(existing, &[AttributeType::Label])
+        .ok()
+        .and_then(|attributes| {
+            attributes
+                .into_iter()
+                .find_map(|attribute| match attribute {
+                    Attribute::Label(label) => String::from_utf8(label).ok(),
+                    _ => None,
+                })
+        })
+        .unwrap_or_default();
+    Err(EnrolError::AlreadyEnrolled {
+        kid: crate::token::upper_hex(id),
+        issuer,
+    })
+}
+
+/// Removes every object whose CKA_ID is `id`: certificate, private key and
+/// public key, complete or not. Certificates go first, so that an
+/// interrupted deletion leaves a pair that no longer signs. Returns how many
+/// objects were removed.
+pub fn delete(session: &Session, id: &[u8]) -> Result<usize, EnrolError> {
+    let mut handles = objects_with_id(session, id)?;
+    if handles.is_empty() {
+        return Err(EnrolError::NoSuchKid(crate::token::upper_hex(id)));
+    }
+    let is_certificate = |handle: &ObjectHandle| {
+        session
+            .get_attributes(*handle, &[AttributeType::Class])
+            .map(|a| a.contains(&Attribute::Class(ObjectClass::CERTIFICATE)))
+            .unwrap_or(false)
+    };
+    handles.sort_by_key(|handle| !is_certificate(handle));
+    for handle in &handles {
+        session
+            .destroy_object(*handle)
+            .map_err(|e| HsmError::from_cryptoki("C_DestroyObject", e))?;
+    }
+    Ok(handles.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_integer_is_minimal_and_positive() {
+        assert_eq!(der_integer(&[0x01]), [0x02, 0x01, 0x01]);
+        assert_eq!(der_integer(&[0x00, 0x00, 0x7f]), [0x02, 0x01, 0x7f]);
+        assert_eq!(der_integer(&[0x80]), [0x02, 0x02, 0x00, 0x80]);
+        assert_eq!(
+            der_integer(&[0x00, 0xFF, 0x00, 0x11]),
+            [0x02, 0x04, 0x00, 0xFF, 0x00, 0x11]
+        );
+        assert_eq!(der_integer(&[]), [0x02, 0x01, 0x00]);
+        let long = der_integer(&[0x11; 200]);
+        assert_eq!(&long[..4], &[0x02, 0x81, 200, 0x11]);
+    }
+}

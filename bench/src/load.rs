@@ -1,0 +1,240 @@
+//! The load generator: N kept-alive HTTP/1.1 connections over the agent's
+//! Unix socket, each sending the next request as soon as the last answer is
+//! read. Only a 200 answer whose body is a well-formed JWS counts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+/// What one load step measured.
+#[derive(Debug, Default, Clone)]
+pub struct LoadResult {
+    /// Well-formed tokens received.
+    pub ok: u64,
+    /// Answers that were not a 200 with a token, and connection failures.
+    pub errors: u64,
+    /// The first error seen, for the report.
+    pub first_error: Option<String>,
+    pub elapsed: Duration,
+    /// Per-request latency in microseconds, sorted.
+    pub latencies: Vec<u32>,
+}
+
+impl LoadResult {
+    pub fn per_second(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The latency at quantile `q` (0..=1), in milliseconds.
+    pub fn latency_ms(&self, q: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let index = ((self.latencies.len() - 1) as f64 * q).round() as usize;
+        f64::from(self.latencies[index]) / 1000.0
+    }
+}
+
+/// The request every connection repeats.
+fn request(issuer: &str, app: &str) -> Vec<u8> {
+    format!("GET /v1/token?issuer={issuer}&app={app} HTTP/1.1\r\nHost: agent\r\nAccept: application/jwt\r\n\r\n")
+        .into_bytes()
+}
+
+/// Runs `connections` connections against `socket` for `duration`.
+pub async fn run(
+    socket: &Path,
+    connections: usize,
+    duration: Duration,
+    issuer: &str,
+    app: &str,
+) -> LoadResult {
+    let socket: Arc<PathBuf> = Arc::new(socket.to_path_buf());
+    let request: Arc<[u8]> = request(issuer, app).into();
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let socket = socket.clone();
+        let request = request.clone();
+        tasks.push(tokio::spawn(async move {
+            connection(&socket, &request, deadline).await
+        }));
+    }
+    let mut total = LoadResult::default();
+    for task in tasks {
+        let part = task.await.expect("a load task");
+        total.ok += part.ok;
+        total.errors += part.errors;
+        total.first_error = total.first_error.or(part.first_error);
+        total.latencies.extend(part.latencies);
+    }
+    total.elapsed = start.elapsed();
+    total.latencies.sort_unstable();
+    total
+}
+
+async fn connection(socket: &Path, request: &[u8], deadline: Instant) -> LoadResult {
+    let mut result = LoadResult::default();
+    let mut stream = None;
+    let mut buffer = Vec::with_capacity(4096);
+    while Instant::now() < deadline {
+        if stream.is_none() {
+            match UnixStream::connect(socket).await {
+                Ok(s) => stream = Some(s),
+                Err(e) => {
+                    result.fail(format!("connect: {e}"));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let started = Instant::now();
+        let answer = exchange(stream.as_mut().expect("connected"), request, &mut buffer).await;
+        match answer {
+            Ok(()) => {
+                result.ok += 1;
+                result
+                    .latencies
+                    .push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            }
+            Err(error) => {
+                result.fail(error);
+                stream = None;
+            }
+        }
+    }
+    result
+}
+
+impl LoadResult {
+    fn fail(&mut self, error: String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(error);
+        }
+    }
+}
+
+/// One request and its answer on a kept-alive connection.
+async fn exchange(
+    stream: &mut UnixStream,
+    request: &[u8],
+    buffer: &mut Vec<u8>,
+) -> Result<(), String> {
+    stream
+        .write_all(request)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    buffer.clear();
+    let (head_end, content_length) = loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("connection closed by the agent".into());
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+        if let Some(end) = find(buffer, b"\r\n\r\n") {
+            break (end + 4, content_length(&buffer[..end])?);
+        }
+    };
+    while buffer.len() < head_end + content_length {
+        let mut chunk = [0u8; 4096];
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("connection closed mid-body".into());
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+    let status = buffer.get(9..12).unwrap_or_default();
+    let body = &buffer[head_end..head_end + content_length];
+    if status != b"200" {
+        return Err(format!(
+            "status {}: {}",
+            String::from_utf8_lossy(status),
+            String::from_utf8_lossy(body)
+        ));
+    }
+    if !is_jws(body) {
+        return Err(format!("not a token: {}", String::from_utf8_lossy(body)));
+    }
+    Ok(())
+}
+
+fn content_length(head: &[u8]) -> Result<usize, String> {
+    let head = std::str::from_utf8(head).map_err(|_| "a non-UTF-8 head".to_string())?;
+    head.lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .ok_or_else(|| format!("no content-length in {head:?}"))
+}
+
+/// Three non-empty base64url parts, the first a JSON object's encoding.
+pub fn is_jws(body: &[u8]) -> bool {
+    let parts: Vec<&[u8]> = body.split(|b| *b == b'.').collect();
+    parts.len() == 3
+        && body.starts_with(b"eyJ")
+        && parts.iter().all(|part| {
+            !part.is_empty()
+                && part
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// Opens `count` connections, sends one request on each, and keeps them all
+/// open until the returned guard is dropped (for memory at many connections).
+pub async fn hold_connections(socket: &Path, count: usize) -> Vec<UnixStream> {
+    let request = request("ttd", "hold");
+    let mut held = Vec::with_capacity(count);
+    let mut buffer = Vec::new();
+    for _ in 0..count {
+        let Ok(mut stream) = UnixStream::connect(socket).await else {
+            break;
+        };
+        if exchange(&mut stream, &request, &mut buffer).await.is_ok() {
+            held.push(stream);
+        }
+    }
+    held
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jws_shape_is_checked() {
+        assert!(is_jws(b"eyJhbGciOi.eyJ1cm4.c2ln_-"));
+        assert!(!is_jws(b"eyJhbGciOi.eyJ1cm4"));
+        assert!(!is_jws(b"{\"type\":\"x\"}"));
+        assert!(!is_jws(b"eyJh..sig"));
+    }
+
+    #[test]
+    fn content_length_is_read_case_insensitively() {
+        assert_eq!(
+            content_length(b"HTTP/1.1 200 OK\r\ncontent-length: 12"),
+            Ok(12)
+        );
+        assert!(content_length(b"HTTP/1.1 200 OK\r\n").is_err());
+    }
+}

@@ -1,0 +1,277 @@
+//! `make bench`: the agent against its limits, measured side by side in one
+//! run on this machine, printed as Markdown (and written to BENCHMARKS.md
+//! with `--write`).
+//!
+//! 1. HSM ceiling: raw `C_Sign` tokens/s through cryptoki, 1 and N sessions.
+//! 2. The agent signing every request (`cache = false`) at 1, 16, 64
+//!    connections, as a ratio to (1) at the same number of sessions.
+//! 3. The agent serving from its cache at 1, 16, 64, 256 connections.
+//! 4. In-process signing with the key in memory, and agent-cached / it.
+//! 5. The agent's memory idle, at 1,000 connections and after the run, and
+//!    the time from exec to READY.
+
+mod agent;
+mod load;
+mod signing;
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use access_token_agent::hsm::{keys, Access, Hsm};
+use access_token_agent::token::Alg;
+use clap::Parser;
+
+use agent::{Fixture, EC_ISSUER, RSA_ISSUER};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks the agent against the HSM ceiling and in-process signing")]
+struct Args {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Also write the report to this file.
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let step = Duration::from_secs(args.seconds);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let fixture = Fixture::new();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the load generator");
+
+    let mut report = String::new();
+    header(&mut report, &args, cores);
+    let ceiling = hsm_ceiling(&fixture, cores, step, &mut report);
+    let in_process = in_process(cores, step, &mut report);
+    agent_fresh(&fixture, &runtime, cores, step, &ceiling, &mut report);
+    agent_cached(&fixture, &runtime, step, &in_process, &mut report);
+    print!("{report}");
+    if let Some(path) = args.write {
+        std::fs::write(&path, &report).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+}
+
+/// Tokens/s per (alg, threads) for the signing baselines.
+struct Rates(Vec<(Alg, usize, f64)>);
+
+impl Rates {
+    fn get(&self, alg: Alg, threads: usize) -> f64 {
+        self.0
+            .iter()
+            .find(|(a, t, _)| *a == alg && *t == threads)
+            .map_or(f64::NAN, |(_, _, rate)| *rate)
+    }
+}
+
+fn header(report: &mut String, args: &Args, cores: usize) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let date = std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output();
+    let date = date
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let _ = writeln!(report, "# Benchmarks\n");
+    let _ = writeln!(report, "- date: {date}");
+    let _ = writeln!(
+        report,
+        "- machine: {cores} cores ({cpu}), SoftHSM 2 (file backend), release build"
+    );
+    let _ = writeln!(
+        report,
+        "- command: `make bench` (`access-token-bench --seconds {}`), {} s per measurement",
+        args.seconds, args.seconds
+    );
+    let _ = writeln!(
+        report,
+        "- every figure below comes from this one run; ratios compare figures of the same run\n"
+    );
+}
+
+fn hsm_ceiling(fixture: &Fixture, cores: usize, step: Duration, report: &mut String) -> Rates {
+    std::env::set_var("SOFTHSM2_CONF", fixture.softhsm_conf());
+    let hsm = Hsm::open(agent::MODULE.as_ref(), fixture.label(), Access::ReadOnly)
+        .expect("open the token");
+    hsm.login(&agent::pin(&fixture.pin_file())).expect("log in");
+    let hsm = Arc::new(hsm);
+    let mut rates = Vec::new();
+    let _ = writeln!(
+        report,
+        "## 1. HSM ceiling: raw C_Sign through cryptoki, full token\n"
+    );
+    let _ = writeln!(
+        report,
+        "| alg | sessions (threads) | tokens/s |\n|---|---|---|"
+    );
+    for (alg, issuer) in [(Alg::Rs256, RSA_ISSUER), (Alg::Es256, EC_ISSUER)] {
+        let key = keys::active_signing_key(&hsm.anchor(), issuer, None, now()).expect("the key");
+        for threads in [1, cores] {
+            let rate = signing::hsm_ceiling(hsm.clone(), key.clone(), threads, step);
+            let _ = writeln!(report, "| {} | {threads} | {rate:.0} |", alg.as_str());
+            rates.push((alg, threads, rate));
+        }
+    }
+    report.push('\n');
+    Rates(rates)
+}
+
+fn in_process(cores: usize, step: Duration, report: &mut String) -> Rates {
+    let mut rates = Vec::new();
+    let _ = writeln!(
+        report,
+        "## 4. In-process baseline: key in memory (OpenSSL), full token\n"
+    );
+    let _ = writeln!(report, "| alg | threads | tokens/s |\n|---|---|---|");
+    for alg in [Alg::Rs256, Alg::Es256] {
+        for threads in [1, cores] {
+            let rate = signing::in_process(alg, threads, step);
+            let _ = writeln!(report, "| {} | {threads} | {rate:.0} |", alg.as_str());
+            rates.push((alg, threads, rate));
+        }
+    }
+    report.push('\n');
+    Rates(rates)
+}
+
+fn agent_fresh(
+    fixture: &Fixture,
+    runtime: &tokio::runtime::Runtime,
+    cores: usize,
+    step: Duration,
+    ceiling: &Rates,
+    report: &mut String,
+) {
+    fixture.write_config(false);
+    let (agent, ready) = fixture.serve();
+    let _ = writeln!(report, "## 2. Agent, fresh signing (`cache = false`)\n");
+    let _ = writeln!(report, "Ratio: agent tokens/s over the HSM ceiling (1) with as many sessions as can be busy (min(connections, {cores} signing threads)). Target ≥ 0.90.\n");
+    let _ = writeln!(
+        report,
+        "| alg | connections | tokens/s | errors | ratio to HSM ceiling |\n|---|---|---|---|---|"
+    );
+    for (alg, issuer) in [(Alg::Rs256, RSA_ISSUER), (Alg::Es256, EC_ISSUER)] {
+        for connections in [1, 16, 64] {
+            let result = runtime.block_on(load::run(
+                &fixture.socket(),
+                connections,
+                step,
+                issuer,
+                "fresh",
+            ));
+            let sessions = connections.min(cores);
+            let ratio = result.per_second() / ceiling.get(alg, sessions);
+            let _ = writeln!(
+                report,
+                "| {} | {connections} | {:.0} | {}{} | {ratio:.2} (vs {sessions} sessions) |",
+                alg.as_str(),
+                result.per_second(),
+                result.errors,
+                first_error(&result)
+            );
+        }
+    }
+    let _ = writeln!(
+        report,
+        "\nTime from exec to READY=1 (keys found, self-test signed and verified): {:.0} ms\n",
+        ready.as_secs_f64() * 1000.0
+    );
+    drop(agent);
+}
+
+fn agent_cached(
+    fixture: &Fixture,
+    runtime: &tokio::runtime::Runtime,
+    step: Duration,
+    in_process: &Rates,
+    report: &mut String,
+) {
+    fixture.write_config(true);
+    let (agent, ready) = fixture.serve();
+    let idle = agent.rss_kib();
+    let _ = writeln!(report, "## 3. Agent, cached tokens\n");
+    let _ = writeln!(report, "Target: ≥ 50,000 tokens/s at 64 connections with p99 under 1 ms. Ratio: agent-cached over in-process RS256 signing (4) with all cores.\n");
+    let _ = writeln!(report, "| connections | tokens/s | p50 ms | p99 ms | p99.9 ms | errors | ratio to in-process RS256 |\n|---|---|---|---|---|---|---|");
+    let baseline = in_process.get(
+        Alg::Rs256,
+        std::thread::available_parallelism().map_or(2, |n| n.get()),
+    );
+    for connections in [1, 16, 64, 256] {
+        let result = runtime.block_on(load::run(
+            &fixture.socket(),
+            connections,
+            step,
+            RSA_ISSUER,
+            "cached",
+        ));
+        let _ = writeln!(
+            report,
+            "| {connections} | {:.0} | {:.3} | {:.3} | {:.3} | {}{} | {:.1} |",
+            result.per_second(),
+            result.latency_ms(0.5),
+            result.latency_ms(0.99),
+            result.latency_ms(0.999),
+            result.errors,
+            first_error(&result),
+            result.per_second() / baseline
+        );
+    }
+    let held = runtime.block_on(load::hold_connections(&fixture.socket(), 1000));
+    let at_thousand = agent.rss_kib();
+    let held_count = held.len();
+    drop(held);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = agent.rss_kib();
+    let _ = writeln!(report, "\n## 5. Agent memory and start-up\n");
+    let _ = writeln!(report, "| moment | resident memory |\n|---|---|");
+    let _ = writeln!(
+        report,
+        "| idle after READY | {:.1} MiB |",
+        idle as f64 / 1024.0
+    );
+    let _ = writeln!(
+        report,
+        "| {held_count} concurrent connections held open | {:.1} MiB |",
+        at_thousand as f64 / 1024.0
+    );
+    let _ = writeln!(
+        report,
+        "| after the run | {:.1} MiB |",
+        after as f64 / 1024.0
+    );
+    let _ = writeln!(
+        report,
+        "\nTime from exec to READY=1 (cached config): {:.0} ms",
+        ready.as_secs_f64() * 1000.0
+    );
+    drop(agent);
+}
+
+fn first_error(result: &load::LoadResult) -> String {
+    match &result.first_error {
+        Some(error) => format!(" (first: {})", error.chars().take(80).collect::<String>()),
+        None => String::new(),
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,285 @@
+//! The async client: token requests with bounded retries and an optional
+//! in-process cache.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+use crate::connection::{Connections, Response};
+use crate::{Error, Problem, DEFAULT_SOCKET, SOCKET_ENV};
+
+/// A token from the agent.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Token {
+    /// The compact JWS: the value of the `PlatformAccessToken` header.
+    pub token: String,
+    /// Thumbprint of the certificate that signed it.
+    pub kid: String,
+    pub issuer: String,
+    /// Empty when the token carries no app claim.
+    #[serde(default)]
+    pub app: String,
+    /// The token's `exp`, Unix seconds.
+    pub expires_at: i64,
+}
+
+/// What the agent grants this caller (`GET /v1/grants`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Grants {
+    pub uid: u32,
+    pub gid: u32,
+    pub grants: Vec<Grant>,
+}
+
+/// One issuer and the apps this caller may have tokens for (`*` = any).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Grant {
+    pub issuer: String,
+    pub apps: Vec<String>,
+}
+
+/// Bounded retry with exponential backoff, for 503 answers and for a socket
+/// that refuses connections while the agent restarts.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Attempts in all, the first included; 1 disables retrying.
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled for each further one.
+    pub first_delay: Duration,
+    /// No single wait is longer, whatever Retry-After says.
+    pub max_delay: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 6,
+            first_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Client for the agent's socket. Cheap to clone; clones share connections
+/// and the cache.
+#[derive(Clone)]
+pub struct Client {
+    connections: Arc<Connections>,
+    retry: Retry,
+    cache: Option<Arc<Cache>>,
+}
+
+/// Tokens kept in process until `expires_at - margin`.
+struct Cache {
+    margin: Duration,
+    tokens: Mutex<HashMap<(String, String), Token>>,
+}
+
+impl Client {
+    /// A client for the agent listening on `socket`.
+    pub fn new(socket: impl Into<PathBuf>) -> Client {
+        Client {
+            connections: Arc::new(Connections::new(socket.into())),
+            retry: Retry::default(),
+            cache: None,
+        }
+    }
+
+    /// A client for `$ACCESS_TOKEN_AGENT_SOCKET`, else `/run/access-token-agent/agent.sock`.
+    pub fn from_env() -> Client {
+        let socket = std::env::var_os(SOCKET_ENV).unwrap_or_else(|| DEFAULT_SOCKET.into());
+        Client::new(socket)
+    }
+
+    /// Replaces the retry policy.
+    pub fn with_retry(mut self, retry: Retry) -> Client {
+        self.retry = retry;
+        self
+    }
+
+    /// Keeps tokens in process and hands them out again until `margin`
+    /// before they expire. The agent caches too; this saves the round trip.
+    pub fn with_cache(mut self, margin: Duration) -> Client {
+        self.cache = Some(Arc::new(Cache {
+            margin,
+            tokens: Mutex::new(HashMap::new()),
+        }));
+        self
+    }
+
+    /// A token for `issuer` and `app`. Either may be `None` when this
+    /// caller's grants allow exactly one issuer and app.
+    pub async fn token(&self, issuer: Option<&str>, app: Option<&str>) -> Result<Token, Error> {
+        let key = (
+            issuer.unwrap_or("").to_owned(),
+            app.unwrap_or("").to_owned(),
+        );
+        if let Some(token) = self.cache.as_ref().and_then(|cache| cache.get(&key)) {
+            return Ok(token);
+        }
+        let token: Token = self.get_json(&token_path(issuer, app)).await?;
+        if let Some(cache) = &self.cache {
+            cache.put(key, token.clone());
+        }
+        Ok(token)
+    }
+
+    /// Whether the agent is ready to sign (`GET /readyz`): `Ok(())` or the reason.
+    pub async fn ready(&self) -> Result<(), Error> {
+        let response = self.connections.get("/readyz").await?;
+        check_status(response).map(|_| ())
+    }
+
+    /// What the agent grants this caller.
+    pub async fn grants(&self) -> Result<Grants, Error> {
+        self.get_json("/v1/grants").await
+    }
+
+    /// The socket this client talks to.
+    pub fn socket(&self) -> &std::path::Path {
+        self.connections.socket()
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        let mut delay = self.retry.first_delay;
+        let mut attempt = 1;
+        loop {
+            let result = match self.connections.get(path).await {
+                Ok(response) => check_status(response),
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(body) => {
+                    return serde_json::from_slice(&body)
+                        .map_err(|e| Error::Protocol(format!("{path}: {e}")))
+                }
+                Err(error) if error.is_transient() && attempt < self.retry.attempts => {
+                    let wait = retry_after(&error)
+                        .unwrap_or(delay)
+                        .min(self.retry.max_delay);
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(self.retry.max_delay);
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+impl Cache {
+    fn get(&self, key: &(String, String)) -> Option<Token> {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let token = tokens.get(key)?;
+        let fresh_until = token.expires_at - self.margin.as_secs() as i64;
+        (unix_now() < fresh_until).then(|| token.clone())
+    }
+
+    fn put(&self, key: (String, String), token: Token) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.insert(key, token);
+    }
+}
+
+fn retry_after(error: &Error) -> Option<Duration> {
+    match error {
+        Error::Unavailable { retry_after, .. } => *retry_after,
+        _ => None,
+    }
+}
+
+/// The body of a 2xx answer, or the problem as an [`Error`].
+fn check_status(response: Response) -> Result<bytes::Bytes, Error> {
+    if response.status.is_success() {
+        return Ok(response.body);
+    }
+    let retry_after = response
+        .headers
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let problem = serde_json::from_slice::<Problem>(&response.body).unwrap_or_else(|_| Problem {
+        kind: String::new(),
+        title: response.status.to_string(),
+        status: response.status.as_u16(),
+        detail: String::from_utf8_lossy(&response.body).into_owned(),
+    });
+    let problem = Problem {
+        status: response.status.as_u16(),
+        ..problem
+    };
+    Err(Error::from_problem(problem, retry_after))
+}
+
+/// `/v1/token` with the given parameters, percent-encoded.
+fn token_path(issuer: Option<&str>, app: Option<&str>) -> String {
+    let mut path = String::from("/v1/token");
+    let mut separator = '?';
+    for (name, value) in [("issuer", issuer), ("app", app)] {
+        if let Some(value) = value {
+            path.push(separator);
+            path.push_str(name);
+            path.push('=');
+            percent_encode(value, &mut path);
+            separator = '&';
+        }
+    }
+    path
+}
+
+fn percent_encode(value: &str, out: &mut String) {
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_path_encodes_parameters() {
+        assert_eq!(token_path(None, None), "/v1/token");
+        assert_eq!(token_path(Some("ttd"), None), "/v1/token?issuer=ttd");
+        assert_eq!(
+            token_path(Some("ttd"), Some("my app/ø")),
+            "/v1/token?issuer=ttd&app=my%20app%2F%C3%B8"
+        );
+        assert_eq!(token_path(None, Some("x")), "/v1/token?app=x");
+    }
+
+    #[test]
+    fn cache_serves_until_the_margin() {
+        let cache = Cache {
+            margin: Duration::from_secs(30),
+            tokens: Mutex::new(HashMap::new()),
+        };
+        let key = ("ttd".to_owned(), "a".to_owned());
+        let token = |expires_at| Token {
+            token: "t".into(),
+            kid: "k".into(),
+            issuer: "ttd".into(),
+            app: "a".into(),
+            expires_at,
+        };
+        cache.put(key.clone(), token(unix_now() + 300));
+        assert!(cache.get(&key).is_some());
+        cache.put(key.clone(), token(unix_now() + 20));
+        assert!(cache.get(&key).is_none());
+    }
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what building and testing the agent needs, when it is missing:
+# SoftHSM2 (the dev/test HSM), opensc (pkcs11-tool, an independent view of
+# the token), OpenSSL headers (PKCS#12 and certificates), pkg-config, curl.
+set -euo pipefail
+
+need=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for pkg in softhsm2 opensc libssl-dev pkg-config openssl curl; do
+    have_pkg "$pkg" || need+=("$pkg")
+done
+[ ${#need[@]} -eq 0 ] && exit 0
+
+echo "installing: ${need[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,299 @@
+//! A real `access-token-agent serve` process on a real Unix socket, started
+//! the way systemd starts it: with `NOTIFY_SOCKET`, so a test knows the agent
+//! is ready exactly when it says READY=1.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use crate::{AgentProcess, TestToken};
+
+/// How long an agent may take to become ready or to exit.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Config text for a served agent: its socket and audit file inside the
+/// token's directory, then `extra` (issuers, grants, token settings).
+pub fn serve_config(token: &TestToken, extra: &str) -> String {
+    format!(
+        "[server]\nsocket = {:?}\n\n[audit]\nfile = {:?}\n\n{extra}",
+        token.path().join("agent.sock").display().to_string(),
+        token.path().join("audit.jsonl").display().to_string(),
+    )
+}
+
+/// A running `serve` process that has said READY=1.
+pub struct Daemon {
+    pub process: AgentProcess,
+    pub socket: PathBuf,
+    notify: UnixDatagram,
+    /// Every notification the agent has sent so far (READY=1, STATUS=…, WATCHDOG=1).
+    pub notifications: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts `serve` with the token's current config and waits for READY=1.
+    pub fn start(token: &TestToken) -> Daemon {
+        let daemon = Daemon::spawn(token, |command| command);
+        daemon.ready(token)
+    }
+
+    /// Starts `serve` after `adjust` has had its say on the command (extra
+    /// environment, a wrapper); does not wait.
+    pub fn spawn(
+        token: &TestToken,
+        adjust: impl FnOnce(std::process::Command) -> std::process::Command,
+    ) -> Daemon {
+        let notify_path = token.path().join(format!("notify-{}", unique()));
+        let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("set a read timeout");
+        let mut command = token.command(&["serve"]);
+        command.env("NOTIFY_SOCKET", &notify_path);
+        let process = spawn_logged(token, adjust(command));
+        Daemon {
+            process,
+            socket: token.path().join("agent.sock"),
+            notify,
+            notifications: Vec::new(),
+        }
+    }
+
+    /// Waits for READY=1; panics with the agent's log if it exits or stalls.
+    pub fn ready(mut self, token: &TestToken) -> Daemon {
+        self.wait_for(token, "READY=1");
+        self
+    }
+
+    /// Waits until a notification containing `line` arrives.
+    pub fn wait_for(&mut self, token: &TestToken, line: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if self
+                .notifications
+                .iter()
+                .any(|n| n.lines().any(|l| l == line))
+            {
+                return;
+            }
+            if let Ok(Some(status)) = self.process.try_wait() {
+                panic!("the agent exited ({status}) before {line}:\n{}", log(token));
+            }
+            let mut buffer = [0u8; 4096];
+            if let Ok(n) = self.notify.recv(&mut buffer) {
+                self.notifications
+                    .push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+            }
+        }
+        panic!("no {line} within {PATIENCE:?}:\n{}", log(token));
+    }
+
+    /// The agent's pid.
+    pub fn pid(&self) -> i32 {
+        self.process.id() as i32
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the agent.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
+    }
+
+    /// Waits for the agent to exit and returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Some(status) = self.process.try_wait().expect("wait for the agent") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the agent did not exit within {PATIENCE:?}");
+    }
+
+    /// A blocking client for this agent's socket, without retries, so that
+    /// a test sees each answer as it is.
+    pub fn client(&self) -> access_token_client::blocking::Client {
+        let client =
+            access_token_client::Client::new(&self.socket).with_retry(access_token_client::Retry {
+                attempts: 1,
+                ..Default::default()
+            });
+        access_token_client::blocking::Client::wrap(client).expect("a client runtime")
+    }
+
+    /// Sends `request` as raw bytes on a new connection and returns what the
+    /// agent answers before it closes the connection or `timeout` passes.
+    pub fn raw(&self, request: &[u8], timeout: Duration) -> String {
+        raw_exchange(&self.socket, request, timeout)
+    }
+
+    /// `GET path` with `headers` on a new connection; the whole answer as text.
+    pub fn get(&self, path: &str, headers: &[&str]) -> String {
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n");
+        for header in headers {
+            request.push_str(header);
+            request.push_str("\r\n");
+        }
+        request.push_str("\r\n");
+        self.raw(request.as_bytes(), Duration::from_secs(10))
+    }
+}
+
+/// The status code of a raw HTTP answer.
+pub fn status_of(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+}
+
+/// The body of a raw HTTP answer.
+pub fn body_of(answer: &str) -> &str {
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .unwrap_or("")
+}
+
+/// Writes `request` to the socket and reads until close or `timeout`.
+pub fn raw_exchange(socket: &std::path::Path, request: &[u8], timeout: Duration) -> String {
+    let mut stream = UnixStream::connect(socket).expect("connect to the agent");
+    stream
+        .set_read_timeout(Some(timeout))
+        .expect("set a read timeout");
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The agent's stderr so far, for failure messages.
+pub fn log(token: &TestToken) -> String {
+    std::fs::read_to_string(token.agent_log()).unwrap_or_default()
+}
+
+/// The audit lines written so far, parsed.
+pub fn audit_lines(token: &TestToken) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(token.path().join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("audit line {line:?}: {e}"))
+        })
+        .collect()
+}
+
+fn spawn_logged(token: &TestToken, mut command: std::process::Command) -> AgentProcess {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(token.agent_log())
+        .expect("open the agent log");
+    let child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start access-token-agent serve");
+    AgentProcess(child)
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `target/<profile>/access-token`, the client command, next to the agent.
+pub fn client_binary() -> PathBuf {
+    let binary = crate::agent_binary().with_file_name("access-token");
+    assert!(
+        binary.is_file(),
+        "{} does not exist: build the binaries first with `cargo build --workspace --bins`",
+        binary.display()
+    );
+    binary
+}
+
+/// Lets another user reach the socket: the token's directory becomes
+/// traversable (0711), as /run/access-token-agent is in production.
+pub fn open_directory_to_others(token: &TestToken) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(token.path(), std::fs::Permissions::from_mode(0o711))
+        .expect("chmod the token directory");
+}
+
+/// Runs the `access-token` command as `uid`:`gid` against `socket`.
+pub fn client_as(
+    uid: u32,
+    gid: u32,
+    socket: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(client_binary())
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .uid(uid)
+        .gid(gid)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run access-token as another user")
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs() as i64
+}
+
+/// Wraps `command` so that it starts the way systemd socket activation
+/// starts a service: `listener` as fd 3, `LISTEN_FDS=1` and `LISTEN_PID` set
+/// to the service's own pid (a shell sets it, then execs the agent in place).
+pub fn pass_listener(
+    command: std::process::Command,
+    listener: &std::os::unix::net::UnixListener,
+) -> std::process::Command {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let mut wrapped = std::process::Command::new("/bin/sh");
+    wrapped
+        .arg("-c")
+        .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@""#)
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(name, value),
+            None => wrapped.env_remove(name),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    let fd = listener.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe; it runs in the child between fork and exec.
+    unsafe {
+        wrapped.pre_exec(move || {
+            // dup2 onto itself would keep FD_CLOEXEC, so clear it explicitly.
+            let ok = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(fd, 3) == 3
+            };
+            match ok {
+                true => Ok(()),
+                false => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    wrapped.stdin(std::process::Stdio::null());
+    wrapped
+}

@@ -1,0 +1,601 @@
+//! `keys import | generate | list | export-cert | delete` against a real
+//! SoftHSM token, with pkcs11-tool and openssl as independent witnesses.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use integration_tests::{
+    cert_der, openssl, pkcs12, rsa_self_signed, sha1_thumbprint, ttd_pem, ttd_pfx, write_private,
+    OutputExt, Pkcs12Kind, TestToken,
+};
+use serde_json::Value;
+
+fn import_ttd(token: &TestToken) -> String {
+    token
+        .agent(&[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd",
+            "--pfx",
+            ttd_pfx().to_str().unwrap(),
+        ])
+        .success()
+        .stdout_text()
+        .trim()
+        .to_owned()
+}
+
+fn generate(token: &TestToken, issuer: &str) -> String {
+    token
+        .agent(&["keys", "generate", "--issuer", issuer])
+        .success()
+        .stdout_text()
+        .trim()
+        .to_owned()
+}
+
+fn list_json(token: &TestToken) -> Vec<Value> {
+    let out = token.agent(&["keys", "list", "--json"]).success();
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("a JSON array")
+}
+
+fn row<'a>(rows: &'a [Value], kid: &str) -> &'a Value {
+    rows.iter()
+        .find(|row| row["kid"] == kid)
+        .unwrap_or_else(|| panic!("kid {kid} not listed: {rows:?}"))
+}
+
+/// The block pkcs11-tool prints for the object of `class` ("Private Key",
+/// "Certificate", …) with CKA_ID `kid`.
+fn object_block(objects: &str, class: &str, kid: &str) -> Option<String> {
+    let id_line = format!("ID:         {}", kid.to_ascii_lowercase());
+    objects
+        .split(" Object;")
+        .zip(objects.split(" Object;").skip(1))
+        .find(|(before, block)| before.ends_with(class) && block.contains(&id_line))
+        .map(|(_, block)| block.to_owned())
+}
+
+fn line_of<'a>(block: &'a str, field: &str) -> &'a str {
+    block
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(field))
+        .map(|rest| rest.trim_start_matches(':').trim())
+        .unwrap_or_else(|| panic!("no {field} in {block}"))
+}
+
+/// Refusals leave the token exactly as empty as it was.
+fn assert_token_empty(token: &TestToken) {
+    assert!(list_json(token).is_empty());
+    assert_eq!(token.list_objects().trim(), "", "objects left on the token");
+}
+
+#[test]
+fn rsa_1024_is_refused_and_nothing_remains() {
+    let token = TestToken::new();
+    let files = rsa_self_signed(token.path(), "weak", 1024, "/CN=ttd");
+    let pfx = pkcs12(
+        token.path(),
+        "weak",
+        &files.key,
+        &files.cert,
+        "",
+        Pkcs12Kind::Modern,
+    );
+    let out = token
+        .agent(&[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd",
+            "--pfx",
+            pfx.to_str().unwrap(),
+        ])
+        .exit(65);
+    let message = out.stderr_text();
+    assert!(message.contains("1024 bits"), "{message}");
+    assert!(message.contains("at least 2048"), "{message}");
+    assert_token_empty(&token);
+}
+
+#[test]
+fn wrong_password_is_refused_with_the_reason_and_nothing_remains() {
+    let token = TestToken::new();
+    let files = rsa_self_signed(token.path(), "org", 2048, "/CN=ttd");
+    let pfx = pkcs12(
+        token.path(),
+        "org",
+        &files.key,
+        &files.cert,
+        "right",
+        Pkcs12Kind::Modern,
+    );
+    let wrong = token.path().join("wrong-password");
+    write_private(&wrong, "wrong\n");
+    let out = token
+        .agent(&[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd",
+            "--pfx",
+            pfx.to_str().unwrap(),
+            "--password-file",
+            wrong.to_str().unwrap(),
+        ])
+        .exit(65);
+    let message = out.stderr_text();
+    assert!(message.contains("wrong password"), "{message}");
+    assert!(message.contains("--password-file"), "{message}");
+    assert_token_empty(&token);
+}
+
+#[test]
+fn certificate_of_another_key_is_refused_and_nothing_remains() {
+    let token = TestToken::new();
+    // Two keys with same-length certificates (fixed serial, same-length
+    // subjects), so that one certificate can replace the other in place.
+    let make = |name: &str| {
+        let key = format!("{name}.key");
+        let cert = format!("{name}.pem");
+        let subject = format!("/CN={name}");
+        openssl(
+            token.path(),
+            &[
+                "req",
+                "-x509",
+                "-nodes",
+                "-newkey",
+                "rsa:2048",
+                "-days",
+                "30",
+                "-set_serial",
+                "1",
+                "-subj",
+                &subject,
+                "-keyout",
+                &key,
+                "-out",
+                &cert,
+            ],
+        );
+        cert_der(&token.path().join(cert))
+    };
+    let (a, b) = (make("a"), make("b"));
+    assert_eq!(a.len(), b.len());
+    openssl(
+        token.path(),
+        &[
+            "pkcs12", "-export", "-inkey", "a.key", "-in", "a.pem", "-keypbe", "NONE", "-certpbe",
+            "NONE", "-nomac", "-passout", "pass:", "-out", "a.pfx",
+        ],
+    );
+    let original = std::fs::read(token.path().join("a.pfx")).unwrap();
+    let at = original
+        .windows(a.len())
+        .position(|window| window == a.as_slice())
+        .expect("the certificate inside the PKCS#12 file");
+    let mut swapped = original.clone();
+    swapped[at..at + b.len()].copy_from_slice(&b);
+    let pfx = token.write_file("swapped.pfx", swapped);
+
+    let out = token
+        .agent(&[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd",
+            "--pfx",
+            pfx.to_str().unwrap(),
+        ])
+        .exit(65);
+    assert!(
+        out.stderr_text()
+            .contains("no certificate for its private key"),
+        "{}",
+        out.stderr_text()
+    );
+    assert_token_empty(&token);
+}
+
+#[test]
+fn garbage_file_is_refused_with_the_conversion_hint() {
+    let token = TestToken::new();
+    let pem = ttd_pem();
+    let out = token
+        .agent(&[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd",
+            "--pfx",
+            pem.to_str().unwrap(),
+        ])
+        .exit(65);
+    let message = out.stderr_text();
+    assert!(message.contains("not a PKCS#12"), "{message}");
+    assert!(message.contains("openssl pkcs12 -export"), "{message}");
+    let missing = token
+        .agent(&[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd",
+            "--pfx",
+            "/nonexistent.pfx",
+        ])
+        .exit(65);
+    assert!(missing.stderr_text().contains("/nonexistent.pfx"));
+    assert_token_empty(&token);
+}
+
+#[test]
+fn importing_the_same_certificate_twice_is_refused() {
+    let token = TestToken::new();
+    let kid = import_ttd(&token);
+    let out = token
+        .agent(&[
+            "keys",
+            "import",
+            "--issuer",
+            "other",
+            "--pfx",
+            ttd_pfx().to_str().unwrap(),
+        ])
+        .exit(1);
+    assert!(
+        out.stderr_text().contains("already on the token"),
+        "{}",
+        out.stderr_text()
+    );
+    assert!(out
+        .stderr_text()
+        .contains(&format!("keys delete --kid {kid}")));
+    let rows = list_json(&token);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["issuer"], "ttd");
+}
+
+#[test]
+fn imported_key_is_sensitive_not_extractable_and_sign_only() {
+    let token = TestToken::new();
+    let kid = import_ttd(&token);
+    assert_eq!(kid, sha1_thumbprint(&ttd_pem()));
+
+    let objects = token.list_objects();
+    let key = object_block(&objects, "Private Key", &kid).expect("the private key object");
+    assert_eq!(line_of(&key, "Usage"), "sign");
+    assert_eq!(line_of(&key, "Access"), "sensitive");
+    assert_eq!(line_of(&key, "label"), "ttd");
+    let cert = object_block(&objects, "Certificate", &kid).expect("the certificate object");
+    assert_eq!(line_of(&cert, "label"), "ttd");
+    assert!(line_of(&cert, "subject").ends_with("CN=ttd"), "{cert}");
+
+    let listed = list_json(&token);
+    let listed = row(&listed, &kid);
+    assert_eq!(listed["issuer"], "ttd");
+    assert_eq!(listed["key_type"], "rsa2048");
+    assert_eq!(listed["not_before"], "2020-05-25T12:21:37Z");
+    assert_eq!(listed["not_after"], "2030-05-24T12:21:37Z");
+    assert_eq!(listed["complete"], true);
+    assert_eq!(listed["private_key"], true);
+    assert_eq!(listed["sensitive"], true);
+    assert_eq!(listed["extractable"], false);
+    // Its bytes existed outside the token once, and the token knows it.
+    assert_eq!(listed["always_sensitive"], false);
+    assert_eq!(listed["never_extractable"], false);
+}
+
+#[test]
+fn generated_key_is_never_extractable_and_carries_its_thumbprint() {
+    let token = TestToken::new();
+    let out = token
+        .agent(&[
+            "keys",
+            "generate",
+            "--issuer",
+            "ttd",
+            "--subject",
+            "CN=ttd signing, O=Digdir, C=NO",
+            "--days",
+            "30",
+        ])
+        .success();
+    let kid = out.stdout_text().trim().to_owned();
+    let summary = out.stderr_text();
+    assert!(
+        summary.contains(&format!(
+            "kid {kid}, rsa2048, CN=ttd signing, O=Digdir, C=NO"
+        )),
+        "{summary}"
+    );
+
+    let objects = token.list_objects();
+    let key = object_block(&objects, "Private Key", &kid).expect("the private key object");
+    assert_eq!(line_of(&key, "Usage"), "sign");
+    assert_eq!(
+        line_of(&key, "Access"),
+        "sensitive, always sensitive, never extractable, local"
+    );
+    assert!(
+        object_block(&objects, "Public Key", &kid).is_some(),
+        "{objects}"
+    );
+    assert!(
+        object_block(&objects, "Certificate", &kid).is_some(),
+        "{objects}"
+    );
+    // Only the final CKA_ID is left: three objects, all carrying the kid.
+    assert_eq!(objects.matches(" Object;").count(), 3, "{objects}");
+
+    let pem = token
+        .agent(&["keys", "export-cert", "--issuer", "ttd", "--format", "pem"])
+        .success()
+        .stdout;
+    let cert = token.write_file("cert.pem", &pem);
+    assert_eq!(sha1_thumbprint(&cert), kid);
+    let text = openssl(
+        token.path(),
+        &[
+            "x509",
+            "-in",
+            "cert.pem",
+            "-noout",
+            "-subject",
+            "-issuer",
+            "-startdate",
+            "-enddate",
+        ],
+    )
+    .stdout_text();
+    assert!(
+        text.contains("subject=CN = ttd signing, O = Digdir, C = NO"),
+        "{text}"
+    );
+    assert!(
+        text.contains("issuer=CN = ttd signing, O = Digdir, C = NO"),
+        "{text}"
+    );
+
+    let listed = list_json(&token);
+    let listed = row(&listed, &kid);
+    assert_eq!(listed["never_extractable"], true);
+    assert_eq!(listed["always_sensitive"], true);
+    assert_eq!(listed["extractable"], false);
+    assert_eq!(listed["public_key"], true);
+    assert_eq!(listed["active"], true);
+    // Valid for the 30 days asked for, and not a day more.
+    assert!(!expires_within(&token, "cert.pem", 29 * 86_400));
+    assert!(expires_within(&token, "cert.pem", 31 * 86_400));
+}
+
+/// `openssl x509 -checkend`: whether the certificate expires within `seconds`.
+fn expires_within(token: &TestToken, cert: &str, seconds: u64) -> bool {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-in",
+            cert,
+            "-checkend",
+            &seconds.to_string(),
+        ])
+        .current_dir(token.path())
+        .output()
+        .expect("run openssl");
+    match out.code() {
+        0 => false,
+        1 => true,
+        other => panic!(
+            "openssl x509 -checkend exited {other}: {}",
+            out.stderr_text()
+        ),
+    }
+}
+
+#[test]
+fn keyvault_export_is_base64_of_the_der_certificate() {
+    let token = TestToken::new();
+    import_ttd(&token);
+    let export = |format: &str| {
+        token
+            .agent(&["keys", "export-cert", "--issuer", "ttd", "--format", format])
+            .success()
+    };
+    let pem = export("pem");
+    let exported = token.write_file("exported.pem", &pem.stdout);
+    let der = cert_der(&exported);
+    assert_eq!(der, cert_der(&ttd_pem()));
+
+    let keyvault = export("keyvault");
+    assert_eq!(
+        keyvault.stdout_text(),
+        format!("{}\n", STANDARD.encode(&der))
+    );
+    assert_eq!(
+        keyvault.stderr_text().trim(),
+        "ttd-access-token-public-cert"
+    );
+
+    assert_eq!(export("der").stdout, der);
+}
+
+#[test]
+fn export_by_kid_and_of_an_unknown_issuer() {
+    let token = TestToken::new();
+    let altinn = import_ttd(&token);
+    let generated = generate(&token, "ttd");
+    let pem_of = |kid: &str| {
+        let out = token
+            .agent(&[
+                "keys",
+                "export-cert",
+                "--issuer",
+                "ttd",
+                "--kid",
+                kid,
+                "--format",
+                "pem",
+            ])
+            .success();
+        sha1_thumbprint(&token.write_file("by-kid.pem", &out.stdout))
+    };
+    assert_eq!(pem_of(&altinn), altinn);
+    assert_eq!(pem_of(&generated.to_ascii_lowercase()), generated);
+    let out = token
+        .agent(&[
+            "keys",
+            "export-cert",
+            "--issuer",
+            "nobody",
+            "--format",
+            "pem",
+        ])
+        .exit(69);
+    assert!(
+        out.stderr_text().contains("\"nobody\""),
+        "{}",
+        out.stderr_text()
+    );
+}
+
+#[test]
+fn delete_removes_every_object_of_the_kid_and_nothing_else() {
+    let token = TestToken::new();
+    let first = generate(&token, "ttd");
+    let second = generate(&token, "ttd");
+    token
+        .agent(&["keys", "delete", "--kid", &first, "--yes"])
+        .success();
+    let rows = list_json(&token);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["kid"], second.as_str());
+    let objects = token.list_objects();
+    assert!(!objects.contains(&first.to_ascii_lowercase()), "{objects}");
+    assert_eq!(objects.matches(" Object;").count(), 3, "{objects}");
+    token
+        .agent(&["keys", "delete", "--kid", &first, "--yes"])
+        .exit(69);
+}
+
+#[test]
+fn delete_without_yes_and_without_a_terminal_is_refused() {
+    let token = TestToken::new();
+    let kid = import_ttd(&token);
+    let out = token.agent(&["keys", "delete", "--kid", &kid]).exit(2);
+    assert!(out.stderr_text().contains("--yes"), "{}", out.stderr_text());
+    assert_eq!(list_json(&token).len(), 1);
+}
+
+#[test]
+fn a_key_without_certificate_is_listed_incomplete_never_used_and_deletable() {
+    let token = TestToken::new();
+    // A private key with the issuer's label and a kid but no certificate:
+    // what an enrolment interrupted before its last step would leave.
+    let files = rsa_self_signed(token.path(), "orphan", 2048, "/CN=ttd");
+    let kid = sha1_thumbprint(&files.cert);
+    token
+        .pkcs11_tool(&[
+            "--login",
+            "--pin",
+            integration_tests::PIN,
+            "--write-object",
+            files.key.to_str().unwrap(),
+            "--type",
+            "privkey",
+            "--id",
+            &kid,
+            "--label",
+            "ttd",
+        ])
+        .success();
+    let rows = list_json(&token);
+    let listed = row(&rows, &kid);
+    assert_eq!(listed["complete"], false);
+    assert_eq!(listed["certificate"], false);
+    assert_eq!(listed["active"], false);
+    let table = token.agent(&["keys", "list"]).success().stdout_text();
+    assert!(table.contains("INCOMPLETE"), "{table}");
+
+    let out = token.agent(&["mint", "--issuer", "ttd"]).exit(69);
+    assert!(out.stderr_text().contains("no key for issuer \"ttd\""));
+
+    token
+        .agent(&["keys", "delete", "--kid", &kid, "--yes"])
+        .success();
+    assert_token_empty(&token);
+}
+
+#[test]
+fn bad_kid_and_key_type_are_usage_errors() {
+    let token = TestToken::new();
+    let out = token
+        .agent(&["keys", "delete", "--kid", "C572", "--yes"])
+        .exit(2);
+    assert!(
+        out.stderr_text().contains("40 hex digits"),
+        "{}",
+        out.stderr_text()
+    );
+    let out = token
+        .agent(&[
+            "keys",
+            "generate",
+            "--issuer",
+            "ttd",
+            "--key-type",
+            "rsa1024",
+        ])
+        .exit(2);
+    assert!(
+        out.stderr_text().contains("rsa2048"),
+        "{}",
+        out.stderr_text()
+    );
+    let out = token
+        .agent(&["keys", "generate", "--issuer", "ttd", "--subject", "ttd"])
+        .exit(65);
+    assert!(
+        out.stderr_text().contains("--subject"),
+        "{}",
+        out.stderr_text()
+    );
+    assert_token_empty(&token);
+}
+
+#[test]
+fn rc2_file_without_the_legacy_provider_gets_the_conversion_command() {
+    let token = TestToken::new();
+    let files = rsa_self_signed(token.path(), "windows", 2048, "/CN=ttd");
+    let pfx = pkcs12(
+        token.path(),
+        "windows",
+        &files.key,
+        &files.cert,
+        "",
+        Pkcs12Kind::LegacyRc2,
+    );
+    // An OpenSSL whose provider directory holds no legacy provider.
+    let out = token
+        .command(&[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd",
+            "--pfx",
+            pfx.to_str().unwrap(),
+        ])
+        .env("OPENSSL_MODULES", token.path())
+        .output()
+        .unwrap()
+        .exit(65);
+    let message = out.stderr_text();
+    assert!(message.contains("RC2-40"), "the scheme is named: {message}");
+    assert!(
+        message.contains(
+            "openssl pkcs12 -in old.pfx -nodes -legacy | openssl pkcs12 -export -out new.pfx"
+        ),
+        "{message}"
+    );
+    assert_token_empty(&token);
+}
