@@ -227,21 +227,29 @@ impl Supervisor {
                 };
                 self.next_tick = Instant::now() + PROBE_INTERVAL;
             }
-            Err(error) if error.is_pin_refused() => {
-                tracing::error!(%error, "logging in again failed; no further attempt is made until the agent is reloaded with a corrected PIN");
-                self.link = Link::Refused {
-                    reason: format!("{error} (on logging in again after an HSM fault; fix the PIN and reload the agent: systemctl reload access-token-agent)"),
-                };
+            Err(error) => {
+                if let ConnectError::Hsm(error) = &error {
+                    self.record(error);
+                }
+                if error.is_pin_refused() {
+                    self.refuse(&error);
+                } else {
+                    self.retry_later(error);
+                }
             }
-            Err(error) => self.retry_later(error),
         }
         self.publish();
     }
 
+    /// The PIN was refused: stay down, and try again only on a reload.
+    fn refuse(&mut self, error: &ConnectError) {
+        tracing::error!(%error, "logging in again failed; no further attempt is made until the agent is reloaded with a corrected PIN");
+        self.link = Link::Refused {
+            reason: format!("{error} (on logging in again after an HSM fault; fix the PIN and reload the agent: systemctl reload access-token-agent)"),
+        };
+    }
+
     fn retry_later(&mut self, error: ConnectError) {
-        if let ConnectError::Hsm(error) = &error {
-            self.record(error);
-        }
         let error = error.to_string();
         let Link::Down {
             last_error,
