@@ -32,7 +32,8 @@ use crate::signer::{ConnectError, Signer};
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn serve(config_path: &Path, config: Config) -> Result<(), Failure> {
-    let (policy, audit) = front_parts(config_path, &config)?;
+    let policy = policy(config_path, &config)?;
+    let audit = audit(config_path, &config)?;
     let metrics = Arc::new(Metrics::default());
     let signer = Arc::new(Signer::start(&config, Arc::clone(&metrics)).map_err(start_failure)?);
     tracing::info!(status = %signer.status(), "HSM ready: logged in, keys found, self-test passed");
@@ -55,24 +56,29 @@ pub fn serve(config_path: &Path, config: Config) -> Result<(), Failure> {
     served
 }
 
-/// The grants and the audit sink, checked before the HSM is touched.
-fn front_parts(config_path: &Path, config: &Config) -> Result<(Policy, Audit), Failure> {
-    let bad = |message: String| {
-        Failure::new(
-            exit::CONFIG,
-            format!("config {}: {message}", config_path.display()),
-        )
-    };
+/// The grants, checked before the HSM is touched: `serve` needs at least
+/// one issuer, and every grant must make sense.
+fn policy(config_path: &Path, config: &Config) -> Result<Policy, Failure> {
     if config.issuers.is_empty() {
-        return Err(bad("no `[[issuer]]` is configured; `serve` signs for at least one: add `[[issuer]]` with `name = \"<org code>\"`".into()));
+        return Err(bad_config(config_path, "no `[[issuer]]` is configured; `serve` signs for at least one: add `[[issuer]]` with `name = \"<org code>\"`".into()));
     }
-    let policy = Policy::from_config(&config.grants).map_err(bad)?;
-    let audit = Audit::open(&config.audit).map_err(|e| {
-        bad(format!(
-            "cannot open the audit log ({e}); check `audit.file`"
-        ))
-    })?;
-    Ok((policy, audit))
+    Policy::from_config(&config.grants).map_err(|message| bad_config(config_path, message))
+}
+
+fn audit(config_path: &Path, config: &Config) -> Result<Audit, Failure> {
+    Audit::open(&config.audit).map_err(|e| {
+        bad_config(
+            config_path,
+            format!("cannot open the audit log ({e}); check `audit.file`"),
+        )
+    })
+}
+
+fn bad_config(config_path: &Path, message: String) -> Failure {
+    Failure::new(
+        exit::CONFIG,
+        format!("config {}: {message}", config_path.display()),
+    )
 }
 
 fn start_failure(error: ConnectError) -> Failure {
@@ -169,7 +175,7 @@ impl Daemon {
     /// Reads the new configuration and applies it whole, or not at all.
     async fn apply(&self, front: &Front<Signer>) -> Result<Config, String> {
         let config = Config::load(&self.config_path).map_err(|e| e.to_string())?;
-        let (policy, _) = front_parts(&self.config_path, &config).map_err(|f| f.message)?;
+        let policy = policy(&self.config_path, &config).map_err(|f| f.message)?;
         if let Some(setting) = restart_only_change(&self.config, &config) {
             return Err(format!(
                 "config {}: {setting} changed, which only a restart applies (systemctl restart access-token-agent)",
@@ -289,7 +295,7 @@ mod tests {
     fn serve_needs_an_issuer() {
         let mut config = config("");
         config.issuers.clear();
-        let failure = front_parts(Path::new("/etc/agent.toml"), &config).unwrap_err();
+        let failure = policy(Path::new("/etc/agent.toml"), &config).unwrap_err();
         assert_eq!(failure.code, exit::CONFIG);
         assert!(
             failure.message.contains("[[issuer]]"),

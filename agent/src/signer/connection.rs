@@ -82,16 +82,22 @@ impl Connection {
         Ok(Connection { pool, hsm, keys })
     }
 
-    /// Finds the active keys for a new configuration, self-testing those
-    /// that changed; the current keys stay if any issuer has none.
-    pub fn reload_keys(&mut self, settings: &Settings) -> Result<(), ConnectError> {
-        self.keys = find_keys(
+    /// Finds the active keys for `settings`, self-testing those that
+    /// changed; the current keys stay if any issuer has none. Says whether
+    /// any issuer's key changed.
+    pub fn reload_keys(&mut self, settings: &Settings) -> Result<bool, ConnectError> {
+        let keys = find_keys(
             &self.hsm,
             &settings.issuers,
             &settings.lifetime,
             Some(&self.keys),
         )?;
-        Ok(())
+        let changed = keys.len() != self.keys.len()
+            || keys
+                .iter()
+                .any(|(issuer, key)| self.keys.get(issuer).is_none_or(|old| old.kid != key.kid));
+        self.keys = keys;
+        Ok(changed)
     }
 
     /// Whether the token still answers.

@@ -222,23 +222,7 @@ impl Signer {
 
     /// A one-line summary for systemd's STATUS=.
     pub fn status(&self) -> String {
-        let snapshot = self.shared.current();
-        match &snapshot.serving {
-            Ok(serving) => {
-                let mut issuers: Vec<String> = serving
-                    .keys
-                    .iter()
-                    .map(|(issuer, key)| format!("{issuer} (kid {})", key.kid))
-                    .collect();
-                issuers.sort();
-                format!(
-                    "signing for {} with {} thread(s)",
-                    issuers.join(", "),
-                    serving.threads
-                )
-            }
-            Err(reason) => format!("not ready: {reason}"),
-        }
+        self.shared.current().status()
     }
 
     /// Closes every session and finalizes the module; waits for it.
@@ -275,6 +259,26 @@ impl Drop for Signer {
 }
 
 impl Snapshot {
+    /// The issuers and their kids, or why nothing is signed.
+    fn status(&self) -> String {
+        match &self.serving {
+            Ok(serving) => {
+                let mut issuers: Vec<String> = serving
+                    .keys
+                    .iter()
+                    .map(|(issuer, key)| format!("{issuer} (kid {})", key.kid))
+                    .collect();
+                issuers.sort();
+                format!(
+                    "signing for {} with {} thread(s)",
+                    issuers.join(", "),
+                    serving.threads
+                )
+            }
+            Err(reason) => format!("not ready: {reason}"),
+        }
+    }
+
     /// The active key for `issuer`, or why there is none.
     fn key(&self, issuer: &str) -> Result<&Arc<ActiveKey>, IssueError> {
         match &self.serving {

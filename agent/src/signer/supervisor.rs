@@ -31,6 +31,9 @@ use crate::hsm::{self, Access, Hsm, HsmError};
 /// How often the supervisor asks an idle token whether it is still there, so
 /// that a removed token shows in `/readyz` before a request trips over it.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the active keys are chosen again, so that a key enrolled ahead
+/// of time takes over once its certificate's not-before has passed.
+pub const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// First and longest wait between reconnection attempts.
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -79,6 +82,7 @@ pub struct Supervisor {
     /// Handed to the signing threads for their fault reports.
     sender: Sender<Command>,
     next_tick: Instant,
+    next_key_check: Instant,
 }
 
 impl Supervisor {
@@ -103,6 +107,7 @@ impl Supervisor {
             commands,
             sender,
             next_tick: Instant::now() + PROBE_INTERVAL,
+            next_key_check: Instant::now() + KEY_CHECK_INTERVAL,
         };
         supervisor.publish();
         supervisor
@@ -165,10 +170,32 @@ impl Supervisor {
                     if error.is_connection_fault() {
                         self.lose(error.to_string());
                     }
+                } else if Instant::now() >= self.next_key_check {
+                    self.next_key_check = Instant::now() + KEY_CHECK_INTERVAL;
+                    self.check_keys();
                 }
             }
             Link::Down { .. } => self.reconnect(),
             Link::Refused { .. } => self.next_tick = Instant::now() + Duration::from_secs(86_400),
+        }
+    }
+
+    /// Chooses the active keys again; a change is published and logged.
+    fn check_keys(&mut self) {
+        let Link::Up { connection, .. } = &mut self.link else {
+            return;
+        };
+        match connection.reload_keys(&self.settings) {
+            Ok(false) => {}
+            Ok(true) => {
+                self.publish();
+                tracing::info!(status = %self.shared.current().status(), "another key became active");
+            }
+            Err(error) if error.is_connection_fault() => self.lose(error.to_string()),
+            Err(error) => tracing::warn!(
+                %error,
+                "choosing the active keys again failed; the current keys keep signing"
+            ),
         }
     }
 
