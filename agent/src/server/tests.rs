@@ -1,0 +1,1 @@
+//! HTTP behaviour of the front on a real Unix socket.
