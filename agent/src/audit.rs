@@ -52,6 +52,15 @@ pub enum Outcome {
     Refused,
 }
 
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Issued => "issued",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
 /// One audit line: who asked for what, and what they got (never the token).
 #[derive(Debug, Serialize)]
 pub struct Record<'a> {
@@ -168,7 +177,7 @@ impl Audit {
             kid = record.kid,
             exp = record.exp,
             cache_hit = record.cache_hit,
-            outcome = ?record.outcome,
+            outcome = record.outcome.as_str(),
             reason = record.reason,
             "token request"
         );

@@ -218,7 +218,7 @@ fn refused(refusal: Refusal, peer: &Peer, issuer: Option<&str>, app: Option<&str
         ),
         Refusal::AppRequired => Problem::new(
             ProblemKind::ParameterRequired,
-            "your grants allow more than one app for this issuer; name one with app=APP (app= asks for a token without the app claim)",
+            "your grants allow more than one app, or any app, for this issuer; name one with app=APP (app= asks for a token without the app claim)",
         ),
     }
 }

@@ -23,14 +23,19 @@ const BACKLOG: i32 = 1024;
 /// The listening socket: bound by the agent, or inherited from systemd.
 pub struct Listener {
     pub listener: tokio::net::UnixListener,
-    /// Set when the agent bound the socket itself and must remove it on exit.
+    /// Set when the agent bound the socket itself. The file is removed when
+    /// the listener is dropped (or by [`Listener::remove_socket`]), and only
+    /// while it is still the file bound here; the caller need not remove it,
+    /// and should not, since a newer agent may own that path by then.
     pub bound_path: Option<PathBuf>,
     socket_file: Option<SocketFile>,
 }
 
 impl Listener {
     /// Takes the socket from `LISTEN_FDS`/`LISTEN_PID`, else binds
-    /// `config.socket`. Must run inside a Tokio runtime.
+    /// `config.socket`. Must run inside a Tokio runtime, at start-up: it
+    /// unsets the `LISTEN_*` variables, which is only sound while no other
+    /// thread reads the environment.
     pub fn open(config: &ServerConfig) -> io::Result<Listener> {
         let listen_pid = std::env::var("LISTEN_PID").ok();
         let listen_fds = std::env::var("LISTEN_FDS").ok();
@@ -374,6 +379,22 @@ mod tests {
             err.to_string().contains("no-such-dir does not exist"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn group_is_given_to_the_socket() {
+        let output = std::process::Command::new("id")
+            .arg("-gn")
+            .output()
+            .unwrap();
+        let group = String::from_utf8(output.stdout).unwrap().trim().to_string();
+        let gid = crate::policy::lookup_group(&group).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let mut config = config(&path);
+        config.socket_group = Some(group);
+        let _listener = Listener::open(&config).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().gid(), gid);
     }
 
     #[tokio::test]

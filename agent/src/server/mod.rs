@@ -48,6 +48,9 @@ const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 /// How long accepting pauses after an error such as running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Reaching the connection cap is logged at most this often.
+const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
 /// The largest `max_connections` accepted.
 const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
@@ -207,6 +210,7 @@ impl<S: TokenSource> Front<S> {
         let slots = Arc::new(Semaphore::new(max));
         let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
         let (stop, stopped) = watch::channel(false);
+        let mut cap_warned: Option<tokio::time::Instant> = None;
         tokio::pin!(shutdown);
         let result = loop {
             let accepted = tokio::select! {
@@ -232,7 +236,10 @@ impl<S: TokenSource> Front<S> {
                     ));
                 }
                 Err(_) => {
-                    tracing::debug!("connection cap of {max} reached; refusing a connection");
+                    if cap_warned.is_none_or(|at| at.elapsed() >= CAP_WARNING_INTERVAL) {
+                        tracing::warn!("{max} connections open (`server.max_connections`); refusing more with 503");
+                        cap_warned = Some(tokio::time::Instant::now());
+                    }
                     if let Ok(turn) = refusals.clone().try_acquire_owned() {
                         tokio::spawn(async move {
                             limits::refuse_over_cap(stream, max).await;
