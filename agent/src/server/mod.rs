@@ -269,3 +269,56 @@ fn is_fatal(error: &io::Error) -> bool {
         Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP)
     )
 }
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ServerConfig, String> {
+        let config: ServerConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate().map(|()| config)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = parse("").unwrap();
+        assert_eq!(config.socket_mode, "0660");
+        assert_eq!(config.max_connections, 1024);
+        assert_eq!(config.timeouts().header_read, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn whole_and_fractional_seconds() {
+        let config =
+            parse("idle_timeout_seconds = 5\nheader_read_timeout_seconds = 0.25\n").unwrap();
+        assert_eq!(config.timeouts().idle, Duration::from_secs(5));
+        assert_eq!(config.timeouts().header_read, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("socket_mode = \"0666\"", "`server.socket_mode`"),
+            ("max_connections = 0", "`server.max_connections` = 0"),
+            ("max_header_bytes = 100", "`server.max_header_bytes` = 100"),
+            (
+                "idle_timeout_seconds = 0",
+                "`server.idle_timeout_seconds` = 0",
+            ),
+            (
+                "shutdown_timeout_seconds = -1",
+                "`server.shutdown_timeout_seconds` = -1",
+            ),
+            (
+                "header_read_timeout_seconds = nan",
+                "`server.header_read_timeout_seconds` = NaN",
+            ),
+            ("socket_group = \"\"", "`server.socket_group` is empty"),
+            ("max_conections = 5", "unknown field `max_conections`"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+}

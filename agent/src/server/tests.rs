@@ -413,6 +413,50 @@ async fn another_uid_is_refused_until_the_policy_grants_it() {
 }
 
 #[tokio::test]
+async fn grants_by_executable_and_group_read_the_peer_process() {
+    let exe = std::fs::read_link("/proc/self/exe").unwrap();
+    // SAFETY: getgid cannot fail.
+    let gid = unsafe { libc::getgid() };
+    let grants = vec![
+        GrantConfig {
+            exe: Some(exe.clone()),
+            ..grant(0, "ttd", &["by-exe"])
+        },
+        GrantConfig {
+            exe: Some("/usr/bin/somebody-else".into()),
+            ..grant(0, "ttd", &["wrong-exe"])
+        },
+        GrantConfig {
+            gid: Some(gid),
+            ..grant(0, "ttd", &["by-group"])
+        },
+    ]
+    .into_iter()
+    .map(|g| GrantConfig { uid: None, ..g })
+    .collect();
+    let server = Server::start(grants, |_| {}).await;
+    let mut client = server.client().await;
+    assert_eq!(
+        client.get("/v1/token?issuer=ttd&app=by-exe").await.status,
+        200
+    );
+    assert_eq!(
+        client.get("/v1/token?issuer=ttd&app=by-group").await.status,
+        200
+    );
+    assert_eq!(
+        client
+            .get("/v1/token?issuer=ttd&app=wrong-exe")
+            .await
+            .status,
+        403
+    );
+    let lines = server.audit_lines();
+    assert_eq!(lines[0]["exe"], exe.to_str().unwrap());
+    server.shut_down().await.unwrap();
+}
+
+#[tokio::test]
 async fn health_readiness_and_metrics() {
     let server = Server::start(wide_grants(), |_| {}).await;
     let mut client = server.client().await;
