@@ -107,6 +107,21 @@ impl Policy {
             .any(|g| g.gid.is_some() || g.unit.is_some() || g.exe.is_some())
     }
 
+    /// The grants `peer` matches, as (issuer, apps) with `["*"]` for any app.
+    pub fn granted<'a>(&'a self, peer: &Peer) -> Vec<(&'a str, Vec<&'a str>)> {
+        self.grants
+            .iter()
+            .filter(|g| g.matches(peer))
+            .map(|g| {
+                let apps = match &g.apps {
+                    Apps::Any => vec!["*"],
+                    Apps::Listed(apps) => apps.iter().map(String::as_str).collect(),
+                };
+                (g.issuer.as_str(), apps)
+            })
+            .collect()
+    }
+
     /// Decides what `peer` gets for the requested issuer and app; an omitted
     /// one is filled in when the peer's grants allow exactly one choice.
     pub fn resolve<'a>(
@@ -620,6 +635,20 @@ mod tests {
             policy.resolve(&peer(1, 1), Some("ttd"), Some("a")),
             Err(Refusal::NotGranted)
         );
+    }
+
+    #[test]
+    fn granted_lists_the_peers_own_grants() {
+        let policy = policy(&[
+            for_uid(1, "ttd", &["a", "b"]),
+            for_uid(2, "ttd", &["c"]),
+            for_uid(1, "digdir", &["*"]),
+        ]);
+        assert_eq!(
+            policy.granted(&peer(1, 1)),
+            vec![("ttd", vec!["a", "b"]), ("digdir", vec!["*"])]
+        );
+        assert!(policy.granted(&peer(3, 3)).is_empty());
     }
 
     #[test]

@@ -15,7 +15,9 @@ use crate::issue::TokenSource;
 use crate::peer::Peer;
 
 /// Serves `stream` until the client leaves, a deadline passes, or the
-/// agent stops (`stop` turns true) and the request in flight is answered.
+/// agent stops (`stop` turns true): then a connection that has sent nothing
+/// is closed at once, an idle one too, and one with a request under way
+/// gets its answer first.
 /// `_slot` holds the connection's place under the cap until it ends.
 pub(super) async fn serve<S: TokenSource>(
     front: Arc<Front<S>>,
@@ -50,6 +52,10 @@ pub(super) async fn serve<S: TokenSource>(
     let mut stopping = false;
     loop {
         if !stopping && *stop.borrow_and_update() {
+            if activity.is_fresh() {
+                // Nothing asked yet: nothing in flight to finish.
+                return;
+            }
             stopping = true;
             connection.as_mut().graceful_shutdown();
         }

@@ -1,4 +1,4 @@
-//! The routes: `GET /v1/token`, `/healthz`, `/readyz`, `/metrics`.
+//! The routes: `GET /v1/token`, `/v1/grants`, `/healthz`, `/readyz`, `/metrics`.
 
 use http_body_util::Full;
 use hyper::body::{Body, Bytes, Incoming};
@@ -21,6 +21,7 @@ const JWT: &str = "application/jwt";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Token,
+    Grants,
     Health,
     Ready,
     Metrics,
@@ -30,12 +31,28 @@ impl Route {
     fn of(path: &str) -> Option<Route> {
         match path {
             "/v1/token" => Some(Route::Token),
+            "/v1/grants" => Some(Route::Grants),
             "/healthz" => Some(Route::Health),
             "/readyz" => Some(Route::Ready),
             "/metrics" => Some(Route::Metrics),
             _ => None,
         }
     }
+}
+
+/// The 200 body of `GET /v1/grants`: what the caller itself may have.
+#[derive(Serialize)]
+struct GrantsBody<'a> {
+    uid: u32,
+    gid: u32,
+    grants: Vec<GrantBody<'a>>,
+}
+
+#[derive(Serialize)]
+struct GrantBody<'a> {
+    issuer: &'a str,
+    /// `["*"]` for any app.
+    apps: Vec<&'a str>,
 }
 
 /// The 200 body of `GET /v1/token`.
@@ -61,7 +78,7 @@ impl<S: TokenSource> Front<S> {
             return Problem::new(
                 ProblemKind::NotFound,
                 format!(
-                    "there is no {:?}; the agent serves GET /v1/token?issuer=ISS&app=APP, /healthz, /readyz and /metrics",
+                    "there is no {:?}; the agent serves GET /v1/token?issuer=ISS&app=APP, /v1/grants, /healthz, /readyz and /metrics",
                     short(parts.uri.path())
                 ),
             )
@@ -87,6 +104,7 @@ impl<S: TokenSource> Front<S> {
         drop(body);
         match route {
             Route::Token => self.token(&parts, peer).await,
+            Route::Grants => self.grants(peer),
             Route::Health => plain(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
             Route::Ready => self.ready(),
             Route::Metrics => plain(
@@ -127,6 +145,22 @@ impl<S: TokenSource> Front<S> {
             }
             Err(error) => self.refuse(peer, Some(issuer), Some(app), not_issued(error)),
         }
+    }
+
+    fn grants(&self, peer: &Peer) -> Response<Full<Bytes>> {
+        let policy = self.policy();
+        let grants = policy
+            .granted(peer)
+            .into_iter()
+            .map(|(issuer, apps)| GrantBody { issuer, apps })
+            .collect();
+        let body = GrantsBody {
+            uid: peer.uid,
+            gid: peer.gid,
+            grants,
+        };
+        let json = serde_json::to_string(&body).expect("a grants body always serialises");
+        plain(StatusCode::OK, "application/json", json)
     }
 
     fn ready(&self) -> Response<Full<Bytes>> {

@@ -1,10 +1,11 @@
 //! Limits that keep slow, idle or too many connections from tying the
 //! agent up: per-connection deadlines and the answer given past the cap.
 //!
-//! A connection is in one of three phases. Waiting for a request it may
-//! stay idle for `idle_timeout`; once the first byte of a request arrives
-//! (and on a fresh connection) the whole request head must arrive within
-//! `header_read_timeout`; while a request is being answered no deadline
+//! A connection is in one of four phases. A fresh connection must deliver
+//! its first request head within `header_read_timeout` of connecting.
+//! Waiting for a further request it may stay idle for `idle_timeout`; once
+//! the first byte of that request arrives the whole head must arrive within
+//! `header_read_timeout`. While a request is being answered no deadline
 //! applies (the signing side bounds its own waits).
 
 use std::io;
@@ -32,9 +33,14 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
-const HEAD: u8 = 0;
-const BUSY: u8 = 1;
-const IDLE: u8 = 2;
+/// Connected, nothing read yet.
+const FRESH: u8 = 0;
+/// Part of a request head read.
+const HEAD: u8 = 1;
+/// A request is being answered.
+const BUSY: u8 = 2;
+/// Waiting for the next request on a kept-alive connection.
+const IDLE: u8 = 3;
 
 /// Which phase a connection is in and since when.
 #[derive(Debug)]
@@ -50,7 +56,7 @@ impl Activity {
     pub fn new() -> Arc<Activity> {
         Arc::new(Activity {
             start: Instant::now(),
-            phase: AtomicU8::new(HEAD),
+            phase: AtomicU8::new(FRESH),
             since: AtomicU64::new(0),
         })
     }
@@ -67,9 +73,17 @@ impl Activity {
 
     /// Bytes arrived; on an idle connection they start a request head.
     fn bytes_read(&self) {
-        if self.phase.load(Ordering::Relaxed) == IDLE {
-            self.enter(HEAD);
+        match self.phase.load(Ordering::Relaxed) {
+            // The head's deadline still counts from the connection's start.
+            FRESH => self.phase.store(HEAD, Ordering::Relaxed),
+            IDLE => self.enter(HEAD),
+            _ => {}
         }
+    }
+
+    /// Whether nothing at all has arrived on the connection yet.
+    pub fn is_fresh(&self) -> bool {
+        self.phase.load(Ordering::Relaxed) == FRESH
     }
 
     fn enter(&self, phase: u8) {
@@ -84,7 +98,7 @@ impl Activity {
             let phase = self.phase.load(Ordering::Relaxed);
             let since = Duration::from_millis(self.since.load(Ordering::Relaxed));
             let deadline = match phase {
-                HEAD => self.start + since + timeouts.header_read,
+                FRESH | HEAD => self.start + since + timeouts.header_read,
                 IDLE => self.start + since + timeouts.idle,
                 _ => Instant::now() + timeouts.header_read,
             };
@@ -195,6 +209,17 @@ mod tests {
         let begun = Instant::now();
         activity.overdue(TIMEOUTS).await;
         assert_eq!(begun.elapsed().as_secs(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_bytes_keep_the_deadline_of_a_fresh_connection() {
+        let activity = Activity::new();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        activity.bytes_read();
+        assert!(!activity.is_fresh());
+        let begun = Instant::now();
+        activity.overdue(TIMEOUTS).await;
+        assert_eq!(begun.elapsed().as_secs(), 2);
     }
 
     #[tokio::test(start_paused = true)]

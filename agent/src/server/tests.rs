@@ -457,6 +457,24 @@ async fn grants_by_executable_and_group_read_the_peer_process() {
 }
 
 #[tokio::test]
+async fn grants_lists_what_the_caller_may_have() {
+    let mut grants = wide_grants();
+    grants.push(grant(my_uid() + 1, "hidden", &["x"]));
+    let server = Server::start(grants, |_| {}).await;
+    let reply = server.client().await.get("/v1/grants").await;
+    assert_eq!(reply.status, 200);
+    let json = reply.json();
+    assert_eq!(json["uid"], my_uid());
+    let listed: Vec<_> = json["grants"].as_array().unwrap().iter().collect();
+    assert_eq!(listed.len(), 5, "{json}");
+    assert_eq!(listed[0]["issuer"], "ttd");
+    assert_eq!(listed[0]["apps"], serde_json::json!(["my-app", "other"]));
+    assert_eq!(listed[1]["apps"], serde_json::json!(["*"]));
+    assert!(!json.to_string().contains("hidden"));
+    server.shut_down().await.unwrap();
+}
+
+#[tokio::test]
 async fn health_readiness_and_metrics() {
     let server = Server::start(wide_grants(), |_| {}).await;
     let mut client = server.client().await;
@@ -627,6 +645,28 @@ async fn shutdown_finishes_the_request_in_flight() {
     assert_eq!(reply.json()["token"], token_for("slow", "a"));
     assert!(busy.closed_within(Duration::from_secs(2)).await);
     let result = tokio::time::timeout(Duration::from_secs(5), shutting_down).await;
+    result.expect("serve returns").unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_silent_connections() {
+    let server = Server::start(wide_grants(), |c| {
+        c.header_read_timeout_seconds = 30.0;
+        c.shutdown_timeout_seconds = 30.0;
+    })
+    .await;
+    let mut silent = server.client().await;
+    let mut started = server.client().await;
+    // Let the agent accept both before it is told to stop.
+    assert_eq!(server.client().await.get("/healthz").await.status, 200);
+    started.send("GET /healthz HTTP/1.1\r\nHo").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = tokio::spawn(server.shut_down());
+    assert!(silent.closed_within(Duration::from_secs(2)).await);
+    // A request head already under way is still answered.
+    started.send("st: x\r\n\r\n").await;
+    assert_eq!(started.reply().await.unwrap().status, 200);
+    let result = tokio::time::timeout(Duration::from_secs(5), stopping).await;
     result.expect("serve returns").unwrap().unwrap();
 }
 
