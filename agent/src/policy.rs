@@ -29,7 +29,8 @@ pub struct GrantConfig {
     pub group: Option<String>,
     /// The systemd unit the peer runs in, e.g. `my-app.service`.
     pub unit: Option<String>,
-    /// The peer's executable, an absolute path.
+    /// The peer's executable, an absolute path; symlinks in it are
+    /// resolved when the policy is built.
     pub exe: Option<PathBuf>,
     pub issuer: String,
     pub apps: Vec<String>,
@@ -239,7 +240,11 @@ impl Grant {
             uid,
             gid,
             unit: config.unit.clone(),
-            exe: config.exe.clone(),
+            // /proc/PID/exe shows the path with symlinks resolved.
+            exe: config
+                .exe
+                .as_ref()
+                .map(|exe| std::fs::canonicalize(exe).unwrap_or_else(|_| exe.clone())),
             issuer: config.issuer.clone(),
             apps: Apps::from_config(&config.apps)
                 .map_err(|why| format!("{} {why}", key("apps")))?,
@@ -649,6 +654,24 @@ mod tests {
             vec![("ttd", vec!["a", "b"]), ("digdir", vec!["*"])]
         );
         assert!(policy.granted(&peer(3, 3)).is_empty());
+    }
+
+    #[test]
+    fn exe_through_a_symlink_matches_the_real_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("my-app");
+        std::fs::write(&real, "").unwrap();
+        let link = dir.path().join("current");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let policy = policy(&[GrantConfig {
+            exe: Some(link),
+            ..grant("ttd", &["a"])
+        }]);
+        let peer = Peer::new(1, 1, Some(7)).with_process(Process {
+            exe: Some(std::fs::canonicalize(&real).unwrap()),
+            ..Process::default()
+        });
+        assert!(policy.resolve(&peer, Some("ttd"), Some("a")).is_ok());
     }
 
     #[test]
