@@ -561,7 +561,7 @@ async fn slow_request_head_times_out() {
 async fn idle_keep_alive_connection_times_out_but_a_busy_one_does_not() {
     let server = Server::start(wide_grants(), |c| {
         c.header_read_timeout_seconds = 0.3;
-        c.idle_timeout_seconds = 0.6;
+        c.idle_timeout_seconds = 1.0;
     })
     .await;
     let mut client = server.client().await;
@@ -569,7 +569,7 @@ async fn idle_keep_alive_connection_times_out_but_a_busy_one_does_not() {
     // header timeout, keep the connection.
     for _ in 0..3 {
         assert_eq!(client.get("/healthz").await.status, 200);
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let begun = Instant::now();
     assert!(client.closed_within(Duration::from_secs(3)).await);
