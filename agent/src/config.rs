@@ -136,7 +136,9 @@ impl Config {
     fn validate(&mut self) -> Result<(), String> {
         self.hsm.validate()?;
         self.token.validate()?;
-        validate_issuers(&mut self.issuers)
+        validate_issuers(&mut self.issuers)?;
+        self.server.validate()?;
+        crate::policy::Policy::from_config(&self.grants).map(drop)
     }
 }
 
