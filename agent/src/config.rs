@@ -146,7 +146,9 @@ impl Config {
         self.hsm.validate()?;
         self.token.validate()?;
         self.signing.validate()?;
-        validate_issuers(&mut self.issuers)
+        validate_issuers(&mut self.issuers)?;
+        self.server.validate()?;
+        crate::policy::Policy::from_config(&self.grants).map(drop)
     }
 }
 

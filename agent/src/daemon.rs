@@ -112,7 +112,6 @@ impl Daemon {
                 format!("cannot listen on {}: {e}", socket.display()),
             )
         })?;
-        let bound = listener.bound_path.clone();
         let front = Arc::new(Front::new(
             Arc::clone(&self.signer),
             policy,
@@ -135,11 +134,6 @@ impl Daemon {
             .await;
         if let Some(watchdog) = watchdog {
             watchdog.abort();
-        }
-        if let Some(path) = bound {
-            if let Err(error) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), %error, "cannot remove the socket");
-            }
         }
         served.map_err(|e| Failure::new(exit::FAILURE, format!("serving failed: {e}")))
     }

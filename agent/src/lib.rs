@@ -23,6 +23,7 @@
 //! | [`daemon`] | `serve`: start-up, sd_notify, watchdog, reload, shutdown |
 //! | [`metrics`] | counters and histograms, rendered as Prometheus text |
 //! | [`server`] | the socket front: listener, HTTP routes, limits, problem+json |
+//! | [`peer`] | who is on the other end of a connection: credentials, unit, executable |
 //! | [`policy`] | grants: which peer may have which issuer and app |
 //! | [`audit`] | one JSON line per issued or refused request |
 //! | [`exit`] | process exit codes |
@@ -39,6 +40,7 @@ pub mod hardening;
 pub mod hsm;
 pub mod issue;
 pub mod metrics;
+pub mod peer;
 pub mod pin;
 pub mod policy;
 pub mod server;

@@ -131,29 +131,13 @@ async fn exchange(
         .map_err(|e| format!("write: {e}"))?;
     buffer.clear();
     let (head_end, content_length) = loop {
-        let mut chunk = [0u8; 4096];
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("connection closed by the agent".into());
-        }
-        buffer.extend_from_slice(&chunk[..n]);
+        read_more(stream, buffer).await?;
         if let Some(end) = find(buffer, b"\r\n\r\n") {
             break (end + 4, content_length(&buffer[..end])?);
         }
     };
     while buffer.len() < head_end + content_length {
-        let mut chunk = [0u8; 4096];
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("connection closed mid-body".into());
-        }
-        buffer.extend_from_slice(&chunk[..n]);
+        read_more(stream, buffer).await?;
     }
     let status = buffer.get(9..12).unwrap_or_default();
     let body = &buffer[head_end..head_end + content_length];
@@ -167,6 +151,20 @@ async fn exchange(
     if !is_jws(body) {
         return Err(format!("not a token: {}", String::from_utf8_lossy(body)));
     }
+    Ok(())
+}
+
+/// Appends what the socket has to `buffer`; a closed connection is an error.
+async fn read_more(stream: &mut UnixStream, buffer: &mut Vec<u8>) -> Result<(), String> {
+    let mut chunk = [0u8; 4096];
+    let n = stream
+        .read(&mut chunk)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    if n == 0 {
+        return Err("connection closed by the agent".into());
+    }
+    buffer.extend_from_slice(&chunk[..n]);
     Ok(())
 }
 

@@ -30,6 +30,8 @@ pub struct Daemon {
     notify: UnixDatagram,
     /// Every notification the agent has sent so far (READY=1, STATUS=…, WATCHDOG=1).
     pub notifications: Vec<String>,
+    /// How many of `notifications` earlier waits have matched or passed.
+    seen: usize,
 }
 
 impl Daemon {
@@ -58,6 +60,7 @@ impl Daemon {
             socket: token.path().join("agent.sock"),
             notify,
             notifications: Vec::new(),
+            seen: 0,
         }
     }
 
@@ -67,15 +70,17 @@ impl Daemon {
         self
     }
 
-    /// Waits until a notification containing `line` arrives.
+    /// Waits until a notification containing `line` arrives after the one
+    /// the previous wait matched (so READY=1 after RELOADING=1 is the reload's,
+    /// not the start's).
     pub fn wait_for(&mut self, token: &TestToken, line: &str) {
         let deadline = Instant::now() + PATIENCE;
         while Instant::now() < deadline {
-            if self
-                .notifications
+            if let Some(at) = self.notifications[self.seen..]
                 .iter()
-                .any(|n| n.lines().any(|l| l == line))
+                .position(|n| n.lines().any(|l| l == line))
             {
+                self.seen += at + 1;
                 return;
             }
             if let Ok(Some(status)) = self.process.try_wait() {

@@ -1,0 +1,299 @@
+//! Who is on the other end of a connection: the kernel's credentials for
+//! it (SO_PEERCRED), and on demand the process's systemd unit, executable
+//! and supplementary groups from /proc.
+//!
+//! /proc is read by pid, and a pid can be reused once its process is gone.
+//! To read the right process, the agent holds a pidfd for the peer before
+//! reading and checks after reading that the process behind it is still
+//! alive: a live process keeps its pid, so what was read was its own. The
+//! pidfd comes from SO_PEERPIDFD (Linux 6.5+), which names the process that
+//! connected even if it already exited; older kernels fall back to
+//! `pidfd_open(pid)`, which cannot tell whether the pid was reused between
+//! `connect` and the first request. Without any pidfd nothing is read, and
+//! grants that need the unit or executable do not match.
+//!
+//! The executable link of another user's process is readable only with
+//! CAP_SYS_PTRACE (or as root); without it `exe` stays unknown.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// Facts about the peer's process read from /proc.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Process {
+    /// The systemd unit the process runs in, e.g. `my-app.service`.
+    pub unit: Option<String>,
+    /// The executable, as /proc/PID/exe links it.
+    pub exe: Option<PathBuf>,
+    /// Supplementary group ids.
+    pub groups: Vec<u32>,
+}
+
+/// The peer of one connection.
+#[derive(Debug)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    /// Absent when the peer is in another pid namespace.
+    pub pid: Option<i32>,
+    pidfd: Option<OwnedFd>,
+    process: OnceLock<Process>,
+}
+
+impl Peer {
+    /// The peer of `stream`; with `process_needed` its process is pinned by
+    /// a pidfd now, so that a later read of /proc finds the process that connected.
+    pub fn of(stream: &tokio::net::UnixStream, process_needed: bool) -> std::io::Result<Peer> {
+        let cred = stream.peer_cred()?;
+        let pid = cred.pid().filter(|pid| *pid > 0);
+        let pidfd = match pid {
+            Some(pid) if process_needed => peer_pidfd(stream).or_else(|| open_pidfd(pid)),
+            _ => None,
+        };
+        Ok(Peer {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pid,
+            pidfd,
+            process: OnceLock::new(),
+        })
+    }
+
+    /// A peer with known credentials and nothing read yet.
+    pub fn new(uid: u32, gid: u32, pid: Option<i32>) -> Peer {
+        Peer {
+            uid,
+            gid,
+            pid,
+            pidfd: None,
+            process: OnceLock::new(),
+        }
+    }
+
+    /// A peer whose process facts are already known.
+    pub fn with_process(self, process: Process) -> Peer {
+        let _ = self.process.set(process);
+        self
+    }
+
+    /// The process facts, read from /proc on first use; empty when they
+    /// cannot be read safely.
+    pub fn process(&self) -> &Process {
+        self.process
+            .get_or_init(|| self.read_process().unwrap_or_default())
+    }
+
+    /// The process facts if they have been read, without reading them.
+    pub fn known_process(&self) -> Option<&Process> {
+        self.process.get()
+    }
+
+    fn read_process(&self) -> Option<Process> {
+        let pid = self.pid?;
+        let opened;
+        let pidfd = match &self.pidfd {
+            Some(fd) => fd,
+            None => {
+                opened = open_pidfd(pid)?;
+                &opened
+            }
+        };
+        let process = read_proc(pid);
+        process_alive(pidfd).then_some(process)
+    }
+}
+
+/// Reads unit, exe and groups of `pid`; what cannot be read stays empty.
+fn read_proc(pid: i32) -> Process {
+    let dir = PathBuf::from(format!("/proc/{pid}"));
+    let unit = std::fs::read_to_string(dir.join("cgroup"))
+        .ok()
+        .and_then(|text| unit_from_cgroup(&text));
+    let exe = std::fs::read_link(dir.join("exe")).ok();
+    let groups = std::fs::read_to_string(dir.join("status"))
+        .map(|text| groups_from_status(&text))
+        .unwrap_or_default();
+    Process { unit, exe, groups }
+}
+
+/// The systemd unit from /proc/PID/cgroup: the last path component that is
+/// a service or scope, e.g. `my-app.service` in `0::/system.slice/my-app.service`.
+pub fn unit_from_cgroup(text: &str) -> Option<String> {
+    let unified = text.lines().find_map(|line| line.strip_prefix("0::"));
+    let legacy = || {
+        text.lines().find_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            (controllers == "name=systemd").then_some(path)
+        })
+    };
+    unified
+        .or_else(legacy)?
+        .rsplit('/')
+        .find(|part| part.ends_with(".service") || part.ends_with(".scope"))
+        .map(str::to_owned)
+}
+
+/// Supplementary groups from the `Groups:` line of /proc/PID/status.
+pub fn groups_from_status(text: &str) -> Vec<u32> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("Groups:"))
+        .map(|ids| {
+            ids.split_whitespace()
+                .filter_map(|id| id.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// SO_PEERPIDFD in the generic socket option numbering.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64"
+))]
+const SO_PEERPIDFD: libc::c_int = 77;
+
+/// A pidfd for the process that connected, if the kernel offers SO_PEERPIDFD.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64"
+))]
+fn peer_pidfd(stream: &tokio::net::UnixStream) -> Option<OwnedFd> {
+    let mut fd: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` and `len` are valid for the kernel to write an int into.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            (&mut fd as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: on success the kernel handed us a new descriptor that we own.
+    (rc == 0 && fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64"
+)))]
+fn peer_pidfd(_stream: &tokio::net::UnixStream) -> Option<OwnedFd> {
+    None
+}
+
+/// A pidfd for whichever process has `pid` now (Linux 5.3+).
+fn open_pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative return is a new descriptor that we own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// A pidfd polls readable once its process has exited.
+fn process_alive(pidfd: &OwnedFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let rc = unsafe { libc::poll(&mut poll, 1, 0) };
+    rc == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_from_unified_cgroup() {
+        assert_eq!(
+            unit_from_cgroup("0::/system.slice/my-app.service\n").as_deref(),
+            Some("my-app.service")
+        );
+        assert_eq!(
+            unit_from_cgroup(
+                "0::/user.slice/user-1000.slice/user@1000.service/app.slice/run-r1.scope\n"
+            )
+            .as_deref(),
+            Some("run-r1.scope")
+        );
+    }
+
+    #[test]
+    fn unit_below_a_delegated_subtree() {
+        assert_eq!(
+            unit_from_cgroup("0::/system.slice/my-app.service/worker\n").as_deref(),
+            Some("my-app.service")
+        );
+    }
+
+    #[test]
+    fn unit_from_legacy_hierarchy() {
+        let text =
+            "12:cpu,cpuacct:/system.slice/x.service\n1:name=systemd:/system.slice/legacy.service\n";
+        assert_eq!(unit_from_cgroup(text).as_deref(), Some("legacy.service"));
+    }
+
+    #[test]
+    fn no_unit_outside_services_and_scopes() {
+        assert_eq!(unit_from_cgroup("0::/\n"), None);
+        assert_eq!(unit_from_cgroup("0::/system.slice\n"), None);
+        assert_eq!(unit_from_cgroup(""), None);
+    }
+
+    #[test]
+    fn groups_from_the_status_line() {
+        let status = "Name:\tbash\nUid:\t1000\t1000\t1000\t1000\nGroups:\t4 24 1000 \nNgid:\t0\n";
+        assert_eq!(groups_from_status(status), vec![4, 24, 1000]);
+        assert!(groups_from_status("Groups:\t\n").is_empty());
+        assert!(groups_from_status("Name:\tx\n").is_empty());
+    }
+
+    #[test]
+    fn own_process_is_read_through_a_pidfd() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let stream = tokio::net::UnixStream::from_std(a).unwrap();
+        let peer = Peer::of(&stream, true).unwrap();
+        // SAFETY: getuid/getpid cannot fail.
+        let (uid, pid) = unsafe { (libc::getuid(), libc::getpid()) };
+        assert_eq!(peer.uid, uid);
+        assert_eq!(peer.pid, Some(pid));
+        assert!(peer.known_process().is_none());
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_eq!(peer.process().exe.as_ref(), Some(&exe));
+        assert!(peer.known_process().is_some());
+    }
+
+    #[test]
+    fn an_exited_process_yields_nothing() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let pidfd = open_pidfd(pid).unwrap();
+        child.wait().unwrap();
+        assert!(!process_alive(&pidfd));
+        let peer = Peer {
+            pidfd: Some(pidfd),
+            ..Peer::new(0, 0, Some(pid))
+        };
+        assert_eq!(peer.process(), &Process::default());
+    }
+}
