@@ -86,13 +86,18 @@ impl Daemon {
             if let Ok(Some(status)) = self.process.try_wait() {
                 panic!("the agent exited ({status}) before {line}:\n{}", log(token));
             }
-            let mut buffer = [0u8; 4096];
-            if let Ok(n) = self.notify.recv(&mut buffer) {
-                self.notifications
-                    .push(String::from_utf8_lossy(&buffer[..n]).into_owned());
-            }
+            self.receive();
         }
         panic!("no {line} within {PATIENCE:?}:\n{}", log(token));
+    }
+
+    /// Adds the next notification to `notifications`, waiting up to 200 ms.
+    pub fn receive(&mut self) {
+        let mut buffer = [0u8; 4096];
+        if let Ok(n) = self.notify.recv(&mut buffer) {
+            self.notifications
+                .push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+        }
     }
 
     /// The agent's pid.

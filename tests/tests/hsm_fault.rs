@@ -1,0 +1,125 @@
+//! The HSM going away under a running agent, end to end: a real `serve`
+//! process, its socket, and SoftHSM's token directory moved away and back.
+
+use std::time::{Duration, Instant};
+
+use integration_tests::daemon::{body_of, log, serve_config, status_of, Daemon, PATIENCE};
+use integration_tests::{verify_jwt, OutputExt, TestToken};
+
+fn token_with_key(extra: &str) -> TestToken {
+    let token = TestToken::new();
+    token.write_config("[[issuer]]\nname = \"ttd\"\n");
+    token
+        .agent(&["keys", "generate", "--issuer", "ttd"])
+        .success();
+    let me = unsafe { libc::getuid() };
+    token.write_config(&serve_config(
+        &token,
+        &format!("[[issuer]]\nname = \"ttd\"\n\n[[grant]]\nuid = {me}\nissuer = \"ttd\"\napps = [\"*\"]\n\n{extra}"),
+    ));
+    token
+}
+
+/// Polls `path` until its status is `status`; returns the last answer.
+fn wait_status(daemon: &Daemon, token: &TestToken, path: &str, status: u16) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let answer = daemon.get(path, &[]);
+        if status_of(&answer) == status {
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} stayed {answer}\n{}",
+            log(token)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn move_tokens(token: &TestToken, from: &str, to: &str) {
+    std::fs::rename(token.path().join(from), token.path().join(to)).unwrap();
+}
+
+#[test]
+fn a_token_moved_away_gives_503_and_tokens_flow_again_when_it_is_back() {
+    let token = token_with_key("");
+    let daemon = Daemon::start(&token);
+    let pem = token
+        .agent(&["keys", "export-cert", "--issuer", "ttd", "--format", "pem"])
+        .success()
+        .stdout_text();
+    daemon.client().token(Some("ttd"), Some("a")).unwrap();
+
+    move_tokens(&token, "tokens", "tokens.away");
+    let not_ready = wait_status(&daemon, &token, "/readyz", 503);
+    assert!(
+        body_of(&not_ready).contains("CKR_GENERAL_ERROR"),
+        "{not_ready}"
+    );
+    let refused = daemon.get("/v1/token?issuer=ttd&app=a", &[]);
+    assert_eq!(status_of(&refused), 503, "{refused}");
+    assert!(body_of(&refused).contains("hsm-unavailable"), "{refused}");
+    assert_eq!(
+        status_of(&daemon.get("/healthz", &[])),
+        200,
+        "alive all along"
+    );
+
+    move_tokens(&token, "tokens.away", "tokens");
+    wait_status(&daemon, &token, "/readyz", 200);
+    let issued = daemon
+        .client()
+        .token(Some("ttd"), Some("b"))
+        .expect("served again without a restart");
+    verify_jwt(&issued.token, pem.as_bytes(), "ttd");
+    let metrics = daemon.get("/metrics", &[]);
+    assert!(
+        metrics.contains("access_token_agent_hsm_errors_total{ckr=\"CKR_GENERAL_ERROR\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn watchdog_pings_stop_while_the_hsm_is_away_and_resume_after() {
+    let token = token_with_key("");
+    let mut daemon = Daemon::spawn(&token, |mut command| {
+        // 1 s: pings every 0.5 s.
+        command.env("WATCHDOG_USEC", "1000000");
+        command
+    })
+    .ready(&token);
+    daemon.wait_for(&token, "WATCHDOG=1");
+    daemon.wait_for(&token, "WATCHDOG=1");
+
+    move_tokens(&token, "tokens", "tokens.away");
+    wait_status(&daemon, &token, "/readyz", 503);
+    // Drain what was sent before the HSM went; then nothing for a while.
+    std::thread::sleep(Duration::from_millis(600));
+    let before = pings(&mut daemon, Duration::from_millis(300));
+    let during = pings(&mut daemon, Duration::from_secs(2));
+    assert_eq!(
+        during, 0,
+        "no pings while the HSM is away ({before} drained)"
+    );
+
+    move_tokens(&token, "tokens.away", "tokens");
+    wait_status(&daemon, &token, "/readyz", 200);
+    assert!(
+        pings(&mut daemon, Duration::from_secs(2)) > 0,
+        "pings resume once the HSM answers"
+    );
+}
+
+/// Counts WATCHDOG=1 notifications arriving within `window`.
+fn pings(daemon: &mut Daemon, window: Duration) -> usize {
+    let start = daemon.notifications.len();
+    let deadline = Instant::now() + window;
+    while Instant::now() < deadline {
+        daemon.receive();
+    }
+    daemon.notifications[start..]
+        .iter()
+        .filter(|n| n.lines().any(|l| l == "WATCHDOG=1"))
+        .count()
+}
