@@ -10,13 +10,13 @@
 //! | `backoff` | waits between reconnection attempts |
 //!
 //! The request path never calls the HSM and never waits on the supervisor:
-//! it reads the latest [`Snapshot`] (keys, signing queue, or the reason there
+//! it reads the latest snapshot (keys, signing queue, or the reason there
 //! are none), answers from the cache, or queues a signature.
 
 mod backoff;
 mod connection;
 mod pool;
-pub mod selftest;
+mod selftest;
 mod supervisor;
 
 use std::sync::mpsc;
@@ -89,7 +89,7 @@ impl SigningConfig {
 
 /// The part of the configuration the signing back works from.
 #[derive(Debug, Clone)]
-pub struct Settings {
+struct Settings {
     hsm: HsmConfig,
     issuers: Vec<IssuerConfig>,
     lifetime: Arc<Lifetime>,
@@ -122,7 +122,7 @@ impl Settings {
 /// An issuer's key in service: the handle to sign with and the certificate
 /// its signatures verify against.
 #[derive(Debug)]
-pub struct ActiveKey {
+struct ActiveKey {
     pub signing: SigningKey,
     pub certificate: Certificate,
     /// The kid, shared by every token issued with this key.

@@ -1,7 +1,7 @@
 //! The HSM supervisor: the one thread that owns the connection to the token.
 //!
 //! It opens and closes the connection, probes it, reacts to faults the
-//! signing threads report, reloads keys, and publishes a [`Snapshot`] that
+//! signing threads report, reloads keys, and publishes a snapshot that
 //! the request path reads without ever touching the HSM itself.
 //!
 //! Recovery, as measured with SoftHSM 2.6: once a token's directory is moved
