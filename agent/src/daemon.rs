@@ -34,6 +34,7 @@ use crate::signer::{ConnectError, Signer};
 pub fn serve(config_path: &Path, config: Config) -> Result<(), Failure> {
     let policy = policy(config_path, &config)?;
     let audit = audit(config_path, &config)?;
+    open_files(&config, &policy);
     let metrics = Arc::new(Metrics::default());
     let signer = Arc::new(Signer::start(&config, Arc::clone(&metrics)).map_err(start_failure)?);
     tracing::info!(status = %signer.status(), "HSM ready: logged in, keys found, self-test passed");
@@ -63,6 +64,22 @@ fn policy(config_path: &Path, config: &Config) -> Result<Policy, Failure> {
         return Err(bad_config(config_path, "no `[[issuer]]` is configured; `serve` signs for at least one: add `[[issuer]]` with `name = \"<org code>\"`".into()));
     }
     Policy::from_config(&config.grants).map_err(|message| bad_config(config_path, message))
+}
+
+/// Descriptors a full house needs: a socket per connection, a pidfd too when
+/// grants read the peer's process, and a margin for the HSM, audit and log.
+fn open_files(config: &Config, policy: &Policy) {
+    let per_connection = if policy.needs_process() { 2 } else { 1 };
+    let needed = (config.server.max_connections * per_connection + 64) as u64;
+    match crate::hardening::raise_open_files_limit() {
+        Ok(limit) if limit < needed => tracing::warn!(
+            limit,
+            needed,
+            "the open-files limit is below what `server.max_connections` needs; raise LimitNOFILE= or lower `server.max_connections`"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
+    }
 }
 
 fn audit(config_path: &Path, config: &Config) -> Result<Audit, Failure> {

@@ -27,7 +27,7 @@
 //! | [`policy`] | grants: which peer may have which issuer and app |
 //! | [`audit`] | one JSON line per issued or refused request |
 //! | [`exit`] | process exit codes |
-//! | [`hardening`] | no core dumps, not dumpable |
+//! | [`hardening`] | no core dumps, not dumpable, open-files limit raised |
 
 pub mod audit;
 pub mod cache;

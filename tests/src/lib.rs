@@ -27,6 +27,7 @@ use std::process::{Child, Command, Output, Stdio};
 use tempfile::TempDir;
 
 pub mod daemon;
+pub mod http;
 
 /// The SoftHSM2 PKCS#11 module (Debian package `softhsm2`).
 pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";

@@ -1,0 +1,245 @@
+//! Raw HTTP/1.1 on the agent's socket, byte for byte, read strictly: what
+//! the hostile-input and load tests send, and every answer checked to be a
+//! whole, well-formed response.
+
+use std::path::Path;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+/// One response, fully read.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The first header called `name` (any case), as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// The problem `type`'s short name, e.g. `not-granted`, when the body is
+    /// a problem document.
+    pub fn problem_type(&self) -> Option<String> {
+        let json: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        let uri = json["type"].as_str()?;
+        Some(uri.rsplit(':').next().unwrap_or(uri).to_owned())
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The token in a 200 answer: the `token` field of a JSON body, or a
+    /// bare `application/jwt` body.
+    pub fn token(&self) -> Option<String> {
+        if self.status != 200 {
+            return None;
+        }
+        let json: Option<serde_json::Value> = serde_json::from_slice(&self.body).ok();
+        match json {
+            Some(json) => json["token"].as_str().map(str::to_owned),
+            None => Some(self.text()).filter(|t| t.split('.').count() == 3),
+        }
+    }
+}
+
+/// What [`parse_reply`] found at the start of a buffer.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A whole response and how many bytes it took.
+    Reply(Reply, usize),
+    /// The bytes so far are the start of a response.
+    Incomplete,
+}
+
+/// Parses the response at the start of `buf`. `bodyless` says the request
+/// was HEAD, whose answer declares a length but carries no body.
+pub fn parse_reply(buf: &[u8], bodyless: bool) -> Result<Parsed, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Incomplete),
+        Err(e) => return Err(format!("not an HTTP response ({e}): {:?}", preview(buf))),
+    };
+    if response.version != Some(1) {
+        return Err(format!("not HTTP/1.1: {:?}", preview(buf)));
+    }
+    let status = response.code.expect("a complete head has a status");
+    let headers: Vec<(String, Vec<u8>)> = response
+        .headers
+        .iter()
+        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+        .collect();
+    let lengths: Vec<&[u8]> = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    if headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        return Err(format!("a chunked answer: {:?}", preview(buf)));
+    }
+    let length = match lengths.as_slice() {
+        [] if (100..200).contains(&status) || status == 204 || status == 304 => 0,
+        [one] => std::str::from_utf8(one)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .ok_or_else(|| format!("a bad content-length: {:?}", preview(buf)))?,
+        _ => return Err(format!("no single content-length: {:?}", preview(buf))),
+    };
+    let length = if bodyless { 0 } else { length };
+    if buf.len() < head_len + length {
+        return Ok(Parsed::Incomplete);
+    }
+    let body = buf[head_len..head_len + length].to_vec();
+    Ok(Parsed::Reply(
+        Reply {
+            status,
+            headers,
+            body,
+        },
+        head_len + length,
+    ))
+}
+
+/// Every response in `bytes` (all a connection received); an error if
+/// anything in it is not a whole, well-formed response. With `head_sent`,
+/// a response may lack the body its length announces (a HEAD answer).
+pub fn parse_replies(bytes: &[u8], head_sent: bool) -> Result<Vec<Reply>, String> {
+    let readings: &[bool] = if head_sent { &[false, true] } else { &[false] };
+    let mut replies = Vec::new();
+    let mut rest = bytes;
+    'next: while !rest.is_empty() {
+        for &bodyless in readings {
+            // A reading is right when the next answer or the end follows it.
+            if let Parsed::Reply(reply, used) = parse_reply(rest, bodyless)? {
+                if rest[used..].is_empty() || rest[used..].starts_with(b"HTTP/") {
+                    replies.push(reply);
+                    rest = &rest[used..];
+                    continue 'next;
+                }
+            }
+        }
+        return Err(format!(
+            "a cut-off or overlong response: {:?}",
+            preview(rest)
+        ));
+    }
+    Ok(replies)
+}
+
+fn preview(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
+}
+
+/// `GET target` with `Host` and `extra` header lines, kept alive.
+pub fn get(target: &str, extra: &[&str]) -> Vec<u8> {
+    let mut request = format!("GET {target} HTTP/1.1\r\nHost: agent\r\n");
+    for line in extra {
+        request.push_str(line);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    request.into_bytes()
+}
+
+/// One kept-alive connection that reads answers strictly.
+pub struct Connection {
+    pub stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Connection {
+    pub async fn connect(socket: &Path) -> std::io::Result<Connection> {
+        Ok(Connection {
+            stream: UnixStream::connect(socket).await?,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sends `request` and reads one answer. `Ok(None)`: the agent closed
+    /// the connection without answering.
+    pub async fn exchange(&mut self, request: &[u8]) -> Result<Option<Reply>, String> {
+        if let Err(e) = self.stream.write_all(request).await {
+            return match e.kind() {
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => Ok(None),
+                _ => Err(format!("write: {e}")),
+            };
+        }
+        self.read_reply().await
+    }
+
+    /// Reads the next answer; `Ok(None)` if the connection closes first.
+    pub async fn read_reply(&mut self) -> Result<Option<Reply>, String> {
+        loop {
+            if let Parsed::Reply(reply, used) = parse_reply(&self.buf, false)? {
+                self.buf.drain(..used);
+                return Ok(Some(reply));
+            }
+            let mut chunk = [0u8; 8192];
+            let n = match self.stream.read(&mut chunk).await {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+                Err(e) => return Err(format!("read: {e}")),
+            };
+            if n == 0 {
+                return match self.buf.is_empty() {
+                    true => Ok(None),
+                    false => Err(format!("closed mid-answer: {:?}", preview(&self.buf))),
+                };
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+    const BAD: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+
+    #[test]
+    fn whole_responses_in_a_row() {
+        let bytes = [OK, BAD, OK].concat();
+        let replies = parse_replies(&bytes, false).unwrap();
+        let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [200, 400, 200]);
+        assert_eq!(replies[2].body, b"hello");
+    }
+
+    #[test]
+    fn cut_off_and_garbage_are_errors() {
+        assert!(parse_replies(&OK[..OK.len() - 1], false).is_err());
+        assert!(parse_replies(b"garbage\r\n\r\n", false).is_err());
+        assert!(parse_replies(&[OK, b"x"].concat(), false).is_err());
+        assert!(parse_replies(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab",
+            false
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn head_answers_may_lack_their_body() {
+        let head = b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 9\r\n\r\n";
+        let bytes = [&head[..], BAD].concat();
+        assert!(parse_replies(&bytes, false).is_err());
+        let replies = parse_replies(&bytes, true).unwrap();
+        assert_eq!(replies.len(), 2);
+        assert!(replies[0].body.is_empty());
+        assert_eq!(parse_replies(head, true).unwrap().len(), 1);
+    }
+}
