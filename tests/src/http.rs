@@ -70,8 +70,8 @@ pub fn parse_reply(buf: &[u8], bodyless: bool) -> Result<Parsed, String> {
         Ok(httparse::Status::Partial) => return Ok(Parsed::Incomplete),
         Err(e) => return Err(format!("not an HTTP response ({e}): {:?}", preview(buf))),
     };
-    if response.version != Some(1) {
-        return Err(format!("not HTTP/1.1: {:?}", preview(buf)));
+    if !matches!(response.version, Some(0 | 1)) {
+        return Err(format!("not HTTP/1.x: {:?}", preview(buf)));
     }
     let status = response.code.expect("a complete head has a status");
     let headers: Vec<(String, Vec<u8>)> = response
