@@ -172,12 +172,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 /// it. The request head is read first (briefly, bounded) so that the
 /// client's unread request does not turn the close into a reset.
 pub async fn refuse_over_cap(mut stream: UnixStream, max_connections: usize) {
-    let problem = Problem::new(
-        ProblemKind::TooManyConnections,
-        format!(
-            "the agent already serves {max_connections} connections (`server.max_connections`); retry after the Retry-After delay, and reuse one keep-alive connection per process"
-        ),
-    );
+    let problem = over_cap(max_connections);
     let answer = async {
         let mut buf = vec![0u8; REFUSAL_READ_BYTES];
         let mut filled = 0;
@@ -192,6 +187,25 @@ pub async fn refuse_over_cap(mut stream: UnixStream, max_connections: usize) {
         stream.shutdown().await
     };
     let _ = tokio::time::timeout(REFUSAL_READ_TIME, answer).await;
+}
+
+/// Answers a connection over the cap without reading its request, when
+/// too many refusals are already reading theirs: the 503 is written without
+/// waiting (a fresh socket's buffer takes it whole) and the connection
+/// closed when `stream` is dropped. A Unix socket still delivers the answer;
+/// the unread request only turns the client's end-of-stream into a reset.
+pub fn refuse_at_once(stream: &UnixStream, max_connections: usize) {
+    let answer = over_cap(max_connections).closing_response_bytes();
+    let _ = socket2::SockRef::from(stream).send(&answer);
+}
+
+fn over_cap(max_connections: usize) -> Problem {
+    Problem::new(
+        ProblemKind::TooManyConnections,
+        format!(
+            "the agent already serves {max_connections} connections (`server.max_connections`); retry after the Retry-After delay, and reuse one keep-alive connection per process"
+        ),
+    )
 }
 
 #[cfg(test)]

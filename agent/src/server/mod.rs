@@ -41,8 +41,9 @@ use limits::Timeouts;
 pub use listener::{parse_mode, Listener};
 pub use problem::{ProblemKind, TYPE_PREFIX};
 
-/// Connections past the cap that are answered with 503 at the same time;
-/// beyond these, connections are closed without an answer.
+/// Connections past the cap whose request heads are read before their 503;
+/// beyond these, the 503 is written at once, without reading, and the
+/// connection closed.
 const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 
 /// How long accepting pauses after an error such as running out of descriptors.
@@ -240,11 +241,14 @@ impl<S: TokenSource> Front<S> {
                         tracing::warn!("{max} connections open (`server.max_connections`); refusing more with 503");
                         cap_warned = Some(tokio::time::Instant::now());
                     }
-                    if let Ok(turn) = refusals.clone().try_acquire_owned() {
-                        tokio::spawn(async move {
-                            limits::refuse_over_cap(stream, max).await;
-                            drop(turn);
-                        });
+                    match refusals.clone().try_acquire_owned() {
+                        Ok(turn) => {
+                            tokio::spawn(async move {
+                                limits::refuse_over_cap(stream, max).await;
+                                drop(turn);
+                            });
+                        }
+                        Err(_) => limits::refuse_at_once(&stream, max),
                     }
                 }
             }

@@ -613,6 +613,44 @@ async fn connections_over_the_cap_get_503_and_are_closed() {
 }
 
 #[tokio::test]
+async fn a_burst_over_the_cap_gets_503_on_every_connection() {
+    let server = Server::start(wide_grants(), |c| c.max_connections = 1).await;
+    let mut held = server.client().await;
+    assert_eq!(held.get("/healthz").await.status, 200);
+    // Far more than the refusals whose heads are read, all queued before
+    // the accept loop runs again: blocking connects and writes never yield.
+    let mut queued = Vec::new();
+    for _ in 0..200 {
+        let mut stream = std::os::unix::net::UnixStream::connect(&server.socket).unwrap();
+        std::io::Write::write_all(
+            &mut stream,
+            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        )
+        .unwrap();
+        stream.set_nonblocking(true).unwrap();
+        queued.push(stream);
+    }
+    let mut burst: Vec<Client> = queued
+        .into_iter()
+        .map(|stream| Client {
+            stream: UnixStream::from_std(stream).unwrap(),
+            buf: Vec::new(),
+        })
+        .collect();
+    for (i, client) in burst.iter_mut().enumerate() {
+        let reply = client
+            .reply()
+            .await
+            .unwrap_or_else(|| panic!("connection {i} closed without an answer"));
+        assert_eq!(reply.status, 503, "connection {i}");
+        assert_eq!(reply.header("retry-after"), Some("1"), "connection {i}");
+        assert!(client.closed_within(Duration::from_secs(2)).await);
+    }
+    assert_eq!(held.get("/healthz").await.status, 200);
+    server.shut_down().await.unwrap();
+}
+
+#[tokio::test]
 async fn shutdown_finishes_the_request_in_flight() {
     let server = Server::start(wide_grants(), |_| {}).await;
     let mut busy = server.client().await;
