@@ -187,6 +187,17 @@ pub fn log(token: &TestToken) -> String {
     std::fs::read_to_string(token.agent_log()).unwrap_or_default()
 }
 
+/// The last few kilobytes of the agent's stderr, for failure messages of
+/// tests whose agent logs thousands of lines.
+pub fn log_tail(token: &TestToken) -> String {
+    let log = log(token);
+    let mut start = log.len().saturating_sub(4000);
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    log[start..].to_owned()
+}
+
 /// The audit lines written so far, parsed.
 pub fn audit_lines(token: &TestToken) -> Vec<serde_json::Value> {
     std::fs::read_to_string(token.path().join("audit.jsonl"))

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use integration_tests::daemon::{
-    add_server_settings, exported_pem, log, open_fds, token_with_key, wait_open_fds_at_most, Daemon,
+    add_server_settings, exported_pem, log_tail, open_fds, token_with_key, wait_open_fds_at_most,
+    Daemon,
 };
 use integration_tests::http::parse_replies;
 use integration_tests::{verify_jwt, OutputExt};
@@ -405,7 +406,7 @@ fn hostile_bytes_get_client_errors_or_a_close_and_the_agent_serves_on() {
         "{} of {count} payloads failed:\n{}\n{}",
         failures.len(),
         failures.join("\n"),
-        tail(&log(&token))
+        log_tail(&token)
     );
 
     // TLS spoken to a plain-HTTP socket: the handshake fails, nothing hangs.
@@ -423,7 +424,7 @@ fn hostile_bytes_get_client_errors_or_a_close_and_the_agent_serves_on() {
     assert!(
         daemon.process.try_wait().unwrap().is_none(),
         "the agent exited:\n{}",
-        tail(&log(&token))
+        log_tail(&token)
     );
     let issued = daemon
         .client()
@@ -435,13 +436,4 @@ fn hostile_bytes_get_client_errors_or_a_close_and_the_agent_serves_on() {
         fds_after <= fds_before + 2,
         "descriptors: {fds_before} before, {fds_after} after"
     );
-}
-
-/// The end of the agent's log, for a failure message.
-fn tail(log: &str) -> &str {
-    let start = log.len().saturating_sub(4000);
-    let start = (start..log.len())
-        .find(|&i| log.is_char_boundary(i))
-        .unwrap_or(0);
-    &log[start..]
 }
