@@ -1,0 +1,140 @@
+//! Isolation under load: a user without grants hammers the socket while a
+//! granted user is served at the same time. The refused user gets no token,
+//! and every decision, either way, is exactly one audit line.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use integration_tests::daemon::{
+    add_server_settings, audit_lines, body_of, log_tail, open_directory_to_others, token_with_key,
+    Daemon,
+};
+use integration_tests::OutputExt;
+
+const NOBODY: u32 = 65534;
+const REFUSED_REQUESTS: usize = 3000;
+const GRANTED_REQUESTS: usize = 2000;
+
+/// `request-loop` as `uid`, 8 connections, `count` requests cycling through `targets`.
+fn request_loop(uid: u32, socket: &std::path::Path, count: usize, targets: &[&str]) -> Command {
+    let binary = integration_tests::agent_binary().with_file_name("request-loop");
+    let mut command = Command::new(binary);
+    command
+        .arg(socket)
+        .arg("8")
+        .arg(count.to_string())
+        .args(targets)
+        .uid(uid)
+        .gid(uid)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn tally(output: std::process::Output) -> serde_json::Value {
+    let output = output.success();
+    serde_json::from_str(output.stdout_text().trim()).expect("request-loop prints JSON")
+}
+
+#[test]
+fn thousands_of_refusals_beside_granted_requests_give_no_token_and_one_audit_line_each() {
+    let token = token_with_key("p256", "");
+    add_server_settings(&token, "socket_group = \"nogroup\"");
+    open_directory_to_others(&token);
+    let daemon = Daemon::start(&token);
+    // SAFETY: getuid cannot fail.
+    let me = unsafe { libc::getuid() };
+
+    // Asking for the granted issuer and app, for nothing, for another issuer,
+    // and with a malformed query: all refused for nobody.
+    let refused = request_loop(
+        NOBODY,
+        &daemon.socket,
+        REFUSED_REQUESTS,
+        &[
+            "/v1/token?issuer=ttd&app=a",
+            "/v1/token?issuer=ttd",
+            "/v1/token",
+            "/v1/token?issuer=other&app=b",
+            "/v1/token?issuer=ttd&app=a&scope=x",
+        ],
+    )
+    .spawn()
+    .expect("start request-loop as nobody");
+    let granted = request_loop(
+        me,
+        &daemon.socket,
+        GRANTED_REQUESTS,
+        &["/v1/token?issuer=ttd&app=a", "/v1/token?issuer=ttd&app=b"],
+    )
+    .spawn()
+    .expect("start request-loop");
+    let refused = tally(refused.wait_with_output().unwrap());
+    let granted = tally(granted.wait_with_output().unwrap());
+    eprintln!("nobody: {refused}\ngranted: {granted}");
+
+    assert_eq!(refused["tokens"], 0, "a token for nobody: {refused}");
+    assert_eq!(refused["errors"], serde_json::json!([]), "{refused}");
+    assert_eq!(refused["closed"], 0, "{refused}");
+    let statuses = refused["statuses"].as_object().unwrap();
+    let answered: u64 = statuses.values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(answered, REFUSED_REQUESTS as u64, "{refused}");
+    for status in statuses.keys() {
+        assert!(
+            status.starts_with('4'),
+            "nobody got {status}: {refused}\n{}",
+            log_tail(&token)
+        );
+    }
+    assert_eq!(
+        granted["statuses"],
+        serde_json::json!({ "200": GRANTED_REQUESTS }),
+        "{granted}"
+    );
+    assert_eq!(granted["tokens"], GRANTED_REQUESTS, "{granted}");
+
+    // One audit line per decision: counted by uid and outcome.
+    let audit = audit_lines(&token);
+    let mut counts: BTreeMap<(u64, String), usize> = BTreeMap::new();
+    for line in &audit {
+        let uid = line["uid"].as_u64().expect("a uid in every audit line");
+        let outcome = line["outcome"].as_str().expect("an outcome").to_owned();
+        *counts.entry((uid, outcome)).or_default() += 1;
+        assert!(
+            !line.to_string().contains("eyJ"),
+            "a token in the audit log: {line}"
+        );
+    }
+    let expected = BTreeMap::from([
+        ((u64::from(me), "issued".to_owned()), GRANTED_REQUESTS),
+        ((u64::from(NOBODY), "refused".to_owned()), REFUSED_REQUESTS),
+    ]);
+    assert_eq!(counts, expected);
+    let switches = audit
+        .windows(2)
+        .filter(|pair| pair[0]["uid"] != pair[1]["uid"])
+        .count();
+    eprintln!("the audit log switches between the two users {switches} times");
+    assert!(switches >= 10, "the two loads did not interleave");
+
+    // The metrics agree with the audit log.
+    let metrics = daemon.get("/metrics", &[]);
+    let sum = |prefix: &str| -> f64 {
+        body_of(&metrics)
+            .lines()
+            .filter(|line| line.starts_with(prefix))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        sum("access_token_agent_tokens_issued_total"),
+        GRANTED_REQUESTS as f64
+    );
+    assert_eq!(
+        sum("access_token_agent_tokens_refused_total"),
+        REFUSED_REQUESTS as f64,
+        "{metrics}"
+    );
+}
