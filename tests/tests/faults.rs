@@ -1,0 +1,378 @@
+//! Faults under load: the HSM going away and coming back while clients
+//! ask, the agent killed with SIGKILL and restarted on the listening socket
+//! systemd holds, a wrong PIN, and a PIN file others may read.
+
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use access_token_client::{blocking, Client, Error, Retry};
+use integration_tests::daemon::{
+    client_binary, exported_pem, log_tail, pass_listener, status_of, token_with_key, Daemon,
+    PATIENCE,
+};
+use integration_tests::{verify_jwt, OutputExt, TestToken, MODULE, PIN};
+
+/// OpenSC's PKCS#11 spy: passes every call to the module named in
+/// `PKCS11SPY` and logs it, so a test can count the agent's C_Login calls.
+const SPY: &str = "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so";
+
+fn move_tokens(token: &TestToken, from: &str, to: &str) {
+    std::fs::rename(token.path().join(from), token.path().join(to)).unwrap();
+}
+
+/// Polls `path` until its status is `status`.
+fn wait_status(daemon: &Daemon, token: &TestToken, path: &str, status: u16) {
+    let deadline = Instant::now() + PATIENCE;
+    while status_of(&daemon.get(path, &[])) != status {
+        assert!(
+            Instant::now() < deadline,
+            "{path} never {status}\n{}",
+            log_tail(token)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `counter` reaches `target`.
+fn wait_count(counter: &AtomicUsize, target: usize, what: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while counter.load(Ordering::Relaxed) < target {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} of {target}",
+            counter.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Verifies every distinct token against the certificate.
+fn verify_all(tokens: &[String], pem: &str) -> usize {
+    let mut distinct: Vec<&String> = tokens.iter().collect();
+    distinct.sort();
+    distinct.dedup();
+    for token in &distinct {
+        verify_jwt(token, pem.as_bytes(), "ttd");
+    }
+    distinct.len()
+}
+
+#[test]
+fn hsm_away_and_back_under_load_gives_503_then_tokens_and_never_a_wrong_one() {
+    // No cache: every request reaches the HSM.
+    let token = token_with_key("rsa2048", "[token]\ncache = false\n");
+    let mut daemon = Daemon::start(&token);
+    let pid = daemon.pid();
+    let pem = exported_pem(&token);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tokens = Arc::new(Mutex::new(Vec::<String>::new()));
+    let served = Arc::new(AtomicUsize::new(0));
+    let unavailable = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let socket = daemon.socket.clone();
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let (stop, tokens, served, unavailable, failures) = (
+                stop.clone(),
+                tokens.clone(),
+                served.clone(),
+                unavailable.clone(),
+                failures.clone(),
+            );
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                // No retries: every answer is seen as the agent gave it.
+                let client = Client::new(&socket).with_retry(Retry {
+                    attempts: 1,
+                    ..Retry::default()
+                });
+                let client = blocking::Client::wrap(client).unwrap();
+                let app = format!("app{t}");
+                while !stop.load(Ordering::Relaxed) {
+                    match client.token(Some("ttd"), Some(&app)) {
+                        Ok(issued) => {
+                            tokens.lock().unwrap().push(issued.token);
+                            served.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(Error::Unavailable { problem, .. })
+                            if problem.kind.ends_with(":hsm-unavailable") =>
+                        {
+                            unavailable.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+
+    wait_count(&served, 200, "tokens before the HSM goes");
+    move_tokens(&token, "tokens", "tokens.away");
+    let away = Instant::now();
+    wait_count(&unavailable, 50, "503 answers while the HSM is away");
+    wait_status(&daemon, &token, "/readyz", 503);
+    std::thread::sleep(Duration::from_secs(1));
+    let served_while_away = served.load(Ordering::Relaxed);
+    move_tokens(&token, "tokens.away", "tokens");
+    let away_for = away.elapsed();
+    let back = Instant::now();
+    wait_status(&daemon, &token, "/readyz", 200);
+    wait_count(
+        &served,
+        served_while_away + 200,
+        "tokens once the HSM is back",
+    );
+    let recovered_in = back.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failures, e.g. {:?}",
+        failures.len(),
+        failures.first()
+    );
+    let tokens = tokens.lock().unwrap();
+    let distinct = verify_all(&tokens, &pem);
+    eprintln!(
+        "{} tokens ({distinct} distinct, all verified), {} answers 503 hsm-unavailable; HSM away {:.1} s, ready again {:.1} s after it was back",
+        tokens.len(),
+        unavailable.load(Ordering::Relaxed),
+        away_for.as_secs_f64(),
+        recovered_in.as_secs_f64()
+    );
+    assert!(
+        daemon.process.try_wait().unwrap().is_none(),
+        "{}",
+        log_tail(&token)
+    );
+    assert_eq!(daemon.pid(), pid, "no restart");
+}
+
+/// Starts an agent on the listening socket the test holds, as systemd's
+/// socket unit would pass it.
+fn start_on(token: &TestToken, listener: &UnixListener) -> Daemon {
+    Daemon::spawn(token, |command| pass_listener(command, listener)).ready(token)
+}
+
+#[test]
+fn sigkill_under_load_and_a_restart_on_the_held_socket_lose_no_request() {
+    const THREADS: usize = 6;
+    const REQUESTS: usize = 300;
+    const KILLS: usize = 3;
+    const COMMANDS: usize = 20;
+    let token = token_with_key("rsa2048", "[token]\ncache = false\n");
+    let socket = token.path().join("activated.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let mut agent = start_on(&token, &listener);
+    let pem = exported_pem(&token);
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let tokens = Arc::new(Mutex::new(Vec::<String>::new()));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut clients: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (done, tokens, failures) = (done.clone(), tokens.clone(), failures.clone());
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                for i in 0..REQUESTS {
+                    // The library's own retry policy, as applications use it,
+                    // on a new connection each time: a request cut off on a
+                    // reused connection is re-sent even without retries.
+                    let client = blocking::Client::new(&socket).unwrap();
+                    match client.token(Some("ttd"), Some(&format!("app{t}-{}", i % 3))) {
+                        Ok(issued) => tokens.lock().unwrap().push(issued.token),
+                        Err(e) => failures.lock().unwrap().push(format!("request {i}: {e}")),
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    // For comparison, a client without retries: what the restarts cost it.
+    let stopped = Arc::new(AtomicBool::new(false));
+    let unretried = Arc::new(AtomicUsize::new(0));
+    let control = {
+        let (socket, stopped, unretried) = (socket.clone(), stopped.clone(), unretried.clone());
+        std::thread::spawn(move || {
+            let no_retry = Retry {
+                attempts: 1,
+                ..Retry::default()
+            };
+            while !stopped.load(Ordering::Relaxed) {
+                let client = Client::new(&socket).with_retry(no_retry);
+                let client = blocking::Client::wrap(client).unwrap();
+                if client.token(Some("ttd"), Some("control")).is_err() {
+                    unretried.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    // The `access-token` command, run again and again through the restarts.
+    let command_failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    clients.push({
+        let (socket, failures) = (socket.clone(), command_failures.clone());
+        std::thread::spawn(move || {
+            for _ in 0..COMMANDS {
+                let out = std::process::Command::new(client_binary())
+                    .arg("--socket")
+                    .arg(&socket)
+                    .args(["token", "--issuer", "ttd", "--app", "cmd"])
+                    .output()
+                    .unwrap();
+                if !out.status.success() {
+                    failures.lock().unwrap().push(out.stderr_text());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    });
+
+    let mut restarts = Vec::new();
+    for kill in 1..=KILLS {
+        wait_count(
+            &done,
+            kill * THREADS * REQUESTS / (KILLS + 1),
+            "requests between kills",
+        );
+        let old = agent.pid();
+        agent.process.kill().unwrap();
+        agent.process.wait().unwrap();
+        let killed = Instant::now();
+        // systemd's default RestartSec=100ms; meanwhile clients queue on the socket.
+        std::thread::sleep(Duration::from_millis(100));
+        agent = start_on(&token, &listener);
+        restarts.push(killed.elapsed());
+        assert_ne!(agent.pid(), old);
+    }
+    for client in clients {
+        client.join().unwrap();
+    }
+    stopped.store(true, Ordering::Relaxed);
+    control.join().unwrap();
+
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} lost requests, e.g. {:?}\n{}",
+        failures.len(),
+        failures.first(),
+        log_tail(&token)
+    );
+    let unretried = unretried.load(Ordering::Relaxed);
+    assert!(
+        unretried > 0,
+        "no kill cut a request off; the test shows nothing"
+    );
+    let command_failures = command_failures.lock().unwrap();
+    assert!(command_failures.is_empty(), "{command_failures:?}");
+    let tokens = tokens.lock().unwrap();
+    assert_eq!(tokens.len(), THREADS * REQUESTS);
+    let distinct = verify_all(&tokens, &pem);
+    eprintln!(
+        "{} requests and {COMMANDS} commands across {KILLS} SIGKILLs, none lost; {distinct} distinct tokens verified; restart to READY took {:?}; a client without retries failed {unretried} times",
+        tokens.len(),
+        restarts
+    );
+}
+
+/// `[hsm]` pointing at the spy, which logs every call to `spy_log`.
+fn through_the_spy(token: &TestToken) {
+    let config = std::fs::read_to_string(token.config_path()).unwrap();
+    let config = config.replacen(
+        &format!("module = {MODULE:?}"),
+        &format!("module = {SPY:?}"),
+        1,
+    );
+    std::fs::write(token.config_path(), config).unwrap();
+}
+
+/// Runs `serve` through the spy until it exits (sent SIGTERM once ready
+/// if `stop_when_ready`); returns its exit code and how many times it
+/// called C_Login.
+fn serve_through_spy(token: &TestToken, stop_when_ready: bool) -> (Option<i32>, usize) {
+    let spy_log = token.path().join("spy.log");
+    let _ = std::fs::remove_file(&spy_log);
+    let mut daemon = Daemon::spawn(token, |mut command| {
+        command
+            .env("PKCS11SPY", MODULE)
+            .env("PKCS11SPY_OUTPUT", &spy_log);
+        command
+    });
+    if stop_when_ready {
+        daemon = daemon.ready(token);
+        daemon.signal(libc::SIGTERM);
+    }
+    let code = daemon.wait_exit().code();
+    let calls = std::fs::read_to_string(&spy_log).unwrap_or_default();
+    let logins = calls
+        .lines()
+        .filter(|line| line.ends_with(": C_Login"))
+        .count();
+    (code, logins)
+}
+
+fn token_flags(token: &TestToken) -> String {
+    let info = token
+        .pkcs11_tool(&["--list-token-slots"])
+        .success()
+        .stdout_text();
+    info.lines()
+        .find(|line| line.contains("token flags"))
+        .unwrap_or_else(|| panic!("no token flags in {info}"))
+        .to_owned()
+}
+
+#[test]
+fn a_wrong_pin_exits_77_after_exactly_one_login() {
+    let token = token_with_key("p256", "");
+    through_the_spy(&token);
+    // The spy sees the right PIN's login, so counting works.
+    assert_eq!(serve_through_spy(&token, true), (Some(0), 1));
+    assert!(
+        !token_flags(&token).contains("user PIN count low"),
+        "{}",
+        token_flags(&token)
+    );
+
+    std::fs::write(token.pin_file(), "0000\n").unwrap();
+    let (code, logins) = serve_through_spy(&token, false);
+    assert_eq!(code, Some(77), "{}", log_tail(&token));
+    assert_eq!(logins, 1, "one attempt only");
+    let flags = token_flags(&token);
+    assert!(
+        flags.contains("user PIN count low"),
+        "the attempt reached the token: {flags}"
+    );
+    let log = log_tail(&token);
+    assert!(log.contains("CKR_PIN_INCORRECT"), "{log}");
+    assert!(!token.path().join("agent.sock").exists(), "nothing listens");
+
+    // One failed attempt did not lock the token: the right PIN serves again.
+    std::fs::write(token.pin_file(), format!("{PIN}\n")).unwrap();
+    assert_eq!(serve_through_spy(&token, true), (Some(0), 1));
+}
+
+#[test]
+fn a_pin_file_others_or_the_group_may_read_is_refused_before_any_login() {
+    use std::os::unix::fs::PermissionsExt;
+    let token = token_with_key("p256", "");
+    through_the_spy(&token);
+    for mode in [0o644, 0o640, 0o604, 0o660] {
+        std::fs::set_permissions(token.pin_file(), std::fs::Permissions::from_mode(mode)).unwrap();
+        let (code, logins) = serve_through_spy(&token, false);
+        assert_eq!(code, Some(78), "mode {mode:o}: {}", log_tail(&token));
+        assert_eq!(logins, 0, "mode {mode:o}: the PIN was used");
+        let log = log_tail(&token);
+        assert!(log.contains(&format!("{mode:04o}")), "{log}");
+        assert!(log.contains("chmod 600"), "{log}");
+        assert!(!token.path().join("agent.sock").exists(), "nothing listens");
+    }
+}
