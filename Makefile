@@ -3,7 +3,7 @@ CARGO ?= cargo
 DEV := $(CURDIR)/.dev
 AGENT := target/debug/access-token-agent
 
-.PHONY: run test deps build lint bench
+.PHONY: run test deps build lint bench soak
 
 ## Run the agent on a development SoftHSM token under .dev/ (created on first use).
 run: deps build
@@ -30,3 +30,10 @@ lint:
 bench: deps
 	$(CARGO) build --release --workspace --bins
 	target/release/access-token-bench --write BENCHMARKS.md
+
+## Soak (release build): 10 minutes at 300 requests/s with 20-second tokens;
+## fails if resident memory grows 5 % or more after the first minute, or any
+## request fails. Never part of `make test`.
+soak: deps
+	$(CARGO) build --release --workspace --bins
+	target/release/access-token-bench soak --minutes 10 --write target/soak.md

@@ -83,10 +83,15 @@ impl Fixture {
 
     /// Writes the agent's config, with the token cache on or off.
     pub fn write_config(&self, cache: bool) {
+        self.write_config_with(&format!("cache = {cache}"));
+    }
+
+    /// Writes the agent's config with `token_settings` as its `[token]` section.
+    pub fn write_config_with(&self, token_settings: &str) {
         let uid = unsafe { libc::getuid() };
         let config = format!(
             "[hsm]\nmodule = {MODULE:?}\ntoken_label = {LABEL:?}\npin_file = {:?}\n\n\
-             [token]\ncache = {cache}\n\n[server]\nsocket = {:?}\n\n\
+             [token]\n{token_settings}\n\n[server]\nsocket = {:?}\n\n\
              [[issuer]]\nname = {RSA_ISSUER:?}\n\n[[issuer]]\nname = {EC_ISSUER:?}\n\n\
              [[grant]]\nuid = {uid}\nissuer = {RSA_ISSUER:?}\napps = [\"*\"]\n\n\
              [[grant]]\nuid = {uid}\nissuer = {EC_ISSUER:?}\napps = [\"*\"]\n",
@@ -149,6 +154,11 @@ impl Fixture {
 pub struct Agent(pub Child);
 
 impl Agent {
+    /// Open descriptors.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.0.id())).map_or(0, |dir| dir.count())
+    }
+
     /// Resident memory in KiB (VmRSS).
     pub fn rss_kib(&self) -> u64 {
         let status =

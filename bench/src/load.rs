@@ -1,6 +1,7 @@
 //! The load generator: N kept-alive HTTP/1.1 connections over the agent's
 //! Unix socket, each sending the next request as soon as the last answer is
-//! read. Only a 200 answer whose body is a well-formed JWS counts.
+//! read, or at a steady pace ([`Pattern`]). Only a 200 answer whose body is
+//! a well-formed JWS counts.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,13 +39,37 @@ impl LoadResult {
     }
 }
 
-/// The request every connection repeats.
+/// A token request for `issuer` and `app`.
 fn request(issuer: &str, app: &str) -> Vec<u8> {
     format!("GET /v1/token?issuer={issuer}&app={app} HTTP/1.1\r\nHost: agent\r\nAccept: application/jwt\r\n\r\n")
         .into_bytes()
 }
 
-/// Runs `connections` connections against `socket` for `duration`.
+/// What each connection sends, how fast, and for how long it keeps its
+/// connection.
+#[derive(Clone)]
+pub struct Pattern {
+    /// Sent in turn.
+    requests: Arc<[Vec<u8>]>,
+    /// Time between requests; `None`: the next as soon as the answer is in.
+    pub interval: Option<Duration>,
+    /// Requests sent on one connection before it is replaced; `None`: kept.
+    pub reuse: Option<u64>,
+}
+
+impl Pattern {
+    /// Every connection cycles through these (issuer, app) pairs.
+    pub fn cycling(targets: &[(&str, &str)]) -> Pattern {
+        Pattern {
+            requests: targets.iter().map(|(i, a)| request(i, a)).collect(),
+            interval: None,
+            reuse: None,
+        }
+    }
+}
+
+/// Runs `connections` connections against `socket` for `duration`, each
+/// asking for a token for `issuer` and `app` as fast as it is answered.
 pub async fn run(
     socket: &Path,
     connections: usize,
@@ -52,16 +77,27 @@ pub async fn run(
     issuer: &str,
     app: &str,
 ) -> LoadResult {
+    let pattern = Pattern::cycling(&[(issuer, app)]);
+    run_pattern(socket, connections, duration, &pattern).await
+}
+
+/// Runs `connections` connections against `socket` for `duration`, each
+/// sending as `pattern` says.
+pub async fn run_pattern(
+    socket: &Path,
+    connections: usize,
+    duration: Duration,
+    pattern: &Pattern,
+) -> LoadResult {
     let socket: Arc<PathBuf> = Arc::new(socket.to_path_buf());
-    let request: Arc<[u8]> = request(issuer, app).into();
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(connections);
     for _ in 0..connections {
         let socket = socket.clone();
-        let request = request.clone();
+        let pattern = pattern.clone();
         tasks.push(tokio::spawn(async move {
-            connection(&socket, &request, deadline).await
+            connection(&socket, &pattern, deadline).await
         }));
     }
     let mut total = LoadResult::default();
@@ -77,14 +113,32 @@ pub async fn run(
     total
 }
 
-async fn connection(socket: &Path, request: &[u8], deadline: Instant) -> LoadResult {
+async fn connection(socket: &Path, pattern: &Pattern, deadline: Instant) -> LoadResult {
     let mut result = LoadResult::default();
     let mut stream = None;
     let mut buffer = Vec::with_capacity(4096);
+    let mut ticks = pattern.interval.map(|interval| {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        ticks
+    });
+    let (mut sent, mut on_this_connection) = (0usize, 0u64);
     while Instant::now() < deadline {
+        if let Some(ticks) = ticks.as_mut() {
+            ticks.tick().await;
+        }
+        if pattern
+            .reuse
+            .is_some_and(|reuse| on_this_connection >= reuse)
+        {
+            stream = None;
+        }
         if stream.is_none() {
             match UnixStream::connect(socket).await {
-                Ok(s) => stream = Some(s),
+                Ok(s) => {
+                    stream = Some(s);
+                    on_this_connection = 0;
+                }
                 Err(e) => {
                     result.fail(format!("connect: {e}"));
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -92,6 +146,9 @@ async fn connection(socket: &Path, request: &[u8], deadline: Instant) -> LoadRes
                 }
             }
         }
+        let request = &pattern.requests[sent % pattern.requests.len()];
+        sent += 1;
+        on_this_connection += 1;
         let started = Instant::now();
         let answer = exchange(stream.as_mut().expect("connected"), request, &mut buffer).await;
         match answer {

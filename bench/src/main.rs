@@ -9,10 +9,14 @@
 //! 4. In-process signing with the key in memory, and agent-cached / it.
 //! 5. The agent's memory idle, at 1,000 connections and after the run, and
 //!    the time from exec to READY.
+//!
+//! `access-token-bench soak` (`make soak`) runs the agent for minutes at a
+//! steady rate instead, and fails if memory grows or any request fails.
 
 mod agent;
 mod load;
 mod signing;
+mod soak;
 
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -28,34 +32,61 @@ use agent::{Fixture, EC_ISSUER, RSA_ISSUER};
 #[derive(Parser)]
 #[command(about = "Benchmarks the agent against the HSM ceiling and in-process signing")]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Seconds per measurement.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
     /// Also write the report to this file.
-    #[arg(long)]
+    #[arg(long, global = true)]
     write: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Minutes at a steady rate with short-lived tokens: memory, descriptors
+    /// and errors; exits 1 if memory grows too much or any request fails.
+    Soak(soak::SoakArgs),
 }
 
 fn main() {
     let args = Args::parse();
-    let step = Duration::from_secs(args.seconds);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let fixture = Fixture::new();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a runtime for the load generator");
-
     let mut report = String::new();
-    header(&mut report, &args, cores);
-    let ceiling = hsm_ceiling(&fixture, cores, step, &mut report);
-    let in_process = in_process(cores, step, &mut report);
-    agent_fresh(&fixture, &runtime, cores, step, &ceiling, &mut report);
-    agent_cached(&fixture, &runtime, step, &in_process, &mut report);
-    print!("{report}");
-    if let Some(path) = args.write {
-        std::fs::write(&path, &report).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    let passed = match &args.command {
+        None => {
+            benchmarks(&args, &runtime, cores, &mut report);
+            print!("{report}");
+            true
+        }
+        Some(Command::Soak(soak)) => {
+            let _ = writeln!(report, "# Soak\n");
+            let _ = writeln!(report, "- date: {}", date());
+            let _ = writeln!(report, "- machine: {}, {}", machine(cores), build());
+            let _ = writeln!(report, "- command: `make soak`\n");
+            soak::run(soak, &runtime, &mut report)
+        }
+    };
+    if let Some(path) = &args.write {
+        std::fs::write(path, &report).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
+    if !passed {
+        std::process::exit(1);
+    }
+}
+
+fn benchmarks(args: &Args, runtime: &tokio::runtime::Runtime, cores: usize, report: &mut String) {
+    let step = Duration::from_secs(args.seconds);
+    let fixture = Fixture::new();
+    header(report, args, cores);
+    let ceiling = hsm_ceiling(&fixture, cores, step, report);
+    let in_process = in_process(cores, step, report);
+    agent_fresh(&fixture, runtime, cores, step, &ceiling, report);
+    agent_cached(&fixture, runtime, step, &in_process, report);
 }
 
 /// Tokens/s per (alg, threads) for the signing baselines.
@@ -70,7 +101,8 @@ impl Rates {
     }
 }
 
-fn header(report: &mut String, args: &Args, cores: usize) {
+/// The cores and CPU model, and the token store.
+fn machine(cores: usize) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
@@ -80,19 +112,31 @@ fn header(report: &mut String, args: &Args, cores: usize) {
             })
         })
         .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cores} cores ({cpu}), SoftHSM 2 (file backend)")
+}
+
+/// Which build is measuring: figures of a debug build mean little.
+fn build() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug build"
+    } else {
+        "release build"
+    }
+}
+
+fn date() -> String {
     let date = std::process::Command::new("date")
         .arg("-u")
         .arg("+%Y-%m-%d %H:%M UTC")
         .output();
-    let date = date
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    date.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn header(report: &mut String, args: &Args, cores: usize) {
     let _ = writeln!(report, "# Benchmarks\n");
-    let _ = writeln!(report, "- date: {date}");
-    let _ = writeln!(
-        report,
-        "- machine: {cores} cores ({cpu}), SoftHSM 2 (file backend), release build"
-    );
+    let _ = writeln!(report, "- date: {}", date());
+    let _ = writeln!(report, "- machine: {}, release build", machine(cores));
     let _ = writeln!(
         report,
         "- command: `make bench` (`access-token-bench --seconds {}`), {} s per measurement",
