@@ -68,10 +68,9 @@ pub fn run(args: &SoakArgs, runtime: &tokio::runtime::Runtime, report: &mut Stri
     ));
     pattern.reuse = Some(args.reuse);
 
-    let _ = writeln!(report, "## Soak\n");
     let _ = writeln!(
         report,
-        "{} minutes at {} requests/s over {} connections (each replaced after {} requests), {} issuers × {APPS} apps, token lifetime {} s (signed again every {} s per app)\n",
+        "{} minutes at {} requests/s over {} connections (each replaced after {} requests), {} issuers × {APPS} apps, token lifetime {} s (a cached token is signed again once {} s old, at the next request for it)\n",
         args.minutes,
         args.rate,
         args.connections,
@@ -114,10 +113,13 @@ pub fn run(args: &SoakArgs, runtime: &tokio::runtime::Runtime, report: &mut Stri
         total.first_error = total.first_error.or(result.first_error);
     }
     let at_end = sample();
+    let signed = counter(&fixture.socket(), "access_token_agent_cache_misses_total");
+    let cached = counter(&fixture.socket(), "access_token_agent_cache_hits_total");
     let growth = percent(after_first.rss_kib, at_end.rss_kib);
     let passed = total.errors == 0 && growth < args.max_growth;
     let summary = format!(
         "\n- tokens: {}, errors: {}{}\n\
+         - signed afresh: {signed}, served from the cache: {cached} (the agent's metrics)\n\
          - RSS: {:.1} MiB at READY, {:.1} MiB after the first minute, {:.1} MiB at the end: {growth:+.2} % from the first minute to the end (limit {} %), {:+.2} % from READY\n\
          - descriptors: {} at READY, {} after the first minute, {} at the end\n\
          - result: {}\n",
@@ -149,4 +151,23 @@ fn mib(kib: u64) -> f64 {
 
 fn percent(from: u64, to: u64) -> f64 {
     (to as f64 - from as f64) / from as f64 * 100.0
+}
+
+/// A counter from the agent's `/metrics`, as text ("?" if unreadable).
+fn counter(socket: &std::path::Path, name: &str) -> String {
+    use std::io::{Read, Write as _};
+    let read = || -> std::io::Result<String> {
+        let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok(text)
+    };
+    read()
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| Some(line.strip_prefix(name)?.trim().to_owned()))
+        })
+        .unwrap_or_else(|| "?".into())
 }

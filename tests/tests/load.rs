@@ -210,7 +210,12 @@ fn seconds_range(times: &[Duration]) -> (f64, f64) {
 
 #[test]
 fn a_thousand_clients_and_five_hundred_slow_ones_against_the_cap() {
-    raise_open_files_limit();
+    let limit = raise_open_files_limit();
+    assert!(
+        limit >= 4096,
+        "this test holds {} connections and needs a hard open-files limit of at least 4096 (ulimit -Hn is {limit})",
+        SLOW + IDLE + CLIENTS
+    );
     // SAFETY: getgid cannot fail.
     let my_gid = unsafe { libc::getgid() };
     // A grant by gid makes every connection hold a pidfd as well.
