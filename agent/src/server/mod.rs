@@ -18,7 +18,7 @@ mod http;
 mod limits;
 mod listener;
 mod problem;
-mod query;
+pub mod query;
 #[cfg(test)]
 mod tests;
 
