@@ -196,7 +196,8 @@ pub async fn refuse_over_cap(mut stream: UnixStream, max_connections: usize) {
 /// the unread request only turns the client's end-of-stream into a reset.
 pub fn refuse_at_once(stream: &UnixStream, max_connections: usize) {
     let answer = over_cap(max_connections).closing_response_bytes();
-    let _ = socket2::SockRef::from(stream).send(&answer);
+    // MSG_NOSIGNAL: a client that already left is no reason for SIGPIPE.
+    let _ = socket2::SockRef::from(stream).send_with_flags(&answer, libc::MSG_NOSIGNAL);
 }
 
 fn over_cap(max_connections: usize) -> Problem {
