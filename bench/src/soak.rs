@@ -98,7 +98,7 @@ pub fn run(args: &SoakArgs, runtime: &tokio::runtime::Runtime, report: &mut Stri
             after_first = now;
         }
         let line = format!(
-            "| {minute} | {} | {} | {:.2} | {:.2} | {:.1} | {} |\n",
+            "| {minute} | {} | {} | {:.2} | {:.2} | {:.2} | {} |\n",
             result.ok,
             result.errors,
             result.latency_ms(0.5),
@@ -120,7 +120,7 @@ pub fn run(args: &SoakArgs, runtime: &tokio::runtime::Runtime, report: &mut Stri
     let summary = format!(
         "\n- tokens: {}, errors: {}{}\n\
          - signed afresh: {signed}, served from the cache: {cached} (the agent's metrics)\n\
-         - RSS: {:.1} MiB at READY, {:.1} MiB after the first minute, {:.1} MiB at the end: {growth:+.2} % from the first minute to the end (limit {} %), {:+.2} % from READY\n\
+         - RSS: {:.2} MiB at READY, {:.2} MiB after the first minute, {:.2} MiB at the end: {growth:+.2} % from the first minute to the end (limit {} %), {:+.2} % from READY\n\
          - descriptors: {} at READY, {} after the first minute, {} at the end\n\
          - result: {}\n",
         total.ok,
