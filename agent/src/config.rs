@@ -343,6 +343,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        // Its users and groups are placeholders; root exists everywhere.
+        let text = include_str!("../../hsm-config/agent.example.toml")
+            .replace("user = \"my-app\"", "user = \"root\"")
+            .replace("group = \"designer\"", "group = \"root\"");
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.token.lifetime(), Lifetime::default());
+        assert_eq!(config.grants.len(), 2);
+    }
+
+    #[test]
     fn duplicate_issuer_is_refused() {
         let err =
             config_with("[[issuer]]\nname = \"ttd\"\n[[issuer]]\nname = \"ttd\"\n").unwrap_err();
