@@ -43,13 +43,26 @@ impl Connections {
     /// Sends `GET path` and reads the whole answer. A reused connection that
     /// the agent has closed meanwhile is replaced by a new one, once.
     pub async fn get(&self, path: &str) -> Result<Response, Error> {
-        if let Some(sender) = self.take_idle() {
+        if let Some(sender) = self.ready_idle().await {
             if let Ok(response) = self.send(sender, path).await {
                 return Ok(response);
             }
         }
         let sender = self.connect().await?;
         self.send(sender, path).await
+    }
+
+    /// An idle connection that can take a request now. Waiting for
+    /// readiness matters: right after an answer the connection task may not
+    /// yet have marked the connection idle, and `send_request` refuses a
+    /// connection that is not ready, which would open a new one every time.
+    async fn ready_idle(&self) -> Option<SendRequest<Empty<Bytes>>> {
+        while let Some(mut sender) = self.take_idle() {
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+        None
     }
 
     async fn send(
