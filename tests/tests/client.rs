@@ -374,10 +374,7 @@ fn the_cache_answers_without_asking_until_the_margin() {
 
 /// The `access-token` command with `ACCESS_TOKEN_AGENT_SOCKET` = `socket`.
 fn access_token(socket: &Path, args: &[&str]) -> Output {
-    Command::new(client_binary())
-        .env(access_token_client::SOCKET_ENV, socket)
-        .args(args)
-        .stdin(Stdio::null())
+    toward_agent(Command::new(client_binary()).args(args), socket)
         .output()
         .expect("run access-token")
 }
@@ -698,18 +695,20 @@ fn example(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-/// Runs `program example args` with the agent's socket in the environment
-/// and no proxy settings (curl would send the Platform request through one).
-fn run_example(program: &str, name: &str, socket: &Path, args: &[&str]) -> Output {
-    Command::new(program)
-        .arg(example(name))
-        .args(args)
+/// `command` with the agent's socket in its environment and no proxy
+/// settings (curl would send the request for Platform through one).
+fn toward_agent<'c>(command: &'c mut Command, socket: &Path) -> &'c mut Command {
+    for proxy in ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"] {
+        command.env_remove(proxy);
+    }
+    command
         .env(access_token_client::SOCKET_ENV, socket)
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("all_proxy")
-        .env_remove("ALL_PROXY")
         .stdin(Stdio::null())
+}
+
+/// Runs `program example args` toward the agent at `socket`.
+fn run_example(program: &str, name: &str, socket: &Path, args: &[&str]) -> Output {
+    toward_agent(Command::new(program).arg(example(name)).args(args), socket)
         .output()
         .unwrap_or_else(|e| panic!("run {program} (install it: hsm-config/install-deps.sh): {e}"))
 }
@@ -761,6 +760,13 @@ fn platform_stand_in() -> (String, std::thread::JoinHandle<String>) {
     (url, server)
 }
 
+/// The `PlatformAccessToken` header's value in a request head.
+fn sent_token(head: &str) -> &str {
+    head.lines()
+        .find_map(|line| line.strip_prefix("PlatformAccessToken: "))
+        .unwrap_or_else(|| panic!("a PlatformAccessToken header in {head}"))
+}
+
 #[test]
 fn the_curl_example_prints_a_token_and_sends_it_as_the_header() {
     let token = ttd_token("rsa2048", "");
@@ -777,11 +783,10 @@ fn the_curl_example_prints_a_token_and_sends_it_as_the_header() {
     let out = run_example("sh", "curl.sh", &daemon.socket, &["ttd", "b", &url]).success();
     assert_eq!(out.stdout_text(), "ok", "Platform's answer");
     let head = platform.join().unwrap();
-    let sent = head
-        .lines()
-        .find_map(|line| line.strip_prefix("PlatformAccessToken: "))
-        .unwrap_or_else(|| panic!("a PlatformAccessToken header in {head}"));
-    assert_eq!(verify_jwt(sent, &pem, "ttd")["urn:altinn:app"], "b");
+    assert_eq!(
+        verify_jwt(sent_token(&head), &pem, "ttd")["urn:altinn:app"],
+        "b"
+    );
 
     let refused = run_example("sh", "curl.sh", &daemon.socket, &["nope", "a"]).exit(1);
     assert!(
@@ -790,4 +795,24 @@ fn the_curl_example_prints_a_token_and_sends_it_as_the_header() {
         refused.stderr_text()
     );
     assert!(refused.stdout.is_empty());
+}
+
+#[test]
+fn the_header_line_pipes_into_curl() {
+    let token = ttd_token("p256", "");
+    let daemon = Daemon::start(&token);
+    let (url, platform) = platform_stand_in();
+    let pipeline =
+        r#""$0" token --issuer ttd --app piped --header | curl --silent --show-error -H @- "$1""#;
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(pipeline)
+        .arg(client_binary())
+        .arg(&url);
+    let out = toward_agent(&mut command, &daemon.socket).output().unwrap();
+    assert_eq!(out.success().stdout_text(), "ok");
+    let head = platform.join().unwrap();
+    let claims = verify_jwt(sent_token(&head), &exported_cert(&token, "pem"), "ttd");
+    assert_eq!(claims["urn:altinn:app"], "piped");
 }
