@@ -125,8 +125,15 @@ impl Connections {
     }
 
     /// A connection that broke mid-request counts as unreachable: the agent
-    /// went away (restart) or closed an idle connection.
+    /// went away (restart) or closed an idle connection. An answer that is
+    /// not HTTP is a protocol error, not worth retrying.
     fn broken(&self, error: hyper::Error) -> Error {
+        if error.is_parse() || error.is_parse_status() {
+            return Error::Protocol(format!(
+                "{} does not speak HTTP/1.1: {error}",
+                self.socket.display()
+            ));
+        }
         self.unreachable(std::io::Error::new(
             std::io::ErrorKind::ConnectionReset,
             error,

@@ -520,6 +520,12 @@ fn status_says_not_ready_while_the_hsm_is_away() {
         out.stdout_text().contains("issuer ttd"),
         "grants still shown"
     );
+    let refused = access_token(&daemon.socket, &["token", "--issuer", "ttd", "--app", "a"]);
+    let message = refused.exit(6).stderr_text();
+    assert!(
+        message.starts_with("access-token: agent unavailable: "),
+        "{message}"
+    );
     std::fs::rename(token.path().join("tokens.away"), &tokens).unwrap();
 }
 
