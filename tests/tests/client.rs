@@ -287,6 +287,34 @@ fn a_request_during_a_socket_activated_restart_waits_in_the_held_listener() {
     });
 }
 
+#[test]
+fn an_agent_that_does_not_answer_times_out_and_is_not_retried() {
+    let token = ttd_token("p256", "");
+    let daemon = Daemon::start(&token);
+    let client =
+        blocking_client(Client::new(&daemon.socket).with_timeout(Duration::from_millis(500)));
+    client.token(Some("ttd"), Some("a")).unwrap();
+
+    // Stopped, the agent still has its socket: connections queue, nothing answers.
+    daemon.signal(libc::SIGSTOP);
+    let started = Instant::now();
+    let error = client.token(Some("ttd"), Some("b")).unwrap_err();
+    let waited = started.elapsed();
+    daemon.signal(libc::SIGCONT);
+    assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("did not answer within 0.5 s"),
+        "{error}"
+    );
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_millis(1500),
+        "one attempt, no retries: {waited:?}"
+    );
+    client
+        .token(Some("ttd"), Some("c"))
+        .expect("served again once the agent runs");
+}
+
 /// Rewrites the config so the agent serves at most `max` connections.
 fn limit_connections(token: &TestToken, max: usize) {
     let config = std::fs::read_to_string(token.config_path()).unwrap();
