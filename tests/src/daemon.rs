@@ -307,3 +307,35 @@ pub fn pass_listener(
     wrapped.stdin(std::process::Stdio::null());
     wrapped
 }
+
+/// A token holding a generated `key_type` key (`rsa2048`, `p256`, …) for
+/// issuer `ttd`, and a serve config granting this process's uid every `ttd`
+/// app, followed by `extra`.
+pub fn ttd_token(key_type: &str, extra: &str) -> TestToken {
+    let token = TestToken::new();
+    token.write_config("[[issuer]]\nname = \"ttd\"\n");
+    crate::OutputExt::success(token.agent(&[
+        "keys",
+        "generate",
+        "--issuer",
+        "ttd",
+        "--key-type",
+        key_type,
+    ]));
+    // SAFETY: getuid cannot fail.
+    let me = unsafe { libc::getuid() };
+    token.write_config(&serve_config(
+        &token,
+        &format!(
+            "[[issuer]]\nname = \"ttd\"\n\n[[grant]]\nuid = {me}\nissuer = \"ttd\"\napps = [\"*\"]\n\n{extra}"
+        ),
+    ));
+    token
+}
+
+/// The active `ttd` certificate as `keys export-cert --format FORMAT`
+/// writes it (`pem`, `der` or `keyvault`).
+pub fn exported_cert(token: &TestToken, format: &str) -> Vec<u8> {
+    let out = token.agent(&["keys", "export-cert", "--issuer", "ttd", "--format", format]);
+    crate::OutputExt::success(out).stdout
+}
