@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 
 use crate::issue::Issued;
 use crate::peer::Peer;
+use crate::sync::lock;
 
 /// The `tracing` target of audit events.
 pub const TARGET: &str = "access_token_agent::audit";
@@ -208,12 +209,6 @@ fn open_append(path: &Path) -> std::io::Result<File> {
                 ),
             )
         })
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@
 //! | [`peer`] | who is on the other end of a connection: credentials, unit, executable |
 //! | [`policy`] | grants: which peer may have which issuer and app |
 //! | [`audit`] | one JSON line per issued or refused request |
+//! | [`sync`] | locks that survive a panic elsewhere |
 //! | [`exit`] | process exit codes |
 //! | [`hardening`] | no core dumps, not dumpable |
 
@@ -45,4 +46,5 @@ pub mod pin;
 pub mod policy;
 pub mod server;
 pub mod signer;
+pub mod sync;
 pub mod token;

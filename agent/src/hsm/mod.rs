@@ -77,9 +77,7 @@ impl Hsm {
 
     /// The long-lived session, for look-ups and enrolment.
     pub fn anchor(&self) -> MutexGuard<'_, Session> {
-        self.anchor
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.anchor)
     }
 
     /// The token's label.
@@ -119,7 +117,7 @@ impl Hsm {
 /// re-initialisation the module hands out the same session handles again, and
 /// a stale session closed later would close a new one.
 pub fn reset() -> Result<(), HsmError> {
-    let guard = CONTEXT.lock().unwrap_or_else(|p| p.into_inner());
+    let guard = crate::sync::lock(&CONTEXT);
     let Some((module, pkcs11)) = guard.as_ref() else {
         return Ok(());
     };
@@ -139,7 +137,7 @@ pub fn reset() -> Result<(), HsmError> {
 /// Finalizes the process-wide context at shutdown. Every session must be
 /// dropped first.
 pub fn finalize() -> Result<(), HsmError> {
-    let mut guard = CONTEXT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = crate::sync::lock(&CONTEXT);
     match guard.take() {
         Some((_, pkcs11)) => pkcs11
             .finalize()
@@ -150,7 +148,7 @@ pub fn finalize() -> Result<(), HsmError> {
 
 /// The process-wide context for `module`, initialised on first use.
 fn context(module: &Path) -> Result<Pkcs11, HsmError> {
-    let mut slot = CONTEXT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut slot = crate::sync::lock(&CONTEXT);
     if let Some((loaded, pkcs11)) = slot.as_ref() {
         if loaded == module {
             return Ok(pkcs11.clone());

@@ -182,7 +182,7 @@ impl<S: TokenSource> Front<S> {
     /// Swaps in new grants (SIGHUP) without touching open connections;
     /// requests already being answered finish under the old grants.
     pub fn replace_policy(&self, policy: Policy) {
-        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        *crate::sync::write(&self.policy) = Arc::new(policy);
     }
 
     /// The audit sink, e.g. to [`Audit::reopen`] its file on SIGHUP.
@@ -191,10 +191,7 @@ impl<S: TokenSource> Front<S> {
     }
 
     fn policy(&self) -> Arc<Policy> {
-        self.policy
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::read(&self.policy).clone()
     }
 
     /// Serves until `shutdown` resolves, then stops accepting (dropping the
