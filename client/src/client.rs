@@ -14,8 +14,9 @@ use crate::{Error, Problem, DEFAULT_SOCKET, SOCKET_ENV};
 /// How long one attempt may wait for the agent's answer, by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A token from the agent.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// A token from the agent. Its `Debug` form leaves the token out, so that
+/// `?token` in a log line does not leak a bearer credential.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 pub struct Token {
     /// The compact JWS: the value of the `PlatformAccessToken` header.
     pub token: String,
@@ -28,6 +29,18 @@ pub struct Token {
     pub app: String,
     /// The token's `exp`, Unix seconds.
     pub expires_at: i64,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("token", &"<redacted>")
+            .field("kid", &self.kid)
+            .field("issuer", &self.issuer)
+            .field("app", &self.app)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// What the agent grants this caller (`GET /v1/grants`).
@@ -346,6 +359,28 @@ mod tests {
         assert_eq!(retry.wait(1, Some(Duration::from_secs(5))).as_millis(), 300);
         let total: Duration = (1..7).map(|a| Retry::default().wait(a, None)).sum();
         assert!((3..4).contains(&total.as_secs()), "{total:?}");
+    }
+
+    #[test]
+    fn debug_leaves_the_token_out() {
+        let token = Token {
+            token: "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ0dGQifQ.c2lnbmF0dXJl".into(),
+            kid: "C5726728C38CFE6C16988454206B99CA29AE025E".into(),
+            issuer: "ttd".into(),
+            app: "my-app".into(),
+            expires_at: 1_767_225_900,
+        };
+        let debug = format!("{token:?}");
+        assert!(!debug.contains("eyJ"), "{debug}");
+        assert!(debug.contains("token: \"<redacted>\""), "{debug}");
+        for field in [
+            "C5726728C38CFE6C16988454206B99CA29AE025E",
+            "\"ttd\"",
+            "\"my-app\"",
+            "1767225900",
+        ] {
+            assert!(debug.contains(field), "{field} in {debug}");
+        }
     }
 
     #[test]
