@@ -157,6 +157,35 @@ impl Shared {
     fn publish(&self, snapshot: Snapshot) {
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
     }
+
+    /// Nothing will be signed any more, for `reason`.
+    fn fail(&self, reason: String) {
+        let current = self.current();
+        self.publish(Snapshot {
+            settings: Arc::clone(&current.settings),
+            cache: Arc::clone(&current.cache),
+            serving: Err(reason.into()),
+        });
+    }
+}
+
+/// Runs the supervisor. Should it panic, nothing would probe, reconnect or
+/// reload any more while the last snapshot kept saying ready; instead the
+/// agent says it is not ready and why, and the watchdog, whose probes now go
+/// unanswered, lets systemd restart it.
+fn supervise(shared: &Shared, run: impl FnOnce()) {
+    let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) else {
+        return;
+    };
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|text| text.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    tracing::error!(panic = %message, "the HSM supervisor stopped; no more tokens are signed");
+    shared.fail(format!(
+        "the HSM supervisor stopped after an internal error ({message}); restart the agent (systemctl restart access-token-agent)"
+    ));
 }
 
 /// The signing back: cache, signing threads, and the supervisor that keeps
@@ -196,9 +225,10 @@ impl Signer {
             receiver,
             commands.clone(),
         );
+        let watched = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("hsm-supervisor".into())
-            .spawn(move || supervisor.run())
+            .spawn(move || supervise(&watched, || supervisor.run()))
             .map_err(ConnectError::Threads)?;
         Ok(Signer {
             shared,
@@ -383,5 +413,55 @@ impl Signer {
         };
         certificates.sort();
         certificates
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Arc<Shared> {
+        let dir = tempfile::tempdir().unwrap();
+        let pin = dir.path().join("pin");
+        std::fs::write(&pin, "1234").unwrap();
+        let text = format!(
+            "[hsm]\nmodule = \"/bin/sh\"\ntoken_label = \"t\"\npin_file = {pin:?}\n[[issuer]]\nname = \"ttd\"\n"
+        );
+        let settings = Settings::from_config(&Config::parse(&text).unwrap());
+        Arc::new(Shared {
+            snapshot: RwLock::new(Arc::new(Snapshot {
+                cache: Arc::new(settings.new_cache()),
+                settings: Arc::new(settings),
+                serving: Err("starting".into()),
+            })),
+            metrics: Arc::default(),
+        })
+    }
+
+    #[test]
+    fn a_panicking_supervisor_leaves_the_agent_not_ready_and_says_why() {
+        let shared = shared();
+        let watched = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            supervise(&watched, || panic!("certificate times are comparable"))
+        })
+        .join()
+        .expect("the panic does not escape the thread");
+        let reason = match &shared.current().serving {
+            Ok(_) => panic!("a stopped supervisor must not leave the agent ready"),
+            Err(reason) => reason.to_string(),
+        };
+        assert!(
+            reason.contains("certificate times are comparable"),
+            "{reason}"
+        );
+        assert!(reason.contains("restart the agent"), "{reason}");
+    }
+
+    #[test]
+    fn a_supervisor_that_returns_changes_nothing() {
+        let shared = shared();
+        supervise(&shared, || {});
+        assert!(matches!(&shared.current().serving, Err(reason) if &**reason == "starting"));
     }
 }
