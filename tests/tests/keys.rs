@@ -133,6 +133,29 @@ fn wrong_password_is_refused_with_the_reason_and_nothing_remains() {
 }
 
 #[test]
+fn a_nul_byte_in_the_password_file_is_refused() {
+    let token = TestToken::new();
+    let password = token.path().join("password");
+    write_private(&password, "sec\0ret\n");
+    let out = token
+        .agent(&[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd",
+            "--pfx",
+            ttd_pfx().to_str().unwrap(),
+            "--password-file",
+            password.to_str().unwrap(),
+        ])
+        .exit(65);
+    let message = out.stderr_text();
+    assert!(message.contains("NUL byte"), "{message}");
+    assert!(message.contains(password.to_str().unwrap()), "{message}");
+    assert_token_empty(&token);
+}
+
+#[test]
 fn certificate_of_another_key_is_refused_and_nothing_remains() {
     let token = TestToken::new();
     // Two keys with same-length certificates (fixed serial, same-length

@@ -203,10 +203,45 @@ fn push_p256_components(key: &PKey<Private>, out: &mut Vec<Attribute>) -> Result
 }
 
 /// A password file's text: one trailing newline dropped, zeroized on drop.
+/// A NUL byte is refused: OpenSSL takes the password as a C string, so it
+/// could not be passed on.
 pub fn password_from_bytes(bytes: &[u8]) -> Result<Zeroizing<String>, EnrolError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| EnrolError::Input("the password file is not UTF-8 text".into()))?;
+    if text.contains('\0') {
+        return Err(EnrolError::Input(
+            "the password file contains a NUL byte, which no PKCS#12 password can hold; write only the password into it".into(),
+        ));
+    }
     let text = text.strip_suffix('\n').unwrap_or(text);
     let text = text.strip_suffix('\r').unwrap_or(text);
     Ok(Zeroizing::new(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_file_loses_one_line_ending() {
+        assert_eq!(
+            password_from_bytes(b"secret\r\n").unwrap().as_str(),
+            "secret"
+        );
+        assert_eq!(
+            password_from_bytes(b"secret\n\n").unwrap().as_str(),
+            "secret\n"
+        );
+        assert_eq!(password_from_bytes(b"").unwrap().as_str(), "");
+    }
+
+    #[test]
+    fn a_nul_byte_in_the_password_file_is_refused() {
+        for bytes in [&b"sec\0ret"[..], b"\0", b"secret\n\0"] {
+            match password_from_bytes(bytes) {
+                Err(EnrolError::Input(message)) => assert!(message.contains("NUL"), "{message}"),
+                other => panic!("{bytes:?} gave {other:?}"),
+            }
+        }
+    }
 }
