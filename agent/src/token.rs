@@ -135,9 +135,16 @@ pub fn payload_json(issuer: &str, app: &str, now: i64, lifetime: &Lifetime) -> S
 }
 
 /// Writes a JSON string the way System.Text.Json's relaxed encoder does:
-/// only `"`, `\` and control characters are escaped; `/`, `+`, `<`, `&`,
+/// only `"`, `\`, control characters (C0, DEL and C1) and the line and
+/// paragraph separators U+2028 and U+2029 are escaped; `/`, `+`, `<`, `&`,
 /// `'` and non-ASCII text stay literal. Control characters use the short
-/// forms where JSON has them, otherwise `\u00XX` with upper-case hex.
+/// forms where JSON has them, the others `\uXXXX` with upper-case hex.
+///
+/// The relaxed encoder also escapes other space separators than U+0020,
+/// U+FEFF, private-use and unassigned code points, and writes characters
+/// outside the BMP as escaped surrogate pairs; those stay literal here.
+/// Names served over the socket are checked to be ASCII, so this only
+/// matters for names given to `mint`.
 fn push_json_string(out: &mut String, value: &str) {
     out.push('"');
     for c in value.chars() {
@@ -149,7 +156,7 @@ fn push_json_string(out: &mut String, value: &str) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
                 out.push_str(&format!("\\u{:04X}", c as u32));
             }
             c => out.push(c),
@@ -227,6 +234,18 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&payload).unwrap();
         assert_eq!(value["urn:altinn:app"], "a/b+<c>&'d\"e\\f\u{1}\næøå");
         assert!(payload.contains(r#""a/b+<c>&'d\"e\\f\u0001\næøå""#));
+    }
+
+    #[test]
+    fn del_c1_controls_and_line_separators_are_escaped_in_upper_case_hex() {
+        let app = "a\u{7f}b\u{80}c\u{85}d\u{9f}e\u{e9}f\u{2028}g\u{2029}h";
+        let payload = payload_json("ttd", app, 0, &Lifetime::default());
+        assert!(
+            payload.contains(r#""a\u007Fb\u0080c\u0085d\u009Feéf\u2028g\u2029h""#),
+            "{payload}"
+        );
+        let value: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        assert_eq!(value["urn:altinn:app"], app);
     }
 
     #[test]
