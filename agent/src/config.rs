@@ -207,11 +207,14 @@ impl TokenConfig {
 
 fn validate_issuers(issuers: &mut [IssuerConfig]) -> Result<(), String> {
     for (index, issuer) in issuers.iter_mut().enumerate() {
-        if issuer.name.is_empty() {
-            return Err(format!(
-                "`issuer[{index}].name` is empty; set the org code, e.g. \"ttd\""
-            ));
-        }
+        // The same rule as for the names apps ask for: an issuer that no
+        // request can name would never be served.
+        crate::policy::check_name(&issuer.name).map_err(|why| {
+            format!(
+                "`issuer[{index}].name` = {:?} {why}; set the org code, e.g. \"ttd\"",
+                issuer.name
+            )
+        })?;
         if let Some(kid) = &mut issuer.kid {
             if kid.len() != 40 || !kid.chars().all(|c| c.is_ascii_hexdigit()) {
                 return Err(format!(
@@ -351,6 +354,24 @@ mod tests {
         let config = Config::parse(&text).unwrap();
         assert_eq!(config.token.lifetime(), Lifetime::default());
         assert_eq!(config.grants.len(), 2);
+    }
+
+    #[test]
+    fn issuer_names_follow_the_request_name_rule() {
+        for (name, why) in [
+            ("", "is empty"),
+            ("t d", "contains ' '"),
+            ("ttd/x", "contains '/'"),
+            ("tt\u{e6}", "contains 'æ'"),
+        ] {
+            let err = config_with(&format!("[[issuer]]\nname = \"{name}\"\n")).unwrap_err();
+            assert!(err.contains("`issuer[0].name`"), "{err}");
+            assert!(err.contains(why), "{name:?}: {err}");
+        }
+        let long = "x".repeat(crate::policy::MAX_NAME_LEN + 1);
+        let err = config_with(&format!("[[issuer]]\nname = \"{long}\"\n")).unwrap_err();
+        assert!(err.contains("longer than"), "{err}");
+        assert!(config_with("[[issuer]]\nname = \"digdir.test-1_a\"\n").is_ok());
     }
 
     #[test]

@@ -684,6 +684,30 @@ fn bad_kid_and_key_type_are_usage_errors() {
 }
 
 #[test]
+fn an_issuer_that_requests_cannot_name_is_a_usage_error() {
+    let token = TestToken::new();
+    let pfx = ttd_pfx();
+    for args in [
+        &["keys", "generate", "--issuer", "t d"][..],
+        &[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd/x",
+            "--pfx",
+            pfx.to_str().unwrap(),
+        ],
+    ] {
+        let out = token.agent(args).exit(2);
+        let message = out.stderr_text();
+        assert!(message.contains("--issuer"), "{message}");
+        assert!(message.contains("contains"), "{message}");
+        assert!(message.contains("'-', '.' and '_'"), "{message}");
+    }
+    assert_token_empty(&token);
+}
+
+#[test]
 fn rc2_file_without_the_legacy_provider_gets_the_conversion_command() {
     let token = TestToken::new();
     let files = rsa_self_signed(token.path(), "windows", 2048, "/CN=ttd");

@@ -22,7 +22,8 @@ use crate::hsm::{Access, HsmError};
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
     /// The issuer (`iss`) the key signs for; stored as the objects' CKA_LABEL.
-    #[arg(long)]
+    /// Letters, digits, '-', '.' and '_', as in requests.
+    #[arg(long, value_parser = parse_issuer)]
     pub issuer: String,
     /// The PKCS#12 file (.pfx/.p12) with the private key and its certificate.
     #[arg(long, value_name = "FILE")]
@@ -37,7 +38,8 @@ pub struct ImportArgs {
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
     /// The issuer (`iss`) the key signs for; stored as the objects' CKA_LABEL.
-    #[arg(long)]
+    /// Letters, digits, '-', '.' and '_', as in requests.
+    #[arg(long, value_parser = parse_issuer)]
     pub issuer: String,
     /// The key to generate inside the HSM.
     #[arg(long, value_enum, default_value = "rsa2048")]
@@ -95,6 +97,14 @@ pub enum ExportFormat {
 /// A kid given on the command line: the 20-byte SHA-1 thumbprint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kid(pub [u8; 20]);
+
+/// An issuer to enrol for: a name apps can ask for, or the key could never
+/// be used (bad usage, exit 2, before the token is touched).
+fn parse_issuer(text: &str) -> Result<String, String> {
+    crate::policy::check_name(text)
+        .map(|()| text.to_owned())
+        .map_err(|why| format!("the issuer {text:?} {why}; use the org code, e.g. ttd"))
+}
 
 fn parse_kid(text: &str) -> Result<Kid, String> {
     let digits = text.trim();
@@ -497,6 +507,15 @@ mod tests {
         ] {
             assert!(parse_kid(text).is_err(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn issuers_to_enrol_follow_the_request_name_rule() {
+        assert_eq!(parse_issuer("ttd").unwrap(), "ttd");
+        assert_eq!(parse_issuer("digdir.test-1_a").unwrap(), "digdir.test-1_a");
+        assert!(parse_issuer("").unwrap_err().contains("is empty"));
+        assert!(parse_issuer("t d").unwrap_err().contains("contains ' '"));
+        assert!(parse_issuer("ttd\n").unwrap_err().contains("'\\n'"));
     }
 
     #[test]
