@@ -393,29 +393,6 @@ impl TokenSource for Signer {
     }
 }
 
-impl Signer {
-    /// The active certificates: (issuer, kid, not-after), sorted by issuer.
-    pub fn active_certificates(&self) -> Vec<(String, String, i64)> {
-        let snapshot = self.shared.current();
-        let mut certificates: Vec<_> = match &snapshot.serving {
-            Ok(serving) => serving
-                .keys
-                .iter()
-                .map(|(issuer, key)| {
-                    (
-                        issuer.to_string(),
-                        key.kid.to_string(),
-                        key.certificate.not_after,
-                    )
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        certificates.sort();
-        certificates
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
