@@ -22,9 +22,8 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use self::notify::Notifier;
 use crate::audit::Audit;
-use crate::cli::Failure;
 use crate::config::Config;
-use crate::exit;
+use crate::exit::{self, Failure};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::server::{Front, Listener};

@@ -9,6 +9,7 @@
 //! | module | its one job |
 //! |---|---|
 //! | [`cli`] | the command line: `serve`, `mint`, `keys …`; exit codes |
+//! | [`clock`] | the wall clock: Unix seconds and milliseconds now |
 //! | [`config`] | the TOML config file: parsing, validation, messages naming the key |
 //! | [`pin`] | reading the user PIN from a file or systemd credential, zeroized |
 //! | [`token`] | the Altinn token bytes: header, claims, escaping, signing input |
@@ -27,13 +28,14 @@
 //! | [`policy`] | grants: which peer may have which issuer and app |
 //! | [`audit`] | one JSON line per issued or refused request |
 //! | [`sync`] | locks that survive a panic elsewhere |
-//! | [`exit`] | process exit codes |
+//! | [`exit`] | process exit codes and the failure that carries one |
 //! | [`hardening`] | no core dumps, not dumpable |
 
 pub mod audit;
 pub mod cache;
 pub mod cert;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod exit;

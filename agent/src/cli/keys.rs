@@ -8,10 +8,11 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::{open_logged_in, unix_now, Failure, KeysCommand};
+use super::{open_logged_in, KeysCommand};
 use crate::cert::Certificate;
+use crate::clock::unix_now;
 use crate::config::Config;
-use crate::exit;
+use crate::exit::{self, Failure};
 use crate::hsm::enrol::{
     self, import::password_from_bytes, CertificateRequest, EnrolError, KeyType,
 };

@@ -133,7 +133,7 @@ fn find_keys(
     known: Option<&Keys>,
 ) -> Result<Keys, ConnectError> {
     let session = hsm.anchor();
-    let now = crate::cli::unix_now();
+    let now = crate::clock::unix_now();
     let mut keys = Keys::new();
     for issuer in issuers {
         let (signing, certificate) =

@@ -188,7 +188,7 @@ impl Worker {
             &self.session,
             &job.key.signing,
             &job.app,
-            crate::cli::unix_now(),
+            crate::clock::unix_now(),
             &job.lifetime,
         );
         self.metrics.sessions_busy(-1);
