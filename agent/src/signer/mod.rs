@@ -37,6 +37,7 @@ use crate::config::{Config, HsmConfig, IssuerConfig};
 use crate::hsm::keys::SigningKey;
 use crate::issue::{IssueError, Issued, TokenSource};
 use crate::metrics::Metrics;
+use crate::sync::{lock, read, write};
 use crate::token::Lifetime;
 
 /// `[signing]`: the signing threads.
@@ -151,11 +152,11 @@ struct Shared {
 
 impl Shared {
     fn current(&self) -> Arc<Snapshot> {
-        Arc::clone(&self.snapshot.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&read(&self.snapshot))
     }
 
     fn publish(&self, snapshot: Snapshot) {
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        *write(&self.snapshot) = Arc::new(snapshot);
     }
 
     /// Nothing will be signed any more, for `reason`.
@@ -258,11 +259,7 @@ impl Signer {
     /// Closes every session and finalizes the module; waits for it.
     pub fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown);
-        let thread = self
-            .supervisor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let thread = lock(&self.supervisor).take();
         if let Some(thread) = thread {
             let _ = thread.join();
         }
