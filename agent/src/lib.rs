@@ -9,7 +9,7 @@
 //! | module | its one job |
 //! |---|---|
 //! | [`cli`] | the command line: `serve`, `mint`, `keys …`; exit codes |
-//! | [`clock`] | the wall clock: Unix seconds and milliseconds now |
+//! | [`clock`] | the wall clock: Unix seconds and milliseconds now, RFC 3339 times |
 //! | [`config`] | the TOML config file: parsing, validation, messages naming the key |
 //! | [`pin`] | reading the user PIN from a file or systemd credential, zeroized |
 //! | [`token`] | the Altinn token bytes: header, claims, escaping, signing input |

@@ -5,12 +5,11 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::{open_logged_in, KeysCommand};
 use crate::cert::Certificate;
-use crate::clock::unix_now;
+use crate::clock::{rfc3339, unix_now};
 use crate::config::Config;
 use crate::exit::{self, Failure};
 use crate::hsm::enrol::{
@@ -398,7 +397,7 @@ fn chosen_certificate<'p>(
                 format!(
                     "issuer {:?} has no active key (none is complete with a certificate valid now{}); `access-token-agent keys list` shows its keys, and --kid exports one of them",
                     args.issuer,
-                    pinned_kid(config, &args.issuer).map(|kid| format!(", or the pinned kid {kid} is not on the token")).unwrap_or_default()
+                    pinned_kid(config, &args.issuer).map(|kid| format!(", or the pinned kid {kid} is not on the token or its certificate is not valid now")).unwrap_or_default()
                 ),
             ))?,
     };
@@ -469,22 +468,6 @@ fn confirm(question: &str) -> Result<(), Failure> {
     }
 }
 
-/// Unix seconds as RFC 3339 UTC, e.g. `2026-01-01T00:00:00Z`.
-fn rfc3339(unix: i64) -> String {
-    match OffsetDateTime::from_unix_timestamp(unix) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        Err(_) => format!("@{unix}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,11 +500,5 @@ mod tests {
         assert!(parse_issuer("").unwrap_err().contains("is empty"));
         assert!(parse_issuer("t d").unwrap_err().contains("contains ' '"));
         assert!(parse_issuer("ttd\n").unwrap_err().contains("'\\n'"));
-    }
-
-    #[test]
-    fn times_are_rfc3339_utc() {
-        assert_eq!(rfc3339(1_767_225_600), "2026-01-01T00:00:00Z");
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
     }
 }

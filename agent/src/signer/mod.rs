@@ -140,6 +140,8 @@ struct Snapshot {
 
 struct Serving {
     keys: connection::Keys,
+    /// Issuers that cannot sign, though the HSM answers.
+    unavailable: connection::Unavailable,
     pool: PoolHandle,
     threads: usize,
 }
@@ -296,11 +298,15 @@ impl Snapshot {
                     .map(|(issuer, key)| format!("{issuer} (kid {})", key.kid))
                     .collect();
                 issuers.sort();
-                format!(
+                let signing = format!(
                     "signing for {} with {} thread(s)",
                     issuers.join(", "),
                     serving.threads
-                )
+                );
+                match serving.not_ready() {
+                    Ok(()) => signing,
+                    Err(reason) => format!("not ready: {reason}; {signing}"),
+                }
             }
             Err(reason) => format!("not ready: {reason}"),
         }
@@ -311,7 +317,10 @@ impl Snapshot {
         match &self.serving {
             Ok(serving) => match serving.keys.get(issuer) {
                 Some(key) => Ok(key),
-                None => Err(IssueError::UnknownIssuer(issuer.to_owned())),
+                None => match serving.unavailable.get(issuer) {
+                    Some(reason) => Err(IssueError::Unavailable(reason.to_string())),
+                    None => Err(IssueError::UnknownIssuer(issuer.to_owned())),
+                },
             },
             Err(_) if !self.settings.has_issuer(issuer) => {
                 Err(IssueError::UnknownIssuer(issuer.to_owned()))
@@ -369,6 +378,17 @@ impl Snapshot {
     }
 }
 
+impl Serving {
+    /// Ready when every configured issuer can sign; otherwise the reasons.
+    fn not_ready(&self) -> Result<(), String> {
+        if self.unavailable.is_empty() {
+            return Ok(());
+        }
+        let reasons: Vec<&str> = self.unavailable.values().map(AsRef::as_ref).collect();
+        Err(reasons.join("; "))
+    }
+}
+
 impl TokenSource for Signer {
     async fn issue(&self, issuer: &str, app: &str) -> Result<Issued, IssueError> {
         let snapshot = self.shared.current();
@@ -384,7 +404,7 @@ impl TokenSource for Signer {
 
     fn readiness(&self) -> Result<(), String> {
         match &self.shared.current().serving {
-            Ok(_) => Ok(()),
+            Ok(serving) => serving.not_ready(),
             Err(reason) => Err(reason.to_string()),
         }
     }
