@@ -11,7 +11,7 @@ pub mod generate;
 pub mod import;
 
 pub use generate::{generate, CertificateRequest, KeyType};
-pub use import::import;
+pub use import::{import, read_pkcs12, KeyMaterial};
 
 use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
@@ -71,13 +71,13 @@ impl<'s> Pending<'s> {
         self.created.push(handle);
     }
 
-    /// Creates an object from `template`; it is destroyed again unless the
-    /// enrolment commits.
-    fn create(&mut self, template: &[Attribute]) -> Result<ObjectHandle, HsmError> {
+    /// Creates the object `what` (named in the error) from `template`; it is
+    /// destroyed again unless the enrolment commits.
+    fn create(&mut self, what: &str, template: &[Attribute]) -> Result<ObjectHandle, HsmError> {
         let handle = self
             .session
             .create_object(template)
-            .map_err(|e| HsmError::from_cryptoki("C_CreateObject", e))?;
+            .map_err(|e| HsmError::from_cryptoki(&format!("C_CreateObject ({what})"), e))?;
         self.created.push(handle);
         Ok(handle)
     }
