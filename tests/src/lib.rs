@@ -205,6 +205,39 @@ impl TestToken {
             .success()
             .stdout_text()
     }
+
+    /// `keys list --json`, parsed: one value per key pair.
+    pub fn keys_json(&self) -> Vec<serde_json::Value> {
+        let out = self.agent(&["keys", "list", "--json"]).success();
+        serde_json::from_slice(&out.stdout).expect("keys list --json prints a JSON array")
+    }
+
+    /// The CKA_ID (lower-case hex, as pkcs11-tool prints it) of every object
+    /// [`TestToken::list_objects`] shows, one entry per object.
+    pub fn object_ids(&self) -> Vec<String> {
+        self.list_objects()
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("ID:"))
+            .map(|id| id.trim().to_owned())
+            .collect()
+    }
+
+    /// The files in which SoftHSM's file backend keeps this token's objects
+    /// (`<token dir>/<uuid>/<uuid>.object`), its own `token.object` excluded.
+    pub fn object_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for dir in fs::read_dir(self.path().join("tokens")).expect("read the token directory") {
+            let dir = dir.expect("a token directory entry").path();
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.ends_with(".object") && name != "token.object" {
+                    files.push(path);
+                }
+            }
+        }
+        files
+    }
 }
 
 impl Default for TestToken {
