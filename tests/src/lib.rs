@@ -225,18 +225,31 @@ impl TestToken {
     /// The files in which SoftHSM's file backend keeps this token's objects
     /// (`<token dir>/<uuid>/<uuid>.object`), its own `token.object` excluded.
     pub fn object_files(&self) -> Vec<PathBuf> {
-        let mut files = Vec::new();
-        for dir in fs::read_dir(self.path().join("tokens")).expect("read the token directory") {
-            let dir = dir.expect("a token directory entry").path();
-            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let path = entry.path();
+        self.store_files()
+            .into_iter()
+            .filter(|path| {
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if name.ends_with(".object") && name != "token.object" {
-                    files.push(path);
-                }
-            }
-        }
-        files
+                name.ends_with(".object") && name != "token.object"
+            })
+            .collect()
+    }
+
+    /// SoftHSM's file holding the token itself (label, flags, wrapped PINs
+    /// and token key): `<token dir>/<uuid>/token.object`.
+    pub fn token_file(&self) -> PathBuf {
+        self.store_files()
+            .into_iter()
+            .find(|path| path.file_name().is_some_and(|n| n == "token.object"))
+            .expect("SoftHSM's token.object")
+    }
+
+    fn store_files(&self) -> Vec<PathBuf> {
+        let tokens = fs::read_dir(self.path().join("tokens")).expect("read the token directory");
+        tokens
+            .flatten()
+            .flat_map(|dir| fs::read_dir(dir.path()).into_iter().flatten().flatten())
+            .map(|entry| entry.path())
+            .collect()
     }
 }
 
