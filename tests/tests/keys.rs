@@ -599,3 +599,23 @@ fn rc2_file_without_the_legacy_provider_gets_the_conversion_command() {
     );
     assert_token_empty(&token);
 }
+
+#[test]
+fn list_into_a_reader_that_went_away_is_not_a_crash() {
+    // `keys list | head -0`: the reader closes the pipe before the table.
+    let token = TestToken::new();
+    generate(&token, "ttd");
+    let mut child = token
+        .command(&["keys", "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap().success();
+    assert!(
+        !out.stderr_text().contains("panicked"),
+        "{}",
+        out.stderr_text()
+    );
+}
