@@ -48,7 +48,9 @@ const FRESH: &str = "fresh";
 struct Rng(u64);
 
 impl Rng {
-    fn from_env_or_clock() -> Rng {
+    /// Seeded from `ENROLMENT_KILL_SEED`, else the clock; prints the seed
+    /// under `what`.
+    fn from_env_or_clock(what: &str) -> Rng {
         let seed = std::env::var("ENROLMENT_KILL_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -59,7 +61,7 @@ impl Rng {
                     .as_nanos() as u64
             })
             | 1;
-        eprintln!("ENROLMENT_KILL_SEED={seed}");
+        eprintln!("{what}: ENROLMENT_KILL_SEED={seed}");
         Rng(seed)
     }
 
@@ -467,7 +469,10 @@ fn kill_import(signal: libc::c_int, kills: usize) -> Tally {
         signal,
     };
     eprintln!("keys import takes {:?} uninterrupted", campaign.normal);
-    let tally = campaign.run(&mut Rng::from_env_or_clock(), import);
+    let tally = campaign.run(
+        &mut Rng::from_env_or_clock(&format!("keys import, signal {signal}")),
+        import,
+    );
     eprintln!("keys import, {kills} times signal {signal}: {tally:?}");
     report_invisible_files(&token, &format!("keys import, signal {signal}"));
     tally
@@ -501,7 +506,10 @@ fn kill_generate(key_type: &str, signal: libc::c_int, kills: usize) -> Tally {
         "keys generate {key_type} takes {:?} uninterrupted",
         campaign.normal
     );
-    let tally = campaign.run(&mut Rng::from_env_or_clock(), generate);
+    let tally = campaign.run(
+        &mut Rng::from_env_or_clock(&format!("keys generate {key_type}, signal {signal}")),
+        generate,
+    );
     eprintln!("keys generate {key_type}, {kills} times signal {signal}: {tally:?}");
     report_invisible_files(
         &token,
@@ -549,7 +557,7 @@ fn generate_terminated_at_random_moments_finishes_or_leaves_nothing() {
 fn terminating_a_command_never_empties_the_token() {
     let token = TestToken::new();
     let normal = normal_duration_of_list(&token);
-    let mut rng = Rng::from_env_or_clock();
+    let mut rng = Rng::from_env_or_clock("keys list");
     let mut landed = 0;
     for _ in 0..100 {
         let moment = Moment::After(Duration::from_micros(
