@@ -59,6 +59,10 @@ pub enum CertError {
         "the certificate's key is {0}; only RSA (2048 bits or more) and EC P-256 keys can sign Altinn tokens"
     )]
     UnsupportedKey(String),
+    #[error(
+        "the certificate's {0} time is not a valid date and time; the certificate cannot be used"
+    )]
+    BadTime(&'static str),
 }
 
 impl Certificate {
@@ -69,8 +73,8 @@ impl Certificate {
             der: der.to_vec(),
             thumbprint: openssl::sha::sha1(der),
             subject: subject_line(&x509),
-            not_before: unix_time(x509.not_before()),
-            not_after: unix_time(x509.not_after()),
+            not_before: unix_time(x509.not_before(), "not-before")?,
+            not_after: unix_time(x509.not_after(), "not-after")?,
             key: key_kind(&x509)?,
         })
     }
@@ -124,10 +128,13 @@ fn subject_line(x509: &X509) -> String {
         .join(", ")
 }
 
-fn unix_time(time: &Asn1TimeRef) -> i64 {
-    let epoch = Asn1Time::from_unix(0).expect("the epoch is representable");
-    let diff = epoch.diff(time).expect("certificate times are comparable");
-    i64::from(diff.days) * 86_400 + i64::from(diff.secs)
+/// Unix seconds of a validity time. OpenSSL parses a certificate whose time
+/// is not a real instant (minute 86, say) and only fails here, so this is
+/// an error of the certificate, not a panic.
+fn unix_time(time: &Asn1TimeRef, which: &'static str) -> Result<i64, CertError> {
+    let epoch = Asn1Time::from_unix(0).map_err(|e| CertError::Parse(e.to_string()))?;
+    let diff = epoch.diff(time).map_err(|_| CertError::BadTime(which))?;
+    Ok(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
 }
 
 fn key_kind(x509: &X509) -> Result<KeyKind, CertError> {
@@ -176,6 +183,16 @@ mod tests {
         let again = X509::from_pem(cert.pem().as_bytes()).unwrap();
         assert_eq!(again.to_der().unwrap(), cert.der);
         assert_eq!(STANDARD.decode(cert.keyvault_value()).unwrap(), cert.der);
+    }
+
+    #[test]
+    fn a_validity_time_that_is_no_instant_is_refused() {
+        let mut der = ttd().der;
+        // The first UTCTime (not-before, YYMMDDHHMMSSZ): minute 86.
+        let at = der.windows(2).position(|w| w == [0x17, 0x0d]).unwrap() + 2;
+        der[at + 8..at + 10].copy_from_slice(b"86");
+        let error = Certificate::from_der(&der).expect_err("minute 86 was accepted");
+        assert!(matches!(error, CertError::BadTime("not-before")), "{error}");
     }
 
     #[test]
