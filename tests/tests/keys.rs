@@ -650,3 +650,27 @@ fn certificate_with_an_impossible_time_is_refused_and_nothing_remains() {
     );
     assert_token_empty(&token);
 }
+
+#[test]
+fn a_file_that_cannot_be_used_is_refused_before_logging_in() {
+    // With a wrong PIN a login would fail with 77: 65 shows the file was
+    // judged first, and no login attempt was spent on it.
+    let token = TestToken::new();
+    std::fs::write(token.pin_file(), "0000\n").unwrap();
+    let garbage = token.write_file("garbage.pfx", b"not a PKCS#12 file");
+    let out = token
+        .agent(&[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd",
+            "--pfx",
+            garbage.to_str().unwrap(),
+        ])
+        .exit(65);
+    assert!(
+        out.stderr_text().contains("garbage.pfx"),
+        "{}",
+        out.stderr_text()
+    );
+}

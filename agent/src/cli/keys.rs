@@ -134,19 +134,25 @@ fn import(config: &Config, args: &ImportArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::new(exit::DATA, format!("{}: {e}", path.display())))?,
         None => Zeroizing::new(String::new()),
     };
+    // A file that cannot be used is refused before the token is touched.
+    let material = enrol::read_pkcs12(&pfx, &password).map_err(|e| import_failure(args, e))?;
     let hsm = open_logged_in(config, Access::ReadWrite)?;
     let session = hsm.anchor();
-    let cert = enrol::import(&session, &args.issuer, &pfx, &password).map_err(|error| {
-        let failure = Failure::from(error);
-        match failure.code {
-            exit::DATA => Failure::new(
-                exit::DATA,
-                format!("cannot import {}: {}", args.pfx.display(), failure.message),
-            ),
-            _ => failure,
-        }
-    })?;
+    let cert =
+        enrol::import(&session, &args.issuer, material).map_err(|e| import_failure(args, e))?;
     report_enrolled(config, &session, "imported", &args.issuer, &cert)
+}
+
+/// An import failure; a problem with the file names the file.
+fn import_failure(args: &ImportArgs, error: EnrolError) -> Failure {
+    let failure = Failure::from(error);
+    match failure.code {
+        exit::DATA => Failure::new(
+            exit::DATA,
+            format!("cannot import {}: {}", args.pfx.display(), failure.message),
+        ),
+        _ => failure,
+    }
 }
 
 fn generate(config: &Config, args: &GenerateArgs) -> Result<(), Failure> {

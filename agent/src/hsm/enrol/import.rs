@@ -47,20 +47,18 @@ impl std::fmt::Debug for KeyMaterial {
     }
 }
 
-/// Reads the PKCS#12 file `pfx` (its bytes) with `password` (empty for
-/// Altinn's files) and stores its key and certificate on the token for
-/// `issuer`, both with CKA_ID = the certificate's SHA-1 thumbprint.
-/// Returns the certificate enrolled.
+/// Stores the key and certificate of a PKCS#12 file ([`read_pkcs12`]) on
+/// the token for `issuer`, both with CKA_ID = the certificate's SHA-1
+/// thumbprint. Returns the certificate enrolled.
 pub fn import(
     session: &Session,
     issuer: &str,
-    pfx: &[u8],
-    password: &str,
+    material: KeyMaterial,
 ) -> Result<Certificate, EnrolError> {
     let KeyMaterial {
         certificate: cert,
         mut components,
-    } = read_pkcs12(pfx, password)?;
+    } = material;
     ensure_new_kid(session, &cert.thumbprint)?;
     let mut key = SecretTemplate(private_key_policy(issuer, &cert.thumbprint));
     key.0.append(&mut components.0);
