@@ -1,5 +1,5 @@
 //! Enrolments that fail half-way for real, and a token whose storage is
-//! damaged.
+//! damaged or holds a certificate object no enrolment would write.
 //!
 //! To fail an enrolment after its private key is on the token, the agent
 //! runs with a file size limit (RLIMIT_FSIZE, SIGXFSZ ignored) of 4 KiB:
