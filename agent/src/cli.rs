@@ -55,7 +55,11 @@ pub struct MintArgs {
     #[arg(long, default_value = "")]
     pub app: String,
     /// Sign as of this instant (Unix seconds) instead of now, to reproduce a token.
-    #[arg(long, value_name = "UNIX_SECONDS")]
+    #[arg(
+        long,
+        value_name = "UNIX_SECONDS",
+        value_parser = clap::value_parser!(i64).range(0..=crate::token::MAX_UNIX_SECONDS)
+    )]
     pub now: Option<i64>,
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::token::Lifetime;
+use crate::token::{Lifetime, MAX_LIFETIME_SECONDS};
 
 /// Where the config is read from when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/access-token-agent/agent.toml";
@@ -178,10 +178,16 @@ impl HsmConfig {
 
 impl TokenConfig {
     fn validate(&self) -> Result<(), String> {
-        if self.lifetime_seconds <= 0 {
+        if !(1..=MAX_LIFETIME_SECONDS).contains(&self.lifetime_seconds) {
             return Err(format!(
-                "`token.lifetime_seconds` = {} must be greater than 0 (Altinn uses 300)",
+                "`token.lifetime_seconds` = {} must be from 1 to {MAX_LIFETIME_SECONDS} (one day); Altinn uses 300",
                 self.lifetime_seconds
+            ));
+        }
+        if self.valid_from_adjustment_seconds < -MAX_LIFETIME_SECONDS {
+            return Err(format!(
+                "`token.valid_from_adjustment_seconds` = {} must not be below -{MAX_LIFETIME_SECONDS} (one day before iat); Altinn uses -5",
+                self.valid_from_adjustment_seconds
             ));
         }
         if self.valid_from_adjustment_seconds >= self.lifetime_seconds {
@@ -279,6 +285,19 @@ mod tests {
     fn non_positive_lifetime_is_refused() {
         let err = config_with("[token]\nlifetime_seconds = 0\n").unwrap_err();
         assert!(err.contains("`token.lifetime_seconds` = 0"), "{err}");
+    }
+
+    #[test]
+    fn lifetime_and_adjustment_beyond_a_day_are_refused() {
+        let err = config_with("[token]\nlifetime_seconds = 9223372036854775807\n").unwrap_err();
+        assert!(err.contains("from 1 to 86400"), "{err}");
+        let err = config_with("[token]\nvalid_from_adjustment_seconds = -86401\n").unwrap_err();
+        assert!(err.contains("valid_from_adjustment_seconds"), "{err}");
+        let longest = config_with(
+            "[token]\nlifetime_seconds = 86400\nvalid_from_adjustment_seconds = -86400\n",
+        )
+        .unwrap();
+        assert_eq!(longest.token.lifetime_seconds, 86_400);
     }
 
     #[test]

@@ -9,6 +9,15 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
+/// The longest token lifetime, and the largest shift of `nbf` before `iat`,
+/// the configuration accepts: one day. Altinn uses 300 seconds; the bound
+/// keeps every claim time far inside `i64`.
+pub const MAX_LIFETIME_SECONDS: i64 = 86_400;
+
+/// The latest instant a token is made for: 9999-12-31T23:59:59Z, the end of
+/// what .NET's DateTime and RFC 3339 can express.
+pub const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
+
 /// JWS signature algorithm, decided by the key type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alg {
@@ -260,6 +269,22 @@ mod tests {
             payload,
             r#"{"urn:altinn:app":"studio.designer","nbf":1000,"exp":1060,"iat":1000,"iss":"studio","aud":"platform.tt02.altinn.no"}"#
         );
+    }
+
+    #[test]
+    fn claim_times_at_the_accepted_extremes_are_exact() {
+        let lifetime = Lifetime {
+            lifetime_seconds: MAX_LIFETIME_SECONDS,
+            valid_from_adjustment_seconds: -MAX_LIFETIME_SECONDS,
+            ..Lifetime::default()
+        };
+        let payload = payload_json("ttd", "", MAX_UNIX_SECONDS, &lifetime);
+        let value: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        assert_eq!(value["exp"], 253_402_387_199_i64);
+        assert_eq!(value["nbf"], 253_402_214_399_i64);
+        let payload = payload_json("ttd", "", 0, &lifetime);
+        let value: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        assert_eq!(value["nbf"], -86_400);
     }
 
     #[test]

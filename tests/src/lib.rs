@@ -205,6 +205,52 @@ impl TestToken {
             .success()
             .stdout_text()
     }
+
+    /// `keys list --json`, parsed: one value per key pair.
+    pub fn keys_json(&self) -> Vec<serde_json::Value> {
+        let out = self.agent(&["keys", "list", "--json"]).success();
+        serde_json::from_slice(&out.stdout).expect("keys list --json prints a JSON array")
+    }
+
+    /// The CKA_ID (lower-case hex, as pkcs11-tool prints it) of every object
+    /// [`TestToken::list_objects`] shows, one entry per object.
+    pub fn object_ids(&self) -> Vec<String> {
+        self.list_objects()
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("ID:"))
+            .map(|id| id.trim().to_owned())
+            .collect()
+    }
+
+    /// The files in which SoftHSM's file backend keeps this token's objects
+    /// (`<token dir>/<uuid>/<uuid>.object`), its own `token.object` excluded.
+    pub fn object_files(&self) -> Vec<PathBuf> {
+        self.store_files()
+            .into_iter()
+            .filter(|path| {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name.ends_with(".object") && name != "token.object"
+            })
+            .collect()
+    }
+
+    /// SoftHSM's file holding the token itself (label, flags, wrapped PINs
+    /// and token key): `<token dir>/<uuid>/token.object`.
+    pub fn token_file(&self) -> PathBuf {
+        self.store_files()
+            .into_iter()
+            .find(|path| path.file_name().is_some_and(|n| n == "token.object"))
+            .expect("SoftHSM's token.object")
+    }
+
+    fn store_files(&self) -> Vec<PathBuf> {
+        let tokens = fs::read_dir(self.path().join("tokens")).expect("read the token directory");
+        tokens
+            .flatten()
+            .flat_map(|dir| fs::read_dir(dir.path()).into_iter().flatten().flatten())
+            .map(|entry| entry.path())
+            .collect()
+    }
 }
 
 impl Default for TestToken {
@@ -346,6 +392,35 @@ pub fn p256_self_signed(dir: &Path, name: &str, subject: &str) -> KeyFiles {
     let files = key_files(dir, name);
     let params = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
     self_signed(dir, &files, &params, subject);
+    files
+}
+
+/// An RSA 2048 key and a self-signed certificate whose not-before time has
+/// minute 86: OpenSSL still parses such a certificate, but the time is no
+/// instant. Made by openssl, then that one DER byte pair changed; the files
+/// are `<name>.key` and `<name>.pem` in `dir`.
+pub fn impossible_time_certificate(dir: &Path, name: &str) -> KeyFiles {
+    use base64::Engine;
+    let files = rsa_self_signed(dir, name, 2048, "/CN=ttd");
+    let mut der = cert_der(&files.cert);
+    // The first UTCTime in the DER, YYMMDDHHMMSSZ: the not-before.
+    let at = der
+        .windows(2)
+        .position(|w| w == [0x17, 0x0d])
+        .expect("a UTCTime")
+        + 2;
+    der[at + 8..at + 10].copy_from_slice(b"86");
+    let body = base64::engine::general_purpose::STANDARD.encode(&der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|line| std::str::from_utf8(line).expect("base64 is ASCII"))
+        .collect();
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    );
+    fs::write(&files.cert, pem).expect("write the certificate");
     files
 }
 

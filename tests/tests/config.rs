@@ -87,3 +87,13 @@ fn missing_config_file_is_named() {
     assert!(message.contains("agent.toml"), "{message}");
     assert!(message.contains("--config"), "{message}");
 }
+
+#[test]
+fn lifetime_beyond_a_day_is_named() {
+    // i64::MAX once passed validation and overflowed `iat + lifetime` in mint.
+    let token = TestToken::new();
+    token.write_config("[token]\nlifetime_seconds = 9223372036854775807\n");
+    let message = refused(&token, 78);
+    assert!(message.contains("`token.lifetime_seconds`"), "{message}");
+    assert!(message.contains("86400"), "{message}");
+}

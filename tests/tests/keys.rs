@@ -743,3 +743,78 @@ fn rc2_file_without_the_legacy_provider_gets_the_conversion_command() {
     );
     assert_token_empty(&token);
 }
+
+#[test]
+fn list_into_a_reader_that_went_away_is_not_a_crash() {
+    // `keys list | head -0`: the reader closes the pipe before the table.
+    let token = TestToken::new();
+    generate(&token, "ttd");
+    let mut child = token
+        .command(&["keys", "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap().success();
+    assert!(
+        !out.stderr_text().contains("panicked"),
+        "{}",
+        out.stderr_text()
+    );
+}
+
+#[test]
+fn certificate_with_an_impossible_time_is_refused_and_nothing_remains() {
+    // Found by fuzzing read_pkcs12: such a certificate made import panic.
+    let token = TestToken::new();
+    let files = integration_tests::impossible_time_certificate(token.path(), "odd");
+    let pfx = pkcs12(
+        token.path(),
+        "odd",
+        &files.key,
+        &files.cert,
+        "",
+        Pkcs12Kind::Modern,
+    );
+    let out = token
+        .agent(&[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd",
+            "--pfx",
+            pfx.to_str().unwrap(),
+        ])
+        .exit(65);
+    let message = out.stderr_text();
+    assert!(
+        message.contains("not-before time is not a valid"),
+        "{message}"
+    );
+    assert_token_empty(&token);
+}
+
+#[test]
+fn a_file_that_cannot_be_used_is_refused_before_logging_in() {
+    // With a wrong PIN a login would fail with 77: 65 shows the file was
+    // judged first, and no login attempt was spent on it.
+    let token = TestToken::new();
+    std::fs::write(token.pin_file(), "0000\n").unwrap();
+    let garbage = token.write_file("garbage.pfx", b"not a PKCS#12 file");
+    let out = token
+        .agent(&[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd",
+            "--pfx",
+            garbage.to_str().unwrap(),
+        ])
+        .exit(65);
+    assert!(
+        out.stderr_text().contains("garbage.pfx"),
+        "{}",
+        out.stderr_text()
+    );
+}

@@ -251,3 +251,28 @@ fn newest_valid_key_is_active_unless_a_kid_is_pinned() {
     let minted = mint(&token, "ttd", "", None);
     assert_eq!(jws_part(&minted, 0)["kid"], altinn_kid);
 }
+
+#[test]
+fn now_beyond_year_9999_is_a_usage_error() {
+    // With a pinned kid (no validity check) such an instant once overflowed
+    // `iat + lifetime`: a panic in debug builds, a wrapped exp in release.
+    let token = TestToken::new();
+    token
+        .agent(&[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd",
+            "--pfx",
+            ttd_pfx().to_str().unwrap(),
+        ])
+        .success();
+    let kid = sha1_thumbprint(&ttd_pem());
+    token.write_config(&format!("[[issuer]]\nname = \"ttd\"\nkid = \"{kid}\"\n"));
+    let out = token
+        .agent(&["mint", "--issuer", "ttd", "--now", "9223372036854775000"])
+        .exit(2);
+    assert!(out.stderr_text().contains("--now"), "{}", out.stderr_text());
+    let last = mint(&token, "ttd", "", Some(253_402_300_799));
+    assert_eq!(jws_part(&last, 1)["exp"], 253_402_301_099_i64);
+}

@@ -144,19 +144,25 @@ fn import(config: &Config, args: &ImportArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::new(exit::DATA, format!("{}: {e}", path.display())))?,
         None => Zeroizing::new(String::new()),
     };
+    // A file that cannot be used is refused before the token is touched.
+    let material = enrol::read_pkcs12(&pfx, &password).map_err(|e| import_failure(args, e))?;
     let hsm = open_logged_in(config, Access::ReadWrite)?;
     let session = hsm.anchor();
-    let cert = enrol::import(&session, &args.issuer, &pfx, &password).map_err(|error| {
-        let failure = Failure::from(error);
-        match failure.code {
-            exit::DATA => Failure::new(
-                exit::DATA,
-                format!("cannot import {}: {}", args.pfx.display(), failure.message),
-            ),
-            _ => failure,
-        }
-    })?;
+    let cert =
+        enrol::import(&session, &args.issuer, material).map_err(|e| import_failure(args, e))?;
     report_enrolled(config, &session, "imported", &args.issuer, &cert)
+}
+
+/// An import failure; a problem with the file names the file.
+fn import_failure(args: &ImportArgs, error: EnrolError) -> Failure {
+    let failure = Failure::from(error);
+    match failure.code {
+        exit::DATA => Failure::new(
+            exit::DATA,
+            format!("cannot import {}: {}", args.pfx.display(), failure.message),
+        ),
+        _ => failure,
+    }
 }
 
 fn generate(config: &Config, args: &GenerateArgs) -> Result<(), Failure> {
@@ -195,8 +201,7 @@ fn report_enrolled(
             "it is not the issuer's active key (see `access-token-agent keys list`)"
         }
     );
-    println!("{}", cert.kid());
-    Ok(())
+    write_stdout(format!("{}\n", cert.kid()).as_bytes())
 }
 
 /// Reads a whole input file into memory that is zeroized when dropped.
@@ -294,17 +299,16 @@ fn list(config: &Config, args: &ListArgs) -> Result<(), Failure> {
     if args.json {
         let json = serde_json::to_string_pretty(&rows)
             .map_err(|e| Failure::new(exit::FAILURE, format!("cannot write JSON: {e}")))?;
-        println!("{json}");
+        write_stdout(format!("{json}\n").as_bytes())
     } else {
-        print_table(&rows);
+        print_table(&rows)
     }
-    Ok(())
 }
 
-fn print_table(rows: &[Row]) {
+fn print_table(rows: &[Row]) -> Result<(), Failure> {
     if rows.is_empty() {
         eprintln!("no keys on the token; enrol one with `access-token-agent keys import` or `keys generate`");
-        return;
+        return Ok(());
     }
     let header = [
         "ISSUER",
@@ -351,10 +355,12 @@ fn print_table(rows: &[Row]) {
             .collect();
         padded.join("  ").trim_end().to_owned()
     };
-    println!("{}", line(&header.map(String::from)));
+    let mut table = line(&header.map(String::from)) + "\n";
     for row in &cells {
-        println!("{}", line(row));
+        table.push_str(&line(row));
+        table.push('\n');
     }
+    write_stdout(table.as_bytes())
 }
 
 fn export_cert(config: &Config, args: &ExportArgs) -> Result<(), Failure> {
@@ -362,20 +368,26 @@ fn export_cert(config: &Config, args: &ExportArgs) -> Result<(), Failure> {
     let pairs = keys::list(&hsm.anchor(), Some(&args.issuer))?;
     let cert = chosen_certificate(config, args, &pairs)?;
     match args.format {
-        ExportFormat::Pem => print!("{}", cert.pem()),
-        ExportFormat::Der => {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(&cert.der)
-                .and_then(|()| stdout.flush())
-                .map_err(|e| Failure::new(exit::FAILURE, format!("cannot write to stdout: {e}")))?;
-        }
+        ExportFormat::Pem => write_stdout(cert.pem().as_bytes()),
+        ExportFormat::Der => write_stdout(&cert.der),
         ExportFormat::Keyvault => {
-            println!("{}", cert.keyvault_value());
             eprintln!("{}-access-token-public-cert", args.issuer);
+            write_stdout(format!("{}\n", cert.keyvault_value()).as_bytes())
         }
     }
-    Ok(())
+}
+
+/// Writes the command's result to stdout. A reader that has gone away
+/// (`keys list | head -1`) is not an error of the command.
+fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::new(
+            exit::FAILURE,
+            format!("cannot write to stdout: {e}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The certificate `--kid` names, else the issuer's active one.

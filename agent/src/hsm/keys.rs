@@ -9,10 +9,11 @@
 
 use std::collections::BTreeMap;
 
+use cryptoki::error::RvError;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
-use super::HsmError;
+use super::{Ckr, HsmError};
 use crate::cert::Certificate;
 use crate::token::SigningKeyId;
 
@@ -96,7 +97,9 @@ pub fn list(session: &Session, issuer: Option<&str>) -> Result<Vec<KeyPair>, Hsm
         .map_err(|e| HsmError::from_cryptoki("C_FindObjects", e))?;
     let mut pairs: BTreeMap<(String, Vec<u8>), KeyPair> = BTreeMap::new();
     for handle in handles {
-        let object = read_object(session, handle)?;
+        let Some(object) = readable(handle, read_object(session, handle))? else {
+            continue;
+        };
         let Some((class, label, id)) = object.identity() else {
             continue;
         };
@@ -108,12 +111,35 @@ pub fn list(session: &Session, issuer: Option<&str>) -> Result<Vec<KeyPair>, Hsm
             public_key: None,
         });
         if class == ObjectClass::CERTIFICATE {
-            pair.certificate = read_certificate(session, handle)?.map(|cert| (handle, cert));
+            pair.certificate = readable(handle, read_certificate(session, handle))?
+                .flatten()
+                .map(|cert| (handle, cert));
         } else {
             object.fill_key(class, handle, pair);
         }
     }
     Ok(pairs.into_values().collect())
+}
+
+/// An object's attributes, or `None` when only this object is at fault: its
+/// stored form is damaged (SoftHSM answers CKR_ATTRIBUTE_VALUE_INVALID for a
+/// truncated object file) or it was removed since it was found. One such
+/// object must not hide the others; a fault of the session or token still
+/// fails the whole listing.
+fn readable<T>(handle: ObjectHandle, read: Result<T, HsmError>) -> Result<Option<T>, HsmError> {
+    match read {
+        Ok(value) => Ok(Some(value)),
+        Err(error)
+            if !error.is_connection_fault()
+                || error.ckr() == Some(Ckr(RvError::ObjectHandleInvalid)) =>
+        {
+            tracing::warn!(
+                "object {handle} on the token cannot be read ({error}); it is left out (its storage may be damaged, or it was just removed)"
+            );
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// The pair with this kid (any issuer), if there is one.

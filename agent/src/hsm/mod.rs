@@ -5,10 +5,14 @@
 //! - slot ids move when tokens are created, so the token is found by label;
 //! - one login covers every session of the process, but closing the last
 //!   session logs out, so [`Hsm`] keeps one session open for its lifetime;
-//! - a session is not `Sync`: each signing thread opens its own.
+//! - a session is not `Sync`: each signing thread opens its own;
+//! - C_Login rewrites SoftHSM's `token.object` in place, and a process ended
+//!   in that instant loses the whole token, so logins hold termination
+//!   signals ([`held_signals`]).
 
 pub mod enrol;
 pub mod error;
+pub mod held_signals;
 pub mod keys;
 pub mod sign;
 
@@ -62,8 +66,11 @@ impl Hsm {
     }
 
     /// Logs in as the user with exactly one `C_Login`: a wrong PIN is never
-    /// retried, so the token's retry counter is not burnt in a loop.
+    /// retried, so the token's retry counter is not burnt in a loop. The
+    /// login may rewrite the token's own state, so termination signals wait
+    /// until it is done ([`held_signals`]).
     pub fn login(&self, pin: &SecretString) -> Result<(), HsmError> {
+        let _held = held_signals::HeldSignals::hold();
         match self.anchor().login(UserType::User, Some(pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
             Err(error) => Err(HsmError::from_cryptoki("C_Login", error)),
