@@ -395,35 +395,6 @@ pub fn p256_self_signed(dir: &Path, name: &str, subject: &str) -> KeyFiles {
     files
 }
 
-/// An RSA 2048 key and a self-signed certificate whose not-before time has
-/// minute 86: OpenSSL still parses such a certificate, but the time is no
-/// instant. Made by openssl, then that one DER byte pair changed; the files
-/// are `<name>.key` and `<name>.pem` in `dir`.
-pub fn impossible_time_certificate(dir: &Path, name: &str) -> KeyFiles {
-    use base64::Engine;
-    let files = rsa_self_signed(dir, name, 2048, "/CN=ttd");
-    let mut der = cert_der(&files.cert);
-    // The first UTCTime in the DER, YYMMDDHHMMSSZ: the not-before.
-    let at = der
-        .windows(2)
-        .position(|w| w == [0x17, 0x0d])
-        .expect("a UTCTime")
-        + 2;
-    der[at + 8..at + 10].copy_from_slice(b"86");
-    let body = base64::engine::general_purpose::STANDARD.encode(&der);
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|line| std::str::from_utf8(line).expect("base64 is ASCII"))
-        .collect();
-    let pem = format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        lines.join("\n")
-    );
-    fs::write(&files.cert, pem).expect("write the certificate");
-    files
-}
-
 fn key_files(dir: &Path, name: &str) -> KeyFiles {
     KeyFiles {
         key: dir.join(format!("{name}.key")),

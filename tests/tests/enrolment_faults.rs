@@ -12,9 +12,7 @@
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
-use integration_tests::{
-    cert_der, openssl, pkcs12, rsa_self_signed, OutputExt, Pkcs12Kind, TestToken,
-};
+use integration_tests::{openssl, pkcs12, rsa_self_signed, OutputExt, Pkcs12Kind, TestToken};
 
 /// Larger than any private key object, smaller than the certificates below.
 const FILE_SIZE_LIMIT: libc::rlim_t = 4096;
@@ -169,40 +167,4 @@ fn a_damaged_object_does_not_hide_the_others() {
     token
         .agent(&["keys", "export-cert", "--issuer", "ttd", "--format", "pem"])
         .success();
-}
-
-#[test]
-fn a_certificate_object_with_an_impossible_time_is_not_a_crash() {
-    // Written beside a key with another tool: `keys list` shows the pair as
-    // incomplete and mint does not use it, instead of both panicking.
-    let token = TestToken::new();
-    let files = integration_tests::impossible_time_certificate(token.path(), "odd");
-    let der = token.write_file("odd.der", cert_der(&files.cert));
-    let kid = "0123456789abcdef0123456789abcdef01234567";
-    for (file, kind) in [(&files.key, "privkey"), (&der, "cert")] {
-        token
-            .pkcs11_tool(&[
-                "--login",
-                "--pin",
-                integration_tests::PIN,
-                "--write-object",
-                file.to_str().unwrap(),
-                "--type",
-                kind,
-                "--id",
-                kid,
-                "--label",
-                "ttd",
-            ])
-            .success();
-    }
-    let rows = token.keys_json();
-    assert_eq!(rows.len(), 1, "{rows:#?}");
-    assert_eq!(rows[0]["complete"], false);
-    let out = token.agent(&["mint", "--issuer", "ttd"]).exit(69);
-    assert!(out.stderr_text().contains("no key for issuer"));
-    token
-        .agent(&["keys", "delete", "--kid", kid, "--yes"])
-        .success();
-    assert!(token.object_ids().is_empty());
 }

@@ -765,37 +765,6 @@ fn list_into_a_reader_that_went_away_is_not_a_crash() {
 }
 
 #[test]
-fn certificate_with_an_impossible_time_is_refused_and_nothing_remains() {
-    // Found by fuzzing read_pkcs12: such a certificate made import panic.
-    let token = TestToken::new();
-    let files = integration_tests::impossible_time_certificate(token.path(), "odd");
-    let pfx = pkcs12(
-        token.path(),
-        "odd",
-        &files.key,
-        &files.cert,
-        "",
-        Pkcs12Kind::Modern,
-    );
-    let out = token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            pfx.to_str().unwrap(),
-        ])
-        .exit(65);
-    let message = out.stderr_text();
-    assert!(
-        message.contains("not-before time is not a valid"),
-        "{message}"
-    );
-    assert_token_empty(&token);
-}
-
-#[test]
 fn a_file_that_cannot_be_used_is_refused_before_logging_in() {
     // With a wrong PIN a login would fail with 77: 65 shows the file was
     // judged first, and no login attempt was spent on it.
