@@ -6,11 +6,11 @@
 //! app name). Users and groups are resolved to ids when the policy is built,
 //! so a typo fails the config instead of silently granting nothing.
 
-use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::accounts;
 use crate::peer::Peer;
 
 /// Longest issuer or app name accepted, in bytes.
@@ -195,7 +195,7 @@ impl Grant {
         )
         .and_then(|uid| match uid {
             Some(Id::Number(uid)) => Ok(Some(uid)),
-            Some(Id::Name(name)) => lookup_user(name).map(Some).map_err(|why| {
+            Some(Id::Name(name)) => accounts::user_id(name).map(Some).map_err(|why| {
                 format!(
                     "{} = {name:?}: {why}; create the user or fix the name",
                     key("user")
@@ -211,7 +211,7 @@ impl Grant {
         )
         .and_then(|gid| match gid {
             Some(Id::Number(gid)) => Ok(Some(gid)),
-            Some(Id::Name(name)) => lookup_group(name).map(Some).map_err(|why| {
+            Some(Id::Name(name)) => accounts::group_id(name).map(Some).map_err(|why| {
                 format!(
                     "{} = {name:?}: {why}; create the group or fix the name",
                     key("group")
@@ -351,68 +351,6 @@ fn one_of<'a>(
         (Some(number), None) => Ok(Some(Id::Number(number))),
         (None, Some(name)) => Ok(Some(Id::Name(name))),
         (None, None) => Ok(None),
-    }
-}
-
-/// The uid of user `name` (getpwnam_r).
-pub fn lookup_user(name: &str) -> Result<u32, String> {
-    lookup(name, |cname, buf| {
-        // SAFETY: all-zero is a valid passwd (null pointers, zero ids).
-        let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call; the buffer is ours.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut entry,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        (rc, (!result.is_null()).then_some(entry.pw_uid))
-    })
-}
-
-/// The gid of group `name` (getgrnam_r).
-pub fn lookup_group(name: &str) -> Result<u32, String> {
-    lookup(name, |cname, buf| {
-        // SAFETY: all-zero is a valid group (null pointers, zero ids).
-        let mut entry: libc::group = unsafe { std::mem::zeroed() };
-        let mut result = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call; the buffer is ours.
-        let rc = unsafe {
-            libc::getgrnam_r(
-                cname.as_ptr(),
-                &mut entry,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        (rc, (!result.is_null()).then_some(entry.gr_gid))
-    })
-}
-
-/// Runs a `get*nam_r` call, growing the buffer while it reports ERANGE.
-fn lookup(
-    name: &str,
-    call: impl Fn(&CStr, &mut [libc::c_char]) -> (libc::c_int, Option<u32>),
-) -> Result<u32, String> {
-    let cname = CString::new(name).map_err(|_| "contains a NUL byte".to_string())?;
-    let mut buf = vec![0 as libc::c_char; 1024];
-    loop {
-        match call(&cname, &mut buf) {
-            (0, Some(id)) => return Ok(id),
-            (0, None) => return Err("no such name on this host".into()),
-            (libc::ERANGE, _) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
-            (rc, _) => {
-                return Err(format!(
-                    "lookup failed ({})",
-                    std::io::Error::from_raw_os_error(rc)
-                ))
-            }
-        }
     }
 }
 
