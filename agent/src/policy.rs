@@ -187,38 +187,20 @@ impl<'a> Choice<'a> {
 impl Grant {
     fn from_config(index: usize, config: &GrantConfig) -> Result<Grant, String> {
         let key = |name: &str| format!("`grant[{index}].{name}`");
-        let uid = one_of(
+        let uid = resolve_id(
             config.uid,
             config.user.as_deref(),
-            &key("uid"),
-            &key("user"),
-        )
-        .and_then(|uid| match uid {
-            Some(Id::Number(uid)) => Ok(Some(uid)),
-            Some(Id::Name(name)) => accounts::user_id(name).map(Some).map_err(|why| {
-                format!(
-                    "{} = {name:?}: {why}; create the user or fix the name",
-                    key("user")
-                )
-            }),
-            None => Ok(None),
-        })?;
-        let gid = one_of(
+            ("uid", "user"),
+            &key,
+            accounts::user_id,
+        )?;
+        let gid = resolve_id(
             config.gid,
             config.group.as_deref(),
-            &key("gid"),
-            &key("group"),
-        )
-        .and_then(|gid| match gid {
-            Some(Id::Number(gid)) => Ok(Some(gid)),
-            Some(Id::Name(name)) => accounts::group_id(name).map(Some).map_err(|why| {
-                format!(
-                    "{} = {name:?}: {why}; create the group or fix the name",
-                    key("group")
-                )
-            }),
-            None => Ok(None),
-        })?;
+            ("gid", "group"),
+            &key,
+            accounts::group_id,
+        )?;
         if let Some(unit) = &config.unit {
             check_unit(unit).map_err(|why| format!("{} = {unit:?} {why}", key("unit")))?;
         }
@@ -332,24 +314,29 @@ fn check_unit(unit: &str) -> Result<(), String> {
     Ok(())
 }
 
-enum Id<'a> {
-    Number(u32),
-    Name(&'a str),
-}
-
-/// At most one of a numeric id and a name may be set.
-fn one_of<'a>(
+/// The id a grant sets with its number key or its name key (at most one of
+/// them), e.g. `uid` or `user`, a name resolved by `lookup`; the error names
+/// the keys as `key` writes them.
+fn resolve_id(
     number: Option<u32>,
-    name: Option<&'a str>,
-    number_key: &str,
-    name_key: &str,
-) -> Result<Option<Id<'a>>, String> {
+    name: Option<&str>,
+    (number_key, name_key): (&str, &str),
+    key: &dyn Fn(&str) -> String,
+    lookup: fn(&str) -> Result<u32, String>,
+) -> Result<Option<u32>, String> {
     match (number, name) {
         (Some(_), Some(_)) => Err(format!(
-            "{number_key} and {name_key} are both set; keep one"
+            "{} and {} are both set; keep one",
+            key(number_key),
+            key(name_key)
         )),
-        (Some(number), None) => Ok(Some(Id::Number(number))),
-        (None, Some(name)) => Ok(Some(Id::Name(name))),
+        (Some(number), None) => Ok(Some(number)),
+        (None, Some(name)) => lookup(name).map(Some).map_err(|why| {
+            format!(
+                "{} = {name:?}: {why}; create the {name_key} or fix the name",
+                key(name_key)
+            )
+        }),
         (None, None) => Ok(None),
     }
 }
@@ -649,7 +636,12 @@ mod tests {
             group: Some("no-such-group-xq".into()),
             ..grant("ttd", &["a"])
         };
-        assert!(error(&[group]).starts_with("`grant[0].group` = \"no-such-group-xq\""));
+        let err = error(&[group]);
+        assert!(
+            err.starts_with("`grant[0].group` = \"no-such-group-xq\": no such name"),
+            "{err}"
+        );
+        assert!(err.ends_with("create the group or fix the name"), "{err}");
     }
 
     #[test]
@@ -666,6 +658,12 @@ mod tests {
             ..grant("ttd", &["a"])
         };
         assert!(error(&[both]).contains("`grant[0].uid` and `grant[0].user` are both set"));
+        let both = GrantConfig {
+            gid: Some(0),
+            group: Some("root".into()),
+            ..grant("ttd", &["a"])
+        };
+        assert!(error(&[both]).contains("`grant[0].gid` and `grant[0].group` are both set"));
     }
 
     #[test]
