@@ -147,24 +147,8 @@ pub fn groups_from_status(text: &str) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// SO_PEERPIDFD in the generic socket option numbering.
-#[cfg(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64"
-))]
-const SO_PEERPIDFD: libc::c_int = 77;
-
-/// A pidfd for the process that connected, if the kernel offers SO_PEERPIDFD.
-#[cfg(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64"
-))]
+/// A pidfd for the process that connected, if the kernel offers
+/// SO_PEERPIDFD (libc carries its number for each architecture).
 fn peer_pidfd(stream: &tokio::net::UnixStream) -> Option<OwnedFd> {
     let mut fd: libc::c_int = -1;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -173,24 +157,13 @@ fn peer_pidfd(stream: &tokio::net::UnixStream) -> Option<OwnedFd> {
         libc::getsockopt(
             stream.as_raw_fd(),
             libc::SOL_SOCKET,
-            SO_PEERPIDFD,
+            libc::SO_PEERPIDFD,
             (&mut fd as *mut libc::c_int).cast(),
             &mut len,
         )
     };
     // SAFETY: on success the kernel handed us a new descriptor that we own.
     (rc == 0 && fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64"
-)))]
-fn peer_pidfd(_stream: &tokio::net::UnixStream) -> Option<OwnedFd> {
-    None
 }
 
 /// A pidfd for whichever process has `pid` now (Linux 5.3+).
@@ -281,6 +254,43 @@ mod tests {
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         assert_eq!(peer.process().exe.as_ref(), Some(&exe));
         assert!(peer.known_process().is_some());
+    }
+
+    /// The pid a pidfd refers to, from its fdinfo.
+    fn pid_of(pidfd: &OwnedFd) -> Option<i32> {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()));
+        info.ok()?
+            .lines()
+            .find_map(|line| line.strip_prefix("Pid:"))?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Whether the running kernel is at least `major.minor`.
+    fn kernel_at_least(major: u32, minor: u32) -> bool {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut parts = release.split(|c: char| !c.is_ascii_digit());
+        let number = |part: Option<&str>| part.and_then(|p| p.parse::<u32>().ok()).unwrap_or(0);
+        (number(parts.next()), number(parts.next())) >= (major, minor)
+    }
+
+    #[test]
+    fn so_peerpidfd_names_the_connecting_process() {
+        if !kernel_at_least(6, 5) {
+            return; // SO_PEERPIDFD arrived in Linux 6.5.
+        }
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let stream = tokio::net::UnixStream::from_std(a).unwrap();
+        let pidfd = peer_pidfd(&stream).expect("SO_PEERPIDFD on Linux 6.5+");
+        // SAFETY: getpid cannot fail.
+        assert_eq!(pid_of(&pidfd), Some(unsafe { libc::getpid() }));
     }
 
     #[test]
