@@ -22,7 +22,8 @@ use std::sync::OnceLock;
 /// Facts about the peer's process read from /proc.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Process {
-    /// The systemd unit the process runs in, e.g. `my-app.service`.
+    /// The systemd unit PID 1 runs the process in, e.g. `my-app.service`;
+    /// `user@UID.service` for whatever a user's own systemd starts.
     pub unit: Option<String>,
     /// The executable, as /proc/PID/exe links it.
     pub exe: Option<PathBuf>,
@@ -117,22 +118,30 @@ fn read_proc(pid: i32) -> Process {
     Process { unit, exe, groups }
 }
 
-/// The systemd unit from /proc/PID/cgroup: the last path component that is
-/// a service or scope, e.g. `my-app.service` in `0::/system.slice/my-app.service`.
+/// The systemd unit from /proc/PID/cgroup: the first service or scope on
+/// the process's cgroup path, which is the unit the system manager (PID 1)
+/// runs it in. What lies below that unit is the unit's own to arrange: a
+/// user's systemd (`user@UID.service`) or a service with `Delegate=` can
+/// create cgroups with any name there, so a name below never counts.
+/// `systemd-run --user --unit=x.service` runs in
+/// `/user.slice/user-1000.slice/user@1000.service/app.slice/x.service` and
+/// reads as `user@1000.service`.
+///
+/// The unified hierarchy's line (`0::`) is read first; on a host with
+/// systemd's legacy v1 hierarchy that line is `/` for every process, and
+/// the `name=systemd` line holds the path instead.
 pub fn unit_from_cgroup(text: &str) -> Option<String> {
     let unified = text.lines().find_map(|line| line.strip_prefix("0::"));
-    let legacy = || {
-        text.lines().find_map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            (controllers == "name=systemd").then_some(path)
-        })
-    };
-    unified
-        .or_else(legacy)?
-        .rsplit('/')
-        .find(|part| part.ends_with(".service") || part.ends_with(".scope"))
-        .map(str::to_owned)
+    let legacy = text.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        (controllers == "name=systemd").then_some(path)
+    });
+    [unified, legacy].into_iter().flatten().find_map(|path| {
+        path.split('/')
+            .find(|part| part.ends_with(".service") || part.ends_with(".scope"))
+            .map(str::to_owned)
+    })
 }
 
 /// Supplementary groups from the `Groups:` line of /proc/PID/status.
@@ -191,33 +200,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unit_from_unified_cgroup() {
+    fn unit_of_a_system_service() {
         assert_eq!(
             unit_from_cgroup("0::/system.slice/my-app.service\n").as_deref(),
             Some("my-app.service")
         );
         assert_eq!(
-            unit_from_cgroup(
-                "0::/user.slice/user-1000.slice/user@1000.service/app.slice/run-r1.scope\n"
-            )
-            .as_deref(),
-            Some("run-r1.scope")
+            unit_from_cgroup("0::/system.slice/system-getty.slice/getty@tty1.service\n").as_deref(),
+            Some("getty@tty1.service")
         );
-    }
-
-    #[test]
-    fn unit_below_a_delegated_subtree() {
         assert_eq!(
-            unit_from_cgroup("0::/system.slice/my-app.service/worker\n").as_deref(),
-            Some("my-app.service")
+            unit_from_cgroup("0::/user.slice/user-1000.slice/session-3.scope\n").as_deref(),
+            Some("session-3.scope")
         );
     }
 
     #[test]
-    fn unit_from_legacy_hierarchy() {
-        let text =
-            "12:cpu,cpuacct:/system.slice/x.service\n1:name=systemd:/system.slice/legacy.service\n";
-        assert_eq!(unit_from_cgroup(text).as_deref(), Some("legacy.service"));
+    fn a_users_own_units_read_as_the_user_manager() {
+        // systemd-run --user --unit=altinn-studio.service, and a scope of the user's manager.
+        for path in [
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/altinn-studio.service",
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/run-r1.scope",
+            "/user.slice/user-1000.slice/user@1000.service/init.scope",
+        ] {
+            assert_eq!(
+                unit_from_cgroup(&format!("0::{path}\n")).as_deref(),
+                Some("user@1000.service"),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cgroup_made_in_a_delegated_subtree_does_not_count() {
+        for below in ["worker", "altinn-studio.service", "a/b/altinn-studio.scope"] {
+            let text = format!("0::/system.slice/my-app.service/{below}\n");
+            assert_eq!(
+                unit_from_cgroup(&text).as_deref(),
+                Some("my-app.service"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn unit_from_the_legacy_hierarchy() {
+        // Legacy: the unified line is `/` for everyone; systemd's v1 hierarchy has the path.
+        let legacy =
+            "12:cpu,cpuacct:/other.service\n1:name=systemd:/system.slice/legacy.service\n0::/\n";
+        assert_eq!(unit_from_cgroup(legacy).as_deref(), Some("legacy.service"));
+        let user =
+            "1:name=systemd:/user.slice/user-1000.slice/user@1000.service/app.slice/x.service\n";
+        assert_eq!(unit_from_cgroup(user).as_deref(), Some("user@1000.service"));
+        // Hybrid: both hierarchies say the same.
+        let hybrid = "1:name=systemd:/system.slice/a.service\n0::/system.slice/a.service\n";
+        assert_eq!(unit_from_cgroup(hybrid).as_deref(), Some("a.service"));
     }
 
     #[test]

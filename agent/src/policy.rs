@@ -27,7 +27,10 @@ pub struct GrantConfig {
     pub gid: Option<u32>,
     /// A group name, resolved to its gid when the policy is built.
     pub group: Option<String>,
-    /// The systemd unit the peer runs in, e.g. `my-app.service`.
+    /// The systemd unit the system manager (PID 1) runs the peer in, e.g.
+    /// `my-app.service`: the first service or scope on the peer's cgroup
+    /// path. Units a user's own systemd starts all run inside
+    /// `user@UID.service` and match only that, whatever they are named.
     pub unit: Option<String>,
     /// The peer's executable, an absolute path; symlinks in it are
     /// resolved when the policy is built.
@@ -565,6 +568,32 @@ mod tests {
             policy.resolve(&peer(1, 1), Some("ttd"), Some("a")),
             Err(Refusal::NotGranted)
         );
+    }
+
+    #[test]
+    fn a_unit_grant_is_not_matched_by_a_users_unit_of_that_name() {
+        let policy = policy(&[GrantConfig {
+            unit: Some("altinn-studio.service".into()),
+            ..for_uid(1000, "ttd", &["a"])
+        }]);
+        let from_cgroup = |path: &str| {
+            Peer::new(1000, 1000, Some(7)).with_process(Process {
+                unit: crate::peer::unit_from_cgroup(&format!("0::{path}\n")),
+                ..Process::default()
+            })
+        };
+        let service = from_cgroup("/system.slice/altinn-studio.service");
+        assert!(policy.resolve(&service, Some("ttd"), Some("a")).is_ok());
+        for impostor in [
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/altinn-studio.service",
+            "/system.slice/other.service/altinn-studio.service",
+        ] {
+            assert_eq!(
+                policy.resolve(&from_cgroup(impostor), Some("ttd"), Some("a")),
+                Err(Refusal::NotGranted),
+                "{impostor}"
+            );
+        }
     }
 
     #[test]
