@@ -3,14 +3,16 @@
 //! and supplementary groups from /proc.
 //!
 //! /proc is read by pid, and a pid can be reused once its process is gone.
-//! To read the right process, the agent holds a pidfd for the peer before
-//! reading and checks after reading that the process behind it is still
-//! alive: a live process keeps its pid, so what was read was its own. The
-//! pidfd comes from SO_PEERPIDFD (Linux 6.5+), which names the process that
-//! connected even if it already exited; older kernels fall back to
-//! `pidfd_open(pid)`, which cannot tell whether the pid was reused between
-//! `connect` and the first request. Without any pidfd nothing is read, and
-//! grants that need the unit or executable do not match.
+//! To read the right process, the agent pins the peer with a pidfd when it
+//! accepts the connection, for every connection, and checks after reading
+//! that the process behind it is still alive: a live process keeps its pid,
+//! so what was read was its own. The pidfd comes from SO_PEERPIDFD (Linux
+//! 6.5+), which names the process that connected even if it already exited;
+//! older kernels fall back to `pidfd_open(pid)` at accept, which cannot
+//! tell whether the pid was reused between `connect` and `accept`. A pidfd
+//! is never opened later, when a request arrives: by then the pid may name
+//! another process. Without a pidfd nothing is read, and grants that need
+//! the groups, unit or executable do not match.
 //!
 //! The executable link of another user's process is readable only with
 //! CAP_SYS_PTRACE (or as root); without it `exe` stays unknown.
@@ -43,15 +45,13 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// The peer of `stream`; with `process_needed` its process is pinned by
-    /// a pidfd now, so that a later read of /proc finds the process that connected.
-    pub fn of(stream: &tokio::net::UnixStream, process_needed: bool) -> std::io::Result<Peer> {
+    /// The peer of `stream`, its process pinned by a pidfd now (one
+    /// getsockopt), so that a later read of /proc finds the process that
+    /// connected, even if a reload only later adds a grant that needs it.
+    pub fn of(stream: &tokio::net::UnixStream) -> std::io::Result<Peer> {
         let cred = stream.peer_cred()?;
         let pid = cred.pid().filter(|pid| *pid > 0);
-        let pidfd = match pid {
-            Some(pid) if process_needed => peer_pidfd(stream).or_else(|| open_pidfd(pid)),
-            _ => None,
-        };
+        let pidfd = pid.and_then(|pid| peer_pidfd(stream).or_else(|| open_pidfd(pid)));
         Ok(Peer {
             uid: cred.uid(),
             gid: cred.gid(),
@@ -90,16 +90,9 @@ impl Peer {
         self.process.get()
     }
 
+    /// Reads /proc only through the pidfd taken at accept.
     fn read_process(&self) -> Option<Process> {
-        let pid = self.pid?;
-        let opened;
-        let pidfd = match &self.pidfd {
-            Some(fd) => fd,
-            None => {
-                opened = open_pidfd(pid)?;
-                &opened
-            }
-        };
+        let (pid, pidfd) = (self.pid?, self.pidfd.as_ref()?);
         let process = read_proc(pid);
         process_alive(pidfd).then_some(process)
     }
@@ -282,7 +275,7 @@ mod tests {
             .unwrap();
         let _guard = runtime.enter();
         let stream = tokio::net::UnixStream::from_std(a).unwrap();
-        let peer = Peer::of(&stream, true).unwrap();
+        let peer = Peer::of(&stream).unwrap();
         // SAFETY: getuid/getpid cannot fail.
         let (uid, pid) = unsafe { (libc::getuid(), libc::getpid()) };
         assert_eq!(peer.uid, uid);
@@ -328,6 +321,14 @@ mod tests {
         let pidfd = peer_pidfd(&stream).expect("SO_PEERPIDFD on Linux 6.5+");
         // SAFETY: getpid cannot fail.
         assert_eq!(pid_of(&pidfd), Some(unsafe { libc::getpid() }));
+    }
+
+    #[test]
+    fn a_peer_without_a_pidfd_is_not_read_at_request_time() {
+        // A live pid, but nothing pinned it when the connection was accepted.
+        // SAFETY: getpid cannot fail.
+        let peer = Peer::new(0, 0, Some(unsafe { libc::getpid() }));
+        assert_eq!(peer.process(), &Process::default());
     }
 
     #[test]

@@ -103,14 +103,6 @@ impl Policy {
         self.grants.is_empty()
     }
 
-    /// Whether matching may need the peer's process facts (groups, unit, exe),
-    /// so that the connection pins its peer process when it is accepted.
-    pub fn needs_process(&self) -> bool {
-        self.grants
-            .iter()
-            .any(|g| g.gid.is_some() || g.unit.is_some() || g.exe.is_some())
-    }
-
     /// The grants `peer` matches, as (issuer, apps) with `["*"]` for any app.
     pub fn granted<'a>(&'a self, peer: &Peer) -> Vec<(&'a str, Vec<&'a str>)> {
         self.grants
@@ -512,7 +504,6 @@ mod tests {
             gid: Some(500),
             ..grant("ttd", &["a"])
         }]);
-        assert!(policy.needs_process());
         assert!(policy
             .resolve(&peer(1, 500), Some("ttd"), Some("a"))
             .is_ok());
@@ -626,16 +617,6 @@ mod tests {
             ..Process::default()
         });
         assert!(policy.resolve(&peer, Some("ttd"), Some("a")).is_ok());
-    }
-
-    #[test]
-    fn uid_only_policy_needs_no_process_facts() {
-        assert!(!policy(&[for_uid(1, "ttd", &["a"])]).needs_process());
-        let by_unit = GrantConfig {
-            unit: Some("a.service".into()),
-            ..grant("ttd", &["a"])
-        };
-        assert!(policy(&[by_unit]).needs_process());
     }
 
     #[test]

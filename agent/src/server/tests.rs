@@ -413,6 +413,30 @@ async fn another_uid_is_refused_until_the_policy_grants_it() {
 }
 
 #[tokio::test]
+async fn a_grant_on_the_process_added_later_applies_to_an_open_connection() {
+    let server = Server::start(vec![grant(my_uid(), "ttd", &["my-app"])], |_| {}).await;
+    let mut client = server.client().await;
+    assert_eq!(
+        client.get("/v1/token?issuer=ttd&app=my-app").await.status,
+        200
+    );
+    // A reload adds a grant on the executable: the connection was pinned
+    // when it was accepted, so its process can still be read safely.
+    let by_exe = GrantConfig {
+        exe: Some(std::fs::read_link("/proc/self/exe").unwrap()),
+        ..grant(my_uid(), "ttd", &["by-exe"])
+    };
+    server
+        .front
+        .replace_policy(Policy::from_config(&[by_exe]).unwrap());
+    assert_eq!(
+        client.get("/v1/token?issuer=ttd&app=by-exe").await.status,
+        200
+    );
+    server.shut_down().await.unwrap();
+}
+
+#[tokio::test]
 async fn grants_by_executable_and_group_read_the_peer_process() {
     let exe = std::fs::read_link("/proc/self/exe").unwrap();
     // SAFETY: getgid cannot fail.
