@@ -413,6 +413,29 @@ async fn another_uid_is_refused_until_the_policy_grants_it() {
 }
 
 #[tokio::test]
+async fn audit_lines_name_the_peers_executable_when_a_uid_grant_matched() {
+    let server = Server::start(vec![grant(my_uid(), "ttd", &["my-app"])], |_| {}).await;
+    let mut client = server.client().await;
+    assert_eq!(
+        client.get("/v1/token?issuer=ttd&app=my-app").await.status,
+        200
+    );
+    assert_eq!(
+        client.get("/v1/token?issuer=ttd&app=other").await.status,
+        403
+    );
+    let exe = std::fs::read_link("/proc/self/exe").unwrap();
+    let lines = server.audit_lines();
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        // SAFETY: getpid cannot fail.
+        assert_eq!(line["pid"], unsafe { libc::getpid() });
+        assert_eq!(line["exe"], exe.to_str().unwrap(), "{line}");
+    }
+    server.shut_down().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_grant_on_the_process_added_later_applies_to_an_open_connection() {
     let server = Server::start(vec![grant(my_uid(), "ttd", &["my-app"])], |_| {}).await;
     let mut client = server.client().await;
