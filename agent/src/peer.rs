@@ -1,27 +1,32 @@
 //! Who is on the other end of a connection: the kernel's credentials for
-//! it (SO_PEERCRED), and on demand the process's systemd unit, executable
-//! and supplementary groups from /proc.
+//! it (SO_PEERCRED), and the process's supplementary groups, systemd unit
+//! and executable from /proc, read once, when the connection is accepted.
+//!
+//! The /proc facts stand for the whole connection: they describe the
+//! process that connected as it was when the agent accepted. A process can
+//! exec another program after connecting, or hand the connection to one,
+//! and requests on that connection still carry the facts read at accept.
+//! Reading them at accept rather than at the first request keeps that
+//! window as short as the agent can make it, and costs nothing per request.
 //!
 //! /proc is read by pid, and a pid can be reused once its process is gone.
-//! To read the right process, the agent pins the peer with a pidfd when it
-//! accepts the connection, for every connection, and checks after reading
-//! that the process behind it is still alive: a live process keeps its pid,
-//! so what was read was its own. The pidfd comes from SO_PEERPIDFD (Linux
-//! 6.5+), which names the process that connected even if it already exited;
-//! older kernels fall back to `pidfd_open(pid)` at accept, which cannot
-//! tell whether the pid was reused between `connect` and `accept`. A pidfd
-//! is never opened later, when a request arrives: by then the pid may name
-//! another process. Without a pidfd nothing is read, and grants that need
-//! the groups, unit or executable do not match.
+//! To read the right process, the agent pins the peer with a pidfd before
+//! reading and checks after reading that the process behind it is still
+//! alive: a live process keeps its pid, so what was read was its own. The
+//! pidfd comes from SO_PEERPIDFD (Linux 6.5+), which names the process that
+//! connected even if it already exited; older kernels fall back to
+//! `pidfd_open(pid)`, which cannot tell whether the pid was reused between
+//! `connect` and `accept`. Without a pidfd nothing is read, and grants that
+//! need the groups, unit or executable do not match.
 //!
 //! The executable link of another user's process is readable only with
 //! CAP_SYS_PTRACE (or as root); without it `exe` stays unknown.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
-/// Facts about the peer's process read from /proc.
+/// Facts about the peer's process read from /proc; what could not be read
+/// is empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Process {
     /// The systemd unit PID 1 runs the process in, e.g. `my-app.service`;
@@ -40,62 +45,55 @@ pub struct Peer {
     pub gid: u32,
     /// Absent when the peer is in another pid namespace.
     pub pid: Option<i32>,
-    pidfd: Option<OwnedFd>,
-    process: OnceLock<Process>,
+    process: Process,
 }
 
 impl Peer {
-    /// The peer of `stream`, its process pinned by a pidfd now (one
-    /// getsockopt), so that a later read of /proc finds the process that
-    /// connected, even if a reload only later adds a grant that needs it.
+    /// The peer of `stream`, with its process facts read now, at accept:
+    /// one getsockopt for a pidfd, then /proc once for the connection.
     pub fn of(stream: &tokio::net::UnixStream) -> std::io::Result<Peer> {
         let cred = stream.peer_cred()?;
         let pid = cred.pid().filter(|pid| *pid > 0);
-        let pidfd = pid.and_then(|pid| peer_pidfd(stream).or_else(|| open_pidfd(pid)));
+        let process = pid
+            .and_then(|pid| {
+                let pidfd = peer_pidfd(stream).or_else(|| open_pidfd(pid))?;
+                read_pinned(pid, &pidfd)
+            })
+            .unwrap_or_default();
         Ok(Peer {
             uid: cred.uid(),
             gid: cred.gid(),
             pid,
-            pidfd,
-            process: OnceLock::new(),
+            process,
         })
     }
 
-    /// A peer with known credentials and nothing read yet.
+    /// A peer with known credentials and no process facts.
     pub fn new(uid: u32, gid: u32, pid: Option<i32>) -> Peer {
         Peer {
             uid,
             gid,
             pid,
-            pidfd: None,
-            process: OnceLock::new(),
+            process: Process::default(),
         }
     }
 
-    /// A peer whose process facts are already known.
+    /// The same peer with these process facts.
     pub fn with_process(self, process: Process) -> Peer {
-        let _ = self.process.set(process);
-        self
+        Peer { process, ..self }
     }
 
-    /// The process facts, read from /proc on first use; empty when they
-    /// cannot be read safely.
+    /// The process facts read when the connection was accepted.
     pub fn process(&self) -> &Process {
-        self.process
-            .get_or_init(|| self.read_process().unwrap_or_default())
+        &self.process
     }
+}
 
-    /// The process facts if they have been read, without reading them.
-    pub fn known_process(&self) -> Option<&Process> {
-        self.process.get()
-    }
-
-    /// Reads /proc only through the pidfd taken at accept.
-    fn read_process(&self) -> Option<Process> {
-        let (pid, pidfd) = (self.pid?, self.pidfd.as_ref()?);
-        let process = read_proc(pid);
-        process_alive(pidfd).then_some(process)
-    }
+/// Reads /proc for `pid` if `pidfd`'s process is still alive after the
+/// read, so that the facts are its own and not a later owner's of the pid.
+fn read_pinned(pid: i32, pidfd: &OwnedFd) -> Option<Process> {
+    let process = read_proc(pid);
+    process_alive(pidfd).then_some(process)
 }
 
 /// Reads unit, exe and groups of `pid`; what cannot be read stays empty.
@@ -265,25 +263,36 @@ mod tests {
         assert!(groups_from_status("Name:\tx\n").is_empty());
     }
 
-    #[test]
-    fn own_process_is_read_through_a_pidfd() {
-        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// A connected stream whose peer is this process, registered with the
+    /// returned runtime.
+    fn stream_to_self() -> (
+        tokio::runtime::Runtime,
+        tokio::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         a.set_nonblocking(true).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
             .unwrap();
-        let _guard = runtime.enter();
-        let stream = tokio::net::UnixStream::from_std(a).unwrap();
+        let stream = {
+            let _guard = runtime.enter();
+            tokio::net::UnixStream::from_std(a).unwrap()
+        };
+        (runtime, stream, b)
+    }
+
+    #[test]
+    fn own_process_is_read_at_accept() {
+        let (_runtime, stream, _other_end) = stream_to_self();
         let peer = Peer::of(&stream).unwrap();
         // SAFETY: getuid/getpid cannot fail.
         let (uid, pid) = unsafe { (libc::getuid(), libc::getpid()) };
         assert_eq!(peer.uid, uid);
         assert_eq!(peer.pid, Some(pid));
-        assert!(peer.known_process().is_none());
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         assert_eq!(peer.process().exe.as_ref(), Some(&exe));
-        assert!(peer.known_process().is_some());
     }
 
     /// The pid a pidfd refers to, from its fdinfo.
@@ -310,25 +319,10 @@ mod tests {
         if !kernel_at_least(6, 5) {
             return; // SO_PEERPIDFD arrived in Linux 6.5.
         }
-        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        a.set_nonblocking(true).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .unwrap();
-        let _guard = runtime.enter();
-        let stream = tokio::net::UnixStream::from_std(a).unwrap();
+        let (_runtime, stream, _other_end) = stream_to_self();
         let pidfd = peer_pidfd(&stream).expect("SO_PEERPIDFD on Linux 6.5+");
         // SAFETY: getpid cannot fail.
         assert_eq!(pid_of(&pidfd), Some(unsafe { libc::getpid() }));
-    }
-
-    #[test]
-    fn a_peer_without_a_pidfd_is_not_read_at_request_time() {
-        // A live pid, but nothing pinned it when the connection was accepted.
-        // SAFETY: getpid cannot fail.
-        let peer = Peer::new(0, 0, Some(unsafe { libc::getpid() }));
-        assert_eq!(peer.process(), &Process::default());
     }
 
     #[test]
@@ -338,10 +332,6 @@ mod tests {
         let pidfd = open_pidfd(pid).unwrap();
         child.wait().unwrap();
         assert!(!process_alive(&pidfd));
-        let peer = Peer {
-            pidfd: Some(pidfd),
-            ..Peer::new(0, 0, Some(pid))
-        };
-        assert_eq!(peer.process(), &Process::default());
+        assert_eq!(read_pinned(pid, &pidfd), None);
     }
 }

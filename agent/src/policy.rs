@@ -5,8 +5,17 @@
 //! app names, `""` for a token without the app claim, or `["*"]` for any
 //! app name). Users and groups are resolved to ids when the policy is built,
 //! so a typo fails the config instead of silently granting nothing.
+//!
+//! The peer's groups, unit and executable are read once, when its
+//! connection is accepted ([`crate::peer`]). `exe` therefore names the
+//! program the peer ran when it connected: a process may connect, then exec
+//! another program or hand the connection to one, and its requests still
+//! count as the program it connected as. Any user can run a given program
+//! and do that, so an `exe` grant must also name the user (`uid` or
+//! `user`): it narrows which of that user's programs may have the token,
+//! and never lets another user in.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -32,8 +41,9 @@ pub struct GrantConfig {
     /// path. Units a user's own systemd starts all run inside
     /// `user@UID.service` and match only that, whatever they are named.
     pub unit: Option<String>,
-    /// The peer's executable, an absolute path; symlinks in it are
-    /// resolved when the policy is built.
+    /// The program the peer ran when it connected, an absolute path;
+    /// symlinks in it are resolved when the policy is built. Only together
+    /// with `uid` or `user` (see the module docs).
     pub exe: Option<PathBuf>,
     pub issuer: String,
     pub apps: Vec<String>,
@@ -199,17 +209,13 @@ impl Grant {
         if let Some(unit) = &config.unit {
             check_unit(unit).map_err(|why| format!("{} = {unit:?} {why}", key("unit")))?;
         }
-        if let Some(exe) = &config.exe {
-            if !exe.is_absolute() {
-                return Err(format!(
-                    "{} = {exe:?} is not an absolute path; write the executable's full path",
-                    key("exe")
-                ));
-            }
-        }
-        if uid.is_none() && gid.is_none() && config.unit.is_none() && config.exe.is_none() {
+        let exe = match &config.exe {
+            Some(exe) => Some(grant_exe(exe, uid).map_err(|why| format!("{} {why}", key("exe")))?),
+            None => None,
+        };
+        if uid.is_none() && gid.is_none() && config.unit.is_none() {
             return Err(format!(
-                "`grant[{index}]` names nobody; set `uid`, `user`, `gid`, `group`, `unit` or `exe`"
+                "`grant[{index}]` names nobody; set `uid`, `user`, `gid`, `group` or `unit`"
             ));
         }
         check_name(&config.issuer).map_err(|why| format!("{} {why}", key("issuer")))?;
@@ -217,11 +223,7 @@ impl Grant {
             uid,
             gid,
             unit: config.unit.clone(),
-            // /proc/PID/exe shows the path with symlinks resolved.
-            exe: config
-                .exe
-                .as_ref()
-                .map(|exe| std::fs::canonicalize(exe).unwrap_or_else(|_| exe.clone())),
+            exe,
             issuer: config.issuer.clone(),
             apps: Apps::from_config(&config.apps)
                 .map_err(|why| format!("{} {why}", key("apps")))?,
@@ -307,6 +309,20 @@ fn check_unit(unit: &str) -> Result<(), String> {
         return Err("is not a unit name; name a service or scope, e.g. \"my-app.service\"".into());
     }
     Ok(())
+}
+
+/// The executable a grant names, checked and with symlinks resolved, as
+/// /proc/PID/exe shows it; the error completes "`grant[i].exe` …".
+fn grant_exe(exe: &Path, uid: Option<u32>) -> Result<PathBuf, String> {
+    if !exe.is_absolute() {
+        return Err(format!(
+            "= {exe:?} is not an absolute path; write the executable's full path"
+        ));
+    }
+    if uid.is_none() {
+        return Err("is set without `uid` or `user`: the executable is read when a caller connects, and a process of any user can connect as that program and then run another; add the user the program runs as, e.g. `user = \"my-app\"`".into());
+    }
+    Ok(std::fs::canonicalize(exe).unwrap_or_else(|_| exe.to_path_buf()))
 }
 
 /// The id a grant sets with its number key or its name key (at most one of
@@ -610,7 +626,7 @@ mod tests {
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let policy = policy(&[GrantConfig {
             exe: Some(link),
-            ..grant("ttd", &["a"])
+            ..for_uid(1, "ttd", &["a"])
         }]);
         let peer = Peer::new(1, 1, Some(7)).with_process(Process {
             exe: Some(std::fs::canonicalize(&real).unwrap()),
@@ -700,6 +716,35 @@ mod tests {
             ..for_uid(1, "ttd", &["a"])
         };
         assert!(error(&[exe]).contains("`grant[0].exe` = \"bin/app\" is not an absolute path"));
+    }
+
+    #[test]
+    fn an_exe_grant_must_name_the_user() {
+        for without_user in [
+            GrantConfig {
+                exe: Some("/usr/bin/my-app".into()),
+                ..grant("ttd", &["a"])
+            },
+            GrantConfig {
+                exe: Some("/usr/bin/my-app".into()),
+                gid: Some(10),
+                unit: Some("my-app.service".into()),
+                ..grant("ttd", &["a"])
+            },
+        ] {
+            let err = error(&[for_uid(1, "ttd", &["a"]), without_user]);
+            assert!(
+                err.starts_with("`grant[1].exe` is set without `uid` or `user`"),
+                "{err}"
+            );
+            assert!(err.contains("add the user the program runs as"), "{err}");
+        }
+        let with_user = GrantConfig {
+            exe: Some("/usr/bin/my-app".into()),
+            user: Some("root".into()),
+            ..grant("ttd", &["a"])
+        };
+        assert_eq!(policy(&[with_user]).len(), 1);
     }
 
     #[test]

@@ -163,15 +163,16 @@ fn an_exe_grant_serves_that_program_only() {
         .agent(&["keys", "generate", "--issuer", "ttd"])
         .success();
     let client = integration_tests::daemon::client_binary();
+    let me = unsafe { (libc::getuid(), libc::getgid()) };
     token.write_config(&serve_config(
         &token,
         &format!(
-            "[[issuer]]\nname = \"ttd\"\n\n[[grant]]\nexe = {:?}\nissuer = \"ttd\"\napps = [\"*\"]\n",
+            "[[issuer]]\nname = \"ttd\"\n\n[[grant]]\nuid = {}\nexe = {:?}\nissuer = \"ttd\"\napps = [\"*\"]\n",
+            me.0,
             client.display().to_string()
         ),
     ));
     let daemon = Daemon::start(&token);
-    let me = unsafe { (libc::getuid(), libc::getgid()) };
     client_as(
         me.0,
         me.1,
