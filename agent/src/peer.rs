@@ -23,7 +23,7 @@
 //! CAP_SYS_PTRACE (or as root); without it `exe` stays unknown.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Facts about the peer's process read from /proc; what could not be read
 /// is empty.
@@ -102,11 +102,28 @@ fn read_proc(pid: i32) -> Process {
     let unit = std::fs::read_to_string(dir.join("cgroup"))
         .ok()
         .and_then(|text| unit_from_cgroup(&text));
-    let exe = std::fs::read_link(dir.join("exe")).ok();
+    let exe = std::fs::read_link(dir.join("exe")).ok().map(installed_path);
     let groups = std::fs::read_to_string(dir.join("status"))
         .map(|text| groups_from_status(&text))
         .unwrap_or_default();
     Process { unit, exe, groups }
+}
+
+/// The path of a running program as /proc/PID/exe links it. A program
+/// whose file was replaced or removed since it started links as
+/// `/usr/bin/x (deleted)`; while a file is at `/usr/bin/x` again (a package
+/// upgrade replaced it), the program counts as `/usr/bin/x`, so that an
+/// upgrade does not cut a running service off from its tokens until it
+/// restarts. Removed for good, it keeps the suffix and matches no grant.
+fn installed_path(link: PathBuf) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = link.as_os_str().as_bytes();
+    match bytes.strip_suffix(b" (deleted)") {
+        Some(path) if Path::new(std::ffi::OsStr::from_bytes(path)).exists() => {
+            PathBuf::from(std::ffi::OsStr::from_bytes(path))
+        }
+        _ => link,
+    }
 }
 
 /// The systemd unit from /proc/PID/cgroup: the first service or scope on
@@ -323,6 +340,42 @@ mod tests {
         let pidfd = peer_pidfd(&stream).expect("SO_PEERPIDFD on Linux 6.5+");
         // SAFETY: getpid cannot fail.
         assert_eq!(pid_of(&pidfd), Some(unsafe { libc::getpid() }));
+    }
+
+    /// Starts a copy of `sleep` at `path`, retrying while another test's
+    /// fork still holds a write descriptor of the fresh copy (ETXTBSY).
+    fn run_copy_of_sleep(path: &Path) -> std::process::Child {
+        std::fs::copy("/bin/sleep", path).unwrap();
+        for _ in 0..50 {
+            match std::process::Command::new(path).arg("30").spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                started => return started.unwrap(),
+            }
+        }
+        panic!("{path:?} stayed busy");
+    }
+
+    #[test]
+    fn a_replaced_program_keeps_its_path_while_one_is_installed_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = std::fs::canonicalize(dir.path()).unwrap().join("my-app");
+        let mut child = run_copy_of_sleep(&path);
+        let pid = child.id() as i32;
+        assert_eq!(read_proc(pid).exe.as_ref(), Some(&path));
+        // Uninstalled: the link says so, and matches no grant on the path.
+        std::fs::remove_file(&path).unwrap();
+        let deleted = read_proc(pid).exe.unwrap();
+        assert_eq!(
+            deleted.as_os_str(),
+            format!("{} (deleted)", path.display()).as_str()
+        );
+        // Upgraded: a new file at the path again.
+        std::fs::copy("/bin/sleep", &path).unwrap();
+        assert_eq!(read_proc(pid).exe.as_ref(), Some(&path));
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

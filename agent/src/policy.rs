@@ -14,6 +14,14 @@
 //! and do that, so an `exe` grant must also name the user (`uid` or
 //! `user`): it narrows which of that user's programs may have the token,
 //! and never lets another user in.
+//!
+//! A program whose file was replaced since it started (a package upgrade)
+//! links as `/usr/bin/x (deleted)`; it still matches `exe = "/usr/bin/x"`
+//! while a file is at that path again, so that upgrading a service does not
+//! cut it off until it restarts. Such a grant trusts whoever can write the
+//! path, as it does anyway for the next start: root, for a program a
+//! package installed. A path the granted user can write narrows nothing,
+//! since that user can put any program there.
 
 use std::path::{Path, PathBuf};
 
@@ -43,7 +51,8 @@ pub struct GrantConfig {
     pub unit: Option<String>,
     /// The program the peer ran when it connected, an absolute path;
     /// symlinks in it are resolved when the policy is built. Only together
-    /// with `uid` or `user` (see the module docs).
+    /// with `uid` or `user`; a program replaced on disk since it started
+    /// still counts (see the module docs).
     pub exe: Option<PathBuf>,
     pub issuer: String,
     pub apps: Vec<String>,
