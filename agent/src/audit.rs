@@ -70,9 +70,9 @@ pub struct Record<'a> {
     pub uid: u32,
     pub gid: u32,
     pub pid: Option<i32>,
-    /// The peer's systemd unit, when it was read for a grant.
+    /// The peer's systemd unit, when known (whatever the grant matched on).
     pub unit: Option<&'a str>,
-    /// The peer's executable, when it was read for a grant.
+    /// The peer's executable, when known: another user's needs CAP_SYS_PTRACE.
     pub exe: Option<Cow<'a, str>>,
     pub issuer: Option<&'a str>,
     pub app: Option<&'a str>,
@@ -111,7 +111,7 @@ impl<'a> Record<'a> {
     }
 
     fn about(peer: &'a Peer, issuer: Option<&'a str>, app: Option<&'a str>) -> Self {
-        let process = peer.known_process();
+        let process = peer.process();
         Record {
             time: OffsetDateTime::now_utc()
                 .format(&Rfc3339)
@@ -119,10 +119,8 @@ impl<'a> Record<'a> {
             uid: peer.uid,
             gid: peer.gid,
             pid: peer.pid,
-            unit: process.and_then(|p| p.unit.as_deref()),
-            exe: process
-                .and_then(|p| p.exe.as_deref())
-                .map(Path::to_string_lossy),
+            unit: process.unit.as_deref(),
+            exe: process.exe.as_deref().map(Path::to_string_lossy),
             issuer,
             app,
             kid: None,

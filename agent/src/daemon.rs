@@ -5,8 +5,9 @@
 //! `READY=1`. Nothing listens before the HSM has answered, so systemd and
 //! clients never see a ready agent that cannot sign.
 //!
-//! SIGHUP reloads the configuration (grants, issuers, key pins, token
-//! settings) and re-selects the active keys, without touching connections; a
+//! SIGHUP reopens the audit file (for log rotation), reloads the
+//! configuration (grants, issuers, key pins, token settings) and re-selects
+//! the active keys, without touching connections; a
 //! configuration that cannot be applied whole is refused and the old one
 //! keeps serving. SIGTERM and SIGINT stop accepting, let requests in flight
 //! finish, close the sessions, finalize the module, remove a socket the agent
@@ -152,6 +153,14 @@ impl Daemon {
 
     async fn reload(&mut self, front: &Front<Signer>) {
         self.notifier.reloading();
+        // Log rotation sends SIGHUP too: the audit file moves on even if
+        // the new configuration is refused.
+        if let Err(e) = front.audit().reopen() {
+            tracing::error!(
+                error = %e,
+                "the audit file was not reopened; audit lines keep going to the file open before"
+            );
+        }
         match self.apply(front).await {
             Ok(config) => {
                 self.config = config;

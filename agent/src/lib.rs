@@ -26,11 +26,13 @@
 //! | [`server`] | the socket front: listener, HTTP routes, limits, problem+json |
 //! | [`peer`] | who is on the other end of a connection: credentials, unit, executable |
 //! | [`policy`] | grants: which peer may have which issuer and app |
+//! | [`accounts`] | names of users and groups to ids |
 //! | [`audit`] | one JSON line per issued or refused request |
 //! | [`sync`] | locks that survive a panic elsewhere |
 //! | [`exit`] | process exit codes and the failure that carries one |
 //! | [`hardening`] | no core dumps, not dumpable |
 
+pub mod accounts;
 pub mod audit;
 pub mod cache;
 pub mod cert;

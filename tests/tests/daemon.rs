@@ -163,15 +163,16 @@ fn an_exe_grant_serves_that_program_only() {
         .agent(&["keys", "generate", "--issuer", "ttd"])
         .success();
     let client = integration_tests::daemon::client_binary();
+    let me = unsafe { (libc::getuid(), libc::getgid()) };
     token.write_config(&serve_config(
         &token,
         &format!(
-            "[[issuer]]\nname = \"ttd\"\n\n[[grant]]\nexe = {:?}\nissuer = \"ttd\"\napps = [\"*\"]\n",
+            "[[issuer]]\nname = \"ttd\"\n\n[[grant]]\nuid = {}\nexe = {:?}\nissuer = \"ttd\"\napps = [\"*\"]\n",
+            me.0,
             client.display().to_string()
         ),
     ));
     let daemon = Daemon::start(&token);
-    let me = unsafe { (libc::getuid(), libc::getgid()) };
     client_as(
         me.0,
         me.1,
@@ -376,6 +377,35 @@ fn sighup_adds_grants_and_activates_a_new_key() {
         .expect("old config serves");
     assert_eq!(still.kid, new.kid);
     assert!(log(&token).contains("config"), "the refusal is logged");
+}
+
+#[test]
+fn sighup_reopens_the_audit_file_after_rotation() {
+    let token = ttd_token("rsa2048", "");
+    let mut daemon = Daemon::start(&token);
+    let client = daemon.client();
+    client.token(Some("ttd"), Some("before")).unwrap();
+    // What logrotate does: move the file away, then SIGHUP.
+    let path = token.path().join("audit.jsonl");
+    let rotated = token.path().join("audit.jsonl.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for(&token, "RELOADING=1");
+    daemon.wait_for(&token, "READY=1");
+    client.token(Some("ttd"), Some("after")).unwrap();
+
+    let apps_in = |file: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(file)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", file.display(), log(&token)))
+            .lines()
+            .map(|line| {
+                let json: serde_json::Value = serde_json::from_str(line).unwrap();
+                json["app"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(apps_in(&rotated), ["before"]);
+    assert_eq!(apps_in(&path), ["after"]);
 }
 
 #[test]
