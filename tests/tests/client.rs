@@ -302,6 +302,7 @@ fn an_agent_that_does_not_answer_times_out_and_is_not_retried() {
 
     // Stopped, the agent still has its socket: connections queue, nothing answers.
     daemon.signal(libc::SIGSTOP);
+    wait_until_stopped(daemon.pid());
     let started = Instant::now();
     let error = client.token(Some("ttd"), Some("b")).unwrap_err();
     let waited = started.elapsed();
@@ -318,6 +319,20 @@ fn an_agent_that_does_not_answer_times_out_and_is_not_retried() {
     client
         .token(Some("ttd"), Some("c"))
         .expect("served again once the agent runs");
+}
+
+/// kill(SIGSTOP) returns before the process stops; wait for state `T`.
+fn wait_until_stopped(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+        if state == Some(Some('T')) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("the agent did not stop");
 }
 
 /// Rewrites the config so the agent serves at most `max` connections.
