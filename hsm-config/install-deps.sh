@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing the agent needs, when it is missing:
 # SoftHSM2 (the dev/test HSM), opensc (pkcs11-tool, an independent view of
-# the token), OpenSSL headers (PKCS#12 and certificates), pkg-config, curl.
+# the token), OpenSSL headers (PKCS#12 and certificates), pkg-config, and curl
+# and python3, which run the client examples in the tests.
 set -euo pipefail
 
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in softhsm2 opensc libssl-dev pkg-config openssl curl; do
+for pkg in softhsm2 opensc libssl-dev pkg-config openssl curl python3; do
     have_pkg "$pkg" || need+=("$pkg")
 done
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 
 use crate::issue::Issued;
 use crate::peer::Peer;
+use crate::sync::lock;
 
 /// The `tracing` target of audit events.
 pub const TARGET: &str = "access_token_agent::audit";
@@ -69,9 +70,9 @@ pub struct Record<'a> {
     pub uid: u32,
     pub gid: u32,
     pub pid: Option<i32>,
-    /// The peer's systemd unit, when it was read for a grant.
+    /// The peer's systemd unit, when known (whatever the grant matched on).
     pub unit: Option<&'a str>,
-    /// The peer's executable, when it was read for a grant.
+    /// The peer's executable, when known: another user's needs CAP_SYS_PTRACE.
     pub exe: Option<Cow<'a, str>>,
     pub issuer: Option<&'a str>,
     pub app: Option<&'a str>,
@@ -110,7 +111,7 @@ impl<'a> Record<'a> {
     }
 
     fn about(peer: &'a Peer, issuer: Option<&'a str>, app: Option<&'a str>) -> Self {
-        let process = peer.known_process();
+        let process = peer.process();
         Record {
             time: OffsetDateTime::now_utc()
                 .format(&Rfc3339)
@@ -118,10 +119,8 @@ impl<'a> Record<'a> {
             uid: peer.uid,
             gid: peer.gid,
             pid: peer.pid,
-            unit: process.and_then(|p| p.unit.as_deref()),
-            exe: process
-                .and_then(|p| p.exe.as_deref())
-                .map(Path::to_string_lossy),
+            unit: process.unit.as_deref(),
+            exe: process.exe.as_deref().map(Path::to_string_lossy),
             issuer,
             app,
             kid: None,
@@ -208,12 +207,6 @@ fn open_append(path: &Path) -> std::io::Result<File> {
                 ),
             )
         })
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::hsm::sign::SignedToken;
 use crate::issue::{IssueError, Issued};
+use crate::sync::{lock, read, write};
 
 /// How many (issuer, app) entries are kept at most. A peer granted every app
 /// (`apps = ["*"]`) could otherwise grow the cache without bound; past this,
@@ -36,10 +37,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_millis(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
+        crate::clock::unix_millis()
     }
 }
 
@@ -274,21 +272,6 @@ impl Drop for Completion {
 
 fn abandoned() -> IssueError {
     IssueError::Unavailable("the signer stopped before signing; try again".into())
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -53,7 +53,7 @@ pub struct Certificate {
 /// Why a certificate cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
-    #[error("not a DER X.509 certificate: {0}")]
+    #[error("cannot read the X.509 certificate (DER): {0}")]
     Parse(String),
     #[error(
         "the certificate's key is {0}; only RSA (2048 bits or more) and EC P-256 keys can sign Altinn tokens"
@@ -69,8 +69,8 @@ impl Certificate {
             der: der.to_vec(),
             thumbprint: openssl::sha::sha1(der),
             subject: subject_line(&x509),
-            not_before: unix_time(x509.not_before()),
-            not_after: unix_time(x509.not_after()),
+            not_before: unix_time(x509.not_before(), "notBefore")?,
+            not_after: unix_time(x509.not_after(), "notAfter")?,
             key: key_kind(&x509)?,
         })
     }
@@ -124,10 +124,16 @@ fn subject_line(x509: &X509) -> String {
         .join(", ")
 }
 
-fn unix_time(time: &Asn1TimeRef) -> i64 {
-    let epoch = Asn1Time::from_unix(0).expect("the epoch is representable");
-    let diff = epoch.diff(time).expect("certificate times are comparable");
-    i64::from(diff.days) * 86_400 + i64::from(diff.secs)
+/// A validity time as Unix seconds. The DER parser accepts malformed times
+/// (month 13, say), which only fail here: such a certificate is unusable.
+fn unix_time(time: &Asn1TimeRef, field: &str) -> Result<i64, CertError> {
+    let epoch = Asn1Time::from_unix(0).map_err(|e| CertError::Parse(e.to_string()))?;
+    let diff = epoch.diff(time).map_err(|_| {
+        CertError::Parse(format!(
+            "its {field} ({time}) is not a valid time; the certificate is malformed and cannot be used"
+        ))
+    })?;
+    Ok(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
 }
 
 fn key_kind(x509: &X509) -> Result<KeyKind, CertError> {
@@ -176,6 +182,31 @@ mod tests {
         let again = X509::from_pem(cert.pem().as_bytes()).unwrap();
         assert_eq!(again.to_der().unwrap(), cert.der);
         assert_eq!(STANDARD.decode(cert.keyvault_value()).unwrap(), cert.der);
+    }
+
+    /// The DER of the ttd certificate with the month of its notBefore
+    /// (the first UTCTime, `YYMMDDHHMMSSZ`) set to 13.
+    fn with_month_13() -> Vec<u8> {
+        let mut der = ttd().der;
+        let at = der
+            .windows(2)
+            .position(|tag_and_length| tag_and_length == [0x17, 0x0d])
+            .expect("a UTCTime in the validity")
+            + 2;
+        der[at + 2..at + 4].copy_from_slice(b"13");
+        der
+    }
+
+    #[test]
+    fn a_malformed_validity_time_is_a_parse_error() {
+        let der = with_month_13();
+        assert!(X509::from_der(&der).is_ok(), "the DER itself still parses");
+        match Certificate::from_der(&der) {
+            Err(CertError::Parse(message)) => {
+                assert!(message.contains("notBefore"), "{message}")
+            }
+            other => panic!("expected a parse error, got {other:?}"),
+        }
     }
 
     #[test]

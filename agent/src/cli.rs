@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::clock::unix_now;
 use crate::config::{Config, ConfigError};
+use crate::exit::{self, Failure};
 use crate::hsm::{self, Access, Hsm, HsmError};
-use crate::{exit, hardening, pin};
+use crate::{hardening, pin};
 
 mod keys;
 
@@ -53,7 +55,11 @@ pub struct MintArgs {
     #[arg(long, default_value = "")]
     pub app: String,
     /// Sign as of this instant (Unix seconds) instead of now, to reproduce a token.
-    #[arg(long, value_name = "UNIX_SECONDS")]
+    #[arg(
+        long,
+        value_name = "UNIX_SECONDS",
+        value_parser = clap::value_parser!(i64).range(0..=crate::token::MAX_UNIX_SECONDS)
+    )]
     pub now: Option<i64>,
 }
 
@@ -69,22 +75,6 @@ pub enum KeysCommand {
     ExportCert(keys::ExportArgs),
     /// Remove a key pair and its certificate from the token.
     Delete(keys::DeleteArgs),
-}
-
-/// A failure on its way out: the message for stderr and the exit code.
-#[derive(Debug)]
-pub struct Failure {
-    pub message: String,
-    pub code: u8,
-}
-
-impl Failure {
-    pub fn new(code: u8, message: impl Into<String>) -> Failure {
-        Failure {
-            message: message.into(),
-            code,
-        }
-    }
 }
 
 impl From<ConfigError> for Failure {
@@ -154,14 +144,6 @@ pub fn open_logged_in(config: &Config, access: Access) -> Result<Hsm, Failure> {
     let pin = pin::load(&config.hsm)?;
     hsm.login(&pin)?;
     Ok(hsm)
-}
-
-/// Seconds since the Unix epoch, truncated as Altinn truncates them.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn mint(config: &Config, args: &MintArgs) -> Result<(), Failure> {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::token::Lifetime;
+use crate::token::{Lifetime, MAX_LIFETIME_SECONDS};
 
 /// Where the config is read from when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/access-token-agent/agent.toml";
@@ -178,10 +178,16 @@ impl HsmConfig {
 
 impl TokenConfig {
     fn validate(&self) -> Result<(), String> {
-        if self.lifetime_seconds <= 0 {
+        if !(1..=MAX_LIFETIME_SECONDS).contains(&self.lifetime_seconds) {
             return Err(format!(
-                "`token.lifetime_seconds` = {} must be greater than 0 (Altinn uses 300)",
+                "`token.lifetime_seconds` = {} must be from 1 to {MAX_LIFETIME_SECONDS} (one day); Altinn uses 300",
                 self.lifetime_seconds
+            ));
+        }
+        if self.valid_from_adjustment_seconds < -MAX_LIFETIME_SECONDS {
+            return Err(format!(
+                "`token.valid_from_adjustment_seconds` = {} must not be below -{MAX_LIFETIME_SECONDS} (one day before iat); Altinn uses -5",
+                self.valid_from_adjustment_seconds
             ));
         }
         if self.valid_from_adjustment_seconds >= self.lifetime_seconds {
@@ -207,11 +213,14 @@ impl TokenConfig {
 
 fn validate_issuers(issuers: &mut [IssuerConfig]) -> Result<(), String> {
     for (index, issuer) in issuers.iter_mut().enumerate() {
-        if issuer.name.is_empty() {
-            return Err(format!(
-                "`issuer[{index}].name` is empty; set the org code, e.g. \"ttd\""
-            ));
-        }
+        // The same rule as for the names apps ask for: an issuer that no
+        // request can name would never be served.
+        crate::policy::check_name(&issuer.name).map_err(|why| {
+            format!(
+                "`issuer[{index}].name` = {:?} {why}; set the org code, e.g. \"ttd\"",
+                issuer.name
+            )
+        })?;
         if let Some(kid) = &mut issuer.kid {
             if kid.len() != 40 || !kid.chars().all(|c| c.is_ascii_hexdigit()) {
                 return Err(format!(
@@ -279,6 +288,19 @@ mod tests {
     }
 
     #[test]
+    fn lifetime_and_adjustment_beyond_a_day_are_refused() {
+        let err = config_with("[token]\nlifetime_seconds = 9223372036854775807\n").unwrap_err();
+        assert!(err.contains("from 1 to 86400"), "{err}");
+        let err = config_with("[token]\nvalid_from_adjustment_seconds = -86401\n").unwrap_err();
+        assert!(err.contains("valid_from_adjustment_seconds"), "{err}");
+        let longest = config_with(
+            "[token]\nlifetime_seconds = 86400\nvalid_from_adjustment_seconds = -86400\n",
+        )
+        .unwrap();
+        assert_eq!(longest.token.lifetime_seconds, 86_400);
+    }
+
+    #[test]
     fn nbf_not_before_exp_is_refused() {
         let err =
             config_with("[token]\nlifetime_seconds = 10\nvalid_from_adjustment_seconds = 10\n")
@@ -340,6 +362,35 @@ mod tests {
         }
         let off = config_with("[token]\ncache = false\n").unwrap();
         assert!(!off.token.cache);
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        // Its users and groups are placeholders; root exists everywhere.
+        let text = include_str!("../../hsm-config/agent.example.toml")
+            .replace("user = \"my-app\"", "user = \"root\"")
+            .replace("group = \"designer\"", "group = \"root\"");
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.token.lifetime(), Lifetime::default());
+        assert_eq!(config.grants.len(), 2);
+    }
+
+    #[test]
+    fn issuer_names_follow_the_request_name_rule() {
+        for (name, why) in [
+            ("", "is empty"),
+            ("t d", "contains ' '"),
+            ("ttd/x", "contains '/'"),
+            ("tt\u{e6}", "contains 'æ'"),
+        ] {
+            let err = config_with(&format!("[[issuer]]\nname = \"{name}\"\n")).unwrap_err();
+            assert!(err.contains("`issuer[0].name`"), "{err}");
+            assert!(err.contains(why), "{name:?}: {err}");
+        }
+        let long = "x".repeat(crate::policy::MAX_NAME_LEN + 1);
+        let err = config_with(&format!("[[issuer]]\nname = \"{long}\"\n")).unwrap_err();
+        assert!(err.contains("longer than"), "{err}");
+        assert!(config_with("[[issuer]]\nname = \"digdir.test-1_a\"\n").is_ok());
     }
 
     #[test]

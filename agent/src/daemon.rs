@@ -5,8 +5,9 @@
 //! `READY=1`. Nothing listens before the HSM has answered, so systemd and
 //! clients never see a ready agent that cannot sign.
 //!
-//! SIGHUP reloads the configuration (grants, issuers, key pins, token
-//! settings) and re-selects the active keys, without touching connections; a
+//! SIGHUP reopens the audit file (for log rotation), reloads the
+//! configuration (grants, issuers, key pins, token settings) and re-selects
+//! the active keys, without touching connections; a
 //! configuration that cannot be applied whole is refused and the old one
 //! keeps serving. SIGTERM and SIGINT stop accepting, let requests in flight
 //! finish, close the sessions, finalize the module, remove a socket the agent
@@ -22,9 +23,8 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use self::notify::Notifier;
 use crate::audit::Audit;
-use crate::cli::Failure;
 use crate::config::Config;
-use crate::exit;
+use crate::exit::{self, Failure};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::server::{Front, Listener};
@@ -34,7 +34,7 @@ use crate::signer::{ConnectError, Signer};
 pub fn serve(config_path: &Path, config: Config) -> Result<(), Failure> {
     let policy = policy(config_path, &config)?;
     let audit = audit(config_path, &config)?;
-    open_files(&config, &policy);
+    open_files(&config);
     let metrics = Arc::new(Metrics::default());
     let signer = Arc::new(Signer::start(&config, Arc::clone(&metrics)).map_err(start_failure)?);
     tracing::info!(status = %signer.status(), "HSM ready: logged in, keys found, self-test passed");
@@ -66,11 +66,12 @@ fn policy(config_path: &Path, config: &Config) -> Result<Policy, Failure> {
     Policy::from_config(&config.grants).map_err(|message| bad_config(config_path, message))
 }
 
-/// Descriptors a full house needs: a socket per connection, a pidfd too when
-/// grants read the peer's process, and a margin for the HSM, audit and log.
-fn open_files(config: &Config, policy: &Policy) {
-    let per_connection = if policy.needs_process() { 2 } else { 1 };
-    let needed = (config.server.max_connections * per_connection + 64) as u64;
+/// Descriptors a full house needs: a socket per connection, and a margin
+/// for the HSM, the audit file, the log and the pidfd and /proc files each
+/// accept opens for a moment. systemd's default soft limit (1024) is below
+/// that with the default `max_connections`, so the soft limit is raised.
+fn open_files(config: &Config) {
+    let needed = (config.server.max_connections + 64) as u64;
     match crate::hardening::raise_open_files_limit() {
         Ok(limit) if limit < needed => tracing::warn!(
             limit,
@@ -170,6 +171,14 @@ impl Daemon {
 
     async fn reload(&mut self, front: &Front<Signer>) {
         self.notifier.reloading();
+        // Log rotation sends SIGHUP too: the audit file moves on even if
+        // the new configuration is refused.
+        if let Err(e) = front.audit().reopen() {
+            tracing::error!(
+                error = %e,
+                "the audit file was not reopened; audit lines keep going to the file open before"
+            );
+        }
         match self.apply(front).await {
             Ok(config) => {
                 self.config = config;

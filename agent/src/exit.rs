@@ -18,3 +18,20 @@ pub const WRONG_PIN: u8 = 77;
 pub const PIN_LOCKED: u8 = 76;
 /// The configuration is invalid.
 pub const CONFIG: u8 = 78;
+
+/// A command's failure on its way out: the message for stderr and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub code: u8,
+}
+
+impl Failure {
+    /// A failure that prints `message` and exits with `code`.
+    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            code,
+        }
+    }
+}

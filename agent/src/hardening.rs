@@ -21,9 +21,8 @@ pub fn apply() -> std::io::Result<()> {
 }
 
 /// Raises the soft limit on open descriptors to the hard limit and returns
-/// it. Each connection holds a socket, and with grants by gid, group, unit
-/// or executable a pidfd as well, so systemd's default soft limit of 1024
-/// would run out below the default `server.max_connections`.
+/// it. Each connection holds a socket, so systemd's default soft limit of
+/// 1024 would run out below the default `server.max_connections`.
 pub fn raise_open_files_limit() -> std::io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

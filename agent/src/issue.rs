@@ -5,7 +5,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 /// A token handed out, with what the response and the audit line need.
-#[derive(Debug, Clone)]
+/// Its `Debug` form leaves the token out: a bearer credential must not reach
+/// a log through a `?issued` field.
+#[derive(Clone)]
 pub struct Issued {
     /// The compact JWS. Never logged.
     pub token: Arc<str>,
@@ -14,6 +16,17 @@ pub struct Issued {
     pub expires_at: i64,
     /// Whether the token came from the cache rather than a fresh signature.
     pub cache_hit: bool,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("token", &"<redacted>")
+            .field("kid", &self.kid)
+            .field("expires_at", &self.expires_at)
+            .field("cache_hit", &self.cache_hit)
+            .finish()
+    }
 }
 
 /// Why no token was handed out by the signing side.
@@ -42,4 +55,28 @@ pub trait TokenSource: Send + Sync + 'static {
     /// `Ok` when logged in and every configured issuer has a usable key;
     /// otherwise the reason, for `/readyz`.
     fn readiness(&self) -> Result<(), String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_leaves_the_token_out() {
+        let issued = Issued {
+            token: "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ0dGQifQ.c2lnbmF0dXJl".into(),
+            kid: "C5726728C38CFE6C16988454206B99CA29AE025E".into(),
+            expires_at: 1_767_225_900,
+            cache_hit: true,
+        };
+        let debug = format!("{issued:?}");
+        assert!(!debug.contains("eyJ"), "{debug}");
+        assert!(!debug.contains("c2lnbmF0dXJl"), "{debug}");
+        assert!(debug.contains("token: \"<redacted>\""), "{debug}");
+        assert!(
+            debug.contains("C5726728C38CFE6C16988454206B99CA29AE025E"),
+            "{debug}"
+        );
+        assert!(debug.contains("1767225900"), "{debug}");
+    }
 }

@@ -9,6 +9,7 @@
 //! | module | its one job |
 //! |---|---|
 //! | [`cli`] | the command line: `serve`, `mint`, `keys …`; exit codes |
+//! | [`clock`] | the wall clock: Unix seconds and milliseconds now, RFC 3339 times |
 //! | [`config`] | the TOML config file: parsing, validation, messages naming the key |
 //! | [`pin`] | reading the user PIN from a file or systemd credential, zeroized |
 //! | [`token`] | the Altinn token bytes: header, claims, escaping, signing input |
@@ -25,14 +26,18 @@
 //! | [`server`] | the socket front: listener, HTTP routes, limits, problem+json |
 //! | [`peer`] | who is on the other end of a connection: credentials, unit, executable |
 //! | [`policy`] | grants: which peer may have which issuer and app |
+//! | [`accounts`] | names of users and groups to ids |
 //! | [`audit`] | one JSON line per issued or refused request |
-//! | [`exit`] | process exit codes |
+//! | [`sync`] | locks that survive a panic elsewhere |
+//! | [`exit`] | process exit codes and the failure that carries one |
 //! | [`hardening`] | no core dumps, not dumpable, open-files limit raised |
 
+pub mod accounts;
 pub mod audit;
 pub mod cache;
 pub mod cert;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod exit;
@@ -45,4 +50,5 @@ pub mod pin;
 pub mod policy;
 pub mod server;
 pub mod signer;
+pub mod sync;
 pub mod token;

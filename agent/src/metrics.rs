@@ -4,9 +4,11 @@
 //! counters (cache hits, issued tokens) are atomics.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
+
+use crate::sync::lock;
 use std::time::Duration;
 
 /// Upper bounds of the signing latency histogram, in seconds.
@@ -85,91 +87,42 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        header(
+        single(&mut out, TOKENS_ISSUED, load(&self.issued));
+        let refused = |(reason, count): (&&str, &u64)| (format!("reason=\"{reason}\""), *count);
+        labelled(
             &mut out,
-            "tokens_issued_total",
-            "counter",
-            "Tokens handed out.",
+            TOKENS_REFUSED,
+            lock(&self.refused).iter().map(refused),
         );
-        let _ = writeln!(
-            out,
-            "access_token_agent_tokens_issued_total {}",
-            load(&self.issued)
-        );
-        header(
-            &mut out,
-            "tokens_refused_total",
-            "counter",
-            "Requests that got no token, by reason.",
-        );
-        for (reason, count) in lock(&self.refused).iter() {
-            let _ = writeln!(
-                out,
-                "access_token_agent_tokens_refused_total{{reason=\"{reason}\"}} {count}"
-            );
-        }
-        header(
-            &mut out,
-            "cache_hits_total",
-            "counter",
-            "Tokens served from the cache.",
-        );
-        let _ = writeln!(
-            out,
-            "access_token_agent_cache_hits_total {}",
-            load(&self.cache_hits)
-        );
-        header(
-            &mut out,
-            "cache_misses_total",
-            "counter",
-            "Requests that needed a fresh signature.",
-        );
-        let _ = writeln!(
-            out,
-            "access_token_agent_cache_misses_total {}",
-            load(&self.cache_misses)
-        );
+        single(&mut out, CACHE_HITS, load(&self.cache_hits));
+        single(&mut out, CACHE_MISSES, load(&self.cache_misses));
         self.render_latency(&mut out);
-        header(
+        let error = |(ckr, count): (&String, &u64)| (format!("ckr=\"{ckr}\""), *count);
+        labelled(
             &mut out,
-            "hsm_errors_total",
-            "counter",
-            "Failed PKCS#11 calls, by return value.",
+            HSM_ERRORS,
+            lock(&self.hsm_errors).iter().map(error),
         );
-        for (ckr, count) in lock(&self.hsm_errors).iter() {
-            let _ = writeln!(
-                out,
-                "access_token_agent_hsm_errors_total{{ckr=\"{ckr}\"}} {count}"
-            );
-        }
-        header(
+        single(
             &mut out,
-            "sessions_busy",
-            "gauge",
-            "Signing sessions inside a PKCS#11 call.",
+            SESSIONS_BUSY,
+            self.sessions_busy.load(Ordering::Relaxed),
         );
-        let busy = self.sessions_busy.load(Ordering::Relaxed);
-        let _ = writeln!(out, "access_token_agent_sessions_busy {busy}");
-        header(
+        let expiry = |((issuer, kid), not_after): (&(String, String), &i64)| {
+            let issuer = escape_label(issuer);
+            (format!("issuer=\"{issuer}\",kid=\"{kid}\""), *not_after)
+        };
+        labelled(
             &mut out,
-            "certificate_not_after_seconds",
-            "gauge",
-            "Expiry of each active certificate, Unix seconds.",
+            CERT_NOT_AFTER,
+            lock(&self.cert_not_after).iter().map(expiry),
         );
-        for ((issuer, kid), not_after) in lock(&self.cert_not_after).iter() {
-            let _ = writeln!(
-                out,
-                "access_token_agent_certificate_not_after_seconds{{issuer=\"{}\",kid=\"{kid}\"}} {not_after}",
-                escape_label(issuer)
-            );
-        }
         out
     }
 
     fn render_latency(&self, out: &mut String) {
         let name = "access_token_agent_signing_seconds";
-        header(out, "signing_seconds", "histogram", "Time spent in C_Sign.");
+        header(out, SIGNING_SECONDS);
         for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
             let _ = writeln!(
                 out,
@@ -184,11 +137,66 @@ impl Metrics {
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+/// A metric family: its name after `access_token_agent_`, type and help.
+type Family = (&'static str, &'static str, &'static str);
+
+const TOKENS_ISSUED: Family = ("tokens_issued_total", "counter", "Tokens handed out.");
+const TOKENS_REFUSED: Family = (
+    "tokens_refused_total",
+    "counter",
+    "Requests that got no token, by reason.",
+);
+const CACHE_HITS: Family = (
+    "cache_hits_total",
+    "counter",
+    "Tokens served from the cache.",
+);
+const CACHE_MISSES: Family = (
+    "cache_misses_total",
+    "counter",
+    "Requests that needed a fresh signature.",
+);
+const SIGNING_SECONDS: Family = ("signing_seconds", "histogram", "Time spent in C_Sign.");
+const HSM_ERRORS: Family = (
+    "hsm_errors_total",
+    "counter",
+    "Failed PKCS#11 calls, by return value.",
+);
+const SESSIONS_BUSY: Family = (
+    "sessions_busy",
+    "gauge",
+    "Signing sessions inside a PKCS#11 call.",
+);
+const CERT_NOT_AFTER: Family = (
+    "certificate_not_after_seconds",
+    "gauge",
+    "Expiry of each active certificate, Unix seconds.",
+);
+
+fn header(out: &mut String, (name, kind, help): Family) {
     let _ = writeln!(
         out,
         "# HELP access_token_agent_{name} {help}\n# TYPE access_token_agent_{name} {kind}"
     );
+}
+
+/// A family without labels: its header and its one value.
+fn single(out: &mut String, family: Family, value: impl Display) {
+    header(out, family);
+    let _ = writeln!(out, "access_token_agent_{} {value}", family.0);
+}
+
+/// A family with labels: its header and one line per (labels, value), the
+/// labels already written as `key="value",…`.
+fn labelled<V: Display>(
+    out: &mut String,
+    family: Family,
+    samples: impl Iterator<Item = (String, V)>,
+) {
+    header(out, family);
+    for (labels, value) in samples {
+        let _ = writeln!(out, "access_token_agent_{}{{{labels}}} {value}", family.0);
+    }
 }
 
 fn escape_label(value: &str) -> String {
@@ -196,12 +204,6 @@ fn escape_label(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -5,12 +5,29 @@
 //! app names, `""` for a token without the app claim, or `["*"]` for any
 //! app name). Users and groups are resolved to ids when the policy is built,
 //! so a typo fails the config instead of silently granting nothing.
+//!
+//! The peer's groups, unit and executable are read once, when its
+//! connection is accepted ([`crate::peer`]). `exe` therefore names the
+//! program the peer ran when it connected: a process may connect, then exec
+//! another program or hand the connection to one, and its requests still
+//! count as the program it connected as. Any user can run a given program
+//! and do that, so an `exe` grant must also name the user (`uid` or
+//! `user`): it narrows which of that user's programs may have the token,
+//! and never lets another user in.
+//!
+//! A program whose file was replaced since it started (a package upgrade)
+//! links as `/usr/bin/x (deleted)`; it still matches `exe = "/usr/bin/x"`
+//! while a file is at that path again, so that upgrading a service does not
+//! cut it off until it restarts. Such a grant trusts whoever can write the
+//! path, as it does anyway for the next start: root, for a program a
+//! package installed. A path the granted user can write narrows nothing,
+//! since that user can put any program there.
 
-use std::ffi::{CStr, CString};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::accounts;
 use crate::peer::Peer;
 
 /// Longest issuer or app name accepted, in bytes.
@@ -27,10 +44,15 @@ pub struct GrantConfig {
     pub gid: Option<u32>,
     /// A group name, resolved to its gid when the policy is built.
     pub group: Option<String>,
-    /// The systemd unit the peer runs in, e.g. `my-app.service`.
+    /// The systemd unit the system manager (PID 1) runs the peer in, e.g.
+    /// `my-app.service`: the first service or scope on the peer's cgroup
+    /// path. Units a user's own systemd starts all run inside
+    /// `user@UID.service` and match only that, whatever they are named.
     pub unit: Option<String>,
-    /// The peer's executable, an absolute path; symlinks in it are
-    /// resolved when the policy is built.
+    /// The program the peer ran when it connected, an absolute path;
+    /// symlinks in it are resolved when the policy is built. Only together
+    /// with `uid` or `user`; a program replaced on disk since it started
+    /// still counts (see the module docs).
     pub exe: Option<PathBuf>,
     pub issuer: String,
     pub apps: Vec<String>,
@@ -98,14 +120,6 @@ impl Policy {
 
     pub fn is_empty(&self) -> bool {
         self.grants.is_empty()
-    }
-
-    /// Whether matching may need the peer's process facts (groups, unit, exe),
-    /// so that the connection pins its peer process when it is accepted.
-    pub fn needs_process(&self) -> bool {
-        self.grants
-            .iter()
-            .any(|g| g.gid.is_some() || g.unit.is_some() || g.exe.is_some())
     }
 
     /// The grants `peer` matches, as (issuer, apps) with `["*"]` for any app.
@@ -187,52 +201,30 @@ impl<'a> Choice<'a> {
 impl Grant {
     fn from_config(index: usize, config: &GrantConfig) -> Result<Grant, String> {
         let key = |name: &str| format!("`grant[{index}].{name}`");
-        let uid = one_of(
+        let uid = resolve_id(
             config.uid,
             config.user.as_deref(),
-            &key("uid"),
-            &key("user"),
-        )
-        .and_then(|uid| match uid {
-            Some(Id::Number(uid)) => Ok(Some(uid)),
-            Some(Id::Name(name)) => lookup_user(name).map(Some).map_err(|why| {
-                format!(
-                    "{} = {name:?}: {why}; create the user or fix the name",
-                    key("user")
-                )
-            }),
-            None => Ok(None),
-        })?;
-        let gid = one_of(
+            ("uid", "user"),
+            &key,
+            accounts::user_id,
+        )?;
+        let gid = resolve_id(
             config.gid,
             config.group.as_deref(),
-            &key("gid"),
-            &key("group"),
-        )
-        .and_then(|gid| match gid {
-            Some(Id::Number(gid)) => Ok(Some(gid)),
-            Some(Id::Name(name)) => lookup_group(name).map(Some).map_err(|why| {
-                format!(
-                    "{} = {name:?}: {why}; create the group or fix the name",
-                    key("group")
-                )
-            }),
-            None => Ok(None),
-        })?;
+            ("gid", "group"),
+            &key,
+            accounts::group_id,
+        )?;
         if let Some(unit) = &config.unit {
             check_unit(unit).map_err(|why| format!("{} = {unit:?} {why}", key("unit")))?;
         }
-        if let Some(exe) = &config.exe {
-            if !exe.is_absolute() {
-                return Err(format!(
-                    "{} = {exe:?} is not an absolute path; write the executable's full path",
-                    key("exe")
-                ));
-            }
-        }
-        if uid.is_none() && gid.is_none() && config.unit.is_none() && config.exe.is_none() {
+        let exe = match &config.exe {
+            Some(exe) => Some(grant_exe(exe, uid).map_err(|why| format!("{} {why}", key("exe")))?),
+            None => None,
+        };
+        if uid.is_none() && gid.is_none() && config.unit.is_none() {
             return Err(format!(
-                "`grant[{index}]` names nobody; set `uid`, `user`, `gid`, `group`, `unit` or `exe`"
+                "`grant[{index}]` names nobody; set `uid`, `user`, `gid`, `group` or `unit`"
             ));
         }
         check_name(&config.issuer).map_err(|why| format!("{} {why}", key("issuer")))?;
@@ -240,11 +232,7 @@ impl Grant {
             uid,
             gid,
             unit: config.unit.clone(),
-            // /proc/PID/exe shows the path with symlinks resolved.
-            exe: config
-                .exe
-                .as_ref()
-                .map(|exe| std::fs::canonicalize(exe).unwrap_or_else(|_| exe.clone())),
+            exe,
             issuer: config.issuer.clone(),
             apps: Apps::from_config(&config.apps)
                 .map_err(|why| format!("{} {why}", key("apps")))?,
@@ -332,87 +320,44 @@ fn check_unit(unit: &str) -> Result<(), String> {
     Ok(())
 }
 
-enum Id<'a> {
-    Number(u32),
-    Name(&'a str),
+/// The executable a grant names, checked and with symlinks resolved, as
+/// /proc/PID/exe shows it; the error completes "`grant[i].exe` …".
+fn grant_exe(exe: &Path, uid: Option<u32>) -> Result<PathBuf, String> {
+    if !exe.is_absolute() {
+        return Err(format!(
+            "= {exe:?} is not an absolute path; write the executable's full path"
+        ));
+    }
+    if uid.is_none() {
+        return Err("is set without `uid` or `user`: the executable is read when a caller connects, and a process of any user can connect as that program and then run another; add the user the program runs as, e.g. `user = \"my-app\"`".into());
+    }
+    Ok(std::fs::canonicalize(exe).unwrap_or_else(|_| exe.to_path_buf()))
 }
 
-/// At most one of a numeric id and a name may be set.
-fn one_of<'a>(
+/// The id a grant sets with its number key or its name key (at most one of
+/// them), e.g. `uid` or `user`, a name resolved by `lookup`; the error names
+/// the keys as `key` writes them.
+fn resolve_id(
     number: Option<u32>,
-    name: Option<&'a str>,
-    number_key: &str,
-    name_key: &str,
-) -> Result<Option<Id<'a>>, String> {
+    name: Option<&str>,
+    (number_key, name_key): (&str, &str),
+    key: &dyn Fn(&str) -> String,
+    lookup: fn(&str) -> Result<u32, String>,
+) -> Result<Option<u32>, String> {
     match (number, name) {
         (Some(_), Some(_)) => Err(format!(
-            "{number_key} and {name_key} are both set; keep one"
+            "{} and {} are both set; keep one",
+            key(number_key),
+            key(name_key)
         )),
-        (Some(number), None) => Ok(Some(Id::Number(number))),
-        (None, Some(name)) => Ok(Some(Id::Name(name))),
+        (Some(number), None) => Ok(Some(number)),
+        (None, Some(name)) => lookup(name).map(Some).map_err(|why| {
+            format!(
+                "{} = {name:?}: {why}; create the {name_key} or fix the name",
+                key(name_key)
+            )
+        }),
         (None, None) => Ok(None),
-    }
-}
-
-/// The uid of user `name` (getpwnam_r).
-pub fn lookup_user(name: &str) -> Result<u32, String> {
-    lookup(name, |cname, buf| {
-        // SAFETY: all-zero is a valid passwd (null pointers, zero ids).
-        let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call; the buffer is ours.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut entry,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        (rc, (!result.is_null()).then_some(entry.pw_uid))
-    })
-}
-
-/// The gid of group `name` (getgrnam_r).
-pub fn lookup_group(name: &str) -> Result<u32, String> {
-    lookup(name, |cname, buf| {
-        // SAFETY: all-zero is a valid group (null pointers, zero ids).
-        let mut entry: libc::group = unsafe { std::mem::zeroed() };
-        let mut result = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call; the buffer is ours.
-        let rc = unsafe {
-            libc::getgrnam_r(
-                cname.as_ptr(),
-                &mut entry,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        (rc, (!result.is_null()).then_some(entry.gr_gid))
-    })
-}
-
-/// Runs a `get*nam_r` call, growing the buffer while it reports ERANGE.
-fn lookup(
-    name: &str,
-    call: impl Fn(&CStr, &mut [libc::c_char]) -> (libc::c_int, Option<u32>),
-) -> Result<u32, String> {
-    let cname = CString::new(name).map_err(|_| "contains a NUL byte".to_string())?;
-    let mut buf = vec![0 as libc::c_char; 1024];
-    loop {
-        match call(&cname, &mut buf) {
-            (0, Some(id)) => return Ok(id),
-            (0, None) => return Err("no such name on this host".into()),
-            (libc::ERANGE, _) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
-            (rc, _) => {
-                return Err(format!(
-                    "lookup failed ({})",
-                    std::io::Error::from_raw_os_error(rc)
-                ))
-            }
-        }
     }
 }
 
@@ -584,7 +529,6 @@ mod tests {
             gid: Some(500),
             ..grant("ttd", &["a"])
         }]);
-        assert!(policy.needs_process());
         assert!(policy
             .resolve(&peer(1, 500), Some("ttd"), Some("a"))
             .is_ok());
@@ -643,6 +587,32 @@ mod tests {
     }
 
     #[test]
+    fn a_unit_grant_is_not_matched_by_a_users_unit_of_that_name() {
+        let policy = policy(&[GrantConfig {
+            unit: Some("altinn-studio.service".into()),
+            ..for_uid(1000, "ttd", &["a"])
+        }]);
+        let from_cgroup = |path: &str| {
+            Peer::new(1000, 1000, Some(7)).with_process(Process {
+                unit: crate::peer::unit_from_cgroup(&format!("0::{path}\n")),
+                ..Process::default()
+            })
+        };
+        let service = from_cgroup("/system.slice/altinn-studio.service");
+        assert!(policy.resolve(&service, Some("ttd"), Some("a")).is_ok());
+        for impostor in [
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/altinn-studio.service",
+            "/system.slice/other.service/altinn-studio.service",
+        ] {
+            assert_eq!(
+                policy.resolve(&from_cgroup(impostor), Some("ttd"), Some("a")),
+                Err(Refusal::NotGranted),
+                "{impostor}"
+            );
+        }
+    }
+
+    #[test]
     fn granted_lists_the_peers_own_grants() {
         let policy = policy(&[
             for_uid(1, "ttd", &["a", "b"]),
@@ -665,23 +635,13 @@ mod tests {
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let policy = policy(&[GrantConfig {
             exe: Some(link),
-            ..grant("ttd", &["a"])
+            ..for_uid(1, "ttd", &["a"])
         }]);
         let peer = Peer::new(1, 1, Some(7)).with_process(Process {
             exe: Some(std::fs::canonicalize(&real).unwrap()),
             ..Process::default()
         });
         assert!(policy.resolve(&peer, Some("ttd"), Some("a")).is_ok());
-    }
-
-    #[test]
-    fn uid_only_policy_needs_no_process_facts() {
-        assert!(!policy(&[for_uid(1, "ttd", &["a"])]).needs_process());
-        let by_unit = GrantConfig {
-            unit: Some("a.service".into()),
-            ..grant("ttd", &["a"])
-        };
-        assert!(policy(&[by_unit]).needs_process());
     }
 
     #[test]
@@ -711,7 +671,12 @@ mod tests {
             group: Some("no-such-group-xq".into()),
             ..grant("ttd", &["a"])
         };
-        assert!(error(&[group]).starts_with("`grant[0].group` = \"no-such-group-xq\""));
+        let err = error(&[group]);
+        assert!(
+            err.starts_with("`grant[0].group` = \"no-such-group-xq\": no such name"),
+            "{err}"
+        );
+        assert!(err.ends_with("create the group or fix the name"), "{err}");
     }
 
     #[test]
@@ -728,6 +693,12 @@ mod tests {
             ..grant("ttd", &["a"])
         };
         assert!(error(&[both]).contains("`grant[0].uid` and `grant[0].user` are both set"));
+        let both = GrantConfig {
+            gid: Some(0),
+            group: Some("root".into()),
+            ..grant("ttd", &["a"])
+        };
+        assert!(error(&[both]).contains("`grant[0].gid` and `grant[0].group` are both set"));
     }
 
     #[test]
@@ -754,6 +725,35 @@ mod tests {
             ..for_uid(1, "ttd", &["a"])
         };
         assert!(error(&[exe]).contains("`grant[0].exe` = \"bin/app\" is not an absolute path"));
+    }
+
+    #[test]
+    fn an_exe_grant_must_name_the_user() {
+        for without_user in [
+            GrantConfig {
+                exe: Some("/usr/bin/my-app".into()),
+                ..grant("ttd", &["a"])
+            },
+            GrantConfig {
+                exe: Some("/usr/bin/my-app".into()),
+                gid: Some(10),
+                unit: Some("my-app.service".into()),
+                ..grant("ttd", &["a"])
+            },
+        ] {
+            let err = error(&[for_uid(1, "ttd", &["a"]), without_user]);
+            assert!(
+                err.starts_with("`grant[1].exe` is set without `uid` or `user`"),
+                "{err}"
+            );
+            assert!(err.contains("add the user the program runs as"), "{err}");
+        }
+        let with_user = GrantConfig {
+            exe: Some("/usr/bin/my-app".into()),
+            user: Some("root".into()),
+            ..grant("ttd", &["a"])
+        };
+        assert_eq!(policy(&[with_user]).len(), 1);
     }
 
     #[test]

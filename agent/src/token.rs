@@ -9,6 +9,15 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
+/// The longest token lifetime, and the largest shift of `nbf` before `iat`,
+/// the configuration accepts: one day. Altinn uses 300 seconds; the bound
+/// keeps every claim time far inside `i64`.
+pub const MAX_LIFETIME_SECONDS: i64 = 86_400;
+
+/// The latest instant a token is made for: 9999-12-31T23:59:59Z, the end of
+/// what .NET's DateTime and RFC 3339 can express.
+pub const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
+
 /// JWS signature algorithm, decided by the key type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alg {
@@ -135,9 +144,16 @@ pub fn payload_json(issuer: &str, app: &str, now: i64, lifetime: &Lifetime) -> S
 }
 
 /// Writes a JSON string the way System.Text.Json's relaxed encoder does:
-/// only `"`, `\` and control characters are escaped; `/`, `+`, `<`, `&`,
+/// only `"`, `\`, control characters (C0, DEL and C1) and the line and
+/// paragraph separators U+2028 and U+2029 are escaped; `/`, `+`, `<`, `&`,
 /// `'` and non-ASCII text stay literal. Control characters use the short
-/// forms where JSON has them, otherwise `\u00XX` with upper-case hex.
+/// forms where JSON has them, the others `\uXXXX` with upper-case hex.
+///
+/// The relaxed encoder also escapes other space separators than U+0020,
+/// U+FEFF, private-use and unassigned code points, and writes characters
+/// outside the BMP as escaped surrogate pairs; those stay literal here.
+/// Names served over the socket are checked to be ASCII, so this only
+/// matters for names given to `mint`.
 fn push_json_string(out: &mut String, value: &str) {
     out.push('"');
     for c in value.chars() {
@@ -149,7 +165,7 @@ fn push_json_string(out: &mut String, value: &str) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
                 out.push_str(&format!("\\u{:04X}", c as u32));
             }
             c => out.push(c),
@@ -230,6 +246,18 @@ mod tests {
     }
 
     #[test]
+    fn del_c1_controls_and_line_separators_are_escaped_in_upper_case_hex() {
+        let app = "a\u{7f}b\u{80}c\u{85}d\u{9f}e\u{e9}f\u{2028}g\u{2029}h";
+        let payload = payload_json("ttd", app, 0, &Lifetime::default());
+        assert!(
+            payload.contains(r#""a\u007Fb\u0080c\u0085d\u009Feéf\u2028g\u2029h""#),
+            "{payload}"
+        );
+        let value: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        assert_eq!(value["urn:altinn:app"], app);
+    }
+
+    #[test]
     fn custom_lifetime_and_audience_are_used() {
         let lifetime = Lifetime {
             lifetime_seconds: 60,
@@ -241,6 +269,22 @@ mod tests {
             payload,
             r#"{"urn:altinn:app":"studio.designer","nbf":1000,"exp":1060,"iat":1000,"iss":"studio","aud":"platform.tt02.altinn.no"}"#
         );
+    }
+
+    #[test]
+    fn claim_times_at_the_accepted_extremes_are_exact() {
+        let lifetime = Lifetime {
+            lifetime_seconds: MAX_LIFETIME_SECONDS,
+            valid_from_adjustment_seconds: -MAX_LIFETIME_SECONDS,
+            ..Lifetime::default()
+        };
+        let payload = payload_json("ttd", "", MAX_UNIX_SECONDS, &lifetime);
+        let value: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        assert_eq!(value["exp"], 253_402_387_199_i64);
+        assert_eq!(value["nbf"], 253_402_214_399_i64);
+        let payload = payload_json("ttd", "", 0, &lifetime);
+        let value: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        assert_eq!(value["nbf"], -86_400);
     }
 
     #[test]

@@ -83,10 +83,22 @@ fn benchmarks(args: &Args, runtime: &tokio::runtime::Runtime, cores: usize, repo
     let step = Duration::from_secs(args.seconds);
     let fixture = Fixture::new();
     header(report, args, cores);
+    // Measured in this order, reported in the order of the sections.
     let ceiling = hsm_ceiling(&fixture, cores, step, report);
-    let in_process = in_process(cores, step, report);
+    let mut baseline_section = String::new();
+    let in_process = in_process(cores, step, &mut baseline_section);
     agent_fresh(&fixture, runtime, cores, step, &ceiling, report);
-    agent_cached(&fixture, runtime, step, &in_process, report);
+    let mut memory_section = String::new();
+    agent_cached(
+        &fixture,
+        runtime,
+        step,
+        &in_process,
+        report,
+        &mut memory_section,
+    );
+    report.push_str(&baseline_section);
+    report.push_str(&memory_section);
 }
 
 /// Tokens/s per (alg, threads) for the signing baselines.
@@ -244,6 +256,7 @@ fn agent_cached(
     step: Duration,
     in_process: &Rates,
     report: &mut String,
+    memory: &mut String,
 ) {
     fixture.write_config(true);
     let (agent, ready) = fixture.serve();
@@ -281,25 +294,25 @@ fn agent_cached(
     drop(held);
     std::thread::sleep(Duration::from_millis(500));
     let after = agent.rss_kib();
-    let _ = writeln!(report, "\n## 5. Agent memory and start-up\n");
-    let _ = writeln!(report, "| moment | resident memory |\n|---|---|");
+    let _ = writeln!(memory, "## 5. Agent memory and start-up\n");
+    let _ = writeln!(memory, "| moment | resident memory |\n|---|---|");
     let _ = writeln!(
-        report,
+        memory,
         "| idle after READY | {:.1} MiB |",
         idle as f64 / 1024.0
     );
     let _ = writeln!(
-        report,
+        memory,
         "| {held_count} concurrent connections held open | {:.1} MiB |",
         at_thousand as f64 / 1024.0
     );
     let _ = writeln!(
-        report,
+        memory,
         "| after the run | {:.1} MiB |",
         after as f64 / 1024.0
     );
     let _ = writeln!(
-        report,
+        memory,
         "\nTime from exec to READY=1 (cached config): {:.0} ms",
         ready.as_secs_f64() * 1000.0
     );

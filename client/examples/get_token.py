@@ -29,7 +29,7 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 def get_token(issuer, app, socket_path):
     query = urllib.parse.urlencode({"issuer": issuer, "app": app})
     connection = UnixHTTPConnection(socket_path)
-    connection.request("GET", "/v1/token?" + query)
+    connection.request("GET", "/v1/token?" + query, headers={"Accept": "application/json"})
     response = connection.getresponse()
     body = json.loads(response.read())
     connection.close()
@@ -46,7 +46,7 @@ def main():
     socket_path = os.environ.get("ACCESS_TOKEN_AGENT_SOCKET", "/run/access-token-agent/agent.sock")
     try:
         print(get_token(sys.argv[1], sys.argv[2], socket_path))
-    except (OSError, RuntimeError) as error:
+    except (OSError, RuntimeError, ValueError) as error:
         print(f"get_token: {error}", file=sys.stderr)
         return 1
     return 0

@@ -5,7 +5,19 @@ use std::path::PathBuf;
 
 use crate::{Error, Grants, Token};
 
-/// Blocking twin of [`crate::Client`].
+/// Blocking twin of [`crate::Client`]: the same retries, kept-alive
+/// connection and optional cache. Calling it from inside an async runtime
+/// panics (a runtime cannot block on another); use [`crate::Client`] there.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use access_token_client::{blocking, Client};
+///
+/// let client = blocking::Client::wrap(Client::from_env().with_cache(Duration::from_secs(30)))?;
+/// let token = client.token(Some("ttd"), Some("my-app"))?;
+/// println!("PlatformAccessToken: {}", token.token);
+/// # Ok::<(), access_token_client::Error>(())
+/// ```
 pub struct Client {
     runtime: tokio::runtime::Runtime,
     inner: crate::Client,
@@ -44,5 +56,10 @@ impl Client {
     /// See [`crate::Client::grants`].
     pub fn grants(&self) -> Result<Grants, Error> {
         self.runtime.block_on(self.inner.grants())
+    }
+
+    /// The socket this client talks to.
+    pub fn socket(&self) -> &std::path::Path {
+        self.inner.socket()
     }
 }

@@ -11,19 +11,36 @@ use serde::Deserialize;
 use crate::connection::{Connections, Response};
 use crate::{Error, Problem, DEFAULT_SOCKET, SOCKET_ENV};
 
-/// A token from the agent.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// How long one attempt may wait for the agent's answer, by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A token from the agent. Its `Debug` form leaves the token out, so that
+/// `?token` in a log line does not leak a bearer credential.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 pub struct Token {
     /// The compact JWS: the value of the `PlatformAccessToken` header.
     pub token: String,
     /// Thumbprint of the certificate that signed it.
     pub kid: String,
+    /// The issuer the token is for (the `iss` claim).
     pub issuer: String,
     /// Empty when the token carries no app claim.
     #[serde(default)]
     pub app: String,
     /// The token's `exp`, Unix seconds.
     pub expires_at: i64,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("token", &"<redacted>")
+            .field("kid", &self.kid)
+            .field("issuer", &self.issuer)
+            .field("app", &self.app)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// What the agent grants this caller (`GET /v1/grants`).
@@ -42,8 +59,26 @@ pub struct Grant {
 }
 
 /// Bounded retry with exponential backoff, for 503 answers and for a socket
-/// that refuses connections while the agent restarts.
-#[derive(Debug, Clone, Copy)]
+/// that is missing or refuses connections while the agent restarts. Other
+/// failures (not granted, unknown issuer, bad request) are returned at once.
+///
+/// The default makes 7 attempts, waiting 50 ms, 100 ms, 200 ms … 1.6 s in
+/// between: about 3 s in all, enough for `systemctl restart`. A `Retry-After`
+/// from the agent replaces the computed wait, up to `max_delay`.
+///
+/// ```
+/// use std::time::Duration;
+/// use access_token_client::{Client, Retry};
+///
+/// // Give up after one second or so, e.g. in a health check.
+/// let client = Client::new("/run/access-token-agent/agent.sock").with_retry(Retry {
+///     attempts: 4,
+///     first_delay: Duration::from_millis(100),
+///     max_delay: Duration::from_millis(500),
+/// });
+/// # let _ = client;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retry {
     /// Attempts in all, the first included; 1 disables retrying.
     pub attempts: u32,
@@ -56,19 +91,35 @@ pub struct Retry {
 impl Default for Retry {
     fn default() -> Self {
         Retry {
-            attempts: 6,
+            attempts: 7,
             first_delay: Duration::from_millis(50),
             max_delay: Duration::from_secs(2),
         }
     }
 }
 
+impl Retry {
+    /// The wait before attempt `attempt + 1` (the first retry follows
+    /// attempt 1), unless the agent's `retry_after` says otherwise.
+    fn wait(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let doubled = self
+            .first_delay
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+        retry_after.unwrap_or(doubled).min(self.max_delay)
+    }
+}
+
 /// Client for the agent's socket. Cheap to clone; clones share connections
-/// and the cache.
+/// and the cache. Needs a Tokio runtime; code without one uses
+/// [`crate::blocking::Client`].
+///
+/// Connections are kept alive and reused, so a long-lived client costs one
+/// connection however many tokens it asks for; create it once and share it.
 #[derive(Clone)]
 pub struct Client {
     connections: Arc<Connections>,
     retry: Retry,
+    timeout: Duration,
     cache: Option<Arc<Cache>>,
 }
 
@@ -84,6 +135,7 @@ impl Client {
         Client {
             connections: Arc::new(Connections::new(socket.into())),
             retry: Retry::default(),
+            timeout: DEFAULT_TIMEOUT,
             cache: None,
         }
     }
@@ -100,8 +152,30 @@ impl Client {
         self
     }
 
+    /// Replaces how long one attempt waits for the agent's answer
+    /// ([`DEFAULT_TIMEOUT`]); an attempt that runs out gives [`Error::Timeout`]
+    /// and is not retried.
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
     /// Keeps tokens in process and hands them out again until `margin`
-    /// before they expire. The agent caches too; this saves the round trip.
+    /// before their `expires_at`; after that the next call asks the agent.
+    /// The agent caches too; this saves the round trip. Choose a margin
+    /// that covers the time a token spends on its way to Platform and the
+    /// clock skew (Platform allows 10 s); 30 s suits the usual 300 s tokens.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// # async fn example() -> Result<(), access_token_client::Error> {
+    /// let client = access_token_client::Client::from_env().with_cache(Duration::from_secs(30));
+    /// let first = client.token(Some("ttd"), Some("my-app")).await?;
+    /// let again = client.token(Some("ttd"), Some("my-app")).await?; // no request
+    /// assert_eq!(first, again);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_cache(mut self, margin: Duration) -> Client {
         self.cache = Some(Arc::new(Cache {
             margin,
@@ -111,7 +185,8 @@ impl Client {
     }
 
     /// A token for `issuer` and `app`. Either may be `None` when this
-    /// caller's grants allow exactly one issuer and app.
+    /// caller's grants allow exactly one issuer and app. Retried as
+    /// [`Retry`] says; failures carry the agent's problem ([`Error::problem`]).
     pub async fn token(&self, issuer: Option<&str>, app: Option<&str>) -> Result<Token, Error> {
         let key = (
             issuer.unwrap_or("").to_owned(),
@@ -127,10 +202,11 @@ impl Client {
         Ok(token)
     }
 
-    /// Whether the agent is ready to sign (`GET /readyz`): `Ok(())` or the reason.
+    /// Whether the agent is ready to sign (`GET /readyz`): `Ok(())`, or
+    /// [`Error::Unavailable`] with the reason. Asked once, without retries:
+    /// it reports the state as it is now.
     pub async fn ready(&self) -> Result<(), Error> {
-        let response = self.connections.get("/readyz").await?;
-        check_status(response).map(|_| ())
+        self.attempt("/readyz").await.map(|_| ())
     }
 
     /// What the agent grants this caller.
@@ -143,29 +219,30 @@ impl Client {
         self.connections.socket()
     }
 
+    /// `GET path` as JSON, retried while the failure is transient.
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
-        let mut delay = self.retry.first_delay;
         let mut attempt = 1;
-        loop {
-            let result = match self.connections.get(path).await {
-                Ok(response) => check_status(response),
-                Err(error) => Err(error),
-            };
-            match result {
-                Ok(body) => {
-                    return serde_json::from_slice(&body)
-                        .map_err(|e| Error::Protocol(format!("{path}: {e}")))
-                }
+        let body = loop {
+            match self.attempt(path).await {
+                Ok(body) => break body,
                 Err(error) if error.is_transient() && attempt < self.retry.attempts => {
-                    let wait = retry_after(&error)
-                        .unwrap_or(delay)
-                        .min(self.retry.max_delay);
-                    tokio::time::sleep(wait).await;
-                    delay = (delay * 2).min(self.retry.max_delay);
+                    tokio::time::sleep(self.retry.wait(attempt, retry_after(&error))).await;
                     attempt += 1;
                 }
                 Err(error) => return Err(error),
             }
+        };
+        serde_json::from_slice(&body).map_err(|e| Error::Protocol(format!("{path}: {e}")))
+    }
+
+    /// One `GET path` within the timeout: the body of a 2xx answer.
+    async fn attempt(&self, path: &str) -> Result<bytes::Bytes, Error> {
+        match tokio::time::timeout(self.timeout, self.connections.get(path)).await {
+            Ok(response) => check_status(response?),
+            Err(_) => Err(Error::Timeout {
+                socket: self.socket().display().to_string(),
+                after: self.timeout,
+            }),
         }
     }
 }
@@ -180,6 +257,9 @@ impl Cache {
 
     fn put(&self, key: (String, String), token: Token) {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        // Expired entries go, so apps asked for once do not pile up.
+        let now = unix_now();
+        tokens.retain(|_, kept| kept.expires_at > now);
         tokens.insert(key, token);
     }
 }
@@ -261,6 +341,46 @@ mod tests {
             "/v1/token?issuer=ttd&app=my%20app%2F%C3%B8"
         );
         assert_eq!(token_path(None, Some("x")), "/v1/token?app=x");
+    }
+
+    #[test]
+    fn retry_waits_double_up_to_the_cap_and_follow_retry_after() {
+        let retry = Retry {
+            attempts: 5,
+            first_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(300),
+        };
+        let waits: Vec<_> = (1..5).map(|a| retry.wait(a, None).as_millis()).collect();
+        assert_eq!(waits, [50, 100, 200, 300]);
+        assert_eq!(
+            retry.wait(1, Some(Duration::from_millis(120))).as_millis(),
+            120
+        );
+        assert_eq!(retry.wait(1, Some(Duration::from_secs(5))).as_millis(), 300);
+        let total: Duration = (1..7).map(|a| Retry::default().wait(a, None)).sum();
+        assert!((3..4).contains(&total.as_secs()), "{total:?}");
+    }
+
+    #[test]
+    fn debug_leaves_the_token_out() {
+        let token = Token {
+            token: "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ0dGQifQ.c2lnbmF0dXJl".into(),
+            kid: "C5726728C38CFE6C16988454206B99CA29AE025E".into(),
+            issuer: "ttd".into(),
+            app: "my-app".into(),
+            expires_at: 1_767_225_900,
+        };
+        let debug = format!("{token:?}");
+        assert!(!debug.contains("eyJ"), "{debug}");
+        assert!(debug.contains("token: \"<redacted>\""), "{debug}");
+        for field in [
+            "C5726728C38CFE6C16988454206B99CA29AE025E",
+            "\"ttd\"",
+            "\"my-app\"",
+            "1767225900",
+        ] {
+            assert!(debug.contains(field), "{field} in {debug}");
+        }
     }
 
     #[test]

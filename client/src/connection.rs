@@ -43,13 +43,26 @@ impl Connections {
     /// Sends `GET path` and reads the whole answer. A reused connection that
     /// the agent has closed meanwhile is replaced by a new one, once.
     pub async fn get(&self, path: &str) -> Result<Response, Error> {
-        if let Some(sender) = self.take_idle() {
+        if let Some(sender) = self.ready_idle().await {
             if let Ok(response) = self.send(sender, path).await {
                 return Ok(response);
             }
         }
         let sender = self.connect().await?;
         self.send(sender, path).await
+    }
+
+    /// An idle connection that can take a request now. Waiting for
+    /// readiness matters: right after an answer the connection task may not
+    /// yet have marked the connection idle, and `send_request` refuses a
+    /// connection that is not ready, which would open a new one every time.
+    async fn ready_idle(&self) -> Option<SendRequest<Empty<Bytes>>> {
+        while let Some(mut sender) = self.take_idle() {
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+        None
     }
 
     async fn send(
@@ -112,8 +125,15 @@ impl Connections {
     }
 
     /// A connection that broke mid-request counts as unreachable: the agent
-    /// went away (restart) or closed an idle connection.
+    /// went away (restart) or closed an idle connection. An answer that is
+    /// not HTTP is a protocol error, not worth retrying.
     fn broken(&self, error: hyper::Error) -> Error {
+        if error.is_parse() || error.is_parse_status() {
+            return Error::Protocol(format!(
+                "{} does not speak HTTP/1.1: {error}",
+                self.socket.display()
+            ));
+        }
         self.unreachable(std::io::Error::new(
             std::io::ErrorKind::ConnectionReset,
             error,

@@ -21,6 +21,13 @@
 //! # Ok::<(), access_token_client::Error>(())
 //! ```
 //!
+//! Failures are typed ([`Error`]) and carry the agent's problem document
+//! ([`Error::problem`]). Requests are retried for about 3 s while the agent
+//! restarts or answers 503 ([`Retry`]), each attempt waits at most 10 s
+//! ([`Client::with_timeout`]), one kept-alive connection serves a client's
+//! requests, and [`Client::with_cache`] keeps tokens in process until a
+//! margin before they expire.
+//!
 //! ## Layout
 //!
 //! | module | its one job |

@@ -25,8 +25,11 @@ Exit codes:
   3  not granted: this user/process may not have that issuer or app
   4  unknown issuer: the agent does not sign for it
   5  agent unreachable: not running, or wrong socket path or permissions
-  6  agent unavailable: HSM down or overloaded (after retries)
-  7  verify: the token does not pass";
+  6  agent unavailable: HSM down, not ready, overloaded or not answering
+     (after retries); for status: the agent is not ready
+  7  verify: the token does not pass
+
+Requests are retried for about 3 s while the agent restarts or answers 503.";
 
 #[derive(Debug, Parser)]
 #[command(name = "access-token", version, about, after_help = EXIT_CODES)]
@@ -50,7 +53,7 @@ enum Command {
         #[arg(long)]
         header: bool,
     },
-    /// Show whether the agent is ready and which issuers it serves to you.
+    /// Show whether the agent is ready and which issuers and apps it serves to you.
     Status,
     /// Show a token's header, claims and time left (no checks).
     Decode { token: String },
@@ -117,10 +120,15 @@ fn run(cli: Cli) -> Outcome {
 }
 
 fn status(client: &blocking::Client) -> Outcome {
-    match client.ready() {
-        Ok(()) => println!("agent: ready"),
-        Err(error @ Error::Unavailable { .. }) => println!("agent: not ready ({error})"),
+    println!("agent: {}", client.socket().display());
+    let not_ready = match client.ready() {
+        Ok(()) => None,
+        Err(Error::Unavailable { problem, .. }) => Some(problem.detail),
         Err(error) => return Err(agent_failure(error)),
+    };
+    match &not_ready {
+        None => println!("ready: yes"),
+        Some(reason) => println!("ready: no, {reason}"),
     }
     let grants = client.grants().map_err(agent_failure)?;
     println!("you: uid {} gid {}", grants.uid, grants.gid);
@@ -134,7 +142,10 @@ fn status(client: &blocking::Client) -> Outcome {
             grant.apps.join(", ")
         );
     }
-    Ok(())
+    match not_ready {
+        None => Ok(()),
+        Some(_) => Err((UNAVAILABLE, "the agent is not ready to sign".into())),
+    }
 }
 
 fn decode(token: &str) -> Outcome {
@@ -173,7 +184,7 @@ fn agent_failure(error: Error) -> (u8, String) {
         Error::UnknownIssuer(_) => UNKNOWN_ISSUER,
         Error::BadRequest(_) => USAGE,
         Error::Unreachable { .. } => UNREACHABLE,
-        Error::Unavailable { .. } => UNAVAILABLE,
+        Error::Unavailable { .. } | Error::Timeout { .. } => UNAVAILABLE,
         Error::Other(_) | Error::Protocol(_) => FAILURE,
     };
     (code, error.to_string())

@@ -319,39 +319,36 @@ pub fn pass_listener(
     wrapped
 }
 
-/// A token with a generated key for `ttd` (`key_type` as `keys generate
-/// --key-type` takes it) and a serve config granting this test's uid every
-/// app of `ttd`, followed by `extra`.
-pub fn token_with_key(key_type: &str, extra: &str) -> TestToken {
-    use crate::OutputExt;
+/// A token holding a generated `key_type` key (`rsa2048`, `p256`, …) for
+/// issuer `ttd`, and a serve config granting this process's uid every `ttd`
+/// app, followed by `extra`.
+pub fn ttd_token(key_type: &str, extra: &str) -> TestToken {
     let token = TestToken::new();
     token.write_config("[[issuer]]\nname = \"ttd\"\n");
-    token
-        .agent(&[
-            "keys",
-            "generate",
-            "--issuer",
-            "ttd",
-            "--key-type",
-            key_type,
-        ])
-        .success();
+    crate::OutputExt::success(token.agent(&[
+        "keys",
+        "generate",
+        "--issuer",
+        "ttd",
+        "--key-type",
+        key_type,
+    ]));
     // SAFETY: getuid cannot fail.
     let me = unsafe { libc::getuid() };
     token.write_config(&serve_config(
         &token,
-        &format!("[[issuer]]\nname = \"ttd\"\n\n[[grant]]\nuid = {me}\nissuer = \"ttd\"\napps = [\"*\"]\n\n{extra}"),
+        &format!(
+            "[[issuer]]\nname = \"ttd\"\n\n[[grant]]\nuid = {me}\nissuer = \"ttd\"\napps = [\"*\"]\n\n{extra}"
+        ),
     ));
     token
 }
 
-/// The PEM certificate of `ttd`'s active key, as `keys export-cert` gives it.
-pub fn exported_pem(token: &TestToken) -> String {
-    use crate::OutputExt;
-    token
-        .agent(&["keys", "export-cert", "--issuer", "ttd", "--format", "pem"])
-        .success()
-        .stdout_text()
+/// The active `ttd` certificate as `keys export-cert --format FORMAT`
+/// writes it (`pem`, `der` or `keyvault`).
+pub fn exported_cert(token: &TestToken, format: &str) -> Vec<u8> {
+    let out = token.agent(&["keys", "export-cert", "--issuer", "ttd", "--format", format]);
+    crate::OutputExt::success(out).stdout
 }
 
 /// Adds `settings` (lines such as `max_connections = 10`) to the `[server]`

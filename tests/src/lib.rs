@@ -206,6 +206,52 @@ impl TestToken {
             .success()
             .stdout_text()
     }
+
+    /// `keys list --json`, parsed: one value per key pair.
+    pub fn keys_json(&self) -> Vec<serde_json::Value> {
+        let out = self.agent(&["keys", "list", "--json"]).success();
+        serde_json::from_slice(&out.stdout).expect("keys list --json prints a JSON array")
+    }
+
+    /// The CKA_ID (lower-case hex, as pkcs11-tool prints it) of every object
+    /// [`TestToken::list_objects`] shows, one entry per object.
+    pub fn object_ids(&self) -> Vec<String> {
+        self.list_objects()
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("ID:"))
+            .map(|id| id.trim().to_owned())
+            .collect()
+    }
+
+    /// The files in which SoftHSM's file backend keeps this token's objects
+    /// (`<token dir>/<uuid>/<uuid>.object`), its own `token.object` excluded.
+    pub fn object_files(&self) -> Vec<PathBuf> {
+        self.store_files()
+            .into_iter()
+            .filter(|path| {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name.ends_with(".object") && name != "token.object"
+            })
+            .collect()
+    }
+
+    /// SoftHSM's file holding the token itself (label, flags, wrapped PINs
+    /// and token key): `<token dir>/<uuid>/token.object`.
+    pub fn token_file(&self) -> PathBuf {
+        self.store_files()
+            .into_iter()
+            .find(|path| path.file_name().is_some_and(|n| n == "token.object"))
+            .expect("SoftHSM's token.object")
+    }
+
+    fn store_files(&self) -> Vec<PathBuf> {
+        let tokens = fs::read_dir(self.path().join("tokens")).expect("read the token directory");
+        tokens
+            .flatten()
+            .flat_map(|dir| fs::read_dir(dir.path()).into_iter().flatten().flatten())
+            .map(|entry| entry.path())
+            .collect()
+    }
 }
 
 impl Default for TestToken {

@@ -3,6 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use integration_tests::daemon::{log, ttd_token, Daemon};
 use integration_tests::{OutputExt, TestToken};
 
 /// Runs `keys list` and returns stderr after checking the exit code.
@@ -86,4 +87,35 @@ fn missing_config_file_is_named() {
     let message = refused(&token, 78);
     assert!(message.contains("agent.toml"), "{message}");
     assert!(message.contains("--config"), "{message}");
+}
+
+#[test]
+fn lifetime_beyond_a_day_is_named() {
+    // i64::MAX once passed validation and overflowed `iat + lifetime` in mint.
+    let token = TestToken::new();
+    token.write_config("[token]\nlifetime_seconds = 9223372036854775807\n");
+    let message = refused(&token, 78);
+    assert!(message.contains("`token.lifetime_seconds`"), "{message}");
+    assert!(message.contains("86400"), "{message}");
+}
+
+#[test]
+fn serve_refuses_an_unknown_socket_group_as_a_config_error() {
+    let token = ttd_token("rsa2048", "");
+    let config = std::fs::read_to_string(token.config_path()).unwrap();
+    let config = config.replacen(
+        "[server]\n",
+        "[server]\nsocket_group = \"no-such-group-xq\"\n",
+        1,
+    );
+    std::fs::write(token.config_path(), config).unwrap();
+    let mut daemon = Daemon::spawn(&token, |command| command);
+    // 78 tells systemd not to restart (RestartPreventExitStatus); 1 would.
+    assert_eq!(daemon.wait_exit().code(), Some(78), "{}", log(&token));
+    let message = log(&token);
+    assert!(
+        message.contains("`server.socket_group` = \"no-such-group-xq\""),
+        "{message}"
+    );
+    assert!(!daemon.socket.exists());
 }

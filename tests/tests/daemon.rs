@@ -6,45 +6,16 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use integration_tests::daemon::{
-    audit_lines, body_of, client_as, log, open_directory_to_others, serve_config, status_of, Daemon,
+    audit_lines, body_of, client_as, exported_cert, log, open_directory_to_others, serve_config,
+    status_of, ttd_token, Daemon,
 };
 use integration_tests::{OutputExt, TestToken};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 const NOBODY: u32 = 65534;
 
-/// A token with a generated key for `ttd` and a config that grants this
-/// test's own uid everything of `ttd`, plus `extra`.
-fn token_with_key(key_type: &str, extra: &str) -> TestToken {
-    let token = TestToken::new();
-    token.write_config("[[issuer]]\nname = \"ttd\"\n");
-    token
-        .agent(&[
-            "keys",
-            "generate",
-            "--issuer",
-            "ttd",
-            "--key-type",
-            key_type,
-        ])
-        .success();
-    write_serve_config(&token, extra);
-    token
-}
-
-fn write_serve_config(token: &TestToken, extra: &str) {
-    let me = unsafe { libc::getuid() };
-    token.write_config(&serve_config(
-        token,
-        &format!("[[issuer]]\nname = \"ttd\"\n\n[[grant]]\nuid = {me}\nissuer = \"ttd\"\napps = [\"*\"]\n\n{extra}"),
-    ));
-}
-
 fn exported_pem(token: &TestToken) -> String {
-    token
-        .agent(&["keys", "export-cert", "--issuer", "ttd", "--format", "pem"])
-        .success()
-        .stdout_text()
+    String::from_utf8(exported_cert(token, "pem")).expect("PEM is text")
 }
 
 fn part(token: &str, index: usize) -> String {
@@ -58,7 +29,7 @@ fn claims(token: &str) -> serde_json::Value {
 
 #[test]
 fn token_over_the_socket_verifies_and_is_the_minted_token() {
-    let token = token_with_key("rsa2048", "");
+    let token = ttd_token("rsa2048", "");
     let daemon = Daemon::start(&token);
     let issued = daemon
         .client()
@@ -102,7 +73,7 @@ fn token_over_the_socket_verifies_and_is_the_minted_token() {
 
 #[test]
 fn accept_jwt_gives_the_bare_token() {
-    let token = token_with_key("rsa2048", "");
+    let token = ttd_token("rsa2048", "");
     let daemon = Daemon::start(&token);
     let answer = daemon.get("/v1/token?issuer=ttd&app=a", &["Accept: application/jwt"]);
     assert_eq!(status_of(&answer), 200, "{answer}");
@@ -113,7 +84,7 @@ fn accept_jwt_gives_the_bare_token() {
 
 #[test]
 fn another_uid_is_refused_and_audited_while_the_granted_uid_is_served() {
-    let token = token_with_key("rsa2048", "");
+    let token = ttd_token("rsa2048", "");
     let config = std::fs::read_to_string(token.config_path()).unwrap();
     let config = config.replacen("[server]\n", "[server]\nsocket_group = \"nogroup\"\n", 1);
     std::fs::write(token.config_path(), config).unwrap();
@@ -154,7 +125,7 @@ fn another_uid_is_refused_and_audited_while_the_granted_uid_is_served() {
 
 #[test]
 fn a_group_grant_serves_members_of_the_group() {
-    let token = token_with_key(
+    let token = ttd_token(
         "rsa2048",
         "[[grant]]\ngroup = \"nogroup\"\nissuer = \"ttd\"\napps = [\"group-app\"]\n",
     );
@@ -192,15 +163,16 @@ fn an_exe_grant_serves_that_program_only() {
         .agent(&["keys", "generate", "--issuer", "ttd"])
         .success();
     let client = integration_tests::daemon::client_binary();
+    let me = unsafe { (libc::getuid(), libc::getgid()) };
     token.write_config(&serve_config(
         &token,
         &format!(
-            "[[issuer]]\nname = \"ttd\"\n\n[[grant]]\nexe = {:?}\nissuer = \"ttd\"\napps = [\"*\"]\n",
+            "[[issuer]]\nname = \"ttd\"\n\n[[grant]]\nuid = {}\nexe = {:?}\nissuer = \"ttd\"\napps = [\"*\"]\n",
+            me.0,
             client.display().to_string()
         ),
     ));
     let daemon = Daemon::start(&token);
-    let me = unsafe { (libc::getuid(), libc::getgid()) };
     client_as(
         me.0,
         me.1,
@@ -242,7 +214,7 @@ fn a_single_grant_lets_the_caller_omit_issuer_and_app() {
 
 #[test]
 fn bad_requests_get_problem_documents() {
-    let token = token_with_key("rsa2048", "");
+    let token = ttd_token("rsa2048", "");
     let daemon = Daemon::start(&token);
 
     let unknown = daemon.get("/v1/token?issuer=nope&app=a", &[]);
@@ -284,7 +256,7 @@ fn bad_requests_get_problem_documents() {
 
 #[test]
 fn an_unknown_issuer_granted_to_the_caller_is_404() {
-    let token = token_with_key(
+    let token = ttd_token(
         "rsa2048",
         &format!(
             "[[grant]]\nuid = {}\nissuer = \"other\"\napps = [\"*\"]\n",
@@ -305,7 +277,7 @@ fn an_unknown_issuer_granted_to_the_caller_is_404() {
 #[test]
 fn the_cache_serves_one_token_until_its_refresh_point() {
     // ECDSA signatures differ every time, so equal tokens prove a cache hit.
-    let token = token_with_key(
+    let token = ttd_token(
         "p256",
         "[token]\nlifetime_seconds = 4\nvalid_from_adjustment_seconds = -1\n",
     );
@@ -332,7 +304,7 @@ fn the_cache_serves_one_token_until_its_refresh_point() {
 
 #[test]
 fn without_the_cache_every_request_is_signed_anew() {
-    let token = token_with_key("p256", "[token]\ncache = false\n");
+    let token = ttd_token("p256", "[token]\ncache = false\n");
     let daemon = Daemon::start(&token);
     let client = daemon.client();
     let first = client.token(Some("ttd"), Some("a")).unwrap();
@@ -350,7 +322,7 @@ fn without_the_cache_every_request_is_signed_anew() {
 
 #[test]
 fn sighup_adds_grants_and_activates_a_new_key() {
-    let token = token_with_key("rsa2048", "");
+    let token = ttd_token("rsa2048", "");
     let config = std::fs::read_to_string(token.config_path()).unwrap();
     let config = config.replacen("[server]\n", "[server]\nsocket_group = \"nogroup\"\n", 1);
     std::fs::write(token.config_path(), &config).unwrap();
@@ -408,9 +380,38 @@ fn sighup_adds_grants_and_activates_a_new_key() {
 }
 
 #[test]
+fn sighup_reopens_the_audit_file_after_rotation() {
+    let token = ttd_token("rsa2048", "");
+    let mut daemon = Daemon::start(&token);
+    let client = daemon.client();
+    client.token(Some("ttd"), Some("before")).unwrap();
+    // What logrotate does: move the file away, then SIGHUP.
+    let path = token.path().join("audit.jsonl");
+    let rotated = token.path().join("audit.jsonl.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for(&token, "RELOADING=1");
+    daemon.wait_for(&token, "READY=1");
+    client.token(Some("ttd"), Some("after")).unwrap();
+
+    let apps_in = |file: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(file)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", file.display(), log(&token)))
+            .lines()
+            .map(|line| {
+                let json: serde_json::Value = serde_json::from_str(line).unwrap();
+                json["app"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(apps_in(&rotated), ["before"]);
+    assert_eq!(apps_in(&path), ["after"]);
+}
+
+#[test]
 fn sigterm_finishes_the_request_in_flight_and_removes_the_socket() {
     use std::io::{Read, Write};
-    let token = token_with_key("rsa2048", "");
+    let token = ttd_token("rsa2048", "");
     let mut daemon = Daemon::start(&token);
     let mut stream = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
     stream
@@ -434,7 +435,7 @@ fn sigterm_finishes_the_request_in_flight_and_removes_the_socket() {
 
 #[test]
 fn socket_activation_serves_on_the_inherited_listener() {
-    let token = token_with_key("rsa2048", "");
+    let token = ttd_token("rsa2048", "");
     let socket = token.path().join("activated.sock");
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let daemon = Daemon::spawn(&token, |command| {
@@ -457,7 +458,7 @@ fn socket_activation_serves_on_the_inherited_listener() {
 
 #[test]
 fn health_readiness_and_metrics() {
-    let token = token_with_key("rsa2048", "");
+    let token = ttd_token("rsa2048", "");
     let daemon = Daemon::start(&token);
     assert_eq!(status_of(&daemon.get("/healthz", &[])), 200);
     assert_eq!(status_of(&daemon.get("/readyz", &[])), 200);

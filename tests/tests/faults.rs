@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use access_token_client::{blocking, Client, Error, Retry};
 use integration_tests::daemon::{
-    client_binary, exported_pem, log_tail, pass_listener, status_of, token_with_key, Daemon,
-    PATIENCE,
+    client_binary, exported_cert, log_tail, pass_listener, status_of, ttd_token, Daemon, PATIENCE,
 };
 use integration_tests::{verify_jwt, OutputExt, TestToken, MODULE, PIN};
 
@@ -62,10 +61,10 @@ fn verify_all(tokens: &[String], pem: &str) -> usize {
 #[test]
 fn hsm_away_and_back_under_load_gives_503_then_tokens_and_never_a_wrong_one() {
     // No cache: every request reaches the HSM.
-    let token = token_with_key("rsa2048", "[token]\ncache = false\n");
+    let token = ttd_token("rsa2048", "[token]\ncache = false\n");
     let mut daemon = Daemon::start(&token);
     let pid = daemon.pid();
-    let pem = exported_pem(&token);
+    let pem = String::from_utf8(exported_cert(&token, "pem")).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let tokens = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -168,11 +167,11 @@ fn sigkill_under_load_and_a_restart_on_the_held_socket_lose_no_request() {
     const REQUESTS: usize = 300;
     const KILLS: usize = 3;
     const COMMANDS: usize = 20;
-    let token = token_with_key("rsa2048", "[token]\ncache = false\n");
+    let token = ttd_token("rsa2048", "[token]\ncache = false\n");
     let socket = token.path().join("activated.sock");
     let listener = UnixListener::bind(&socket).unwrap();
     let mut agent = start_on(&token, &listener);
-    let pem = exported_pem(&token);
+    let pem = String::from_utf8(exported_cert(&token, "pem")).unwrap();
 
     let done = Arc::new(AtomicUsize::new(0));
     let tokens = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -336,7 +335,7 @@ fn token_flags(token: &TestToken) -> String {
 
 #[test]
 fn a_wrong_pin_exits_77_after_exactly_one_login() {
-    let token = token_with_key("p256", "");
+    let token = ttd_token("p256", "");
     through_the_spy(&token);
     // The spy sees the right PIN's login, so counting works.
     assert_eq!(serve_through_spy(&token, true), (Some(0), 1));
@@ -367,7 +366,7 @@ fn a_wrong_pin_exits_77_after_exactly_one_login() {
 #[test]
 fn a_pin_file_others_or_the_group_may_read_is_refused_before_any_login() {
     use std::os::unix::fs::PermissionsExt;
-    let token = token_with_key("p256", "");
+    let token = ttd_token("p256", "");
     through_the_spy(&token);
     for mode in [0o644, 0o640, 0o604, 0o660] {
         std::fs::set_permissions(token.pin_file(), std::fs::Permissions::from_mode(mode)).unwrap();

@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use integration_tests::daemon::{
-    open_directory_to_others, proc_limit, token_with_key, with_open_files_soft_limit, Daemon,
+    open_directory_to_others, proc_limit, ttd_token, with_open_files_soft_limit, Daemon,
 };
 use integration_tests::{OutputExt, TestToken, PIN};
 
@@ -46,7 +46,7 @@ fn start_as_nobody(token: &TestToken) -> Daemon {
 
 #[test]
 fn the_running_agent_is_sealed_from_its_own_user_and_from_others() {
-    let token = token_with_key("p256", "");
+    let token = ttd_token("p256", "");
     open_directory_to_others(&token);
     let daemon = start_as_nobody(&token);
     let pid = daemon.pid();

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use integration_tests::daemon::{
-    add_server_settings, exported_pem, log_tail, open_fds, token_with_key, wait_open_fds_at_most,
+    add_server_settings, exported_cert, log_tail, open_fds, ttd_token, wait_open_fds_at_most,
     Daemon,
 };
 use integration_tests::http::parse_replies;
@@ -375,13 +375,13 @@ fn judge(payload: &Payload, outcome: &Outcome, pem: &str) -> Result<(), String> 
 
 #[test]
 fn hostile_bytes_get_client_errors_or_a_close_and_the_agent_serves_on() {
-    let token = token_with_key("p256", "");
+    let token = ttd_token("p256", "");
     add_server_settings(
         &token,
         &format!("header_read_timeout_seconds = {HEADER_TIMEOUT}\nidle_timeout_seconds = 2"),
     );
     let mut daemon = Daemon::start(&token);
-    let pem = exported_pem(&token);
+    let pem = String::from_utf8(exported_cert(&token, "pem")).unwrap();
     daemon.client().token(Some("ttd"), Some("a")).unwrap();
     let fds_before = open_fds(daemon.pid());
 

@@ -3,22 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use integration_tests::daemon::{body_of, log, serve_config, status_of, Daemon, PATIENCE};
+use integration_tests::daemon::{body_of, log, status_of, ttd_token, Daemon, PATIENCE};
 use integration_tests::{verify_jwt, OutputExt, TestToken};
-
-fn token_with_key(extra: &str) -> TestToken {
-    let token = TestToken::new();
-    token.write_config("[[issuer]]\nname = \"ttd\"\n");
-    token
-        .agent(&["keys", "generate", "--issuer", "ttd"])
-        .success();
-    let me = unsafe { libc::getuid() };
-    token.write_config(&serve_config(
-        &token,
-        &format!("[[issuer]]\nname = \"ttd\"\n\n[[grant]]\nuid = {me}\nissuer = \"ttd\"\napps = [\"*\"]\n\n{extra}"),
-    ));
-    token
-}
 
 /// Polls `path` until its status is `status`; returns the last answer.
 fn wait_status(daemon: &Daemon, token: &TestToken, path: &str, status: u16) -> String {
@@ -43,7 +29,7 @@ fn move_tokens(token: &TestToken, from: &str, to: &str) {
 
 #[test]
 fn a_token_moved_away_gives_503_and_tokens_flow_again_when_it_is_back() {
-    let token = token_with_key("");
+    let token = ttd_token("rsa2048", "");
     let daemon = Daemon::start(&token);
     let pem = token
         .agent(&["keys", "export-cert", "--issuer", "ttd", "--format", "pem"])
@@ -82,7 +68,7 @@ fn a_token_moved_away_gives_503_and_tokens_flow_again_when_it_is_back() {
 
 #[test]
 fn watchdog_pings_stop_while_the_hsm_is_away_and_resume_after() {
-    let token = token_with_key("");
+    let token = ttd_token("rsa2048", "");
     let mut daemon = Daemon::spawn(&token, |mut command| {
         // 1 s: pings every 0.5 s.
         command.env("WATCHDOG_USEC", "1000000");

@@ -3,9 +3,11 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use std::path::Path;
+
 use integration_tests::{
-    cert_der, openssl, pkcs12, rsa_self_signed, sha1_thumbprint, ttd_pem, ttd_pfx, write_private,
-    OutputExt, Pkcs12Kind, TestToken,
+    cert_der, jws_part, openssl, pkcs12, rsa_self_signed, sha1_thumbprint, ttd_pem, ttd_pfx,
+    write_private, OutputExt, Pkcs12Kind, TestToken, PIN,
 };
 use serde_json::Value;
 
@@ -127,6 +129,29 @@ fn wrong_password_is_refused_with_the_reason_and_nothing_remains() {
     let message = out.stderr_text();
     assert!(message.contains("wrong password"), "{message}");
     assert!(message.contains("--password-file"), "{message}");
+    assert_token_empty(&token);
+}
+
+#[test]
+fn a_nul_byte_in_the_password_file_is_refused() {
+    let token = TestToken::new();
+    let password = token.path().join("password");
+    write_private(&password, "sec\0ret\n");
+    let out = token
+        .agent(&[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd",
+            "--pfx",
+            ttd_pfx().to_str().unwrap(),
+            "--password-file",
+            password.to_str().unwrap(),
+        ])
+        .exit(65);
+    let message = out.stderr_text();
+    assert!(message.contains("NUL byte"), "{message}");
+    assert!(message.contains(password.to_str().unwrap()), "{message}");
     assert_token_empty(&token);
 }
 
@@ -526,6 +551,101 @@ fn a_key_without_certificate_is_listed_incomplete_never_used_and_deletable() {
     assert_token_empty(&token);
 }
 
+/// `cert`'s DER with the month of its notBefore (the validity's first
+/// UTCTime, `YYMMDDHHMMSSZ`) set to 13: a date OpenSSL's DER parser accepts
+/// but that is no point in time. The signature no longer matches; nothing
+/// checks it before the dates are read.
+fn der_with_month_13(cert: &Path) -> Vec<u8> {
+    let mut der = cert_der(cert);
+    let at = der
+        .windows(2)
+        .position(|tag_and_length| tag_and_length == [0x17, 0x0d])
+        .expect("a UTCTime in the certificate")
+        + 2;
+    der[at + 2..at + 4].copy_from_slice(b"13");
+    der
+}
+
+#[test]
+fn a_pkcs12_file_whose_certificate_has_a_malformed_date_is_refused() {
+    let token = TestToken::new();
+    let files = rsa_self_signed(token.path(), "org", 2048, "/CN=ttd");
+    token.write_file("bad.der", der_with_month_13(&files.cert));
+    openssl(
+        token.path(),
+        &[
+            "x509", "-inform", "der", "-in", "bad.der", "-out", "bad.pem",
+        ],
+    );
+    let pfx = pkcs12(
+        token.path(),
+        "bad",
+        &files.key,
+        &token.path().join("bad.pem"),
+        "",
+        Pkcs12Kind::Modern,
+    );
+    let out = token
+        .agent(&[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd",
+            "--pfx",
+            pfx.to_str().unwrap(),
+        ])
+        .exit(65);
+    let message = out.stderr_text();
+    assert!(message.contains("notBefore"), "{message}");
+    assert!(message.contains("not a valid time"), "{message}");
+    assert_token_empty(&token);
+}
+
+#[test]
+fn a_certificate_object_with_a_malformed_date_is_listed_incomplete_and_never_used() {
+    let token = TestToken::new();
+    token.write_config("[[issuer]]\nname = \"ttd\"\n");
+    let good = generate(&token, "ttd");
+    // A key pair of the issuer whose certificate object is damaged.
+    let files = rsa_self_signed(token.path(), "damaged", 2048, "/CN=ttd");
+    let kid = sha1_thumbprint(&files.cert);
+    let damaged = token.write_file("damaged.der", der_with_month_13(&files.cert));
+    for (file, kind) in [(&files.key, "privkey"), (&damaged, "cert")] {
+        token
+            .pkcs11_tool(&[
+                "--login",
+                "--pin",
+                PIN,
+                "--write-object",
+                file.to_str().unwrap(),
+                "--type",
+                kind,
+                "--id",
+                &kid,
+                "--label",
+                "ttd",
+            ])
+            .success();
+    }
+
+    let rows = list_json(&token);
+    let listed = row(&rows, &kid);
+    assert_eq!(listed["complete"], false);
+    assert_eq!(
+        listed["certificate"], false,
+        "the certificate is unreadable"
+    );
+    assert_eq!(listed["private_key"], true);
+    assert_eq!(listed["active"], false);
+    assert_eq!(row(&rows, &good)["active"], true);
+    let table = token.agent(&["keys", "list"]).success().stdout_text();
+    assert!(table.contains("INCOMPLETE"), "{table}");
+
+    let minted = token.agent(&["mint", "--issuer", "ttd"]).success();
+    let header = jws_part(minted.stdout_text().trim(), 0);
+    assert_eq!(header["kid"], good.as_str());
+}
+
 #[test]
 fn bad_kid_and_key_type_are_usage_errors() {
     let token = TestToken::new();
@@ -564,6 +684,30 @@ fn bad_kid_and_key_type_are_usage_errors() {
 }
 
 #[test]
+fn an_issuer_that_requests_cannot_name_is_a_usage_error() {
+    let token = TestToken::new();
+    let pfx = ttd_pfx();
+    for args in [
+        &["keys", "generate", "--issuer", "t d"][..],
+        &[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd/x",
+            "--pfx",
+            pfx.to_str().unwrap(),
+        ],
+    ] {
+        let out = token.agent(args).exit(2);
+        let message = out.stderr_text();
+        assert!(message.contains("--issuer"), "{message}");
+        assert!(message.contains("contains"), "{message}");
+        assert!(message.contains("'-', '.' and '_'"), "{message}");
+    }
+    assert_token_empty(&token);
+}
+
+#[test]
 fn rc2_file_without_the_legacy_provider_gets_the_conversion_command() {
     let token = TestToken::new();
     let files = rsa_self_signed(token.path(), "windows", 2048, "/CN=ttd");
@@ -598,4 +742,48 @@ fn rc2_file_without_the_legacy_provider_gets_the_conversion_command() {
         "{message}"
     );
     assert_token_empty(&token);
+}
+
+#[test]
+fn list_into_a_reader_that_went_away_is_not_a_crash() {
+    // `keys list | head -0`: the reader closes the pipe before the table.
+    let token = TestToken::new();
+    generate(&token, "ttd");
+    let mut child = token
+        .command(&["keys", "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap().success();
+    assert!(
+        !out.stderr_text().contains("panicked"),
+        "{}",
+        out.stderr_text()
+    );
+}
+
+#[test]
+fn a_file_that_cannot_be_used_is_refused_before_logging_in() {
+    // With a wrong PIN a login would fail with 77: 65 shows the file was
+    // judged first, and no login attempt was spent on it.
+    let token = TestToken::new();
+    std::fs::write(token.pin_file(), "0000\n").unwrap();
+    let garbage = token.write_file("garbage.pfx", b"not a PKCS#12 file");
+    let out = token
+        .agent(&[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd",
+            "--pfx",
+            garbage.to_str().unwrap(),
+        ])
+        .exit(65);
+    assert!(
+        out.stderr_text().contains("garbage.pfx"),
+        "{}",
+        out.stderr_text()
+    );
 }

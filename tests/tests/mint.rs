@@ -251,3 +251,31 @@ fn newest_valid_key_is_active_unless_a_kid_is_pinned() {
     let minted = mint(&token, "ttd", "", None);
     assert_eq!(jws_part(&minted, 0)["kid"], altinn_kid);
 }
+
+#[test]
+fn now_beyond_year_9999_is_a_usage_error() {
+    // Such an instant once overflowed `iat + lifetime`: a panic in debug
+    // builds, a wrapped exp in release.
+    let token = TestToken::new();
+    token
+        .agent(&[
+            "keys",
+            "import",
+            "--issuer",
+            "ttd",
+            "--pfx",
+            ttd_pfx().to_str().unwrap(),
+        ])
+        .success();
+    let kid = sha1_thumbprint(&ttd_pem());
+    token.write_config(&format!("[[issuer]]\nname = \"ttd\"\nkid = \"{kid}\"\n"));
+    let out = token
+        .agent(&["mint", "--issuer", "ttd", "--now", "9223372036854775000"])
+        .exit(2);
+    assert!(out.stderr_text().contains("--now"), "{}", out.stderr_text());
+    // The last accepted instant lies outside the certificate's validity, so
+    // even the pinned key is refused there (69), without overflowing.
+    token
+        .agent(&["mint", "--issuer", "ttd", "--now", "253402300799"])
+        .exit(69);
+}

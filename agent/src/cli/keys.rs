@@ -5,13 +5,13 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::{open_logged_in, unix_now, Failure, KeysCommand};
+use super::{open_logged_in, KeysCommand};
 use crate::cert::Certificate;
+use crate::clock::{rfc3339, unix_now};
 use crate::config::Config;
-use crate::exit;
+use crate::exit::{self, Failure};
 use crate::hsm::enrol::{
     self, import::password_from_bytes, CertificateRequest, EnrolError, KeyType,
 };
@@ -22,7 +22,8 @@ use crate::hsm::{Access, HsmError};
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
     /// The issuer (`iss`) the key signs for; stored as the objects' CKA_LABEL.
-    #[arg(long)]
+    /// Letters, digits, '-', '.' and '_', as in requests.
+    #[arg(long, value_parser = parse_issuer)]
     pub issuer: String,
     /// The PKCS#12 file (.pfx/.p12) with the private key and its certificate.
     #[arg(long, value_name = "FILE")]
@@ -37,7 +38,8 @@ pub struct ImportArgs {
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
     /// The issuer (`iss`) the key signs for; stored as the objects' CKA_LABEL.
-    #[arg(long)]
+    /// Letters, digits, '-', '.' and '_', as in requests.
+    #[arg(long, value_parser = parse_issuer)]
     pub issuer: String,
     /// The key to generate inside the HSM.
     #[arg(long, value_enum, default_value = "rsa2048")]
@@ -96,6 +98,14 @@ pub enum ExportFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kid(pub [u8; 20]);
 
+/// An issuer to enrol for: a name apps can ask for, or the key could never
+/// be used (bad usage, exit 2, before the token is touched).
+fn parse_issuer(text: &str) -> Result<String, String> {
+    crate::policy::check_name(text)
+        .map(|()| text.to_owned())
+        .map_err(|why| format!("the issuer {text:?} {why}; use the org code, e.g. ttd"))
+}
+
 fn parse_kid(text: &str) -> Result<Kid, String> {
     let digits = text.trim();
     let invalid = || format!("{text:?} is not a kid: give the 40 hex digits `keys list` shows");
@@ -134,19 +144,25 @@ fn import(config: &Config, args: &ImportArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::new(exit::DATA, format!("{}: {e}", path.display())))?,
         None => Zeroizing::new(String::new()),
     };
+    // A file that cannot be used is refused before the token is touched.
+    let material = enrol::read_pkcs12(&pfx, &password).map_err(|e| import_failure(args, e))?;
     let hsm = open_logged_in(config, Access::ReadWrite)?;
     let session = hsm.anchor();
-    let cert = enrol::import(&session, &args.issuer, &pfx, &password).map_err(|error| {
-        let failure = Failure::from(error);
-        match failure.code {
-            exit::DATA => Failure::new(
-                exit::DATA,
-                format!("cannot import {}: {}", args.pfx.display(), failure.message),
-            ),
-            _ => failure,
-        }
-    })?;
+    let cert =
+        enrol::import(&session, &args.issuer, material).map_err(|e| import_failure(args, e))?;
     report_enrolled(config, &session, "imported", &args.issuer, &cert)
+}
+
+/// An import failure; a problem with the file names the file.
+fn import_failure(args: &ImportArgs, error: EnrolError) -> Failure {
+    let failure = Failure::from(error);
+    match failure.code {
+        exit::DATA => Failure::new(
+            exit::DATA,
+            format!("cannot import {}: {}", args.pfx.display(), failure.message),
+        ),
+        _ => failure,
+    }
 }
 
 fn generate(config: &Config, args: &GenerateArgs) -> Result<(), Failure> {
@@ -185,8 +201,7 @@ fn report_enrolled(
             "it is not the issuer's active key (see `access-token-agent keys list`)"
         }
     );
-    println!("{}", cert.kid());
-    Ok(())
+    write_stdout(format!("{}\n", cert.kid()).as_bytes())
 }
 
 /// Reads a whole input file into memory that is zeroized when dropped.
@@ -284,17 +299,16 @@ fn list(config: &Config, args: &ListArgs) -> Result<(), Failure> {
     if args.json {
         let json = serde_json::to_string_pretty(&rows)
             .map_err(|e| Failure::new(exit::FAILURE, format!("cannot write JSON: {e}")))?;
-        println!("{json}");
+        write_stdout(format!("{json}\n").as_bytes())
     } else {
-        print_table(&rows);
+        print_table(&rows)
     }
-    Ok(())
 }
 
-fn print_table(rows: &[Row]) {
+fn print_table(rows: &[Row]) -> Result<(), Failure> {
     if rows.is_empty() {
         eprintln!("no keys on the token; enrol one with `access-token-agent keys import` or `keys generate`");
-        return;
+        return Ok(());
     }
     let header = [
         "ISSUER",
@@ -341,10 +355,12 @@ fn print_table(rows: &[Row]) {
             .collect();
         padded.join("  ").trim_end().to_owned()
     };
-    println!("{}", line(&header.map(String::from)));
+    let mut table = line(&header.map(String::from)) + "\n";
     for row in &cells {
-        println!("{}", line(row));
+        table.push_str(&line(row));
+        table.push('\n');
     }
+    write_stdout(table.as_bytes())
 }
 
 fn export_cert(config: &Config, args: &ExportArgs) -> Result<(), Failure> {
@@ -352,20 +368,26 @@ fn export_cert(config: &Config, args: &ExportArgs) -> Result<(), Failure> {
     let pairs = keys::list(&hsm.anchor(), Some(&args.issuer))?;
     let cert = chosen_certificate(config, args, &pairs)?;
     match args.format {
-        ExportFormat::Pem => print!("{}", cert.pem()),
-        ExportFormat::Der => {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(&cert.der)
-                .and_then(|()| stdout.flush())
-                .map_err(|e| Failure::new(exit::FAILURE, format!("cannot write to stdout: {e}")))?;
-        }
+        ExportFormat::Pem => write_stdout(cert.pem().as_bytes()),
+        ExportFormat::Der => write_stdout(&cert.der),
         ExportFormat::Keyvault => {
-            println!("{}", cert.keyvault_value());
             eprintln!("{}-access-token-public-cert", args.issuer);
+            write_stdout(format!("{}\n", cert.keyvault_value()).as_bytes())
         }
     }
-    Ok(())
+}
+
+/// Writes the command's result to stdout. A reader that has gone away
+/// (`keys list | head -1`) is not an error of the command.
+fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::new(
+            exit::FAILURE,
+            format!("cannot write to stdout: {e}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The certificate `--kid` names, else the issuer's active one.
@@ -387,7 +409,7 @@ fn chosen_certificate<'p>(
                 format!(
                     "issuer {:?} has no active key (none is complete with a certificate valid now{}); `access-token-agent keys list` shows its keys, and --kid exports one of them",
                     args.issuer,
-                    pinned_kid(config, &args.issuer).map(|kid| format!(", or the pinned kid {kid} is not on the token")).unwrap_or_default()
+                    pinned_kid(config, &args.issuer).map(|kid| format!(", or the pinned kid {kid} is not on the token or its certificate is not valid now")).unwrap_or_default()
                 ),
             ))?,
     };
@@ -458,22 +480,6 @@ fn confirm(question: &str) -> Result<(), Failure> {
     }
 }
 
-/// Unix seconds as RFC 3339 UTC, e.g. `2026-01-01T00:00:00Z`.
-fn rfc3339(unix: i64) -> String {
-    match OffsetDateTime::from_unix_timestamp(unix) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        Err(_) => format!("@{unix}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,8 +506,11 @@ mod tests {
     }
 
     #[test]
-    fn times_are_rfc3339_utc() {
-        assert_eq!(rfc3339(1_767_225_600), "2026-01-01T00:00:00Z");
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    fn issuers_to_enrol_follow_the_request_name_rule() {
+        assert_eq!(parse_issuer("ttd").unwrap(), "ttd");
+        assert_eq!(parse_issuer("digdir.test-1_a").unwrap(), "digdir.test-1_a");
+        assert!(parse_issuer("").unwrap_err().contains("is empty"));
+        assert!(parse_issuer("t d").unwrap_err().contains("contains ' '"));
+        assert!(parse_issuer("ttd\n").unwrap_err().contains("'\\n'"));
     }
 }

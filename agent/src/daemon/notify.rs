@@ -58,11 +58,6 @@ impl Notifier {
         ]));
     }
 
-    /// A new STATUS= line.
-    pub fn status(&self, status: &str) {
-        self.send(&message(&[("STATUS", status)]));
-    }
-
     /// The agent is alive and its HSM answers.
     pub fn watchdog(&self) {
         self.send(&message(&[("WATCHDOG", "1")]));

@@ -9,10 +9,11 @@
 
 use std::collections::BTreeMap;
 
+use cryptoki::error::RvError;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
-use super::HsmError;
+use super::{Ckr, HsmError};
 use crate::cert::Certificate;
 use crate::token::SigningKeyId;
 
@@ -96,7 +97,9 @@ pub fn list(session: &Session, issuer: Option<&str>) -> Result<Vec<KeyPair>, Hsm
         .map_err(|e| HsmError::from_cryptoki("C_FindObjects", e))?;
     let mut pairs: BTreeMap<(String, Vec<u8>), KeyPair> = BTreeMap::new();
     for handle in handles {
-        let object = read_object(session, handle)?;
+        let Some(object) = readable(handle, read_object(session, handle))? else {
+            continue;
+        };
         let Some((class, label, id)) = object.identity() else {
             continue;
         };
@@ -108,12 +111,35 @@ pub fn list(session: &Session, issuer: Option<&str>) -> Result<Vec<KeyPair>, Hsm
             public_key: None,
         });
         if class == ObjectClass::CERTIFICATE {
-            pair.certificate = read_certificate(session, handle)?.map(|cert| (handle, cert));
+            pair.certificate = readable(handle, read_certificate(session, handle))?
+                .flatten()
+                .map(|cert| (handle, cert));
         } else {
             object.fill_key(class, handle, pair);
         }
     }
     Ok(pairs.into_values().collect())
+}
+
+/// An object's attributes, or `None` when only this object is at fault: its
+/// stored form is damaged (SoftHSM answers CKR_ATTRIBUTE_VALUE_INVALID for a
+/// truncated object file) or it was removed since it was found. One such
+/// object must not hide the others; a fault of the session or token still
+/// fails the whole listing.
+fn readable<T>(handle: ObjectHandle, read: Result<T, HsmError>) -> Result<Option<T>, HsmError> {
+    match read {
+        Ok(value) => Ok(Some(value)),
+        Err(error)
+            if !error.is_connection_fault()
+                || error.ckr() == Some(Ckr(RvError::ObjectHandleInvalid)) =>
+        {
+            tracing::warn!(
+                "object {handle} on the token cannot be read ({error}); it is left out (its storage may be damaged, or it was just removed)"
+            );
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// The pair with this kid (any issuer), if there is one.
@@ -124,28 +150,27 @@ pub fn find_by_kid(session: &Session, kid: &str) -> Result<Option<KeyPair>, HsmE
         .find(|pair| pair.kid() == kid))
 }
 
-/// The key an issuer signs with: the pinned kid if one is configured,
-/// otherwise the complete pair whose certificate is valid now and has the
-/// latest not-before (so a newly enrolled key takes over once it is valid).
+/// The key an issuer signs with, among its complete pairs whose certificate
+/// is valid at `now`: the pinned kid if one is configured, otherwise the one
+/// with the latest not-before (so a newly enrolled key takes over once it is
+/// valid). Altinn Platform refuses tokens whose certificate is outside its
+/// validity, so an expired pinned key is no active key either.
 pub fn select_active<'a>(
     pairs: &'a [KeyPair],
     issuer: &str,
     pinned_kid: Option<&str>,
     now: i64,
 ) -> Option<&'a KeyPair> {
-    let complete = pairs
+    let mut usable = pairs
         .iter()
-        .filter(|pair| pair.issuer == issuer && pair.is_complete());
-    if let Some(kid) = pinned_kid {
-        return complete
-            .into_iter()
-            .find(|pair| pair.kid().eq_ignore_ascii_case(kid));
+        .filter(|pair| pair.issuer == issuer && pair.is_complete())
+        .filter_map(|pair| Some((pair, &pair.certificate.as_ref()?.1)))
+        .filter(|(_, cert)| cert.is_valid_at(now));
+    match pinned_kid {
+        Some(kid) => usable.find(|(pair, _)| pair.kid().eq_ignore_ascii_case(kid)),
+        None => usable.max_by_key(|(_, cert)| cert.not_before),
     }
-    complete
-        .filter_map(|pair| Some((pair, pair.certificate.as_ref()?)))
-        .filter(|(_, (_, cert))| cert.is_valid_at(now))
-        .max_by_key(|(_, (_, cert))| cert.not_before)
-        .map(|(pair, _)| pair)
+    .map(|(pair, _)| pair)
 }
 
 /// The signing key for `issuer`, or an error that says how to enrol one.
@@ -173,7 +198,7 @@ pub fn active_key_pair(
         .ok_or_else(|| HsmError::KeyNotFound {
             issuer: issuer.to_owned(),
             kid: match pinned_kid {
-                Some(kid) => format!(" with kid {kid}"),
+                Some(kid) => format!(" with kid {kid} whose certificate is valid now"),
                 None => " whose certificate is valid now".to_owned(),
             },
         })
@@ -256,4 +281,82 @@ fn read_certificate(
         Attribute::Value(der) => Certificate::from_der(der).ok(),
         _ => None,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cert::KeyKind;
+
+    /// A complete pair of `issuer` whose certificate is valid from
+    /// `not_before` to `not_after`; `n` tells pairs apart.
+    fn pair(issuer: &str, n: u8, not_before: i64, not_after: i64) -> KeyPair {
+        let thumbprint = [n; 20];
+        // SAFETY: the handles are never passed to a PKCS#11 module.
+        let handle = |raw| unsafe { ObjectHandle::new_from_raw(raw) };
+        KeyPair {
+            issuer: issuer.into(),
+            id: thumbprint.to_vec(),
+            certificate: Some((
+                handle(2 * u64::from(n)),
+                Certificate {
+                    der: Vec::new(),
+                    thumbprint,
+                    subject: format!("CN={issuer}"),
+                    not_before,
+                    not_after,
+                    key: KeyKind::P256,
+                },
+            )),
+            private_key: Some(PrivateKey {
+                handle: handle(2 * u64::from(n) + 1),
+                sensitive: true,
+                extractable: false,
+                always_sensitive: true,
+                never_extractable: true,
+            }),
+            public_key: None,
+        }
+    }
+
+    fn chosen(pairs: &[KeyPair], pinned: Option<&str>, now: i64) -> Option<String> {
+        select_active(pairs, "ttd", pinned, now).map(KeyPair::kid)
+    }
+
+    #[test]
+    fn the_valid_key_with_the_latest_not_before_is_active() {
+        let pairs = [
+            pair("ttd", 1, 100, 1000),
+            pair("ttd", 2, 500, 2000),
+            pair("digdir", 3, 600, 3000),
+        ];
+        let (old, new) = (pairs[0].kid(), pairs[1].kid());
+        assert_eq!(chosen(&pairs, None, 99), None);
+        assert_eq!(chosen(&pairs, None, 499), Some(old.clone()));
+        assert_eq!(chosen(&pairs, None, 1000), Some(new.clone()));
+        assert_eq!(chosen(&pairs, None, 2000), Some(new));
+        assert_eq!(
+            chosen(&pairs, None, 2001),
+            None,
+            "every certificate has expired"
+        );
+    }
+
+    #[test]
+    fn a_pinned_key_is_active_only_while_its_certificate_is_valid() {
+        let pairs = [pair("ttd", 1, 100, 1000), pair("ttd", 2, 500, 2000)];
+        let old = pairs[0].kid();
+        let pinned = Some(old.as_str());
+        assert_eq!(chosen(&pairs, pinned, 600), Some(old.clone()));
+        assert_eq!(
+            chosen(&pairs, Some(&old.to_ascii_lowercase()), 1000),
+            Some(old.clone())
+        );
+        assert_eq!(
+            chosen(&pairs, pinned, 1001),
+            None,
+            "expired, though another key is valid"
+        );
+        assert_eq!(chosen(&pairs, pinned, 99), None, "not yet valid");
+    }
 }

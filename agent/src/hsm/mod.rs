@@ -5,10 +5,14 @@
 //! - slot ids move when tokens are created, so the token is found by label;
 //! - one login covers every session of the process, but closing the last
 //!   session logs out, so [`Hsm`] keeps one session open for its lifetime;
-//! - a session is not `Sync`: each signing thread opens its own.
+//! - a session is not `Sync`: each signing thread opens its own;
+//! - C_Login rewrites SoftHSM's `token.object` in place, and a process ended
+//!   in that instant loses the whole token, so logins hold termination
+//!   signals ([`held_signals`]).
 
 pub mod enrol;
 pub mod error;
+pub mod held_signals;
 pub mod keys;
 pub mod sign;
 
@@ -62,8 +66,11 @@ impl Hsm {
     }
 
     /// Logs in as the user with exactly one `C_Login`: a wrong PIN is never
-    /// retried, so the token's retry counter is not burnt in a loop.
+    /// retried, so the token's retry counter is not burnt in a loop. The
+    /// login may rewrite the token's own state, so termination signals wait
+    /// until it is done ([`held_signals`]).
     pub fn login(&self, pin: &SecretString) -> Result<(), HsmError> {
+        let _held = held_signals::HeldSignals::hold();
         match self.anchor().login(UserType::User, Some(pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
             Err(error) => Err(HsmError::from_cryptoki("C_Login", error)),
@@ -77,9 +84,7 @@ impl Hsm {
 
     /// The long-lived session, for look-ups and enrolment.
     pub fn anchor(&self) -> MutexGuard<'_, Session> {
-        self.anchor
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.anchor)
     }
 
     /// The token's label.
@@ -119,7 +124,7 @@ impl Hsm {
 /// re-initialisation the module hands out the same session handles again, and
 /// a stale session closed later would close a new one.
 pub fn reset() -> Result<(), HsmError> {
-    let guard = CONTEXT.lock().unwrap_or_else(|p| p.into_inner());
+    let guard = crate::sync::lock(&CONTEXT);
     let Some((module, pkcs11)) = guard.as_ref() else {
         return Ok(());
     };
@@ -139,7 +144,7 @@ pub fn reset() -> Result<(), HsmError> {
 /// Finalizes the process-wide context at shutdown. Every session must be
 /// dropped first.
 pub fn finalize() -> Result<(), HsmError> {
-    let mut guard = CONTEXT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = crate::sync::lock(&CONTEXT);
     match guard.take() {
         Some((_, pkcs11)) => pkcs11
             .finalize()
@@ -150,7 +155,7 @@ pub fn finalize() -> Result<(), HsmError> {
 
 /// The process-wide context for `module`, initialised on first use.
 fn context(module: &Path) -> Result<Pkcs11, HsmError> {
-    let mut slot = CONTEXT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut slot = crate::sync::lock(&CONTEXT);
     if let Some((loaded, pkcs11)) = slot.as_ref() {
         if loaded == module {
             return Ok(pkcs11.clone());

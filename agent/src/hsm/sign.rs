@@ -30,11 +30,20 @@ pub fn sign_with(
     result.map_err(|e| HsmError::from_cryptoki("C_Sign", e))
 }
 
-/// A signed token and its expiry.
-#[derive(Debug, Clone)]
+/// A signed token and its expiry. Its `Debug` form leaves the token out.
+#[derive(Clone)]
 pub struct SignedToken {
     pub token: String,
     pub expires_at: i64,
+}
+
+impl std::fmt::Debug for SignedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedToken")
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// Builds and signs the Altinn token for `app` at `now` with `key`.
@@ -52,4 +61,21 @@ pub fn sign_token(
         token: unsigned.finish(&signature),
         expires_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_leaves_the_token_out() {
+        let signed = SignedToken {
+            token: "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJ0dGQifQ.c2lnbmF0dXJl".into(),
+            expires_at: 1_767_225_900,
+        };
+        let debug = format!("{signed:?}");
+        assert!(!debug.contains("eyJ"), "{debug}");
+        assert!(debug.contains("token: \"<redacted>\""), "{debug}");
+        assert!(debug.contains("1767225900"), "{debug}");
+    }
 }

@@ -25,7 +25,7 @@ pub(super) async fn serve<S: TokenSource>(
     mut stop: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
-    let peer = match Peer::of(&stream, front.policy().needs_process()) {
+    let peer = match Peer::of(&stream) {
         Ok(peer) => Arc::new(peer),
         Err(e) => {
             tracing::debug!("dropping a connection without peer credentials: {e}");

@@ -112,14 +112,7 @@ pub fn adopt(fd: OwnedFd) -> io::Result<Listener> {
 fn bind(config: &ServerConfig) -> io::Result<Listener> {
     let path = config.socket.as_path();
     let mode = parse_mode(&config.socket_mode).map_err(invalid)?;
-    let group = match &config.socket_group {
-        Some(name) => Some(crate::policy::lookup_group(name).map_err(|why| {
-            invalid(format!(
-                "`server.socket_group` = {name:?}: {why}; create the group or fix the name"
-            ))
-        })?),
-        None => None,
-    };
+    let group = config.socket_gid().map_err(invalid)?;
     check_directory(path)?;
     clear_stale(path)?;
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
@@ -388,7 +381,7 @@ mod tests {
             .output()
             .unwrap();
         let group = String::from_utf8(output.stdout).unwrap().trim().to_string();
-        let gid = crate::policy::lookup_group(&group).unwrap();
+        let gid = crate::accounts::group_id(&group).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.sock");
         let mut config = config(&path);

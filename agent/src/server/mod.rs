@@ -99,9 +99,7 @@ impl ServerConfig {
         if self.socket.as_os_str().is_empty() {
             return Err("`server.socket` is empty; set the socket's path".into());
         }
-        if self.socket_group.as_deref() == Some("") {
-            return Err("`server.socket_group` is empty; name a group or leave it out".into());
-        }
+        self.socket_gid()?;
         if !(1..=MAX_CONNECTIONS_LIMIT).contains(&self.max_connections) {
             return Err(format!(
                 "`server.max_connections` = {} must be between 1 and {MAX_CONNECTIONS_LIMIT}",
@@ -129,6 +127,19 @@ impl ServerConfig {
             }
         }
         Ok(())
+    }
+
+    /// The gid of `socket_group`, if one is set; the error names the key.
+    /// Resolved when the config is checked, so that a group missing on
+    /// this host is a config error, not a failure to listen.
+    pub fn socket_gid(&self) -> Result<Option<u32>, String> {
+        match self.socket_group.as_deref() {
+            None => Ok(None),
+            Some("") => Err("`server.socket_group` is empty; name a group or leave it out".into()),
+            Some(name) => crate::accounts::group_id(name).map(Some).map_err(|why| {
+                format!("`server.socket_group` = {name:?}: {why}; create the group or fix the name")
+            }),
+        }
     }
 
     fn timeouts(&self) -> Timeouts {
@@ -183,7 +194,7 @@ impl<S: TokenSource> Front<S> {
     /// Swaps in new grants (SIGHUP) without touching open connections;
     /// requests already being answered finish under the old grants.
     pub fn replace_policy(&self, policy: Policy) {
-        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        *crate::sync::write(&self.policy) = Arc::new(policy);
     }
 
     /// The audit sink, e.g. to [`Audit::reopen`] its file on SIGHUP.
@@ -192,10 +203,7 @@ impl<S: TokenSource> Front<S> {
     }
 
     fn policy(&self) -> Arc<Policy> {
-        self.policy
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::read(&self.policy).clone()
     }
 
     /// Serves until `shutdown` resolves, then stops accepting (dropping the
@@ -318,6 +326,10 @@ mod config_tests {
                 "`server.header_read_timeout_seconds` = NaN",
             ),
             ("socket_group = \"\"", "`server.socket_group` is empty"),
+            (
+                "socket_group = \"no-such-group-xq\"",
+                "`server.socket_group` = \"no-such-group-xq\": no such name on this host",
+            ),
             ("max_conections = 5", "unknown field `max_conections`"),
         ];
         for (text, expected) in cases {

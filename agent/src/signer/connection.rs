@@ -4,11 +4,12 @@
 //! The same steps serve the first start and every recovery, so a recovered
 //! agent is in exactly the state a freshly started one would be.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::pool::{FaultReport, Pool, PoolHandle};
 use super::{selftest, ActiveKey, Settings};
+use crate::clock::{rfc3339, unix_now};
 use crate::config::IssuerConfig;
 use crate::hsm::{keys, Access, Hsm, HsmError};
 use crate::metrics::Metrics;
@@ -45,6 +46,10 @@ impl ConnectError {
 /// Every configured issuer's active key, by issuer name.
 pub type Keys = HashMap<Box<str>, Arc<ActiveKey>>;
 
+/// The issuers that have no usable key any more, with the reason and what
+/// to do about it.
+pub type Unavailable = BTreeMap<Box<str>, Arc<str>>;
+
 /// The open token, its keys, and the signing threads. Dropping it stops the
 /// threads and closes every session, the anchor session last.
 pub struct Connection {
@@ -53,6 +58,7 @@ pub struct Connection {
     pool: Pool,
     hsm: Hsm,
     keys: Keys,
+    unavailable: Unavailable,
 }
 
 impl Connection {
@@ -79,7 +85,12 @@ impl Connection {
             on_fault,
         )
         .map_err(ConnectError::Threads)?;
-        Ok(Connection { pool, hsm, keys })
+        Ok(Connection {
+            pool,
+            hsm,
+            keys,
+            unavailable: Unavailable::new(),
+        })
     }
 
     /// Finds the active keys for `settings`, self-testing those that
@@ -92,12 +103,56 @@ impl Connection {
             &settings.lifetime,
             Some(&self.keys),
         )?;
+        Ok(self.replace(keys, Unavailable::new()))
+    }
+
+    /// Chooses every issuer's key again, as time passes: an issuer whose
+    /// key's certificate has expired, and that has no other key valid now,
+    /// becomes unavailable until one is enrolled. A new key that fails its
+    /// self-test leaves the current one in service while it is valid. Only
+    /// a connection fault is an error. Says whether anything changed.
+    pub fn check_keys(&mut self, settings: &Settings) -> Result<bool, ConnectError> {
+        let session = self.hsm.anchor();
+        let now = unix_now();
+        let mut keys = Keys::new();
+        let mut unavailable = Unavailable::new();
+        for issuer in &settings.issuers {
+            let name = issuer.name.as_str();
+            let current = self.keys.get(name);
+            match find_key(&session, issuer, &settings.lifetime, current, now) {
+                Ok(key) => {
+                    keys.insert(name.into(), key);
+                }
+                Err(error) if error.is_connection_fault() => return Err(error),
+                Err(error) => match current {
+                    Some(key) if key.certificate.is_valid_at(now) && !is_missing(&error) => {
+                        tracing::warn!(issuer = name, %error, "the issuer's new key cannot be used; its current key keeps signing");
+                        keys.insert(name.into(), Arc::clone(key));
+                    }
+                    _ => {
+                        let reason = self.unavailable.get(name).cloned().unwrap_or_else(|| {
+                            unusable(issuer, current.map(AsRef::as_ref), &error, now).into()
+                        });
+                        unavailable.insert(name.into(), reason);
+                    }
+                },
+            }
+        }
+        drop(session);
+        Ok(self.replace(keys, unavailable))
+    }
+
+    /// Puts `keys` and `unavailable` in service; says whether that changes
+    /// which key an issuer signs with, or whether it can sign at all.
+    fn replace(&mut self, keys: Keys, unavailable: Unavailable) -> bool {
         let changed = keys.len() != self.keys.len()
             || keys
                 .iter()
-                .any(|(issuer, key)| self.keys.get(issuer).is_none_or(|old| old.kid != key.kid));
+                .any(|(issuer, key)| self.keys.get(issuer).is_none_or(|old| old.kid != key.kid))
+            || unavailable.keys().ne(self.unavailable.keys());
         self.keys = keys;
-        Ok(changed)
+        self.unavailable = unavailable;
+        changed
     }
 
     /// Whether the token still answers.
@@ -107,6 +162,10 @@ impl Connection {
 
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    pub fn unavailable(&self) -> &Unavailable {
+        &self.unavailable
     }
 
     pub fn pool(&self) -> PoolHandle {
@@ -133,28 +192,72 @@ fn find_keys(
     known: Option<&Keys>,
 ) -> Result<Keys, ConnectError> {
     let session = hsm.anchor();
-    let now = crate::cli::unix_now();
+    let now = unix_now();
     let mut keys = Keys::new();
     for issuer in issuers {
-        let (signing, certificate) =
-            keys::active_key_pair(&session, &issuer.name, issuer.kid.as_deref(), now)?;
-        let kid: Arc<str> = Arc::from(signing.id.kid.as_str());
-        let tested = known
-            .and_then(|known| known.get(issuer.name.as_str()))
-            .is_some_and(|old| old.kid == kid && old.signing.handle == signing.handle);
-        if !tested {
-            selftest::run(&session, &signing, &certificate, lifetime)?;
-        }
+        let name = issuer.name.as_str();
+        let current = known.and_then(|known| known.get(name));
         keys.insert(
-            issuer.name.as_str().into(),
-            Arc::new(ActiveKey {
-                signing,
-                certificate,
-                kid,
-            }),
+            name.into(),
+            find_key(&session, issuer, lifetime, current, now)?,
         );
     }
     Ok(keys)
+}
+
+/// The active key of `issuer` at `now`, self-tested unless it is `current`.
+fn find_key(
+    session: &cryptoki::session::Session,
+    issuer: &IssuerConfig,
+    lifetime: &crate::token::Lifetime,
+    current: Option<&Arc<ActiveKey>>,
+    now: i64,
+) -> Result<Arc<ActiveKey>, ConnectError> {
+    let (signing, certificate) =
+        keys::active_key_pair(session, &issuer.name, issuer.kid.as_deref(), now)?;
+    let kid: Arc<str> = Arc::from(signing.id.kid.as_str());
+    let tested = current.is_some_and(|old| old.kid == kid && old.signing.handle == signing.handle);
+    if !tested {
+        selftest::run(session, &signing, &certificate, lifetime)?;
+    }
+    Ok(Arc::new(ActiveKey {
+        signing,
+        certificate,
+        kid,
+    }))
+}
+
+/// The token holds no key for the issuer that is complete and valid now.
+fn is_missing(error: &ConnectError) -> bool {
+    matches!(error, ConnectError::Hsm(HsmError::KeyNotFound { .. }))
+}
+
+/// Why `issuer` cannot sign any more, and what brings it back: with a pinned
+/// kid only a new pin and a reload do; otherwise enrolling a key is enough.
+fn unusable(
+    issuer: &IssuerConfig,
+    current: Option<&ActiveKey>,
+    error: &ConnectError,
+    now: i64,
+) -> String {
+    let cause = match current {
+        Some(key) if now > key.certificate.not_after => format!(
+            "the certificate of its key {} expired at {}",
+            key.kid,
+            rfc3339(key.certificate.not_after)
+        ),
+        _ => error.to_string(),
+    };
+    let remedy = match &issuer.kid {
+        Some(kid) => format!(
+            "enrol a new key (access-token-agent keys import or keys generate), replace the pinned kid {kid} in the config with its kid (or remove the pin) and reload the agent (systemctl reload access-token-agent)"
+        ),
+        None => "enrol a new key (access-token-agent keys import or keys generate); the agent uses it within seconds".into(),
+    };
+    format!(
+        "issuer {:?} has no usable key ({cause}); {remedy}",
+        issuer.name
+    )
 }
 
 /// The configured thread count, capped so that the threads and the anchor

@@ -37,6 +37,7 @@ use crate::config::{Config, HsmConfig, IssuerConfig};
 use crate::hsm::keys::SigningKey;
 use crate::issue::{IssueError, Issued, TokenSource};
 use crate::metrics::Metrics;
+use crate::sync::{lock, read, write};
 use crate::token::Lifetime;
 
 /// `[signing]`: the signing threads.
@@ -139,6 +140,8 @@ struct Snapshot {
 
 struct Serving {
     keys: connection::Keys,
+    /// Issuers that cannot sign, though the HSM answers.
+    unavailable: connection::Unavailable,
     pool: PoolHandle,
     threads: usize,
 }
@@ -151,12 +154,41 @@ struct Shared {
 
 impl Shared {
     fn current(&self) -> Arc<Snapshot> {
-        Arc::clone(&self.snapshot.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&read(&self.snapshot))
     }
 
     fn publish(&self, snapshot: Snapshot) {
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        *write(&self.snapshot) = Arc::new(snapshot);
     }
+
+    /// Nothing will be signed any more, for `reason`.
+    fn fail(&self, reason: String) {
+        let current = self.current();
+        self.publish(Snapshot {
+            settings: Arc::clone(&current.settings),
+            cache: Arc::clone(&current.cache),
+            serving: Err(reason.into()),
+        });
+    }
+}
+
+/// Runs the supervisor. Should it panic, nothing would probe, reconnect or
+/// reload any more while the last snapshot kept saying ready; instead the
+/// agent says it is not ready and why, and the watchdog, whose probes now go
+/// unanswered, lets systemd restart it.
+fn supervise(shared: &Shared, run: impl FnOnce()) {
+    let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) else {
+        return;
+    };
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|text| text.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    tracing::error!(panic = %message, "the HSM supervisor stopped; no more tokens are signed");
+    shared.fail(format!(
+        "the HSM supervisor stopped after an internal error ({message}); restart the agent (systemctl restart access-token-agent)"
+    ));
 }
 
 /// The signing back: cache, signing threads, and the supervisor that keeps
@@ -196,9 +228,10 @@ impl Signer {
             receiver,
             commands.clone(),
         );
+        let watched = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("hsm-supervisor".into())
-            .spawn(move || supervisor.run())
+            .spawn(move || supervise(&watched, || supervisor.run()))
             .map_err(ConnectError::Threads)?;
         Ok(Signer {
             shared,
@@ -228,11 +261,7 @@ impl Signer {
     /// Closes every session and finalizes the module; waits for it.
     pub fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown);
-        let thread = self
-            .supervisor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let thread = lock(&self.supervisor).take();
         if let Some(thread) = thread {
             let _ = thread.join();
         }
@@ -269,11 +298,15 @@ impl Snapshot {
                     .map(|(issuer, key)| format!("{issuer} (kid {})", key.kid))
                     .collect();
                 issuers.sort();
-                format!(
+                let signing = format!(
                     "signing for {} with {} thread(s)",
                     issuers.join(", "),
                     serving.threads
-                )
+                );
+                match serving.not_ready() {
+                    Ok(()) => signing,
+                    Err(reason) => format!("not ready: {reason}; {signing}"),
+                }
             }
             Err(reason) => format!("not ready: {reason}"),
         }
@@ -284,7 +317,10 @@ impl Snapshot {
         match &self.serving {
             Ok(serving) => match serving.keys.get(issuer) {
                 Some(key) => Ok(key),
-                None => Err(IssueError::UnknownIssuer(issuer.to_owned())),
+                None => match serving.unavailable.get(issuer) {
+                    Some(reason) => Err(IssueError::Unavailable(reason.to_string())),
+                    None => Err(IssueError::UnknownIssuer(issuer.to_owned())),
+                },
             },
             Err(_) if !self.settings.has_issuer(issuer) => {
                 Err(IssueError::UnknownIssuer(issuer.to_owned()))
@@ -342,6 +378,17 @@ impl Snapshot {
     }
 }
 
+impl Serving {
+    /// Ready when every configured issuer can sign; otherwise the reasons.
+    fn not_ready(&self) -> Result<(), String> {
+        if self.unavailable.is_empty() {
+            return Ok(());
+        }
+        let reasons: Vec<&str> = self.unavailable.values().map(AsRef::as_ref).collect();
+        Err(reasons.join("; "))
+    }
+}
+
 impl TokenSource for Signer {
     async fn issue(&self, issuer: &str, app: &str) -> Result<Issued, IssueError> {
         let snapshot = self.shared.current();
@@ -357,31 +404,58 @@ impl TokenSource for Signer {
 
     fn readiness(&self) -> Result<(), String> {
         match &self.shared.current().serving {
-            Ok(_) => Ok(()),
+            Ok(serving) => serving.not_ready(),
             Err(reason) => Err(reason.to_string()),
         }
     }
 }
 
-impl Signer {
-    /// The active certificates: (issuer, kid, not-after), sorted by issuer.
-    pub fn active_certificates(&self) -> Vec<(String, String, i64)> {
-        let snapshot = self.shared.current();
-        let mut certificates: Vec<_> = match &snapshot.serving {
-            Ok(serving) => serving
-                .keys
-                .iter()
-                .map(|(issuer, key)| {
-                    (
-                        issuer.to_string(),
-                        key.kid.to_string(),
-                        key.certificate.not_after,
-                    )
-                })
-                .collect(),
-            Err(_) => Vec::new(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Arc<Shared> {
+        let dir = tempfile::tempdir().unwrap();
+        let pin = dir.path().join("pin");
+        std::fs::write(&pin, "1234").unwrap();
+        let text = format!(
+            "[hsm]\nmodule = \"/bin/sh\"\ntoken_label = \"t\"\npin_file = {pin:?}\n[[issuer]]\nname = \"ttd\"\n"
+        );
+        let settings = Settings::from_config(&Config::parse(&text).unwrap());
+        Arc::new(Shared {
+            snapshot: RwLock::new(Arc::new(Snapshot {
+                cache: Arc::new(settings.new_cache()),
+                settings: Arc::new(settings),
+                serving: Err("starting".into()),
+            })),
+            metrics: Arc::default(),
+        })
+    }
+
+    #[test]
+    fn a_panicking_supervisor_leaves_the_agent_not_ready_and_says_why() {
+        let shared = shared();
+        let watched = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            supervise(&watched, || panic!("certificate times are comparable"))
+        })
+        .join()
+        .expect("the panic does not escape the thread");
+        let reason = match &shared.current().serving {
+            Ok(_) => panic!("a stopped supervisor must not leave the agent ready"),
+            Err(reason) => reason.to_string(),
         };
-        certificates.sort();
-        certificates
+        assert!(
+            reason.contains("certificate times are comparable"),
+            "{reason}"
+        );
+        assert!(reason.contains("restart the agent"), "{reason}");
+    }
+
+    #[test]
+    fn a_supervisor_that_returns_changes_nothing() {
+        let shared = shared();
+        supervise(&shared, || {});
+        assert!(matches!(&shared.current().serving, Err(reason) if &**reason == "starting"));
     }
 }

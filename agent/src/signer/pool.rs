@@ -20,6 +20,7 @@ use crate::hsm::sign::{sign_token, SignedToken};
 use crate::hsm::HsmError;
 use crate::issue::IssueError;
 use crate::metrics::Metrics;
+use crate::sync::lock;
 use crate::token::Lifetime;
 
 /// Where a signature's result goes; called exactly once, on a signing thread
@@ -167,7 +168,7 @@ impl Worker {
     fn run(self) {
         loop {
             let message = {
-                let receiver = self.receiver.lock().unwrap_or_else(|p| p.into_inner());
+                let receiver = lock(&self.receiver);
                 receiver.recv()
             };
             match message {
@@ -188,7 +189,7 @@ impl Worker {
             &self.session,
             &job.key.signing,
             &job.app,
-            crate::cli::unix_now(),
+            crate::clock::unix_now(),
             &job.lifetime,
         );
         self.metrics.sessions_busy(-1);

@@ -26,13 +26,17 @@ use super::connection::{ConnectError, Connection};
 use super::pool::FaultReport;
 use super::{Serving, Settings, Shared, Snapshot};
 use crate::cache::Cache;
+use crate::clock::unix_now;
 use crate::hsm::{self, Access, Hsm, HsmError};
 
 /// How often the supervisor asks an idle token whether it is still there, so
 /// that a removed token shows in `/readyz` before a request trips over it.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// How often the active keys are chosen again, so that a key enrolled ahead
-/// of time takes over once its certificate's not-before has passed.
+/// of time takes over once its certificate's not-before has passed. An
+/// active certificate's expiry is checked the moment it passes, and while an
+/// issuer has no usable key the check runs at every probe, so that a newly
+/// enrolled key serves within seconds.
 pub const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// First and longest wait between reconnection attempts.
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(200);
@@ -95,7 +99,7 @@ impl Supervisor {
         commands: Receiver<Command>,
         sender: Sender<Command>,
     ) -> Supervisor {
-        let supervisor = Supervisor {
+        let mut supervisor = Supervisor {
             shared,
             cache: Arc::new(settings.new_cache()),
             settings,
@@ -109,6 +113,7 @@ impl Supervisor {
             next_tick: Instant::now() + PROBE_INTERVAL,
             next_key_check: Instant::now() + KEY_CHECK_INTERVAL,
         };
+        supervisor.schedule_key_check();
         supervisor.publish();
         supervisor
     }
@@ -171,7 +176,6 @@ impl Supervisor {
                         self.lose(error.to_string());
                     }
                 } else if Instant::now() >= self.next_key_check {
-                    self.next_key_check = Instant::now() + KEY_CHECK_INTERVAL;
                     self.check_keys();
                 }
             }
@@ -185,17 +189,30 @@ impl Supervisor {
         let Link::Up { connection, .. } = &mut self.link else {
             return;
         };
-        match connection.reload_keys(&self.settings) {
+        match connection.check_keys(&self.settings) {
             Ok(false) => {}
-            Ok(true) => {
+            Ok(true) if connection.unavailable().is_empty() => {
                 self.publish();
                 tracing::info!(status = %self.shared.current().status(), "another key became active");
             }
-            Err(error) if error.is_connection_fault() => self.lose(error.to_string()),
-            Err(error) => tracing::warn!(
-                %error,
-                "choosing the active keys again failed; the current keys keep signing"
-            ),
+            Ok(true) => {
+                self.publish();
+                tracing::error!(status = %self.shared.current().status(), "an issuer has no usable key; its requests are refused until one is enrolled");
+            }
+            Err(error) => self.lose(error.to_string()),
+        }
+        self.schedule_key_check();
+    }
+
+    /// When to choose the keys again: see [`KEY_CHECK_INTERVAL`].
+    fn schedule_key_check(&mut self) {
+        if let Link::Up { connection, .. } = &self.link {
+            let not_after = connection
+                .keys()
+                .values()
+                .map(|key| key.certificate.not_after);
+            let wait = key_check_wait(not_after, !connection.unavailable().is_empty(), unix_now());
+            self.next_key_check = Instant::now() + wait;
         }
     }
 
@@ -253,6 +270,7 @@ impl Supervisor {
                     generation,
                 };
                 self.next_tick = Instant::now() + PROBE_INTERVAL;
+                self.schedule_key_check();
             }
             Err(error) => {
                 if let ConnectError::Hsm(error) = &error {
@@ -307,6 +325,7 @@ impl Supervisor {
         }
         self.cache = Arc::new(settings.new_cache());
         self.settings = settings;
+        self.schedule_key_check();
         if matches!(self.link, Link::Refused { .. }) {
             self.reconnect();
             if let Link::Refused { reason } = &self.link {
@@ -358,6 +377,7 @@ impl Supervisor {
                     }));
                 Ok(Serving {
                     keys: keys.clone(),
+                    unavailable: connection.unavailable().clone(),
                     pool: connection.pool(),
                     threads: connection.threads(),
                 })
@@ -369,5 +389,57 @@ impl Supervisor {
             cache: Arc::clone(&self.cache),
             serving,
         });
+    }
+}
+
+/// How long until the keys are chosen again: at the latest after
+/// [`KEY_CHECK_INTERVAL`], at the second the first of the active
+/// certificates (`not_after`, Unix seconds) has expired, and after one
+/// probe while an issuer waits for a usable key.
+fn key_check_wait(
+    not_after: impl Iterator<Item = i64>,
+    waiting_for_a_key: bool,
+    now: i64,
+) -> Duration {
+    if waiting_for_a_key {
+        return PROBE_INTERVAL;
+    }
+    let until_expiry = not_after
+        .map(|not_after| Duration::from_secs(u64::try_from(not_after + 1 - now).unwrap_or(0)))
+        .min();
+    until_expiry.map_or(KEY_CHECK_INTERVAL, |wait| wait.min(KEY_CHECK_INTERVAL))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked_the_second_an_active_certificate_expires() {
+        let now = 1_000;
+        assert_eq!(
+            key_check_wait([now + 5, now + 900].into_iter(), false, now),
+            Duration::from_secs(6)
+        );
+        assert_eq!(
+            key_check_wait([now - 1].into_iter(), false, now),
+            Duration::ZERO
+        );
+        assert_eq!(
+            key_check_wait([now + 900].into_iter(), false, now),
+            KEY_CHECK_INTERVAL
+        );
+        assert_eq!(
+            key_check_wait(std::iter::empty(), false, now),
+            KEY_CHECK_INTERVAL
+        );
+    }
+
+    #[test]
+    fn keys_are_checked_at_every_probe_while_an_issuer_waits_for_one() {
+        assert_eq!(
+            key_check_wait([5_000].into_iter(), true, 1_000),
+            PROBE_INTERVAL
+        );
     }
 }

@@ -105,7 +105,10 @@ pub fn generate(
             .update_attributes(handle, &[Attribute::Id(cert.thumbprint.to_vec())])
             .map_err(|e| HsmError::from_cryptoki("C_SetAttributeValue", e))?;
     }
-    pending.create(&certificate_template(&der, issuer, &cert.thumbprint)?)?;
+    pending.create(
+        "certificate",
+        &certificate_template(&der, issuer, &cert.thumbprint)?,
+    )?;
     pending.commit();
     Ok(cert)
 }

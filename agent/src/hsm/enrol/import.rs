@@ -30,32 +30,67 @@ pub const MIN_RSA_BITS: u32 = 2048;
 const CONVERT: &str =
     "openssl pkcs12 -in old.pfx -nodes -legacy | openssl pkcs12 -export -out new.pfx";
 
-/// Reads the PKCS#12 file `pfx` (its bytes) with `password` (empty for
-/// Altinn's files) and stores its key and certificate on the token for
-/// `issuer`, both with CKA_ID = the certificate's SHA-1 thumbprint.
-/// Returns the certificate enrolled.
+/// What a PKCS#12 file holds, read and checked; nothing has touched the
+/// token yet.
+pub struct KeyMaterial {
+    /// The key's certificate.
+    pub certificate: Certificate,
+    /// The private key's components as PKCS#11 attributes, zeroized on drop.
+    components: SecretTemplate,
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyMaterial")
+            .field("certificate", &self.certificate.kid())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stores the key and certificate of a PKCS#12 file ([`read_pkcs12`]) on
+/// the token for `issuer`, both with CKA_ID = the certificate's SHA-1
+/// thumbprint. Returns the certificate enrolled.
 pub fn import(
     session: &Session,
     issuer: &str,
-    pfx: &[u8],
-    password: &str,
+    material: KeyMaterial,
 ) -> Result<Certificate, EnrolError> {
-    let (key, x509) = read_pkcs12(pfx, password)?;
-    check_key(&key, &x509)?;
-    let der = x509
-        .to_der()
-        .map_err(|e| EnrolError::Input(format!("cannot encode the certificate: {e}")))?;
-    let cert = Certificate::from_der(&der).map_err(|e| EnrolError::Input(e.to_string()))?;
+    let KeyMaterial {
+        certificate: cert,
+        mut components,
+    } = material;
     ensure_new_kid(session, &cert.thumbprint)?;
+    let mut key = SecretTemplate(private_key_policy(issuer, &cert.thumbprint));
+    key.0.append(&mut components.0);
     let mut pending = Pending::new(session);
-    pending.create(&private_key_template(&key, issuer, &cert.thumbprint)?.0)?;
-    pending.create(&certificate_template(&der, issuer, &cert.thumbprint)?)?;
+    pending.create("private key", &key.0)?;
+    pending.create(
+        "certificate",
+        &certificate_template(&cert.der, issuer, &cert.thumbprint)?,
+    )?;
     pending.commit();
     Ok(cert)
 }
 
+/// Reads and checks a PKCS#12 file without touching the token: it must
+/// open with `password`, hold an RSA (at least [`MIN_RSA_BITS`]) or P-256
+/// private key and that key's certificate. Every refusal says what to do.
+pub fn read_pkcs12(pfx: &[u8], password: &str) -> Result<KeyMaterial, EnrolError> {
+    let (key, x509) = open_pkcs12(pfx, password)?;
+    check_key(&key, &x509)?;
+    let der = x509
+        .to_der()
+        .map_err(|e| EnrolError::Input(format!("cannot encode the certificate: {e}")))?;
+    let certificate = Certificate::from_der(&der).map_err(|e| EnrolError::Input(e.to_string()))?;
+    let components = key_components(&key)?;
+    Ok(KeyMaterial {
+        certificate,
+        components,
+    })
+}
+
 /// The private key and the certificate that belongs to it.
-fn read_pkcs12(pfx: &[u8], password: &str) -> Result<(PKey<Private>, X509), EnrolError> {
+fn open_pkcs12(pfx: &[u8], password: &str) -> Result<(PKey<Private>, X509), EnrolError> {
     load_legacy_provider();
     let file = Pkcs12::from_der(pfx).map_err(|e| {
         EnrolError::Input(format!(
@@ -150,15 +185,10 @@ fn ec_curve(key: &PKey<Private>) -> Option<Nid> {
     key.ec_key().ok()?.group().curve_name()
 }
 
-/// The token object for `key`: [`private_key_policy`] plus the key's
-/// components. The template zeroizes them when dropped, also when reading
-/// one of them fails half-way.
-fn private_key_template(
-    key: &PKey<Private>,
-    issuer: &str,
-    id: &[u8],
-) -> Result<SecretTemplate, EnrolError> {
-    let mut template = SecretTemplate(private_key_policy(issuer, id));
+/// The key's components as PKCS#11 attributes. The template zeroizes them
+/// when dropped, also when reading one of them fails half-way.
+fn key_components(key: &PKey<Private>) -> Result<SecretTemplate, EnrolError> {
+    let mut template = SecretTemplate(Vec::new());
     let read = match key.id() {
         Id::RSA => push_rsa_components(key, &mut template.0),
         _ => push_p256_components(key, &mut template.0),
@@ -203,10 +233,67 @@ fn push_p256_components(key: &PKey<Private>, out: &mut Vec<Attribute>) -> Result
 }
 
 /// A password file's text: one trailing newline dropped, zeroized on drop.
+/// A NUL byte is refused: OpenSSL takes the password as a C string, so it
+/// could not be passed on.
 pub fn password_from_bytes(bytes: &[u8]) -> Result<Zeroizing<String>, EnrolError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| EnrolError::Input("the password file is not UTF-8 text".into()))?;
+    if text.contains('\0') {
+        return Err(EnrolError::Input(
+            "the password file contains a NUL byte, which no PKCS#12 password can hold; write only the password into it".into(),
+        ));
+    }
     let text = text.strip_suffix('\n').unwrap_or(text);
     let text = text.strip_suffix('\r').unwrap_or(text);
     Ok(Zeroizing::new(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_file_loses_one_line_ending() {
+        assert_eq!(
+            password_from_bytes(b"secret\r\n").unwrap().as_str(),
+            "secret"
+        );
+        assert_eq!(
+            password_from_bytes(b"secret\n\n").unwrap().as_str(),
+            "secret\n"
+        );
+        assert_eq!(password_from_bytes(b"").unwrap().as_str(), "");
+    }
+
+    #[test]
+    fn a_nul_byte_in_the_password_file_is_refused() {
+        for bytes in [&b"sec\0ret"[..], b"\0", b"secret\n\0"] {
+            match password_from_bytes(bytes) {
+                Err(EnrolError::Input(message)) => assert!(message.contains("NUL"), "{message}"),
+                other => panic!("{bytes:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn altinn_test_file_is_read_without_a_token() {
+        let pfx = include_bytes!("../../../../tests/data/ttd-org.pfx");
+        let material = read_pkcs12(pfx, "").unwrap();
+        // The kid Altinn publishes for its ttd test certificate.
+        assert_eq!(
+            material.certificate.kid(),
+            "C5726728C38CFE6C16988454206B99CA29AE025E"
+        );
+        assert!(!material.components.0.is_empty());
+    }
+
+    #[test]
+    fn bytes_that_are_not_pkcs12_are_refused_with_the_fix() {
+        for bytes in [&b""[..], b"not a pfx", b"\x30\x03\x02\x01\x03"] {
+            let Err(EnrolError::Input(message)) = read_pkcs12(bytes, "") else {
+                panic!("{bytes:?} was accepted");
+            };
+            assert!(message.contains("openssl pkcs12 -export"), "{message}");
+        }
+    }
 }

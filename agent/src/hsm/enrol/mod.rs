@@ -11,12 +11,13 @@ pub mod generate;
 pub mod import;
 
 pub use generate::{generate, CertificateRequest, KeyType};
-pub use import::import;
+pub use import::{import, read_pkcs12, KeyMaterial};
 
 use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use openssl::x509::X509;
 
+use super::held_signals::HeldSignals;
 use super::HsmError;
 use crate::exit;
 
@@ -52,10 +53,13 @@ impl EnrolError {
 
 /// Objects of an enrolment that has not yet written its certificate.
 /// Dropped without [`Pending::commit`] (an error, an early return, a
-/// panic), it destroys them, newest first.
+/// panic), it destroys them, newest first. While it lives, Ctrl-C and
+/// SIGTERM wait, so that they end the command after the enrolment, not
+/// half-way through it.
 struct Pending<'s> {
     session: &'s Session,
     created: Vec<ObjectHandle>,
+    _held: HeldSignals,
 }
 
 impl<'s> Pending<'s> {
@@ -63,6 +67,7 @@ impl<'s> Pending<'s> {
         Pending {
             session,
             created: Vec::new(),
+            _held: HeldSignals::hold(),
         }
     }
 
@@ -71,13 +76,13 @@ impl<'s> Pending<'s> {
         self.created.push(handle);
     }
 
-    /// Creates an object from `template`; it is destroyed again unless the
-    /// enrolment commits.
-    fn create(&mut self, template: &[Attribute]) -> Result<ObjectHandle, HsmError> {
+    /// Creates the object `what` (named in the error) from `template`; it is
+    /// destroyed again unless the enrolment commits.
+    fn create(&mut self, what: &str, template: &[Attribute]) -> Result<ObjectHandle, HsmError> {
         let handle = self
             .session
             .create_object(template)
-            .map_err(|e| HsmError::from_cryptoki("C_CreateObject", e))?;
+            .map_err(|e| HsmError::from_cryptoki(&format!("C_CreateObject ({what})"), e))?;
         self.created.push(handle);
         Ok(handle)
     }
@@ -242,6 +247,7 @@ pub fn delete(session: &Session, id: &[u8]) -> Result<usize, EnrolError> {
             .unwrap_or(false)
     };
     handles.sort_by_key(|handle| !is_certificate(handle));
+    let _held = HeldSignals::hold();
     for handle in &handles {
         session
             .destroy_object(*handle)
