@@ -169,13 +169,14 @@ impl Connection {
     }
 
     /// Sends `request` and reads one answer. `Ok(None)`: the agent closed
-    /// the connection without answering.
+    /// the connection without answering. An answer sent before the agent
+    /// closed is read even if the request could no longer be written.
     pub async fn exchange(&mut self, request: &[u8]) -> Result<Option<Reply>, String> {
         if let Err(e) = self.stream.write_all(request).await {
-            return match e.kind() {
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => Ok(None),
-                _ => Err(format!("write: {e}")),
-            };
+            match e.kind() {
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {}
+                _ => return Err(format!("write: {e}")),
+            }
         }
         self.read_reply().await
     }

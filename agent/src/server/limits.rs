@@ -192,8 +192,10 @@ pub async fn refuse_over_cap(mut stream: UnixStream, max_connections: usize) {
 /// Answers a connection over the cap without reading its request, when
 /// too many refusals are already reading theirs: the 503 is written without
 /// waiting (a fresh socket's buffer takes it whole) and the connection
-/// closed when `stream` is dropped. A Unix socket still delivers the answer;
-/// the unread request only turns the client's end-of-stream into a reset.
+/// closed when `stream` is dropped. A Unix socket still delivers the answer:
+/// an unread request only turns the client's end-of-stream into a reset, and
+/// a client that had not written its request yet sees that write fail but
+/// can still read the answer.
 pub fn refuse_at_once(stream: &UnixStream, max_connections: usize) {
     let answer = over_cap(max_connections).closing_response_bytes();
     // MSG_NOSIGNAL: a client that already left is no reason for SIGPIPE.
