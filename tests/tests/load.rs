@@ -88,7 +88,8 @@ async fn legitimate(socket: PathBuf, index: usize, first_answers: Arc<Barrier>) 
                             pause = Duration::from_secs(seconds);
                         }
                         _ => seen.errors.push(format!(
-                            "a 503 without Retry-After or of type {kind:?}: {reply:?}"
+                            "a 503 of type {kind:?} (Retry-After {retry_after:?}): {}",
+                            reply.text()
                         )),
                     }
                     connection = None;
