@@ -70,17 +70,7 @@ fn altinn_pfx_reproduces_the_shared_test_vector() {
     let token = TestToken::new();
     let pfx = token.path().join("accesstokencredentials.pfx");
     std::fs::copy(ttd_pfx(), &pfx).unwrap();
-    let kid = token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            pfx.to_str().unwrap(),
-        ])
-        .success()
-        .stdout_text();
+    let kid = token.import("ttd", &pfx, None).success().stdout_text();
     assert_eq!(kid.trim(), sha1_thumbprint(&ttd_pem()));
     assert_eq!(
         mint(&token, "ttd", "my-app", Some(1_767_225_600)),
@@ -104,18 +94,7 @@ fn openssl_key_round_trip(kind: Pkcs12Kind, password: &str, app: &str) {
     );
     let password_file = token.path().join("pfx-password");
     write_private(&password_file, &format!("{password}\n"));
-    token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "digdir",
-            "--pfx",
-            pfx.to_str().unwrap(),
-            "--password-file",
-            password_file.to_str().unwrap(),
-        ])
-        .success();
+    token.import("digdir", &pfx, Some(&password_file)).success();
     let now = unix_now();
     let minted = mint(&token, "digdir", app, Some(now));
     let kid = sha1_thumbprint(&files.cert);
@@ -144,14 +123,7 @@ fn modern_aes_pkcs12_key_mints_the_expected_token_without_app() {
 fn generated_key_round_trip(key_type: &str, alg: &str) {
     let token = TestToken::new();
     let kid = token
-        .agent(&[
-            "keys",
-            "generate",
-            "--issuer",
-            "ttd",
-            "--key-type",
-            key_type,
-        ])
+        .generate("ttd", Some(key_type))
         .success()
         .stdout_text();
     let pem = export_pem(&token, "ttd");
@@ -203,16 +175,7 @@ fn imported_p256_key_signs_es256_tokens_that_verify() {
         "",
         Pkcs12Kind::Modern,
     );
-    token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            pfx.to_str().unwrap(),
-        ])
-        .success();
+    token.import("ttd", &pfx, None).success();
     let minted = mint(&token, "ttd", "my-app", None);
     let header = jws_part(&minted, 0);
     assert_eq!(header["alg"], "ES256");
@@ -225,20 +188,8 @@ fn imported_p256_key_signs_es256_tokens_that_verify() {
 #[test]
 fn newest_valid_key_is_active_unless_a_kid_is_pinned() {
     let token = TestToken::new();
-    token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            ttd_pfx().to_str().unwrap(),
-        ])
-        .success();
-    let generated = token
-        .agent(&["keys", "generate", "--issuer", "ttd"])
-        .success()
-        .stdout_text();
+    token.import("ttd", &ttd_pfx(), None).success();
+    let generated = token.generate("ttd", None).success().stdout_text();
     // The generated certificate's not-before (now) is later than 2020's.
     let minted = mint(&token, "ttd", "", None);
     assert_eq!(jws_part(&minted, 0)["kid"], generated.trim());
@@ -257,16 +208,7 @@ fn now_beyond_year_9999_is_a_usage_error() {
     // Such an instant once overflowed `iat + lifetime`: a panic in debug
     // builds, a wrapped exp in release.
     let token = TestToken::new();
-    token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            ttd_pfx().to_str().unwrap(),
-        ])
-        .success();
+    token.import("ttd", &ttd_pfx(), None).success();
     let kid = sha1_thumbprint(&ttd_pem());
     token.write_config(&format!("[[issuer]]\nname = \"ttd\"\nkid = \"{kid}\"\n"));
     let out = token
