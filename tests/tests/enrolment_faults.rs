@@ -38,14 +38,7 @@ fn with_file_size_limit(mut command: Command) -> Output {
 }
 
 fn import(token: &TestToken, pfx: &std::path::Path) -> Command {
-    token.command(&[
-        "keys",
-        "import",
-        "--issuer",
-        "ttd",
-        "--pfx",
-        pfx.to_str().unwrap(),
-    ])
+    token.import_command("ttd", pfx, None)
 }
 
 /// A self-signed RSA 2048 certificate whose 200 DNS names make it about
@@ -141,7 +134,7 @@ fn generate_whose_certificate_cannot_be_stored_leaves_nothing() {
 fn a_damaged_object_does_not_hide_the_others() {
     let token = TestToken::new();
     let kid = token
-        .agent(&["keys", "generate", "--issuer", "ttd"])
+        .generate("ttd", None)
         .success()
         .stdout_text()
         .trim()
