@@ -107,16 +107,7 @@ struct Baseline {
 }
 
 fn enrol_baseline(token: &TestToken) -> Baseline {
-    let out = token
-        .agent(&[
-            "keys",
-            "generate",
-            "--issuer",
-            ENROLLED,
-            "--key-type",
-            "p256",
-        ])
-        .success();
+    let out = token.generate(ENROLLED, Some("p256")).success();
     let kid = out.stdout_text().trim().to_owned();
     let pem = export_pem(token, ENROLLED, &kid);
     Baseline { kid, pem }
