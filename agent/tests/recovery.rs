@@ -60,16 +60,7 @@ fn a_deleted_and_recreated_token_is_found_again_by_its_label() {
         Pkcs12Kind::Modern,
     );
     let import = || {
-        token
-            .agent(&[
-                "keys",
-                "import",
-                "--issuer",
-                "ttd",
-                "--pfx",
-                pfx.to_str().unwrap(),
-            ])
-            .success();
+        token.import("ttd", &pfx, None).success();
     };
     import();
     token.write_config("[[issuer]]\nname = \"ttd\"\n[token]\ncache = false\n");
@@ -123,9 +114,7 @@ fn a_pin_refused_on_login_again_is_not_retried_until_a_reload() {
     // login, and tokens flow again.
     std::fs::remove_file(token.pin_file()).unwrap();
     write_private(&token.pin_file(), changed_pin);
-    token
-        .agent(&["keys", "generate", "--issuer", "ttd"])
-        .success();
+    token.generate("ttd", None).success();
     running.reload(&token).unwrap();
     assert_eq!(running.signer.readiness(), Ok(()));
     let issued = running.issue("ttd", "b").unwrap();
