@@ -10,8 +10,8 @@ use std::time::Duration;
 use access_token_agent::issue::{IssueError, TokenSource};
 use common::{exported_pem, move_token_away, serial, token_with_key, Running};
 use integration_tests::{
-    pkcs12, rsa_self_signed, sha1_thumbprint, verify_jwt, write_private, OutputExt, Pkcs12Kind,
-    TestToken, PIN, SO_PIN,
+    rsa_self_signed, sha1_thumbprint, verify_jwt, write_private, OutputExt, Pkcs12Kind, TestToken,
+    PIN, SO_PIN,
 };
 
 #[test]
@@ -51,14 +51,7 @@ fn a_deleted_and_recreated_token_is_found_again_by_its_label() {
     let token = TestToken::new();
     token.write_config("[[issuer]]\nname = \"ttd\"\n");
     let files = rsa_self_signed(token.path(), "ttd", 2048, "/CN=ttd");
-    let pfx = pkcs12(
-        token.path(),
-        "ttd",
-        &files.key,
-        &files.cert,
-        "",
-        Pkcs12Kind::Modern,
-    );
+    let pfx = files.pkcs12("", Pkcs12Kind::Modern);
     let import = || {
         token.import("ttd", &pfx, None).success();
     };

@@ -443,6 +443,20 @@ pub struct KeyFiles {
     pub cert: PathBuf,
 }
 
+impl KeyFiles {
+    /// Packs this key and certificate into `<name>.pfx` next to them, as
+    /// [`pkcs12`] does, `<name>` being the key file's stem.
+    pub fn pkcs12(&self, password: &str, kind: Pkcs12Kind) -> PathBuf {
+        let dir = self.key.parent().expect("a file in a directory");
+        let name = self
+            .key
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .expect("a UTF-8 name");
+        pkcs12(dir, name, &self.key, &self.cert, password, kind)
+    }
+}
+
 /// An RSA key of `bits` bits and a self-signed certificate for `subject`
 /// (e.g. `/CN=ttd`), valid from now for 30 days, made by openssl in `dir`
 /// as `<name>.key` and `<name>.pem`.

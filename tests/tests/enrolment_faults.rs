@@ -79,14 +79,7 @@ fn assert_refused_at_the_certificate(out: Output) {
 fn import_whose_certificate_cannot_be_stored_leaves_nothing() {
     let token = TestToken::new();
     let small = rsa_self_signed(token.path(), "small", 2048, "/CN=ttd");
-    let small_pfx = pkcs12(
-        token.path(),
-        "small",
-        &small.key,
-        &small.cert,
-        "",
-        Pkcs12Kind::Modern,
-    );
+    let small_pfx = small.pkcs12("", Pkcs12Kind::Modern);
     with_file_size_limit(import(&token, &small_pfx)).success();
     let kept = ids(&token);
     assert_eq!(kept.len(), 2, "key and certificate of the ordinary import");

@@ -56,14 +56,7 @@ fn assert_token_empty(token: &TestToken) {
 fn rsa_1024_is_refused_and_nothing_remains() {
     let token = TestToken::new();
     let files = rsa_self_signed(token.path(), "weak", 1024, "/CN=ttd");
-    let pfx = pkcs12(
-        token.path(),
-        "weak",
-        &files.key,
-        &files.cert,
-        "",
-        Pkcs12Kind::Modern,
-    );
+    let pfx = files.pkcs12("", Pkcs12Kind::Modern);
     let out = token.import("ttd", &pfx, None).exit(65);
     let message = out.stderr_text();
     assert!(message.contains("1024 bits"), "{message}");
@@ -75,14 +68,7 @@ fn rsa_1024_is_refused_and_nothing_remains() {
 fn wrong_password_is_refused_with_the_reason_and_nothing_remains() {
     let token = TestToken::new();
     let files = rsa_self_signed(token.path(), "org", 2048, "/CN=ttd");
-    let pfx = pkcs12(
-        token.path(),
-        "org",
-        &files.key,
-        &files.cert,
-        "right",
-        Pkcs12Kind::Modern,
-    );
+    let pfx = files.pkcs12("right", Pkcs12Kind::Modern);
     let wrong = token.path().join("wrong-password");
     write_private(&wrong, "wrong\n");
     let out = token.import("ttd", &pfx, Some(&wrong)).exit(65);
@@ -580,14 +566,7 @@ fn an_issuer_that_requests_cannot_name_is_a_usage_error() {
 fn rc2_file_without_the_legacy_provider_gets_the_conversion_command() {
     let token = TestToken::new();
     let files = rsa_self_signed(token.path(), "windows", 2048, "/CN=ttd");
-    let pfx = pkcs12(
-        token.path(),
-        "windows",
-        &files.key,
-        &files.cert,
-        "",
-        Pkcs12Kind::LegacyRc2,
-    );
+    let pfx = files.pkcs12("", Pkcs12Kind::LegacyRc2);
     // An OpenSSL whose provider directory holds no legacy provider.
     let out = token
         .import_command("ttd", &pfx, None)

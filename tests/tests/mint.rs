@@ -7,9 +7,8 @@ use std::path::Path;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use integration_tests::{
-    jws_part, openssl, openssl_sign_sha256, p256_self_signed, pkcs12, rsa_self_signed,
-    sha1_thumbprint, ttd_pem, ttd_pfx, unix_now, verify_jwt, write_private, OutputExt, Pkcs12Kind,
-    TestToken,
+    jws_part, openssl, openssl_sign_sha256, p256_self_signed, rsa_self_signed, sha1_thumbprint,
+    ttd_pem, ttd_pfx, unix_now, verify_jwt, write_private, OutputExt, Pkcs12Kind, TestToken,
 };
 
 /// The test vector of altinn-access-token.md: issuer ttd, app my-app,
@@ -84,14 +83,7 @@ fn altinn_pfx_reproduces_the_shared_test_vector() {
 fn openssl_key_round_trip(kind: Pkcs12Kind, password: &str, app: &str) {
     let token = TestToken::new();
     let files = rsa_self_signed(token.path(), "digdir", 2048, "/CN=digdir");
-    let pfx = pkcs12(
-        token.path(),
-        "digdir",
-        &files.key,
-        &files.cert,
-        password,
-        kind,
-    );
+    let pfx = files.pkcs12(password, kind);
     let password_file = token.path().join("pfx-password");
     write_private(&password_file, &format!("{password}\n"));
     token.import("digdir", &pfx, Some(&password_file)).success();
@@ -167,14 +159,7 @@ fn generated_p256_key_signs_es256_tokens_that_verify() {
 fn imported_p256_key_signs_es256_tokens_that_verify() {
     let token = TestToken::new();
     let files = p256_self_signed(token.path(), "ec", "/CN=ttd");
-    let pfx = pkcs12(
-        token.path(),
-        "ec",
-        &files.key,
-        &files.cert,
-        "",
-        Pkcs12Kind::Modern,
-    );
+    let pfx = files.pkcs12("", Pkcs12Kind::Modern);
     token.import("ttd", &pfx, None).success();
     let minted = mint(&token, "ttd", "my-app", None);
     let header = jws_part(&minted, 0);
