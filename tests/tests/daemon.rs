@@ -157,9 +157,7 @@ fn a_group_grant_serves_members_of_the_group() {
 
 #[test]
 fn an_exe_grant_serves_that_program_only() {
-    let token = TestToken::new();
-    token.write_config("[[issuer]]\nname = \"ttd\"\n");
-    token.generate("ttd", None).success();
+    let token = TestToken::with_ttd_key("rsa2048");
     let client = integration_tests::daemon::client_binary();
     let me = unsafe { (libc::getuid(), libc::getgid()) };
     token.write_config(&serve_config(
@@ -191,9 +189,7 @@ fn an_exe_grant_serves_that_program_only() {
 
 #[test]
 fn a_single_grant_lets_the_caller_omit_issuer_and_app() {
-    let token = TestToken::new();
-    token.write_config("[[issuer]]\nname = \"ttd\"\n");
-    token.generate("ttd", None).success();
+    let token = TestToken::with_ttd_key("rsa2048");
     let me = unsafe { libc::getuid() };
     token.write_config(&serve_config(
         &token,
