@@ -10,8 +10,8 @@ use std::time::Duration;
 use access_token_agent::issue::{IssueError, TokenSource};
 use common::{exported_pem, move_token_away, serial, token_with_key, Running};
 use integration_tests::{
-    pkcs12, rsa_self_signed, sha1_thumbprint, verify_jwt, write_private, OutputExt, Pkcs12Kind,
-    TestToken, PIN, SO_PIN,
+    rsa_self_signed, sha1_thumbprint, verify_jwt, write_private, OutputExt, Pkcs12Kind, TestToken,
+    PIN, SO_PIN,
 };
 
 #[test]
@@ -51,25 +51,9 @@ fn a_deleted_and_recreated_token_is_found_again_by_its_label() {
     let token = TestToken::new();
     token.write_config("[[issuer]]\nname = \"ttd\"\n");
     let files = rsa_self_signed(token.path(), "ttd", 2048, "/CN=ttd");
-    let pfx = pkcs12(
-        token.path(),
-        "ttd",
-        &files.key,
-        &files.cert,
-        "",
-        Pkcs12Kind::Modern,
-    );
+    let pfx = files.pkcs12("", Pkcs12Kind::Modern);
     let import = || {
-        token
-            .agent(&[
-                "keys",
-                "import",
-                "--issuer",
-                "ttd",
-                "--pfx",
-                pfx.to_str().unwrap(),
-            ])
-            .success();
+        token.import("ttd", &pfx, None).success();
     };
     import();
     token.write_config("[[issuer]]\nname = \"ttd\"\n[token]\ncache = false\n");
@@ -123,9 +107,7 @@ fn a_pin_refused_on_login_again_is_not_retried_until_a_reload() {
     // login, and tokens flow again.
     std::fs::remove_file(token.pin_file()).unwrap();
     write_private(&token.pin_file(), changed_pin);
-    token
-        .agent(&["keys", "generate", "--issuer", "ttd"])
-        .success();
+    token.generate("ttd", None).success();
     running.reload(&token).unwrap();
     assert_eq!(running.signer.readiness(), Ok(()));
     let issued = running.issue("ttd", "b").unwrap();

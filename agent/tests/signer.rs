@@ -152,9 +152,7 @@ fn reload_activates_a_newly_enrolled_key_and_refuses_an_issuer_without_one() {
 
     // A later not-before makes the new key the active one.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    token
-        .agent(&["keys", "generate", "--issuer", "ttd"])
-        .success();
+    token.generate("ttd", None).success();
     running.reload(&token).unwrap();
     let new = running.issue("ttd", "a").unwrap();
     assert_ne!(new.kid, old.kid);

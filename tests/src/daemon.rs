@@ -323,16 +323,7 @@ pub fn pass_listener(
 /// issuer `ttd`, and a serve config granting this process's uid every `ttd`
 /// app, followed by `extra`.
 pub fn ttd_token(key_type: &str, extra: &str) -> TestToken {
-    let token = TestToken::new();
-    token.write_config("[[issuer]]\nname = \"ttd\"\n");
-    crate::OutputExt::success(token.agent(&[
-        "keys",
-        "generate",
-        "--issuer",
-        "ttd",
-        "--key-type",
-        key_type,
-    ]));
+    let token = TestToken::with_ttd_key(key_type);
     // SAFETY: getuid cannot fail.
     let me = unsafe { libc::getuid() };
     token.write_config(&serve_config(

@@ -207,6 +207,71 @@ impl TestToken {
             .stdout_text()
     }
 
+    /// `keys import --issuer ISSUER --pfx PFX`, with `--password-file FILE`
+    /// when given, ready to adjust before it runs.
+    pub fn import_command(
+        &self,
+        issuer: &str,
+        pfx: &Path,
+        password_file: Option<&Path>,
+    ) -> Command {
+        let pfx = path_str(pfx);
+        let mut command = self.command(&["keys", "import", "--issuer", issuer, "--pfx", &pfx]);
+        if let Some(file) = password_file {
+            command.arg("--password-file").arg(file);
+        }
+        command
+    }
+
+    /// Runs [`TestToken::import_command`] to completion; the exit code is
+    /// the caller's to check (`.success()`, `.exit(65)`).
+    pub fn import(&self, issuer: &str, pfx: &Path, password_file: Option<&Path>) -> Output {
+        self.import_command(issuer, pfx, password_file)
+            .output()
+            .expect("run access-token-agent")
+    }
+
+    /// `keys generate --issuer ISSUER`, with `--key-type KEY_TYPE` when
+    /// given, run to completion; the exit code is the caller's to check.
+    pub fn generate(&self, issuer: &str, key_type: Option<&str>) -> Output {
+        let mut args = vec!["keys", "generate", "--issuer", issuer];
+        if let Some(key_type) = key_type {
+            args.extend_from_slice(&["--key-type", key_type]);
+        }
+        self.agent(&args)
+    }
+
+    /// A new token holding a generated `key_type` key (`rsa2048`, `p256`,
+    /// …) for issuer `ttd`, with a config naming that issuer.
+    pub fn with_ttd_key(key_type: &str) -> TestToken {
+        let token = TestToken::new();
+        token.write_config("[[issuer]]\nname = \"ttd\"\n");
+        token.generate("ttd", Some(key_type)).success();
+        token
+    }
+
+    /// Writes `file` onto the token with `pkcs11-tool --write-object`, as
+    /// object type `kind` (`privkey`, `cert`, …) with CKA_ID `id` (hex)
+    /// and CKA_LABEL `label`: objects made outside the agent. Panics
+    /// unless pkcs11-tool succeeds.
+    pub fn write_object(&self, file: &Path, kind: &str, id: &str, label: &str) {
+        let file = path_str(file);
+        self.pkcs11_tool(&[
+            "--login",
+            "--pin",
+            PIN,
+            "--write-object",
+            &file,
+            "--type",
+            kind,
+            "--id",
+            id,
+            "--label",
+            label,
+        ])
+        .success();
+    }
+
     /// `keys list --json`, parsed: one value per key pair.
     pub fn keys_json(&self) -> Vec<serde_json::Value> {
         let out = self.agent(&["keys", "list", "--json"]).success();
@@ -376,6 +441,20 @@ pub fn openssl(dir: &Path, args: &[&str]) -> Output {
 pub struct KeyFiles {
     pub key: PathBuf,
     pub cert: PathBuf,
+}
+
+impl KeyFiles {
+    /// Packs this key and certificate into `<name>.pfx` next to them, as
+    /// [`pkcs12`] does, `<name>` being the key file's stem.
+    pub fn pkcs12(&self, password: &str, kind: Pkcs12Kind) -> PathBuf {
+        let dir = self.key.parent().expect("a file in a directory");
+        let name = self
+            .key
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .expect("a UTF-8 name");
+        pkcs12(dir, name, &self.key, &self.cert, password, kind)
+    }
 }
 
 /// An RSA key of `bits` bits and a self-signed certificate for `subject`

@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use integration_tests::daemon::{log, ttd_token, Daemon};
+use integration_tests::daemon::{add_server_settings, log, ttd_token, Daemon};
 use integration_tests::{OutputExt, TestToken};
 
 /// Runs `keys list` and returns stderr after checking the exit code.
@@ -102,13 +102,7 @@ fn lifetime_beyond_a_day_is_named() {
 #[test]
 fn serve_refuses_an_unknown_socket_group_as_a_config_error() {
     let token = ttd_token("rsa2048", "");
-    let config = std::fs::read_to_string(token.config_path()).unwrap();
-    let config = config.replacen(
-        "[server]\n",
-        "[server]\nsocket_group = \"no-such-group-xq\"\n",
-        1,
-    );
-    std::fs::write(token.config_path(), config).unwrap();
+    add_server_settings(&token, "socket_group = \"no-such-group-xq\"");
     let mut daemon = Daemon::spawn(&token, |command| command);
     // 78 tells systemd not to restart (RestartPreventExitStatus); 1 would.
     assert_eq!(daemon.wait_exit().code(), Some(78), "{}", log(&token));

@@ -157,11 +157,7 @@ fn a_group_grant_serves_members_of_the_group() {
 
 #[test]
 fn an_exe_grant_serves_that_program_only() {
-    let token = TestToken::new();
-    token.write_config("[[issuer]]\nname = \"ttd\"\n");
-    token
-        .agent(&["keys", "generate", "--issuer", "ttd"])
-        .success();
+    let token = TestToken::with_ttd_key("rsa2048");
     let client = integration_tests::daemon::client_binary();
     let me = unsafe { (libc::getuid(), libc::getgid()) };
     token.write_config(&serve_config(
@@ -193,11 +189,7 @@ fn an_exe_grant_serves_that_program_only() {
 
 #[test]
 fn a_single_grant_lets_the_caller_omit_issuer_and_app() {
-    let token = TestToken::new();
-    token.write_config("[[issuer]]\nname = \"ttd\"\n");
-    token
-        .agent(&["keys", "generate", "--issuer", "ttd"])
-        .success();
+    let token = TestToken::with_ttd_key("rsa2048");
     let me = unsafe { libc::getuid() };
     token.write_config(&serve_config(
         &token,
@@ -339,9 +331,7 @@ fn sighup_adds_grants_and_activates_a_new_key() {
 
     // A newer key for ttd (its certificate's not-before is later) and a grant for nobody.
     std::thread::sleep(Duration::from_millis(1100));
-    token
-        .agent(&["keys", "generate", "--issuer", "ttd"])
-        .success();
+    token.generate("ttd", None).success();
     let grant = "\n[[grant]]\nuid = 65534\nissuer = \"ttd\"\napps = [\"*\"]\n";
     std::fs::write(token.config_path(), format!("{config}{grant}")).unwrap();
     let kept_open = daemon.client();

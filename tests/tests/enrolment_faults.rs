@@ -38,14 +38,7 @@ fn with_file_size_limit(mut command: Command) -> Output {
 }
 
 fn import(token: &TestToken, pfx: &std::path::Path) -> Command {
-    token.command(&[
-        "keys",
-        "import",
-        "--issuer",
-        "ttd",
-        "--pfx",
-        pfx.to_str().unwrap(),
-    ])
+    token.import_command("ttd", pfx, None)
 }
 
 /// A self-signed RSA 2048 certificate whose 200 DNS names make it about
@@ -86,14 +79,7 @@ fn assert_refused_at_the_certificate(out: Output) {
 fn import_whose_certificate_cannot_be_stored_leaves_nothing() {
     let token = TestToken::new();
     let small = rsa_self_signed(token.path(), "small", 2048, "/CN=ttd");
-    let small_pfx = pkcs12(
-        token.path(),
-        "small",
-        &small.key,
-        &small.cert,
-        "",
-        Pkcs12Kind::Modern,
-    );
+    let small_pfx = small.pkcs12("", Pkcs12Kind::Modern);
     with_file_size_limit(import(&token, &small_pfx)).success();
     let kept = ids(&token);
     assert_eq!(kept.len(), 2, "key and certificate of the ordinary import");
@@ -141,7 +127,7 @@ fn generate_whose_certificate_cannot_be_stored_leaves_nothing() {
 fn a_damaged_object_does_not_hide_the_others() {
     let token = TestToken::new();
     let kid = token
-        .agent(&["keys", "generate", "--issuer", "ttd"])
+        .generate("ttd", None)
         .success()
         .stdout_text()
         .trim()

@@ -34,8 +34,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use integration_tests::{
-    jws_part, pkcs12, rsa_self_signed, sha1_thumbprint, verify_jwt, OutputExt, Pkcs12Kind,
-    TestToken,
+    jws_part, rsa_self_signed, sha1_thumbprint, verify_jwt, OutputExt, Pkcs12Kind, TestToken,
 };
 use serde_json::Value;
 
@@ -107,16 +106,7 @@ struct Baseline {
 }
 
 fn enrol_baseline(token: &TestToken) -> Baseline {
-    let out = token
-        .agent(&[
-            "keys",
-            "generate",
-            "--issuer",
-            ENROLLED,
-            "--key-type",
-            "p256",
-        ])
-        .success();
+    let out = token.generate(ENROLLED, Some("p256")).success();
     let kid = out.stdout_text().trim().to_owned();
     let pem = export_pem(token, ENROLLED, &kid);
     Baseline { kid, pem }
@@ -445,14 +435,7 @@ fn kill_import(signal: libc::c_int, kills: usize) -> Tally {
     let token = TestToken::new();
     let files = rsa_self_signed(token.path(), "org", 2048, "/CN=ttd");
     let kid = sha1_thumbprint(&files.cert);
-    let pfx = pkcs12(
-        token.path(),
-        "org",
-        &files.key,
-        &files.cert,
-        "",
-        Pkcs12Kind::Modern,
-    );
+    let pfx = files.pkcs12("", Pkcs12Kind::Modern);
     let pfx = pfx.to_str().unwrap().to_owned();
     let import = |issuer: &str| -> Vec<String> {
         ["keys", "import", "--issuer", issuer, "--pfx", &pfx]

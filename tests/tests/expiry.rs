@@ -191,10 +191,7 @@ fn an_expired_certificate_stops_signing_until_a_new_key_is_enrolled() {
     serve_until_expiry(&token, &daemon, &short, not_after);
 
     // No reload: the agent looks for a key at every probe while it has none.
-    let new = token
-        .agent(&["keys", "generate", "--issuer", "ttd"])
-        .success()
-        .stdout_text();
+    let new = token.generate("ttd", None).success().stdout_text();
     wait_for_readyz(&token, &daemon, 200, RECOVERY);
     let (status, body) = request(&daemon, "cached");
     assert_eq!(status, 200, "{body}");
@@ -206,7 +203,7 @@ fn a_pinned_key_whose_certificate_expired_stops_signing_until_a_reload_pins_a_va
     let token = TestToken::new();
     token.write_config("[[issuer]]\nname = \"ttd\"\n");
     let valid = token
-        .agent(&["keys", "generate", "--issuer", "ttd"])
+        .generate("ttd", None)
         .success()
         .stdout_text()
         .trim()

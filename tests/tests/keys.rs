@@ -7,38 +7,18 @@ use std::path::Path;
 
 use integration_tests::{
     cert_der, jws_part, openssl, pkcs12, rsa_self_signed, sha1_thumbprint, ttd_pem, ttd_pfx,
-    write_private, OutputExt, Pkcs12Kind, TestToken, PIN,
+    write_private, OutputExt, Pkcs12Kind, TestToken,
 };
 use serde_json::Value;
 
 fn import_ttd(token: &TestToken) -> String {
-    token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            ttd_pfx().to_str().unwrap(),
-        ])
-        .success()
-        .stdout_text()
-        .trim()
-        .to_owned()
+    let out = token.import("ttd", &ttd_pfx(), None).success();
+    out.stdout_text().trim().to_owned()
 }
 
 fn generate(token: &TestToken, issuer: &str) -> String {
-    token
-        .agent(&["keys", "generate", "--issuer", issuer])
-        .success()
-        .stdout_text()
-        .trim()
-        .to_owned()
-}
-
-fn list_json(token: &TestToken) -> Vec<Value> {
-    let out = token.agent(&["keys", "list", "--json"]).success();
-    serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("a JSON array")
+    let out = token.generate(issuer, None).success();
+    out.stdout_text().trim().to_owned()
 }
 
 fn row<'a>(rows: &'a [Value], kid: &str) -> &'a Value {
@@ -68,7 +48,7 @@ fn line_of<'a>(block: &'a str, field: &str) -> &'a str {
 
 /// Refusals leave the token exactly as empty as it was.
 fn assert_token_empty(token: &TestToken) {
-    assert!(list_json(token).is_empty());
+    assert!(token.keys_json().is_empty());
     assert_eq!(token.list_objects().trim(), "", "objects left on the token");
 }
 
@@ -76,24 +56,8 @@ fn assert_token_empty(token: &TestToken) {
 fn rsa_1024_is_refused_and_nothing_remains() {
     let token = TestToken::new();
     let files = rsa_self_signed(token.path(), "weak", 1024, "/CN=ttd");
-    let pfx = pkcs12(
-        token.path(),
-        "weak",
-        &files.key,
-        &files.cert,
-        "",
-        Pkcs12Kind::Modern,
-    );
-    let out = token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            pfx.to_str().unwrap(),
-        ])
-        .exit(65);
+    let pfx = files.pkcs12("", Pkcs12Kind::Modern);
+    let out = token.import("ttd", &pfx, None).exit(65);
     let message = out.stderr_text();
     assert!(message.contains("1024 bits"), "{message}");
     assert!(message.contains("at least 2048"), "{message}");
@@ -104,28 +68,10 @@ fn rsa_1024_is_refused_and_nothing_remains() {
 fn wrong_password_is_refused_with_the_reason_and_nothing_remains() {
     let token = TestToken::new();
     let files = rsa_self_signed(token.path(), "org", 2048, "/CN=ttd");
-    let pfx = pkcs12(
-        token.path(),
-        "org",
-        &files.key,
-        &files.cert,
-        "right",
-        Pkcs12Kind::Modern,
-    );
+    let pfx = files.pkcs12("right", Pkcs12Kind::Modern);
     let wrong = token.path().join("wrong-password");
     write_private(&wrong, "wrong\n");
-    let out = token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            pfx.to_str().unwrap(),
-            "--password-file",
-            wrong.to_str().unwrap(),
-        ])
-        .exit(65);
+    let out = token.import("ttd", &pfx, Some(&wrong)).exit(65);
     let message = out.stderr_text();
     assert!(message.contains("wrong password"), "{message}");
     assert!(message.contains("--password-file"), "{message}");
@@ -137,18 +83,7 @@ fn a_nul_byte_in_the_password_file_is_refused() {
     let token = TestToken::new();
     let password = token.path().join("password");
     write_private(&password, "sec\0ret\n");
-    let out = token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            ttd_pfx().to_str().unwrap(),
-            "--password-file",
-            password.to_str().unwrap(),
-        ])
-        .exit(65);
+    let out = token.import("ttd", &ttd_pfx(), Some(&password)).exit(65);
     let message = out.stderr_text();
     assert!(message.contains("NUL byte"), "{message}");
     assert!(message.contains(password.to_str().unwrap()), "{message}");
@@ -204,16 +139,7 @@ fn certificate_of_another_key_is_refused_and_nothing_remains() {
     swapped[at..at + b.len()].copy_from_slice(&b);
     let pfx = token.write_file("swapped.pfx", swapped);
 
-    let out = token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            pfx.to_str().unwrap(),
-        ])
-        .exit(65);
+    let out = token.import("ttd", &pfx, None).exit(65);
     assert!(
         out.stderr_text()
             .contains("no certificate for its private key"),
@@ -227,28 +153,12 @@ fn certificate_of_another_key_is_refused_and_nothing_remains() {
 fn garbage_file_is_refused_with_the_conversion_hint() {
     let token = TestToken::new();
     let pem = ttd_pem();
-    let out = token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            pem.to_str().unwrap(),
-        ])
-        .exit(65);
+    let out = token.import("ttd", &pem, None).exit(65);
     let message = out.stderr_text();
     assert!(message.contains("not a PKCS#12"), "{message}");
     assert!(message.contains("openssl pkcs12 -export"), "{message}");
     let missing = token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            "/nonexistent.pfx",
-        ])
+        .import("ttd", Path::new("/nonexistent.pfx"), None)
         .exit(65);
     assert!(missing.stderr_text().contains("/nonexistent.pfx"));
     assert_token_empty(&token);
@@ -258,16 +168,7 @@ fn garbage_file_is_refused_with_the_conversion_hint() {
 fn importing_the_same_certificate_twice_is_refused() {
     let token = TestToken::new();
     let kid = import_ttd(&token);
-    let out = token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "other",
-            "--pfx",
-            ttd_pfx().to_str().unwrap(),
-        ])
-        .exit(1);
+    let out = token.import("other", &ttd_pfx(), None).exit(1);
     assert!(
         out.stderr_text().contains("already on the token"),
         "{}",
@@ -276,7 +177,7 @@ fn importing_the_same_certificate_twice_is_refused() {
     assert!(out
         .stderr_text()
         .contains(&format!("keys delete --kid {kid}")));
-    let rows = list_json(&token);
+    let rows = token.keys_json();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["issuer"], "ttd");
 }
@@ -296,7 +197,7 @@ fn imported_key_is_sensitive_not_extractable_and_sign_only() {
     assert_eq!(line_of(&cert, "label"), "ttd");
     assert!(line_of(&cert, "subject").ends_with("CN=ttd"), "{cert}");
 
-    let listed = list_json(&token);
+    let listed = token.keys_json();
     let listed = row(&listed, &kid);
     assert_eq!(listed["issuer"], "ttd");
     assert_eq!(listed["key_type"], "rsa2048");
@@ -382,7 +283,7 @@ fn generated_key_is_never_extractable_and_carries_its_thumbprint() {
         "{text}"
     );
 
-    let listed = list_json(&token);
+    let listed = token.keys_json();
     let listed = row(&listed, &kid);
     assert_eq!(listed["never_extractable"], true);
     assert_eq!(listed["always_sensitive"], true);
@@ -492,7 +393,7 @@ fn delete_removes_every_object_of_the_kid_and_nothing_else() {
     token
         .agent(&["keys", "delete", "--kid", &first, "--yes"])
         .success();
-    let rows = list_json(&token);
+    let rows = token.keys_json();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["kid"], second.as_str());
     let objects = token.list_objects();
@@ -509,7 +410,7 @@ fn delete_without_yes_and_without_a_terminal_is_refused() {
     let kid = import_ttd(&token);
     let out = token.agent(&["keys", "delete", "--kid", &kid]).exit(2);
     assert!(out.stderr_text().contains("--yes"), "{}", out.stderr_text());
-    assert_eq!(list_json(&token).len(), 1);
+    assert_eq!(token.keys_json().len(), 1);
 }
 
 #[test]
@@ -519,22 +420,8 @@ fn a_key_without_certificate_is_listed_incomplete_never_used_and_deletable() {
     // what an enrolment interrupted before its last step would leave.
     let files = rsa_self_signed(token.path(), "orphan", 2048, "/CN=ttd");
     let kid = sha1_thumbprint(&files.cert);
-    token
-        .pkcs11_tool(&[
-            "--login",
-            "--pin",
-            integration_tests::PIN,
-            "--write-object",
-            files.key.to_str().unwrap(),
-            "--type",
-            "privkey",
-            "--id",
-            &kid,
-            "--label",
-            "ttd",
-        ])
-        .success();
-    let rows = list_json(&token);
+    token.write_object(&files.key, "privkey", &kid, "ttd");
+    let rows = token.keys_json();
     let listed = row(&rows, &kid);
     assert_eq!(listed["complete"], false);
     assert_eq!(listed["certificate"], false);
@@ -585,16 +472,7 @@ fn a_pkcs12_file_whose_certificate_has_a_malformed_date_is_refused() {
         "",
         Pkcs12Kind::Modern,
     );
-    let out = token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            pfx.to_str().unwrap(),
-        ])
-        .exit(65);
+    let out = token.import("ttd", &pfx, None).exit(65);
     let message = out.stderr_text();
     assert!(message.contains("notBefore"), "{message}");
     assert!(message.contains("not a valid time"), "{message}");
@@ -611,24 +489,10 @@ fn a_certificate_object_with_a_malformed_date_is_listed_incomplete_and_never_use
     let kid = sha1_thumbprint(&files.cert);
     let damaged = token.write_file("damaged.der", der_with_month_13(&files.cert));
     for (file, kind) in [(&files.key, "privkey"), (&damaged, "cert")] {
-        token
-            .pkcs11_tool(&[
-                "--login",
-                "--pin",
-                PIN,
-                "--write-object",
-                file.to_str().unwrap(),
-                "--type",
-                kind,
-                "--id",
-                &kid,
-                "--label",
-                "ttd",
-            ])
-            .success();
+        token.write_object(file, kind, &kid, "ttd");
     }
 
-    let rows = list_json(&token);
+    let rows = token.keys_json();
     let listed = row(&rows, &kid);
     assert_eq!(listed["complete"], false);
     assert_eq!(
@@ -657,16 +521,7 @@ fn bad_kid_and_key_type_are_usage_errors() {
         "{}",
         out.stderr_text()
     );
-    let out = token
-        .agent(&[
-            "keys",
-            "generate",
-            "--issuer",
-            "ttd",
-            "--key-type",
-            "rsa1024",
-        ])
-        .exit(2);
+    let out = token.generate("ttd", Some("rsa1024")).exit(2);
     assert!(
         out.stderr_text().contains("rsa2048"),
         "{}",
@@ -711,24 +566,10 @@ fn an_issuer_that_requests_cannot_name_is_a_usage_error() {
 fn rc2_file_without_the_legacy_provider_gets_the_conversion_command() {
     let token = TestToken::new();
     let files = rsa_self_signed(token.path(), "windows", 2048, "/CN=ttd");
-    let pfx = pkcs12(
-        token.path(),
-        "windows",
-        &files.key,
-        &files.cert,
-        "",
-        Pkcs12Kind::LegacyRc2,
-    );
+    let pfx = files.pkcs12("", Pkcs12Kind::LegacyRc2);
     // An OpenSSL whose provider directory holds no legacy provider.
     let out = token
-        .command(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            pfx.to_str().unwrap(),
-        ])
+        .import_command("ttd", &pfx, None)
         .env("OPENSSL_MODULES", token.path())
         .output()
         .unwrap()
@@ -771,16 +612,7 @@ fn a_file_that_cannot_be_used_is_refused_before_logging_in() {
     let token = TestToken::new();
     std::fs::write(token.pin_file(), "0000\n").unwrap();
     let garbage = token.write_file("garbage.pfx", b"not a PKCS#12 file");
-    let out = token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            garbage.to_str().unwrap(),
-        ])
-        .exit(65);
+    let out = token.import("ttd", &garbage, None).exit(65);
     assert!(
         out.stderr_text().contains("garbage.pfx"),
         "{}",

@@ -7,9 +7,8 @@ use std::path::Path;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use integration_tests::{
-    jws_part, openssl, openssl_sign_sha256, p256_self_signed, pkcs12, rsa_self_signed,
-    sha1_thumbprint, ttd_pem, ttd_pfx, unix_now, verify_jwt, write_private, OutputExt, Pkcs12Kind,
-    TestToken,
+    jws_part, openssl, openssl_sign_sha256, p256_self_signed, rsa_self_signed, sha1_thumbprint,
+    ttd_pem, ttd_pfx, unix_now, verify_jwt, write_private, OutputExt, Pkcs12Kind, TestToken,
 };
 
 /// The test vector of altinn-access-token.md: issuer ttd, app my-app,
@@ -70,17 +69,7 @@ fn altinn_pfx_reproduces_the_shared_test_vector() {
     let token = TestToken::new();
     let pfx = token.path().join("accesstokencredentials.pfx");
     std::fs::copy(ttd_pfx(), &pfx).unwrap();
-    let kid = token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            pfx.to_str().unwrap(),
-        ])
-        .success()
-        .stdout_text();
+    let kid = token.import("ttd", &pfx, None).success().stdout_text();
     assert_eq!(kid.trim(), sha1_thumbprint(&ttd_pem()));
     assert_eq!(
         mint(&token, "ttd", "my-app", Some(1_767_225_600)),
@@ -94,28 +83,10 @@ fn altinn_pfx_reproduces_the_shared_test_vector() {
 fn openssl_key_round_trip(kind: Pkcs12Kind, password: &str, app: &str) {
     let token = TestToken::new();
     let files = rsa_self_signed(token.path(), "digdir", 2048, "/CN=digdir");
-    let pfx = pkcs12(
-        token.path(),
-        "digdir",
-        &files.key,
-        &files.cert,
-        password,
-        kind,
-    );
+    let pfx = files.pkcs12(password, kind);
     let password_file = token.path().join("pfx-password");
     write_private(&password_file, &format!("{password}\n"));
-    token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "digdir",
-            "--pfx",
-            pfx.to_str().unwrap(),
-            "--password-file",
-            password_file.to_str().unwrap(),
-        ])
-        .success();
+    token.import("digdir", &pfx, Some(&password_file)).success();
     let now = unix_now();
     let minted = mint(&token, "digdir", app, Some(now));
     let kid = sha1_thumbprint(&files.cert);
@@ -144,14 +115,7 @@ fn modern_aes_pkcs12_key_mints_the_expected_token_without_app() {
 fn generated_key_round_trip(key_type: &str, alg: &str) {
     let token = TestToken::new();
     let kid = token
-        .agent(&[
-            "keys",
-            "generate",
-            "--issuer",
-            "ttd",
-            "--key-type",
-            key_type,
-        ])
+        .generate("ttd", Some(key_type))
         .success()
         .stdout_text();
     let pem = export_pem(&token, "ttd");
@@ -195,24 +159,8 @@ fn generated_p256_key_signs_es256_tokens_that_verify() {
 fn imported_p256_key_signs_es256_tokens_that_verify() {
     let token = TestToken::new();
     let files = p256_self_signed(token.path(), "ec", "/CN=ttd");
-    let pfx = pkcs12(
-        token.path(),
-        "ec",
-        &files.key,
-        &files.cert,
-        "",
-        Pkcs12Kind::Modern,
-    );
-    token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            pfx.to_str().unwrap(),
-        ])
-        .success();
+    let pfx = files.pkcs12("", Pkcs12Kind::Modern);
+    token.import("ttd", &pfx, None).success();
     let minted = mint(&token, "ttd", "my-app", None);
     let header = jws_part(&minted, 0);
     assert_eq!(header["alg"], "ES256");
@@ -225,20 +173,8 @@ fn imported_p256_key_signs_es256_tokens_that_verify() {
 #[test]
 fn newest_valid_key_is_active_unless_a_kid_is_pinned() {
     let token = TestToken::new();
-    token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            ttd_pfx().to_str().unwrap(),
-        ])
-        .success();
-    let generated = token
-        .agent(&["keys", "generate", "--issuer", "ttd"])
-        .success()
-        .stdout_text();
+    token.import("ttd", &ttd_pfx(), None).success();
+    let generated = token.generate("ttd", None).success().stdout_text();
     // The generated certificate's not-before (now) is later than 2020's.
     let minted = mint(&token, "ttd", "", None);
     assert_eq!(jws_part(&minted, 0)["kid"], generated.trim());
@@ -257,16 +193,7 @@ fn now_beyond_year_9999_is_a_usage_error() {
     // Such an instant once overflowed `iat + lifetime`: a panic in debug
     // builds, a wrapped exp in release.
     let token = TestToken::new();
-    token
-        .agent(&[
-            "keys",
-            "import",
-            "--issuer",
-            "ttd",
-            "--pfx",
-            ttd_pfx().to_str().unwrap(),
-        ])
-        .success();
+    token.import("ttd", &ttd_pfx(), None).success();
     let kid = sha1_thumbprint(&ttd_pem());
     token.write_config(&format!("[[issuer]]\nname = \"ttd\"\nkid = \"{kid}\"\n"));
     let out = token

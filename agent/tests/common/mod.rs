@@ -30,18 +30,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 /// A token with a key generated inside it for issuer `ttd`, and a config
 /// with that issuer and `extra`.
 pub fn token_with_key(key_type: &str, extra: &str) -> TestToken {
-    let token = TestToken::new();
-    token.write_config("[[issuer]]\nname = \"ttd\"\n");
-    token
-        .agent(&[
-            "keys",
-            "generate",
-            "--issuer",
-            "ttd",
-            "--key-type",
-            key_type,
-        ])
-        .success();
+    let token = TestToken::with_ttd_key(key_type);
     token.write_config(&format!("[[issuer]]\nname = \"ttd\"\n{extra}"));
     token
 }
