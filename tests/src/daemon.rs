@@ -267,14 +267,6 @@ pub fn client_as(
         .expect("run access-token as another user")
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs() as i64
-}
-
 /// Wraps `command` so that it starts the way systemd socket activation
 /// starts a service: `listener` as fd 3, `LISTEN_FDS=1` and `LISTEN_PID` set
 /// to the service's own pid (a shell sets it, then execs the agent in place).

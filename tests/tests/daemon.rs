@@ -283,7 +283,7 @@ fn the_cache_serves_one_token_until_its_refresh_point() {
 
     // More than half of the 4 s lifetime gone: a fresh token.
     let iat = claims(&first.token)["iat"].as_i64().unwrap();
-    while integration_tests::daemon::unix_now() <= iat + 2 {
+    while integration_tests::unix_now() <= iat + 2 {
         std::thread::sleep(Duration::from_millis(100));
     }
     let later = client.token(Some("ttd"), Some("a")).unwrap();

@@ -9,7 +9,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use integration_tests::daemon::{body_of, log, serve_config, status_of, unix_now, Daemon};
+use integration_tests::daemon::{body_of, log, serve_config, status_of, Daemon};
+use integration_tests::unix_now;
 use integration_tests::{openssl, pkcs12, OutputExt, Pkcs12Kind, TestToken};
 
 /// How long the short-lived certificates are valid after the agent starts
