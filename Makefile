@@ -3,7 +3,7 @@ CARGO ?= cargo
 DEV := $(CURDIR)/.dev
 AGENT := target/debug/access-token-agent
 
-.PHONY: run test deps build lint bench soak
+.PHONY: run test deps build lint bench soak profile
 
 ## Run the agent on a development SoftHSM token under .dev/ (created on first use).
 run: deps build
@@ -37,3 +37,12 @@ bench: deps
 soak: deps
 	$(CARGO) build --release --workspace --bins
 	target/release/access-token-bench soak --minutes 10 --write target/soak.md
+
+## Profile (release code with line tables): the agent signing every ES256
+## request at 64 connections under `perf record`; samples in target/perf.data.
+## Other steps: target/profiling/access-token-bench profile --help
+profile: deps
+	command -v perf >/dev/null || apt-get install -y linux-perf
+	$(CARGO) build --profile profiling --workspace --bins
+	target/profiling/access-token-bench profile
+	perf report -i target/perf.data --no-children --percent-limit 1.5 --stdio 2>/dev/null | grep -v '^$$' | head -60

@@ -15,6 +15,7 @@
 
 mod agent;
 mod load;
+mod profile;
 mod signing;
 mod soak;
 
@@ -47,6 +48,9 @@ enum Command {
     /// Minutes at a steady rate with short-lived tokens: memory, descriptors
     /// and errors; exits 1 if memory grows too much or any request fails.
     Soak(soak::SoakArgs),
+    /// One load step with the agent under `perf record`, to find where its
+    /// time goes.
+    Profile(profile::ProfileArgs),
 }
 
 fn main() {
@@ -70,6 +74,7 @@ fn main() {
             let _ = writeln!(report, "- command: `make soak`\n");
             soak::run(soak, &runtime, &mut report)
         }
+        Some(Command::Profile(profile)) => profile::run(profile, &runtime),
     };
     if let Some(path) = &args.write {
         std::fs::write(path, &report).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));

@@ -1,0 +1,117 @@
+//! `make profile`: the agent under one load step while `perf record` samples
+//! it, so the hot path of a missed target can be read from a call graph
+//! instead of guessed. Prints the load's figures and leaves `perf.data`
+//! (read it with `perf report -i`).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::agent::{Fixture, EC_ISSUER, RSA_ISSUER};
+use crate::load::{self, LoadResult};
+
+#[derive(clap::Args)]
+pub struct ProfileArgs {
+    /// Which key signs: es256 or rs256.
+    #[arg(long, default_value = "es256")]
+    alg: String,
+    /// Serve from the cache instead of signing every request.
+    #[arg(long)]
+    cached: bool,
+    /// Connections at once.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Seconds of load (and of sampling).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Only the load step, without perf: for comparing a change quickly.
+    #[arg(long)]
+    without_perf: bool,
+    /// The agent's `[signing] threads` (default: one per core).
+    #[arg(long)]
+    signing_threads: Option<usize>,
+    /// Where perf writes its samples.
+    #[arg(long, default_value = "target/perf.data")]
+    output: PathBuf,
+}
+
+/// Runs the step with the agent under `perf record -g`; false when perf
+/// could not record.
+pub fn run(args: &ProfileArgs, runtime: &tokio::runtime::Runtime) -> bool {
+    let issuer = match args.alg.as_str() {
+        "es256" => EC_ISSUER,
+        "rs256" => RSA_ISSUER,
+        other => {
+            eprintln!("--alg {other}: use es256 or rs256");
+            return false;
+        }
+    };
+    let fixture = Fixture::new();
+    let mut settings = format!("cache = {}", args.cached);
+    if let Some(threads) = args.signing_threads {
+        settings.push_str(&format!("\n\n[signing]\nthreads = {threads}"));
+    }
+    fixture.write_config_with(&settings);
+    let (agent, _) = fixture.serve();
+    if args.without_perf {
+        report(args, &load_step(args, runtime, &fixture, issuer));
+        return true;
+    }
+    let perf = Command::new("perf")
+        .args(["record", "-g", "--call-graph", "dwarf,16384", "-F", "499"])
+        .arg("-o")
+        .arg(&args.output)
+        .arg("-p")
+        .arg(agent.0.id().to_string())
+        .stdout(Stdio::null())
+        .spawn();
+    let mut perf = match perf {
+        Ok(perf) => perf,
+        Err(error) => {
+            eprintln!("perf: {error} (apt-get install linux-perf)");
+            return false;
+        }
+    };
+    // perf needs a moment to attach before the samples mean anything.
+    std::thread::sleep(Duration::from_millis(500));
+    let result = load_step(args, runtime, &fixture, issuer);
+    unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
+    let recorded = perf.wait().is_ok_and(|status| status.success());
+    report(args, &result);
+    if recorded {
+        println!(
+            "samples: {} (perf report -i {} --no-children)",
+            args.output.display(),
+            args.output.display()
+        );
+    }
+    drop(agent);
+    recorded
+}
+
+fn load_step(
+    args: &ProfileArgs,
+    runtime: &tokio::runtime::Runtime,
+    fixture: &Fixture,
+    issuer: &str,
+) -> LoadResult {
+    runtime.block_on(load::run(
+        &fixture.socket(),
+        args.connections,
+        Duration::from_secs(args.seconds),
+        issuer,
+        if args.cached { "cached" } else { "fresh" },
+    ))
+}
+
+fn report(args: &ProfileArgs, result: &LoadResult) {
+    println!(
+        "{} {}, {} connections: {:.0} tokens/s, {} errors, p99 {:.3} ms",
+        args.alg,
+        if args.cached { "cached" } else { "fresh" },
+        args.connections,
+        result.per_second(),
+        result.errors,
+        result.latency_ms(0.99)
+    );
+}
