@@ -26,6 +26,7 @@ pub struct Metrics {
     latency_micros: AtomicU64,
     hsm_errors: Mutex<BTreeMap<String, u64>>,
     sessions_busy: AtomicI64,
+    quick_signatures: AtomicU64,
     cert_not_after: Mutex<BTreeMap<(String, String), i64>>,
 }
 
@@ -71,6 +72,11 @@ impl Metrics {
         self.sessions_busy.fetch_add(delta, Ordering::Relaxed);
     }
 
+    /// A signature is being made on the requesting thread, not queued.
+    pub fn quick_signature(&self) {
+        self.quick_signatures.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Replaces the set of active certificates: (issuer, kid, not-after).
     pub fn set_active_certificates(
         &self,
@@ -108,6 +114,7 @@ impl Metrics {
             SESSIONS_BUSY,
             self.sessions_busy.load(Ordering::Relaxed),
         );
+        single(&mut out, QUICK_SIGNATURES, load(&self.quick_signatures));
         let expiry = |((issuer, kid), not_after): (&(String, String), &i64)| {
             let issuer = escape_label(issuer);
             (format!("issuer=\"{issuer}\",kid=\"{kid}\""), *not_after)
@@ -166,6 +173,11 @@ const SESSIONS_BUSY: Family = (
     "sessions_busy",
     "gauge",
     "Signing sessions inside a PKCS#11 call.",
+);
+const QUICK_SIGNATURES: Family = (
+    "quick_signatures_total",
+    "counter",
+    "Signatures made on the requesting thread instead of a signing thread (keys that sign in under 200 µs).",
 );
 const CERT_NOT_AFTER: Family = (
     "certificate_not_after_seconds",

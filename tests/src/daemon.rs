@@ -151,6 +151,15 @@ impl Daemon {
         request.push_str("\r\n");
         self.raw(request.as_bytes(), Duration::from_secs(10))
     }
+
+    /// The value of an unlabelled metric on `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let metrics = self.get("/metrics", &[]);
+        body_of(&metrics)
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    }
 }
 
 /// The status code of a raw HTTP answer.

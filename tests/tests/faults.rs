@@ -60,8 +60,19 @@ fn verify_all(tokens: &[String], pem: &str) -> usize {
 
 #[test]
 fn hsm_away_and_back_under_load_gives_503_then_tokens_and_never_a_wrong_one() {
+    hsm_away_and_back_under_load("rsa2048");
+}
+
+/// P-256 signatures are quick enough to be made on the requesting thread,
+/// with a session of its own: its faults must be noticed and cured too.
+#[test]
+fn hsm_away_and_back_under_load_with_quick_signatures() {
+    hsm_away_and_back_under_load("p256");
+}
+
+fn hsm_away_and_back_under_load(key_type: &str) {
     // No cache: every request reaches the HSM.
-    let token = ttd_token("rsa2048", "[token]\ncache = false\n");
+    let token = ttd_token(key_type, "[token]\ncache = false\n");
     let mut daemon = Daemon::start(&token);
     let pid = daemon.pid();
     let pem = String::from_utf8(exported_cert(&token, "pem")).unwrap();
@@ -153,6 +164,11 @@ fn hsm_away_and_back_under_load_gives_503_then_tokens_and_never_a_wrong_one() {
         log_tail(&token)
     );
     assert_eq!(daemon.pid(), pid, "no restart");
+    let quick = daemon.metric("access_token_agent_quick_signatures_total");
+    match key_type {
+        "p256" => assert!(quick > 0.0, "P-256 signatures take the quick path"),
+        _ => assert_eq!(quick, 0.0, "RSA signatures stay on the signing threads"),
+    }
 }
 
 /// Starts an agent on the listening socket the test holds, as systemd's

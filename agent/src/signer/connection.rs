@@ -7,13 +7,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::pool::{FaultReport, Pool, PoolHandle};
-use super::{selftest, ActiveKey, Settings};
+use super::pool::{FaultReport, Pace, Pool, PoolHandle};
+use super::{selftest, ActiveKey, Settings, SigningConfig};
 use crate::clock::{rfc3339, unix_now};
 use crate::config::IssuerConfig;
 use crate::hsm::{keys, Access, Hsm, HsmError};
 use crate::metrics::Metrics;
 use crate::pin::{self, PinError};
+use cryptoki::session::Session;
 
 /// Why the token could not be brought into service.
 #[derive(Debug, thiserror::Error)]
@@ -74,12 +75,12 @@ impl Connection {
         let hsm = Hsm::open(&config.module, &config.token_label, Access::ReadOnly)?;
         login(&hsm, settings)?;
         let keys = find_keys(&hsm, &settings.issuers, &settings.lifetime, None)?;
-        let threads = thread_count(&hsm, settings.signing.threads())?;
-        let sessions = (0..threads)
-            .map(|_| hsm.open_session())
-            .collect::<Result<Vec<_>, _>>()?;
+        let (threads, quick) = session_counts(&hsm, &settings.signing)?;
+        let sessions = open_sessions(&hsm, threads)?;
+        let quick = quick.then(|| hsm.open_session()).transpose()?;
         let pool = Pool::start(
             sessions,
+            quick,
             settings.signing.queue_size,
             Arc::clone(metrics),
             on_fault,
@@ -224,6 +225,7 @@ fn find_key(
         signing,
         certificate,
         kid,
+        pace: Pace::default(),
     }))
 }
 
@@ -262,10 +264,18 @@ fn unusable(
 
 /// The configured thread count, capped so that the threads and the anchor
 /// session fit in the token's session limit.
-fn thread_count(hsm: &Hsm, wanted: usize) -> Result<usize, HsmError> {
-    Ok(match hsm.max_sessions()? {
-        Some(max) => wanted.min(usize::try_from(max.saturating_sub(1)).unwrap_or(usize::MAX)),
-        None => wanted,
-    }
-    .max(1))
+/// Signing threads and whether there is a session for quick signatures,
+/// within the token's session limit (less the anchor session): threads
+/// first, at least one.
+fn session_counts(hsm: &Hsm, signing: &SigningConfig) -> Result<(usize, bool), HsmError> {
+    let available = match hsm.max_sessions()? {
+        Some(max) => usize::try_from(max.saturating_sub(1)).unwrap_or(usize::MAX),
+        None => usize::MAX,
+    };
+    let threads = signing.threads().min(available).max(1);
+    Ok((threads, available > threads))
+}
+
+fn open_sessions(hsm: &Hsm, count: usize) -> Result<Vec<Session>, HsmError> {
+    (0..count).map(|_| hsm.open_session()).collect()
 }

@@ -5,7 +5,7 @@
 //! | [`Signer`] | the [`TokenSource`]: cache first, then the signing threads |
 //! | `supervisor` | the thread that owns the HSM connection: probes, faults, recovery, reloads |
 //! | `connection` | opening the token: login, keys, self-test, sessions |
-//! | `pool` | the signing threads, one PKCS#11 session each, behind a bounded queue |
+//! | `pool` | the signing threads, one PKCS#11 session each, behind a bounded queue; quick signatures on the requesting thread |
 //! | `selftest` | a token signed through the HSM and verified against the certificate |
 //! | `backoff` | waits between reconnection attempts |
 //!
@@ -128,6 +128,9 @@ struct ActiveKey {
     pub certificate: Certificate,
     /// The kid, shared by every token issued with this key.
     pub kid: Arc<str>,
+    /// How long its signatures take: quick ones are made on the requesting
+    /// thread.
+    pub pace: pool::Pace,
 }
 
 /// What the request path sees: published by the supervisor, replaced whole.
