@@ -27,9 +27,18 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 ## Benchmarks (release build): writes BENCHMARKS.md. Never part of `make test`.
+## `make bench BEFORE=<commit>` also builds that commit's agent and measures
+## fresh signing on both in turn, for a before/after ratio from one run.
 bench: deps
 	$(CARGO) build --release --workspace --bins
+ifneq ($(BEFORE),)
+	rm -rf target/before/$(BEFORE) && mkdir -p target/before/$(BEFORE)
+	git archive $(BEFORE) | tar -x -C target/before/$(BEFORE)
+	$(CARGO) build --release -p access-token-agent --manifest-path target/before/$(BEFORE)/Cargo.toml --target-dir target/before/target
+	target/release/access-token-bench --before-agent target/before/target/release/access-token-agent --write BENCHMARKS.md
+else
 	target/release/access-token-bench --write BENCHMARKS.md
+endif
 
 ## Soak (release build): 10 minutes at 300 requests/s with 20-second tokens;
 ## fails if resident memory grows 5 % or more after the first minute, or any

@@ -102,7 +102,11 @@ impl Fixture {
     }
 
     fn agent(&self) -> Command {
-        let mut command = Command::new(agent_binary());
+        self.agent_from(&agent_binary())
+    }
+
+    fn agent_from(&self, binary: &Path) -> Command {
+        let mut command = Command::new(binary);
         command
             .env("SOFTHSM2_CONF", self.softhsm_conf())
             .arg("--config")
@@ -114,6 +118,11 @@ impl Fixture {
     /// Starts `serve` and waits for READY=1; returns it with the time from
     /// exec to READY.
     pub fn serve(&self) -> (Agent, Duration) {
+        self.serve_from(&agent_binary())
+    }
+
+    /// Like [`Fixture::serve`], with another build of the agent.
+    pub fn serve_from(&self, binary: &Path) -> (Agent, Duration) {
         let notify_path = self.path("notify");
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).expect("the notify socket");
@@ -123,7 +132,7 @@ impl Fixture {
         let log = std::fs::File::create(self.path("agent.log")).expect("the agent log");
         let started = Instant::now();
         let child = self
-            .agent()
+            .agent_from(binary)
             .arg("serve")
             .env("NOTIFY_SOCKET", &notify_path)
             .env("ACCESS_TOKEN_AGENT_LOG", "warn")

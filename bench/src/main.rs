@@ -20,7 +20,7 @@ mod signing;
 mod soak;
 
 use std::fmt::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +41,11 @@ struct Args {
     /// Also write the report to this file.
     #[arg(long, global = true)]
     write: Option<PathBuf>,
+    /// Another build of the agent (an earlier commit's, say): the fresh
+    /// signing steps run on it too, in turn with this build, for a
+    /// before/after ratio from one run.
+    #[arg(long)]
+    before_agent: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -92,7 +97,7 @@ fn benchmarks(args: &Args, runtime: &tokio::runtime::Runtime, cores: usize, repo
     let ceiling = hsm_ceiling(&fixture, cores, step, report);
     let mut baseline_section = String::new();
     let in_process = in_process(cores, step, &mut baseline_section);
-    agent_fresh(&fixture, runtime, cores, step, &ceiling, report);
+    agent_fresh(&fixture, runtime, cores, step, &ceiling, args, report);
     let mut memory_section = String::new();
     agent_cached(
         &fixture,
@@ -159,6 +164,13 @@ fn header(report: &mut String, args: &Args, cores: usize) {
         "- command: `make bench` (`access-token-bench --seconds {}`), {} s per measurement",
         args.seconds, args.seconds
     );
+    if let Some(before) = &args.before_agent {
+        let _ = writeln!(
+            report,
+            "- before: `{}`, measured in turn with this build in section 2",
+            before.display()
+        );
+    }
     let _ = writeln!(
         report,
         "- every figure below comes from this one run; ratios compare figures of the same run\n"
@@ -216,43 +228,68 @@ fn agent_fresh(
     cores: usize,
     step: Duration,
     ceiling: &Rates,
+    args: &Args,
     report: &mut String,
 ) {
     fixture.write_config(false);
-    let (agent, ready) = fixture.serve();
     let _ = writeln!(report, "## 2. Agent, fresh signing (`cache = false`)\n");
-    let _ = writeln!(report, "Ratio: agent tokens/s over the HSM ceiling (1) with as many sessions as can be busy (min(connections, {cores} signing threads)). Target ≥ 0.90.\n");
-    let _ = writeln!(
-        report,
-        "| alg | connections | tokens/s | errors | ratio to HSM ceiling |\n|---|---|---|---|---|"
-    );
+    let _ = writeln!(report, "Ratio: agent tokens/s over the HSM ceiling (1) with as many sessions as can be busy (min(connections, {cores} signing threads)). Target ≥ 0.90. Each step starts the agent afresh.\n");
+    let mut columns =
+        String::from("| alg | connections | tokens/s | errors | ratio to HSM ceiling |");
+    if args.before_agent.is_some() {
+        columns.push_str(" before: tokens/s | before: ratio |");
+    }
+    let rule = "|---".repeat(columns.matches(" |").count());
+    let _ = writeln!(report, "{columns}\n{rule}|");
+    let mut ready = None;
     for (alg, issuer) in [(Alg::Rs256, RSA_ISSUER), (Alg::Es256, EC_ISSUER)] {
         for connections in [1, 16, 64] {
-            let result = runtime.block_on(load::run(
-                &fixture.socket(),
-                connections,
-                step,
-                issuer,
-                "fresh",
-            ));
             let sessions = connections.min(cores);
-            let ratio = result.per_second() / ceiling.get(alg, sessions);
-            let _ = writeln!(
+            let ceiling = ceiling.get(alg, sessions);
+            let mut fresh = |binary: &Path| {
+                let (agent, started) = fixture.serve_from(binary);
+                ready.get_or_insert(started);
+                let result = runtime.block_on(load::run(
+                    &fixture.socket(),
+                    connections,
+                    step,
+                    issuer,
+                    "fresh",
+                ));
+                drop(agent);
+                result
+            };
+            let result = fresh(&agent::agent_binary());
+            let _ = write!(
                 report,
-                "| {} | {connections} | {:.0} | {}{} | {ratio:.2} (vs {sessions} sessions) |",
+                "| {} | {connections} | {:.0} | {}{} | {:.2} (vs {sessions} sessions) |",
                 alg.as_str(),
                 result.per_second(),
                 result.errors,
-                first_error(&result)
+                first_error(&result),
+                result.per_second() / ceiling
             );
+            if let Some(before) = &args.before_agent {
+                let old = fresh(before);
+                let errors = match old.errors {
+                    0 => String::new(),
+                    n => format!(" ({n} errors{})", first_error(&old)),
+                };
+                let _ = write!(
+                    report,
+                    " {:.0}{errors} | {:.2} |",
+                    old.per_second(),
+                    old.per_second() / ceiling
+                );
+            }
+            report.push('\n');
         }
     }
     let _ = writeln!(
         report,
         "\nTime from exec to READY=1 (keys found, self-test signed and verified): {:.0} ms\n",
-        ready.as_secs_f64() * 1000.0
+        ready.unwrap_or_default().as_secs_f64() * 1000.0
     );
-    drop(agent);
 }
 
 fn agent_cached(
