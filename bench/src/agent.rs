@@ -168,6 +168,23 @@ impl Agent {
         std::fs::read_dir(format!("/proc/{}/fd", self.0.id())).map_or(0, |dir| dir.count())
     }
 
+    /// CPU time the agent has used, user and system, all threads.
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap_or_default();
+        // Fields 14 and 15 (utime, stime), counted after the command name,
+        // which may contain spaces but ends at the last ')'.
+        let ticks: u64 = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().skip(11).take(2))
+            .into_iter()
+            .flatten()
+            .filter_map(|field| field.parse::<u64>().ok())
+            .sum();
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_secs_f64(ticks as f64 / per_second as f64)
+    }
+
     /// Resident memory in KiB (VmRSS).
     pub fn rss_kib(&self) -> u64 {
         let status =
@@ -219,4 +236,12 @@ fn run(command: &mut Command) {
 /// Reads the PIN as the agent does.
 pub fn pin(path: &Path) -> secrecy::SecretString {
     access_token_agent::pin::read_pin_file(path).expect("the PIN file")
+}
+
+/// CPU time this process (the load generator) has used, user and system.
+pub fn own_cpu_time() -> Duration {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }

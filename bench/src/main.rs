@@ -190,13 +190,20 @@ fn hsm_ceiling(fixture: &Fixture, cores: usize, step: Duration, report: &mut Str
     );
     let _ = writeln!(
         report,
-        "| alg | sessions (threads) | tokens/s |\n|---|---|---|"
+        "| alg | sessions (threads) | tokens/s | CPU µs per token |\n|---|---|---|---|"
     );
     for (alg, issuer) in [(Alg::Rs256, RSA_ISSUER), (Alg::Es256, EC_ISSUER)] {
         let key = keys::active_signing_key(&hsm.anchor(), issuer, None, now()).expect("the key");
         for threads in [1, cores] {
+            let cpu = agent::own_cpu_time();
             let rate = signing::hsm_ceiling(hsm.clone(), key.clone(), threads, step);
-            let _ = writeln!(report, "| {} | {threads} | {rate:.0} |", alg.as_str());
+            let cpu =
+                (agent::own_cpu_time() - cpu).as_secs_f64() * 1e6 / (rate * step.as_secs_f64());
+            let _ = writeln!(
+                report,
+                "| {} | {threads} | {rate:.0} | {cpu:.0} |",
+                alg.as_str()
+            );
             rates.push((alg, threads, rate));
         }
     }
@@ -234,8 +241,7 @@ fn agent_fresh(
     fixture.write_config(false);
     let _ = writeln!(report, "## 2. Agent, fresh signing (`cache = false`)\n");
     let _ = writeln!(report, "Ratio: agent tokens/s over the HSM ceiling (1) with as many sessions as can be busy (min(connections, {cores} signing threads)). Target ≥ 0.90. Each step starts the agent afresh.\n");
-    let mut columns =
-        String::from("| alg | connections | tokens/s | errors | ratio to HSM ceiling |");
+    let mut columns = String::from("| alg | connections | tokens/s | errors | ratio to HSM ceiling | CPU µs per token: agent + load generator |");
     if args.before_agent.is_some() {
         columns.push_str(" before: tokens/s | before: ratio |");
     }
@@ -249,6 +255,7 @@ fn agent_fresh(
             let mut fresh = |binary: &Path| {
                 let (agent, started) = fixture.serve_from(binary);
                 ready.get_or_insert(started);
+                let cpu = (agent.cpu_time(), agent::own_cpu_time());
                 let result = runtime.block_on(load::run(
                     &fixture.socket(),
                     connections,
@@ -256,13 +263,18 @@ fn agent_fresh(
                     issuer,
                     "fresh",
                 ));
+                let per_token = |used: Duration| used.as_secs_f64() * 1e6 / result.ok.max(1) as f64;
+                let cpu = (
+                    per_token(agent.cpu_time() - cpu.0),
+                    per_token(agent::own_cpu_time() - cpu.1),
+                );
                 drop(agent);
-                result
+                (result, cpu)
             };
-            let result = fresh(&agent::agent_binary());
+            let (result, (agent_cpu, load_cpu)) = fresh(&agent::agent_binary());
             let _ = write!(
                 report,
-                "| {} | {connections} | {:.0} | {}{} | {:.2} (vs {sessions} sessions) |",
+                "| {} | {connections} | {:.0} | {}{} | {:.2} (vs {sessions} sessions) | {agent_cpu:.0} + {load_cpu:.0} |",
                 alg.as_str(),
                 result.per_second(),
                 result.errors,
@@ -270,7 +282,7 @@ fn agent_fresh(
                 result.per_second() / ceiling
             );
             if let Some(before) = &args.before_agent {
-                let old = fresh(before);
+                let (old, _) = fresh(before);
                 let errors = match old.errors {
                     0 => String::new(),
                     n => format!(" ({n} errors{})", first_error(&old)),
