@@ -34,8 +34,8 @@ bench: deps
 ifneq ($(BEFORE),)
 	rm -rf target/before/$(BEFORE) && mkdir -p target/before/$(BEFORE)
 	git archive $(BEFORE) | tar -x -C target/before/$(BEFORE)
-	$(CARGO) build --release -p access-token-agent --manifest-path target/before/$(BEFORE)/Cargo.toml --target-dir target/before/target
-	target/release/access-token-bench --before-agent target/before/target/release/access-token-agent --write BENCHMARKS.md
+	$(CARGO) build --release -p access-token-agent --manifest-path target/before/$(BEFORE)/Cargo.toml --target-dir target/before/$(BEFORE)/target
+	target/release/access-token-bench --before-agent target/before/$(BEFORE)/target/release/access-token-agent --write BENCHMARKS.md
 else
 	target/release/access-token-bench --write BENCHMARKS.md
 endif

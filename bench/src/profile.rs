@@ -3,6 +3,8 @@
 //! instead of guessed. Prints the load's figures and leaves `perf.data`
 //! (read it with `perf report -i`).
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -54,7 +56,7 @@ pub fn run(args: &ProfileArgs, runtime: &tokio::runtime::Runtime) -> bool {
     fixture.write_config_with(&settings);
     let (agent, _) = fixture.serve();
     if args.without_perf {
-        report(args, &load_step(args, runtime, &fixture, issuer));
+        report(args, &load_step(args, runtime, &fixture, issuer), &fixture);
         return true;
     }
     let perf = Command::new("perf")
@@ -77,7 +79,7 @@ pub fn run(args: &ProfileArgs, runtime: &tokio::runtime::Runtime) -> bool {
     let result = load_step(args, runtime, &fixture, issuer);
     unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
     let recorded = perf.wait().is_ok_and(|status| status.success());
-    report(args, &result);
+    report(args, &result, &fixture);
     if recorded {
         println!(
             "samples: {} (perf report -i {} --no-children)",
@@ -104,7 +106,7 @@ fn load_step(
     ))
 }
 
-fn report(args: &ProfileArgs, result: &LoadResult) {
+fn report(args: &ProfileArgs, result: &LoadResult, fixture: &Fixture) {
     println!(
         "{} {}, {} connections: {:.0} tokens/s, {} errors, p99 {:.3} ms",
         args.alg,
@@ -114,4 +116,34 @@ fn report(args: &ProfileArgs, result: &LoadResult) {
         result.errors,
         result.latency_ms(0.99)
     );
+    let metric = |name: &str| {
+        metrics(fixture).lines().find_map(|line| {
+            line.strip_prefix("access_token_agent_")?
+                .strip_prefix(name)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    if let (Some(quick), Some(signed)) = (
+        metric("quick_signatures_total"),
+        metric("cache_misses_total"),
+    ) {
+        println!(
+            "signed on the requesting thread: {:.0} % of {signed} signatures",
+            100.0 * quick / signed.max(1.0)
+        );
+    }
+}
+
+/// The agent's `/metrics` text, or nothing if it cannot be read.
+fn metrics(fixture: &Fixture) -> String {
+    let Ok(mut stream) = UnixStream::connect(fixture.socket()) else {
+        return String::new();
+    };
+    let mut answer = String::new();
+    let _ = stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
+        .and_then(|()| stream.read_to_string(&mut answer));
+    answer
 }
