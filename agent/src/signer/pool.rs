@@ -10,11 +10,11 @@
 //!
 //! Handing a job to a signing thread and the result back costs two thread
 //! wake-ups, which on two cores took more time than a P-256 signature in
-//! SoftHSM (about 50 µs): ES256 reached 0.6 of the HSM's own rate. So each
-//! key keeps a running average of its signing time ([`Pace`]), and a key
-//! that signs in under [`QUICK_SIGNATURE`] is signed on the requesting
-//! thread with a session of its own whenever that is idle, the queue being
-//! the fallback.
+//! SoftHSM (about 45 µs): ES256 reached 0.6 of the HSM's own rate. So each
+//! key keeps an estimate of its signing time ([`Pace`]), and a key that
+//! signs in under [`QUICK_SIGNATURE`] is signed on the requesting thread,
+//! with a session kept for that, whenever that session is idle; otherwise
+//! the job is queued as any other. `make profile` shows the share each way.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -42,8 +42,8 @@ pub const QUICK_SIGNATURE: Duration = Duration::from_micros(200);
 /// it uncalled must tell the requester the job was abandoned.
 pub type Reply = Box<dyn FnOnce(Result<SignedToken, IssueError>) + Send>;
 
-/// Called on a signing thread when the HSM fails in a way that reopening the
-/// connection may cure.
+/// Called on the thread that signed when the HSM fails in a way that
+/// reopening the connection may cure.
 pub type FaultReport = Arc<dyn Fn(&HsmError) + Send + Sync>;
 
 /// One token to sign.
