@@ -54,4 +54,5 @@ profile: deps
 	command -v perf >/dev/null || apt-get install -y linux-perf
 	$(CARGO) build --profile profiling --workspace --bins
 	target/profiling/access-token-bench profile
-	perf report -i target/perf.data --no-children --percent-limit 1.5 --stdio 2>/dev/null | grep -v '^$$' | head -60
+	perf report -i target/perf.data --no-children --sort comm,dso -g none --percent-limit 1 --stdio 2>/dev/null | grep -v '^[#]' | grep -v '^$$'
+	perf report -i target/perf.data --no-children --sort sym -g none --percent-limit 1 --stdio 2>/dev/null | grep -v '^[#]' | grep -v '^$$'
