@@ -274,6 +274,8 @@ fn specials() -> Vec<Payload> {
 /// What one payload got: the answers' statuses and tokens, or what was wrong.
 struct Outcome {
     statuses: Vec<u16>,
+    /// Refusals that are not problem+json.
+    bare_refusals: Vec<u16>,
     tokens: Vec<String>,
     elapsed: Duration,
 }
@@ -299,6 +301,12 @@ fn send(socket: &Path, payload: &Payload) -> Result<Outcome, String> {
     let replies = parse_replies(&answer, head_sent)?;
     Ok(Outcome {
         statuses: replies.iter().map(|r| r.status).collect(),
+        bare_refusals: replies
+            .iter()
+            .filter(|r| r.status >= 400)
+            .filter(|r| r.header("content-type").as_deref() != Some("application/problem+json"))
+            .map(|r| r.status)
+            .collect(),
         tokens: replies.iter().filter_map(|r| r.token()).collect(),
         elapsed,
     })
@@ -363,6 +371,12 @@ fn judge(payload: &Payload, outcome: &Outcome, pem: &str) -> Result<(), String> 
         if !fine {
             return Err(format!("answered {status} ({:?})", outcome.statuses));
         }
+    }
+    if !outcome.bare_refusals.is_empty() {
+        return Err(format!(
+            "refused without problem+json: {:?}",
+            outcome.bare_refusals
+        ));
     }
     for token in &outcome.tokens {
         let verified = std::panic::catch_unwind(|| verify_jwt(token, pem.as_bytes(), "ttd"));

@@ -45,7 +45,11 @@ pub(super) async fn serve<S: TokenSource>(
             }
         })
     };
-    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+    let io = TokioIo::new(Watched::new(
+        stream,
+        activity.clone(),
+        front.config.max_header_bytes,
+    ));
     let connection = front.http.serve_connection(io, service);
     let overdue = activity.overdue(front.timeouts);
     tokio::pin!(connection, overdue);

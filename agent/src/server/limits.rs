@@ -1,5 +1,6 @@
 //! Limits that keep slow, idle or too many connections from tying the
-//! agent up: per-connection deadlines and the answer given past the cap.
+//! agent up: per-connection deadlines, the answer given past the cap, and
+//! problem+json answers to requests hyper refuses before the agent sees them.
 //!
 //! A connection is in one of four phases. A fresh connection must deliver
 //! its first request head within `header_read_timeout` of connecting.
@@ -110,16 +111,87 @@ impl Activity {
     }
 }
 
-/// A stream that tells its connection's [`Activity`] when bytes arrive.
+/// A stream that tells its connection's [`Activity`] when bytes arrive,
+/// and that writes a problem+json answer in place of hyper's own.
+///
+/// hyper answers a request it cannot read (a head over the size limit, not
+/// HTTP/1.1) by itself, with an empty body, and closes the connection. Its
+/// answer is recognised as a 4xx or 5xx without a content type, which every
+/// answer of the agent's has.
 pub struct Watched<S> {
     inner: S,
     activity: Arc<Activity>,
+    /// `server.max_header_bytes`, for the detail of a 431.
+    max_header_bytes: usize,
+    /// The answer written in place of hyper's, and how much of it is out;
+    /// once set, nothing else is written.
+    replacement: Option<(Vec<u8>, usize)>,
 }
 
 impl<S> Watched<S> {
-    pub fn new(inner: S, activity: Arc<Activity>) -> Watched<S> {
-        Watched { inner, activity }
+    pub fn new(inner: S, activity: Arc<Activity>, max_header_bytes: usize) -> Watched<S> {
+        Watched {
+            inner,
+            activity,
+            max_header_bytes,
+            replacement: None,
+        }
     }
+}
+
+impl<S: AsyncWrite + Unpin> Watched<S> {
+    /// Starts the replacement if `chunk`, the first of a write, is hyper's
+    /// own refusal.
+    fn notice_refusal(&mut self, chunk: &[u8]) {
+        if self.replacement.is_none() {
+            if let Some(problem) = hyper_refusal(chunk, self.max_header_bytes) {
+                self.replacement = Some((problem.closing_response_bytes(), 0));
+            }
+        }
+    }
+
+    /// Writes the rest of the replacement; then tells hyper its `taken`
+    /// bytes went out.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>, taken: usize) -> Poll<io::Result<usize>> {
+        let Some((answer, written)) = self.replacement.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        while *written < answer.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &answer[*written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *written += n,
+                other => return other,
+            }
+        }
+        Poll::Ready(Ok(taken))
+    }
+}
+
+/// The problem for hyper's own answer starting `chunk`, if it is one.
+fn hyper_refusal(chunk: &[u8], max_header_bytes: usize) -> Option<Problem> {
+    let rest = chunk.strip_prefix(b"HTTP/1.1 ")?;
+    let status = rest.get(..3)?;
+    if !matches!(status[0], b'4' | b'5') {
+        return None;
+    }
+    let head_end = chunk
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(chunk.len());
+    let head = chunk[..head_end].to_ascii_lowercase();
+    if head.windows(15).any(|w| w == b"\r\ncontent-type:") {
+        return None;
+    }
+    Some(match status {
+        b"431" | b"414" => Problem::new(
+            ProblemKind::HeadTooLarge,
+            format!("the request line and headers are over {max_header_bytes} bytes (`server.max_header_bytes`); send fewer or shorter headers"),
+        ),
+        _ => Problem::new(
+            ProblemKind::BadRequest,
+            "the request is not HTTP/1.1 that the agent can read; send `GET /v1/token?issuer=<org>&app=<app> HTTP/1.1` with a Host header",
+        ),
+    })
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -144,7 +216,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.notice_refusal(buf);
+        if this.replacement.is_some() {
+            return this.poll_replacement(cx, buf.len());
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -152,7 +229,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if let Some(first) = bufs.iter().find(|buf| !buf.is_empty()) {
+            this.notice_refusal(first);
+        }
+        if this.replacement.is_some() {
+            let taken = bufs.iter().map(|buf| buf.len()).sum();
+            return this.poll_replacement(cx, taken);
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

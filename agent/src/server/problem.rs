@@ -16,8 +16,11 @@ pub const RETRY_AFTER_SECONDS: u32 = 1;
 /// The kinds of failure, one `type` URI each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProblemKind {
-    /// The query is malformed, has an unknown parameter or an invalid value.
+    /// The query is malformed, has an unknown parameter or an invalid value;
+    /// or the request is not HTTP/1.1 the agent can read.
     BadRequest,
+    /// The request line and headers are over `server.max_header_bytes`.
+    HeadTooLarge,
     /// A GET came with a body.
     BodyNotAllowed,
     /// `issuer` or `app` was omitted but the caller's grants do not determine it.
@@ -45,6 +48,7 @@ impl ProblemKind {
     pub fn short_name(self) -> &'static str {
         match self {
             ProblemKind::BadRequest => "bad-request",
+            ProblemKind::HeadTooLarge => "head-too-large",
             ProblemKind::BodyNotAllowed => "body-not-allowed",
             ProblemKind::ParameterRequired => "parameter-required",
             ProblemKind::NotGranted => "not-granted",
@@ -63,6 +67,7 @@ impl ProblemKind {
             ProblemKind::BadRequest
             | ProblemKind::BodyNotAllowed
             | ProblemKind::ParameterRequired => StatusCode::BAD_REQUEST,
+            ProblemKind::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProblemKind::NotGranted => StatusCode::FORBIDDEN,
             ProblemKind::UnknownIssuer | ProblemKind::NotFound => StatusCode::NOT_FOUND,
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -76,6 +81,7 @@ impl ProblemKind {
     fn title(self) -> &'static str {
         match self {
             ProblemKind::BadRequest => "Bad request",
+            ProblemKind::HeadTooLarge => "Request head too large",
             ProblemKind::BodyNotAllowed => "Request body not allowed",
             ProblemKind::ParameterRequired => "Issuer or app required",
             ProblemKind::NotGranted => "Not granted",
@@ -156,7 +162,8 @@ impl Problem {
     }
 
     /// The whole HTTP/1.1 response as bytes, for answering a connection
-    /// that is closed without being served (over the connection cap).
+    /// that is closed without being served (over the connection cap, or a
+    /// request hyper could not read).
     pub fn closing_response_bytes(&self) -> Vec<u8> {
         let body = self.body();
         let status = self.kind.status();
@@ -208,6 +215,7 @@ mod tests {
     fn every_kind_has_a_distinct_type_and_an_error_status() {
         let kinds = [
             ProblemKind::BadRequest,
+            ProblemKind::HeadTooLarge,
             ProblemKind::BodyNotAllowed,
             ProblemKind::ParameterRequired,
             ProblemKind::NotGranted,

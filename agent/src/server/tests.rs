@@ -652,11 +652,37 @@ async fn oversized_request_head_gets_431() {
         .await;
     let reply = client.reply().await.expect("an answer before the close");
     assert_eq!(reply.status, 431);
+    assert_eq!(reply.problem(), "head-too-large");
+    let detail = reply.json()["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("4096") && detail.contains("server.max_header_bytes"),
+        "{detail}"
+    );
     assert!(client.closed_within(Duration::from_secs(2)).await);
     // Just under the limit is fine.
     let mut fits = server.client().await;
     let filler = format!("X-Filler: {}\r\n", "a".repeat(3000));
     assert_eq!(fits.get_with("/healthz", &filler).await.status, 200);
+    server.shut_down().await.unwrap();
+}
+
+#[tokio::test]
+async fn unreadable_requests_get_problem_json_then_a_close() {
+    let server = Server::start(wide_grants(), |_| {}).await;
+    for garbage in [
+        "GET /v1/token HTTP/9.9\r\nHost: x\r\n\r\n",
+        "NOT A REQUEST\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n",
+    ] {
+        let mut client = server.client().await;
+        client.send(garbage).await;
+        let reply = client.reply().await.expect("an answer before the close");
+        assert_eq!(reply.status, 400, "{garbage:?}");
+        assert_eq!(reply.problem(), "bad-request", "{garbage:?}");
+        assert!(client.closed_within(Duration::from_secs(2)).await);
+    }
+    // A readable request on a new connection is served as ever.
+    assert_eq!(server.client().await.get("/healthz").await.status, 200);
     server.shut_down().await.unwrap();
 }
 
