@@ -177,7 +177,7 @@ const SESSIONS_BUSY: Family = (
 const QUICK_SIGNATURES: Family = (
     "quick_signatures_total",
     "counter",
-    "Signatures made on the requesting thread instead of a signing thread (keys that sign in under 200 µs).",
+    "Signatures begun on the requesting thread instead of a signing thread (keys that sign in under 200 µs).",
 );
 const CERT_NOT_AFTER: Family = (
     "certificate_not_after_seconds",

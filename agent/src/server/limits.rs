@@ -169,7 +169,9 @@ impl<S: AsyncWrite + Unpin> Watched<S> {
 
 /// The problem for hyper's own answer starting `chunk`, if it is one.
 fn hyper_refusal(chunk: &[u8], max_header_bytes: usize) -> Option<Problem> {
-    let rest = chunk.strip_prefix(b"HTTP/1.1 ")?;
+    let rest = chunk
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| chunk.strip_prefix(b"HTTP/1.0 "))?;
     let status = rest.get(..3)?;
     if !matches!(status[0], b'4' | b'5') {
         return None;
@@ -183,9 +185,10 @@ fn hyper_refusal(chunk: &[u8], max_header_bytes: usize) -> Option<Problem> {
         return None;
     }
     Some(match status {
+        // hyper's limits: the head's size, 100 headers, a 65,534-byte target.
         b"431" | b"414" => Problem::new(
             ProblemKind::HeadTooLarge,
-            format!("the request line and headers are over {max_header_bytes} bytes (`server.max_header_bytes`); send fewer or shorter headers"),
+            format!("the request head is too large: over {max_header_bytes} bytes (`server.max_header_bytes`), over 100 headers, or a request target over 65,534 bytes; send fewer or shorter headers"),
         ),
         _ => Problem::new(
             ProblemKind::BadRequest,

@@ -681,6 +681,17 @@ async fn unreadable_requests_get_problem_json_then_a_close() {
         assert_eq!(reply.problem(), "bad-request", "{garbage:?}");
         assert!(client.closed_within(Duration::from_secs(2)).await);
     }
+    // After an HTTP/1.0 keep-alive request hyper answers in HTTP/1.0.
+    let mut client = server.client().await;
+    client
+        .send("GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\nNOT A REQUEST\r\n\r\n")
+        .await;
+    assert_eq!(client.reply().await.unwrap().status, 200);
+    let refused = client
+        .reply()
+        .await
+        .expect("an answer to the unreadable one");
+    assert_eq!(refused.problem(), "bad-request");
     // A readable request on a new connection is served as ever.
     assert_eq!(server.client().await.get("/healthz").await.status, 200);
     server.shut_down().await.unwrap();

@@ -77,7 +77,7 @@ impl Connection {
         let keys = find_keys(&hsm, &settings.issuers, &settings.lifetime, None)?;
         let (threads, quick) = session_counts(&hsm, &settings.signing)?;
         let sessions = open_sessions(&hsm, threads)?;
-        let quick = quick.then(|| hsm.open_session()).transpose()?;
+        let quick = quick.then(|| quick_session(&hsm)).flatten();
         let pool = Pool::start(
             sessions,
             quick,
@@ -262,8 +262,6 @@ fn unusable(
     )
 }
 
-/// The configured thread count, capped so that the threads and the anchor
-/// session fit in the token's session limit.
 /// Signing threads and whether there is a session for quick signatures,
 /// within the token's session limit (less the anchor session): threads
 /// first, at least one.
@@ -274,6 +272,17 @@ fn session_counts(hsm: &Hsm, signing: &SigningConfig) -> Result<(usize, bool), H
     };
     let threads = signing.threads().min(available).max(1);
     Ok((threads, available > threads))
+}
+
+/// The session for quick signatures; without one every signature goes to
+/// the signing threads, so a token that refuses it (its session limit
+/// shared with other processes) is no reason to fail.
+fn quick_session(hsm: &Hsm) -> Option<Session> {
+    hsm.open_session()
+        .inspect_err(|error| {
+            tracing::warn!(%error, "no session for quick signatures; every signature goes to the signing threads");
+        })
+        .ok()
 }
 
 fn open_sessions(hsm: &Hsm, count: usize) -> Result<Vec<Session>, HsmError> {
