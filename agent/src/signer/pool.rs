@@ -312,6 +312,16 @@ mod tests {
         Duration::from_micros(n)
     }
 
+    /// A pace after one signature of `first` µs and `count` of `then` µs.
+    fn pace_after(first: u64, then: u64, count: usize) -> Pace {
+        let pace = Pace::default();
+        pace.record(micros(first));
+        for _ in 0..count {
+            pace.record(micros(then));
+        }
+        pace
+    }
+
     #[test]
     fn a_key_is_not_quick_before_its_first_signature() {
         assert!(!Pace::default().is_quick());
@@ -319,44 +329,31 @@ mod tests {
 
     #[test]
     fn one_signature_under_the_limit_makes_a_key_quick() {
-        let pace = Pace::default();
-        pace.record(micros(60));
-        assert!(pace.is_quick());
-        let slow = Pace::default();
-        slow.record(QUICK_SIGNATURE);
-        assert!(!slow.is_quick(), "the limit itself is not quick");
+        assert!(pace_after(60, 0, 0).is_quick());
+        let limit = QUICK_SIGNATURE.as_micros() as u64;
+        assert!(
+            !pace_after(limit, 0, 0).is_quick(),
+            "the limit itself is not quick"
+        );
     }
 
     #[test]
     fn a_preempted_signature_does_not_make_a_quick_key_slow() {
-        let pace = Pace::default();
-        pace.record(micros(60));
-        pace.record(micros(2_000));
         assert!(
-            pace.is_quick(),
+            pace_after(60, 2_000, 1).is_quick(),
             "one slow sample moves the pace 1/16 of the way"
         );
     }
 
     #[test]
     fn a_key_just_under_the_limit_that_turns_slightly_slower_leaves_the_quick_path() {
-        let pace = Pace::default();
-        pace.record(micros(190));
-        for _ in 0..200 {
-            pace.record(micros(205));
-        }
-        assert!(!pace.is_quick());
+        assert!(!pace_after(190, 205, 200).is_quick());
     }
 
     #[test]
-    fn a_key_that_stays_slow_leaves_the_quick_path() {
-        let pace = Pace::default();
-        pace.record(micros(60));
-        for _ in 0..40 {
-            pace.record(micros(1_500));
-        }
+    fn a_key_that_stays_slow_leaves_the_quick_path_until_a_fast_signature() {
+        let pace = pace_after(60, 1_500, 40);
         assert!(!pace.is_quick());
-        // And the first fast signature brings it back.
         pace.record(micros(50));
         assert!(pace.is_quick());
     }
