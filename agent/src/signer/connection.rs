@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use cryptoki::session::Session;
+
 use super::pool::{FaultReport, Pace, Pool, PoolHandle};
 use super::{selftest, ActiveKey, Settings, SigningConfig};
 use crate::clock::{rfc3339, unix_now};
@@ -14,7 +16,6 @@ use crate::config::IssuerConfig;
 use crate::hsm::{keys, Access, Hsm, HsmError};
 use crate::metrics::Metrics;
 use crate::pin::{self, PinError};
-use cryptoki::session::Session;
 
 /// Why the token could not be brought into service.
 #[derive(Debug, thiserror::Error)]
