@@ -4,9 +4,9 @@
 //!
 //! `C_Sign` blocks (RSA-2048 takes about 0.6 ms in SoftHSM), so a slow
 //! signature never runs on the async workers (a quick one does: should the
-//! HSM hang inside it, that worker hangs with it, as a signing thread would). A session is `Send` but not
-//! `Sync`, and sharing one behind a lock halves throughput, so every thread
-//! has its own. A full queue refuses at once ([`IssueError::Overloaded`])
+//! HSM hang inside it, that worker hangs with it, as a signing thread
+//! would). A session is `Send` but not `Sync`, and sharing one behind a
+//! lock halves throughput, so every thread has its own. A full queue refuses at once ([`IssueError::Overloaded`])
 //! instead of letting latency grow without bound.
 //!
 //! Handing a job to a signing thread and the result back costs two thread
@@ -19,7 +19,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -30,10 +30,10 @@ use crate::hsm::sign::{sign_token, SignedToken};
 use crate::hsm::HsmError;
 use crate::issue::IssueError;
 use crate::metrics::Metrics;
-use crate::sync::lock;
+use crate::sync::{lock, try_lock};
 use crate::token::Lifetime;
 
-/// The longest average signing time for which a request signs on its own
+/// The longest signing time ([`Pace`]) for which a request signs on its own
 /// (async I/O) thread: about what tokio allows a task between awaits, so the
 /// other connections on that thread barely notice.
 pub const QUICK_SIGNATURE: Duration = Duration::from_micros(200);
@@ -213,7 +213,8 @@ impl PoolHandle {
             return job.fail(reopening());
         }
         if job.key.pace.is_quick() {
-            if let Some(quick) = self.shared.idle_quick_session() {
+            // Held by another request: the job is queued rather than waited on.
+            if let Some(quick) = try_lock(&self.shared.quick) {
                 if let Some(session) = quick.as_ref() {
                     self.shared.metrics.quick_signature();
                     return self.shared.sign(session, job);
@@ -234,16 +235,6 @@ fn reopening() -> IssueError {
 }
 
 impl Shared {
-    /// The quick-signature session if no thread is using it, without
-    /// waiting for it.
-    fn idle_quick_session(&self) -> Option<MutexGuard<'_, Option<Session>>> {
-        match self.quick.try_lock() {
-            Ok(held) => Some(held),
-            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        }
-    }
-
     /// Signs `job` with `session` and replies; a fault that reopening may
     /// cure is reported to the supervisor.
     fn sign(&self, session: &Session, job: Job) {
