@@ -140,21 +140,23 @@ impl<S> Watched<S> {
 }
 
 impl<S: AsyncWrite + Unpin> Watched<S> {
-    /// Starts the replacement if `chunk`, the first of a write, is hyper's
-    /// own refusal.
-    fn notice_refusal(&mut self, chunk: &[u8]) {
+    /// One write of hyper's: `first` is its first non-empty buffer, `taken`
+    /// all its bytes, `write` the write itself. If hyper is refusing a
+    /// request, the replacement goes out instead and hyper is told its
+    /// bytes did.
+    fn poll_write_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        first: &[u8],
+        taken: usize,
+        write: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
         if self.replacement.is_none() {
-            if let Some(problem) = hyper_refusal(chunk, self.max_header_bytes) {
-                self.replacement = Some((problem.closing_response_bytes(), 0));
-            }
+            self.replacement = hyper_refusal(first, self.max_header_bytes)
+                .map(|problem| (problem.closing_response_bytes(), 0));
         }
-    }
-
-    /// Writes the rest of the replacement; then tells hyper its `taken`
-    /// bytes went out.
-    fn poll_replacement(&mut self, cx: &mut Context<'_>, taken: usize) -> Poll<io::Result<usize>> {
         let Some((answer, written)) = self.replacement.as_mut() else {
-            return Poll::Ready(Ok(0));
+            return write(Pin::new(&mut self.inner), cx);
         };
         while *written < answer.len() {
             match Pin::new(&mut self.inner).poll_write(cx, &answer[*written..]) {
@@ -180,8 +182,11 @@ fn hyper_refusal(chunk: &[u8], max_header_bytes: usize) -> Option<Problem> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .unwrap_or(chunk.len());
-    let head = chunk[..head_end].to_ascii_lowercase();
-    if head.windows(15).any(|w| w == b"\r\ncontent-type:") {
+    const CONTENT_TYPE: &[u8] = b"\r\ncontent-type:";
+    let typed = chunk[..head_end]
+        .windows(CONTENT_TYPE.len())
+        .any(|w| w.eq_ignore_ascii_case(CONTENT_TYPE));
+    if typed {
         return None;
     }
     Some(match status {
@@ -219,12 +224,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.notice_refusal(buf);
-        if this.replacement.is_some() {
-            return this.poll_replacement(cx, buf.len());
-        }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        self.get_mut()
+            .poll_write_with(cx, buf, buf.len(), |inner, cx| inner.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -232,15 +233,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(first) = bufs.iter().find(|buf| !buf.is_empty()) {
-            this.notice_refusal(first);
-        }
-        if this.replacement.is_some() {
-            let taken = bufs.iter().map(|buf| buf.len()).sum();
-            return this.poll_replacement(cx, taken);
-        }
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        let first = bufs
+            .iter()
+            .find(|buf| !buf.is_empty())
+            .map_or(&[][..], |buf| &buf[..]);
+        let taken = bufs.iter().map(|buf| buf.len()).sum();
+        self.get_mut()
+            .poll_write_with(cx, first, taken, |inner, cx| {
+                inner.poll_write_vectored(cx, bufs)
+            })
     }
 
     fn is_write_vectored(&self) -> bool {
