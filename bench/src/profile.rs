@@ -37,6 +37,17 @@ pub struct ProfileArgs {
     output: PathBuf,
 }
 
+impl ProfileArgs {
+    /// Which tokens are asked for, and the app they are asked for.
+    fn mode(&self) -> &'static str {
+        if self.cached {
+            "cached"
+        } else {
+            "fresh"
+        }
+    }
+}
+
 /// Runs the step with the agent under `perf record -g`; false when perf
 /// could not record.
 pub fn run(args: &ProfileArgs, runtime: &tokio::runtime::Runtime) -> bool {
@@ -107,7 +118,7 @@ fn load_step(
         args.connections,
         Duration::from_secs(args.seconds),
         issuer,
-        if args.cached { "cached" } else { "fresh" },
+        args.mode(),
     ))
 }
 
@@ -115,14 +126,15 @@ fn report(args: &ProfileArgs, result: &LoadResult, fixture: &Fixture) {
     println!(
         "{} {}, {} connections: {:.0} tokens/s, {} errors, p99 {:.3} ms",
         args.alg,
-        if args.cached { "cached" } else { "fresh" },
+        args.mode(),
         args.connections,
         result.per_second(),
         result.errors,
         result.latency_ms(0.99)
     );
+    let metrics = metrics(fixture);
     let metric = |name: &str| {
-        metrics(fixture).lines().find_map(|line| {
+        metrics.lines().find_map(|line| {
             line.strip_prefix("access_token_agent_")?
                 .strip_prefix(name)?
                 .strip_prefix(' ')?
