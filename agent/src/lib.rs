@@ -4,51 +4,51 @@
 //! HSM and hands out signed tokens to local processes. Applications ask for a
 //! token; they never hold the private key.
 //!
-//! ## Layout
+//! ## The rooms
+//!
+//! A request goes one way, through folders named for what happens there:
+//!
+//! ```text
+//! front/ ── parsed, identified, judged, audited ──▶ issue.rs ──▶ back/ ── cached, signed ──▶ hsm/
+//! ```
 //!
 //! | module | its one job |
 //! |---|---|
-//! | [`cli`] | the command line: `serve`, `mint`, `keys …`; exit codes |
-//! | [`clock`] | the wall clock: Unix seconds and milliseconds now, RFC 3339 times |
-//! | [`config`] | the TOML config file: parsing, validation, messages naming the key |
-//! | [`pin`] | reading the user PIN from a file or systemd credential, zeroized |
-//! | [`token`] | the Altinn token bytes: header, claims, escaping, signing input |
+//! | [`front`] | the socket front, which never touches the HSM: listener, connections, routes; [`front::query`] (parsed), [`front::peer`] (identified), [`front::policy`] (judged), [`front::audit`] |
+//! | [`issue`] | the seam: the contract the front calls and the back fulfils |
+//! | [`back`] | the signing back, which never sees a request: [`back::cache`] (cached), the signing pool (signed), the HSM supervisor and recovery |
+//! | [`daemon`] | `serve`: wires front and back; start-up, sd_notify, watchdog, reload, shutdown |
+//! | [`cli`] | the operators' side: `keys …`, `mint`, and how failures become exit codes |
+//! | [`hsm`] | PKCS#11, shared by the back and the operators: module, login, PIN, key pairs, signing, enrolment |
+//! | [`token`] | the Altinn token bytes, and the [`token::name`] rule for issuer and app names |
 //! | [`cert`] | certificate facts: thumbprint (kid/x5t), validity, key type, PEM/Key Vault forms |
-//! | [`hsm`] | the PKCS#11 token: module, login, sessions, errors |
-//! | [`hsm::keys`] | key pairs on the token and which one is active per issuer |
-//! | [`hsm::sign`] | RS256/ES256 signatures through the HSM |
-//! | [`hsm::enrol`] | PKCS#12 import, in-HSM generation, deletion |
-//! | [`issue`] | the contract between the socket front and the signing back |
-//! | [`signer`] | the signing back: signing threads, HSM supervision and recovery |
-//! | [`cache`] | signed tokens kept per issuer, app and kid until their refresh point |
-//! | [`daemon`] | `serve`: start-up, sd_notify, watchdog, reload, shutdown |
-//! | [`metrics`] | counters and histograms, rendered as Prometheus text |
-//! | [`server`] | the socket front: listener, HTTP routes, limits, problem+json |
-//! | [`peer`] | who is on the other end of a connection: credentials, unit, executable |
-//! | [`policy`] | grants: which peer may have which issuer and app |
-//! | [`accounts`] | names of users and groups to ids |
-//! | [`audit`] | one JSON line per issued or refused request |
-//! | [`sync`] | locks that survive a panic elsewhere |
-//! | [`exit`] | process exit codes and the failure that carries one |
-//! | [`hardening`] | no core dumps, not dumpable, open-files limit raised |
+//! | [`config`] | the TOML file, every section in a file of its own; messages name the key |
+//! | [`metrics`] | counters and histograms for `/metrics`, written by front and back |
+//! | [`accounts`] | user and group names to ids |
+//! | [`clock`], [`sync`], [`exit`], [`hardening`] | the wall clock; locks that survive a panic; exit codes; no core dumps |
+//!
+//! Dependencies point one way: `front` and `back` meet only in [`issue`] (and
+//! the [`daemon`] that wires them); `cli`, `hsm`, `config`, `token` and
+//! `cert` never import `front`; `config` imports nothing above `token`.
+//!
+//! Unit tests live inline (`mod tests`) while their file stays under 400
+//! lines of code, and in a sibling `tests.rs` beyond that. Black-box tests
+//! (a real agent process, a real SoftHSM token) live in the workspace's
+//! `tests/` crate, which also owns the fixture every test, benchmark and
+//! fuzz target uses.
 
 pub mod accounts;
-pub mod audit;
-pub mod cache;
+pub mod back;
 pub mod cert;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod exit;
+pub mod front;
 pub mod hardening;
 pub mod hsm;
 pub mod issue;
 pub mod metrics;
-pub mod peer;
-pub mod pin;
-pub mod policy;
-pub mod server;
-pub mod signer;
 pub mod sync;
 pub mod token;

@@ -6,8 +6,8 @@ mod common;
 
 use std::sync::{Arc, Barrier};
 
+use access_token_agent::back::ConnectError;
 use access_token_agent::issue::{IssueError, TokenSource};
-use access_token_agent::signer::ConnectError;
 use common::{exported_pem, serial, token_with_key, Running};
 use integration_tests::{openssl, rsa_self_signed, sha1_thumbprint, verify_jwt, OutputExt};
 

@@ -235,7 +235,7 @@ fn run(command: &mut Command) {
 
 /// Reads the PIN as the agent does.
 pub fn pin(path: &Path) -> secrecy::SecretString {
-    access_token_agent::pin::read_pin_file(path).expect("the PIN file")
+    access_token_agent::hsm::pin::read_pin_file(path).expect("the PIN file")
 }
 
 /// CPU time this process (the load generator) has used, user and system.

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use access_token_agent::hsm::{keys, Access, Hsm};
+use access_token_agent::hsm::{key_pairs, Access, Hsm};
 use access_token_agent::token::Alg;
 use clap::Parser;
 
@@ -193,7 +193,8 @@ fn hsm_ceiling(fixture: &Fixture, cores: usize, step: Duration, report: &mut Str
         "| alg | sessions (threads) | tokens/s | CPU µs per token |\n|---|---|---|---|"
     );
     for (alg, issuer) in [(Alg::Rs256, RSA_ISSUER), (Alg::Es256, EC_ISSUER)] {
-        let key = keys::active_signing_key(&hsm.anchor(), issuer, None, now()).expect("the key");
+        let key =
+            key_pairs::active_signing_key(&hsm.anchor(), issuer, None, now()).expect("the key");
         for threads in [1, cores] {
             let cpu = agent::own_cpu_time();
             let rate = signing::hsm_ceiling(hsm.clone(), key.clone(), threads, step);

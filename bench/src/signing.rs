@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use access_token_agent::hsm::keys::SigningKey;
+use access_token_agent::hsm::key_pairs::SigningKey;
 use access_token_agent::hsm::{sign, Hsm};
 use access_token_agent::token::{self, Alg, Lifetime};
 use openssl::ecdsa::EcdsaSig;

@@ -18,12 +18,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use access_token_agent::audit::{Audit, AuditConfig};
+use access_token_agent::front::audit::Audit;
 use access_token_agent::issue::{IssueError, Issued, TokenSource};
 use access_token_agent::metrics::Metrics;
-use access_token_agent::policy::{check_name, GrantConfig, Policy};
-use access_token_agent::server::query::{self, TokenQuery};
-use access_token_agent::server::{Front, Listener, ServerConfig, TYPE_PREFIX};
+use access_token_agent::front::policy::Policy;
+use access_token_agent::token::name::check_name;
+use access_token_agent::front::query::{self, TokenQuery};
+use access_token_agent::config::{AuditConfig, GrantConfig, ServerConfig};
+use access_token_agent::front::{Front, Listener, TYPE_PREFIX};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -13,7 +13,8 @@
 pub mod enrol;
 pub mod error;
 pub mod held_signals;
-pub mod keys;
+pub mod key_pairs;
+pub mod pin;
 pub mod sign;
 
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
 
-use super::keys::SigningKey;
+use super::key_pairs::SigningKey;
 use super::HsmError;
 use crate::token::{self, Alg, Lifetime};
 

@@ -10,10 +10,10 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use access_token_agent::back::{ConnectError, Signer};
 use access_token_agent::config::Config;
 use access_token_agent::issue::{IssueError, Issued, TokenSource};
 use access_token_agent::metrics::Metrics;
-use access_token_agent::signer::{ConnectError, Signer};
 use integration_tests::{OutputExt, TestToken};
 
 /// How long recovery may take in a test: the probe interval plus a few

@@ -3,7 +3,7 @@
 //! ([`generate()`]), and deletion ([`delete`]).
 //!
 //! Every enrolment writes the keys first and the certificate last: the
-//! certificate is the commit marker, and [`super::keys`] never signs with a
+//! certificate is the commit marker, and [`super::key_pairs`] never signs with a
 //! pair that lacks it. If any step fails, the objects created so far are
 //! destroyed again (`Pending`), so nothing of a failed enrolment remains.
 

@@ -1,0 +1,278 @@
+//! The token cache: one signed token per (issuer, app, kid), served again
+//! while enough of its lifetime is left.
+//!
+//! The hit path takes two read locks and clones two `Arc`s: no HSM call, no
+//! allocation. A miss is single-flight: the first request for an entry starts
+//! one signature and every request that arrives meanwhile waits for that same
+//! signature, so a burst at the refresh point costs the HSM one `C_Sign`.
+//!
+//! Entries are keyed by issuer and app and remember the kid they were signed
+//! with; a token whose kid is not the issuer's active one is never served, so
+//! the effective key is (issuer, app, kid) and a new key takes over at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::watch;
+
+use crate::hsm::sign::SignedToken;
+use crate::issue::{IssueError, Issued};
+use crate::sync::{lock, read, write};
+
+/// How many (issuer, app) entries are kept at most. A peer granted every app
+/// (`apps = ["*"]`) could otherwise grow the cache without bound; past this,
+/// stale entries are swept and, if that is not enough, tokens are signed
+/// without being cached.
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// Where the cache reads the time from; tests move it by hand.
+pub trait TimeSource: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_millis(&self) -> i64;
+}
+
+/// The system's wall clock, the one token claims are written in.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WallTime;
+
+impl TimeSource for WallTime {
+    fn now_millis(&self) -> i64 {
+        crate::clock::unix_millis()
+    }
+}
+
+/// What a request gets from the cache, or the reason it got nothing.
+pub type IssueResult = Result<Issued, IssueError>;
+
+/// The cache of signed tokens for one configuration.
+pub struct Cache<C: TimeSource = WallTime> {
+    clock: C,
+    /// A cached token is served until its `exp` is this close, in milliseconds:
+    /// `cache_refresh_remaining` × lifetime.
+    refresh_margin_ms: i64,
+    entries: RwLock<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    /// issuer → app → entry, so that a lookup by `&str` needs no allocation.
+    by_issuer: HashMap<Box<str>, HashMap<Box<str>, Arc<Entry>>>,
+    len: usize,
+}
+
+/// One (issuer, app): the token last signed for it and the signature under way.
+#[derive(Default)]
+struct Entry {
+    current: RwLock<Option<Fresh>>,
+    /// Set while a signature is under way; later requests wait on it.
+    flight: Mutex<Option<watch::Receiver<Option<IssueResult>>>>,
+}
+
+/// A cached token and the instant it stops being served.
+struct Fresh {
+    issued: Issued,
+    refresh_at_ms: i64,
+}
+
+impl Fresh {
+    fn serves(&self, kid: &str, now_ms: i64) -> bool {
+        now_ms < self.refresh_at_ms && *self.issued.kid == *kid
+    }
+}
+
+impl Cache<WallTime> {
+    /// A cache for tokens that live `lifetime_seconds`, served while more than
+    /// `refresh_remaining` (0..1) of that lifetime is left.
+    pub fn new(lifetime_seconds: i64, refresh_remaining: f64) -> Cache {
+        Cache::with_time_source(WallTime, lifetime_seconds, refresh_remaining)
+    }
+}
+
+impl<C: TimeSource> Cache<C> {
+    /// As [`Cache::new`], reading the time from `clock`.
+    pub fn with_time_source(clock: C, lifetime_seconds: i64, refresh_remaining: f64) -> Cache<C> {
+        Cache {
+            clock,
+            refresh_margin_ms: (lifetime_seconds as f64 * 1000.0 * refresh_remaining).round()
+                as i64,
+            entries: RwLock::default(),
+        }
+    }
+
+    /// The cached token for `issuer` and `app` signed by `kid`, or one signed
+    /// now by `sign`. `sign` is called at most once per entry at a time; it
+    /// must hand the [`Completion`] to whatever signs, which completes it (or
+    /// drops it, which fails every waiter).
+    pub async fn get_or_sign(
+        &self,
+        issuer: &str,
+        app: &str,
+        kid: &Arc<str>,
+        sign: impl FnOnce(Completion),
+    ) -> IssueResult {
+        if let Some(hit) = self.lookup(issuer, app, kid) {
+            return Ok(hit);
+        }
+        let entry = self.entry(issuer, app);
+        let (mut receiver, leader) = {
+            let mut flight = lock(&entry.flight);
+            if let Some(hit) = self.fresh(&entry, kid) {
+                return Ok(hit);
+            }
+            match flight.as_ref() {
+                Some(receiver) => (receiver.clone(), false),
+                None => {
+                    let (sender, receiver) = watch::channel(None);
+                    *flight = Some(receiver.clone());
+                    let completion = Completion {
+                        entry: Arc::clone(&entry),
+                        sender,
+                        kid: Arc::clone(kid),
+                        refresh_margin_ms: self.refresh_margin_ms,
+                        finished: false,
+                    };
+                    drop(flight);
+                    sign(completion);
+                    (receiver, true)
+                }
+            }
+        };
+        let outcome = match receiver.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone().expect("waited for a value"),
+            Err(_) => Err(abandoned()),
+        };
+        // Only the request that started the signature counts as a miss.
+        outcome.map(|issued| Issued {
+            cache_hit: !leader,
+            ..issued
+        })
+    }
+
+    /// Drops every entry whose token is no longer served and that has no
+    /// signature under way.
+    pub fn sweep(&self) {
+        let now = self.clock.now_millis();
+        let mut entries = write(&self.entries);
+        let mut removed = 0;
+        for apps in entries.by_issuer.values_mut() {
+            apps.retain(|_, entry| {
+                let keep = lock(&entry.flight).is_some()
+                    || read(&entry.current)
+                        .as_ref()
+                        .is_some_and(|fresh| now < fresh.refresh_at_ms);
+                removed += usize::from(!keep);
+                keep
+            });
+        }
+        entries.by_issuer.retain(|_, apps| !apps.is_empty());
+        entries.len -= removed;
+    }
+
+    /// How many (issuer, app) entries are held.
+    pub fn len(&self) -> usize {
+        read(&self.entries).len
+    }
+
+    /// Whether the cache holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lookup(&self, issuer: &str, app: &str, kid: &str) -> Option<Issued> {
+        let entries = read(&self.entries);
+        let entry = entries.by_issuer.get(issuer)?.get(app)?;
+        self.fresh(entry, kid)
+    }
+
+    fn fresh(&self, entry: &Entry, kid: &str) -> Option<Issued> {
+        let current = read(&entry.current);
+        let fresh = current.as_ref()?;
+        fresh
+            .serves(kid, self.clock.now_millis())
+            .then(|| fresh.issued.clone())
+    }
+
+    /// The entry for `issuer` and `app`, created if need be. When the cache
+    /// is full even after a sweep, a detached entry is returned: the token is
+    /// signed but not kept.
+    fn entry(&self, issuer: &str, app: &str) -> Arc<Entry> {
+        if let Some(entry) = read(&self.entries)
+            .by_issuer
+            .get(issuer)
+            .and_then(|apps| apps.get(app))
+        {
+            return Arc::clone(entry);
+        }
+        if self.len() >= MAX_ENTRIES {
+            self.sweep();
+        }
+        let mut entries = write(&self.entries);
+        if entries.len >= MAX_ENTRIES {
+            return Arc::default();
+        }
+        let Entries { by_issuer, len } = &mut *entries;
+        let entry = by_issuer
+            .entry(issuer.into())
+            .or_default()
+            .entry(app.into())
+            .or_insert_with(|| {
+                *len += 1;
+                Arc::default()
+            });
+        Arc::clone(entry)
+    }
+}
+
+/// The right to finish one signature for a cache entry. Completing it stores
+/// the token and wakes every request waiting on it; dropping it unfinished
+/// (the signer went away) fails them, so no request waits forever and the
+/// next one starts a new signature.
+pub struct Completion {
+    entry: Arc<Entry>,
+    sender: watch::Sender<Option<IssueResult>>,
+    kid: Arc<str>,
+    refresh_margin_ms: i64,
+    finished: bool,
+}
+
+impl Completion {
+    /// Hands the signature's result to everyone waiting for it.
+    pub fn complete(mut self, result: Result<SignedToken, IssueError>) {
+        self.finish(result);
+    }
+
+    fn finish(&mut self, result: Result<SignedToken, IssueError>) {
+        self.finished = true;
+        let outcome = result.map(|signed| Issued {
+            token: signed.token.into(),
+            kid: Arc::clone(&self.kid),
+            expires_at: signed.expires_at,
+            cache_hit: true,
+        });
+        if let Ok(issued) = &outcome {
+            *write(&self.entry.current) = Some(Fresh {
+                issued: issued.clone(),
+                refresh_at_ms: issued.expires_at * 1000 - self.refresh_margin_ms,
+            });
+        }
+        // Stored before the flight ends, so a request arriving in between
+        // finds the new token instead of starting another signature.
+        *lock(&self.entry.flight) = None;
+        self.sender.send_replace(Some(outcome));
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish(Err(abandoned()));
+        }
+    }
+}
+
+fn abandoned() -> IssueError {
+    IssueError::Unavailable("the signer stopped before signing; try again".into())
+}
+
+#[cfg(test)]
+mod tests;

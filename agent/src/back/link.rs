@@ -1,0 +1,260 @@
+//! One connection to the token: opened, logged in, every configured issuer's
+//! active key found and self-tested, and the signing threads started.
+//!
+//! The same steps serve the first start and every recovery, so a recovered
+//! agent is in exactly the state a freshly started one would be.
+
+use std::sync::Arc;
+
+use cryptoki::session::Session;
+
+use super::active_key::{ActiveKey, Keys, Unavailable};
+use super::error::ConnectError;
+use super::pace::Pace;
+use super::pool::{FaultReport, Pool, PoolHandle};
+use super::selftest;
+use super::settings::Settings;
+use crate::clock::{rfc3339, unix_now};
+use crate::config::IssuerConfig;
+use crate::config::SigningConfig;
+use crate::hsm::pin;
+use crate::hsm::{key_pairs, Access, Hsm, HsmError};
+use crate::metrics::Metrics;
+
+/// The open token, its keys, and the signing threads. Dropping it stops the
+/// threads and closes every session, the anchor session last.
+pub struct Link {
+    /// Declared before `hsm` so that the threads close their sessions before
+    /// the anchor session closes.
+    pool: Pool,
+    hsm: Hsm,
+    keys: Keys,
+    unavailable: Unavailable,
+}
+
+impl Link {
+    /// Opens the token, logs in (one attempt, with the PIN read afresh and
+    /// dropped right after), finds and self-tests every issuer's key, and
+    /// starts the signing threads.
+    pub fn open(
+        settings: &Settings,
+        metrics: &Arc<Metrics>,
+        on_fault: FaultReport,
+    ) -> Result<Link, ConnectError> {
+        let config = &settings.hsm;
+        let hsm = Hsm::open(&config.module, &config.token_label, Access::ReadOnly)?;
+        login(&hsm, settings)?;
+        let keys = find_keys(&hsm, &settings.issuers, &settings.lifetime, None)?;
+        let (threads, quick) = session_counts(&hsm, &settings.signing)?;
+        let sessions = open_sessions(&hsm, threads)?;
+        let quick = quick.then(|| quick_session(&hsm)).flatten();
+        let pool = Pool::start(
+            sessions,
+            quick,
+            settings.signing.queue_size,
+            Arc::clone(metrics),
+            on_fault,
+        )
+        .map_err(ConnectError::Threads)?;
+        Ok(Link {
+            pool,
+            hsm,
+            keys,
+            unavailable: Unavailable::new(),
+        })
+    }
+
+    /// Finds the active keys for `settings`, self-testing those that
+    /// changed; the current keys stay if any issuer has none. Says whether
+    /// any issuer's key changed.
+    pub fn reload_keys(&mut self, settings: &Settings) -> Result<bool, ConnectError> {
+        let keys = find_keys(
+            &self.hsm,
+            &settings.issuers,
+            &settings.lifetime,
+            Some(&self.keys),
+        )?;
+        Ok(self.replace(keys, Unavailable::new()))
+    }
+
+    /// Chooses every issuer's key again, as time passes: an issuer whose
+    /// key's certificate has expired, and that has no other key valid now,
+    /// becomes unavailable until one is enrolled. A new key that fails its
+    /// self-test leaves the current one in service while it is valid. Only
+    /// a connection fault is an error. Says whether anything changed.
+    pub fn check_keys(&mut self, settings: &Settings) -> Result<bool, ConnectError> {
+        let session = self.hsm.anchor();
+        let now = unix_now();
+        let mut keys = Keys::new();
+        let mut unavailable = Unavailable::new();
+        for issuer in &settings.issuers {
+            let name = issuer.name.as_str();
+            let current = self.keys.get(name);
+            match find_key(&session, issuer, &settings.lifetime, current, now) {
+                Ok(key) => {
+                    keys.insert(name.into(), key);
+                }
+                Err(error) if error.is_connection_fault() => return Err(error),
+                Err(error) => match current {
+                    Some(key) if key.certificate.is_valid_at(now) && !is_missing(&error) => {
+                        tracing::warn!(issuer = name, %error, "the issuer's new key cannot be used; its current key keeps signing");
+                        keys.insert(name.into(), Arc::clone(key));
+                    }
+                    _ => {
+                        let reason = self.unavailable.get(name).cloned().unwrap_or_else(|| {
+                            unusable(issuer, current.map(AsRef::as_ref), &error, now).into()
+                        });
+                        unavailable.insert(name.into(), reason);
+                    }
+                },
+            }
+        }
+        drop(session);
+        Ok(self.replace(keys, unavailable))
+    }
+
+    /// Puts `keys` and `unavailable` in service; says whether that changes
+    /// which key an issuer signs with, or whether it can sign at all.
+    fn replace(&mut self, keys: Keys, unavailable: Unavailable) -> bool {
+        let changed = keys.len() != self.keys.len()
+            || keys
+                .iter()
+                .any(|(issuer, key)| self.keys.get(issuer).is_none_or(|old| old.kid != key.kid))
+            || unavailable.keys().ne(self.unavailable.keys());
+        self.keys = keys;
+        self.unavailable = unavailable;
+        changed
+    }
+
+    /// Whether the token still answers.
+    pub fn probe(&self) -> Result<(), HsmError> {
+        self.hsm.probe()
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn unavailable(&self) -> &Unavailable {
+        &self.unavailable
+    }
+
+    pub fn pool(&self) -> PoolHandle {
+        self.pool.handle()
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+}
+
+fn login(hsm: &Hsm, settings: &Settings) -> Result<(), ConnectError> {
+    let pin = pin::load(&settings.hsm)?;
+    hsm.login(&pin)?;
+    Ok(())
+}
+
+/// The active key of every issuer. Keys already known (same kid, from the
+/// previous configuration) are not self-tested again.
+fn find_keys(
+    hsm: &Hsm,
+    issuers: &[IssuerConfig],
+    lifetime: &crate::token::Lifetime,
+    known: Option<&Keys>,
+) -> Result<Keys, ConnectError> {
+    let session = hsm.anchor();
+    let now = unix_now();
+    let mut keys = Keys::new();
+    for issuer in issuers {
+        let name = issuer.name.as_str();
+        let current = known.and_then(|known| known.get(name));
+        keys.insert(
+            name.into(),
+            find_key(&session, issuer, lifetime, current, now)?,
+        );
+    }
+    Ok(keys)
+}
+
+/// The active key of `issuer` at `now`, self-tested unless it is `current`.
+fn find_key(
+    session: &cryptoki::session::Session,
+    issuer: &IssuerConfig,
+    lifetime: &crate::token::Lifetime,
+    current: Option<&Arc<ActiveKey>>,
+    now: i64,
+) -> Result<Arc<ActiveKey>, ConnectError> {
+    let (signing, certificate) =
+        key_pairs::active_key_pair(session, &issuer.name, issuer.kid.as_deref(), now)?;
+    let kid: Arc<str> = Arc::from(signing.id.kid.as_str());
+    let tested = current.is_some_and(|old| old.kid == kid && old.signing.handle == signing.handle);
+    if !tested {
+        selftest::run(session, &signing, &certificate, lifetime)?;
+    }
+    Ok(Arc::new(ActiveKey {
+        signing,
+        certificate,
+        kid,
+        pace: Pace::default(),
+    }))
+}
+
+/// The token holds no key for the issuer that is complete and valid now.
+fn is_missing(error: &ConnectError) -> bool {
+    matches!(error, ConnectError::Hsm(HsmError::KeyNotFound { .. }))
+}
+
+/// Why `issuer` cannot sign any more, and what brings it back: with a pinned
+/// kid only a new pin and a reload do; otherwise enrolling a key is enough.
+fn unusable(
+    issuer: &IssuerConfig,
+    current: Option<&ActiveKey>,
+    error: &ConnectError,
+    now: i64,
+) -> String {
+    let cause = match current {
+        Some(key) if now > key.certificate.not_after => format!(
+            "the certificate of its key {} expired at {}",
+            key.kid,
+            rfc3339(key.certificate.not_after)
+        ),
+        _ => error.to_string(),
+    };
+    let remedy = match &issuer.kid {
+        Some(kid) => format!(
+            "enrol a new key (access-token-agent keys import or keys generate), replace the pinned kid {kid} in the config with its kid (or remove the pin) and reload the agent (systemctl reload access-token-agent)"
+        ),
+        None => "enrol a new key (access-token-agent keys import or keys generate); the agent uses it within seconds".into(),
+    };
+    format!(
+        "issuer {:?} has no usable key ({cause}); {remedy}",
+        issuer.name
+    )
+}
+
+/// Signing threads and whether there is a session for quick signatures,
+/// within the token's session limit (less the anchor session): threads
+/// first, at least one.
+fn session_counts(hsm: &Hsm, signing: &SigningConfig) -> Result<(usize, bool), HsmError> {
+    let available = match hsm.max_sessions()? {
+        Some(max) => usize::try_from(max.saturating_sub(1)).unwrap_or(usize::MAX),
+        None => usize::MAX,
+    };
+    let threads = signing.threads().min(available).max(1);
+    Ok((threads, available > threads))
+}
+
+/// The session for quick signatures; without one every signature goes to
+/// the signing threads, so a token that refuses it (its session limit
+/// shared with other processes) is no reason to fail.
+fn quick_session(hsm: &Hsm) -> Option<Session> {
+    hsm.open_session()
+        .inspect_err(|error| {
+            tracing::warn!(%error, "no session for quick signatures; every signature goes to the signing threads");
+        })
+        .ok()
+}
+
+fn open_sessions(hsm: &Hsm, count: usize) -> Result<Vec<Session>, HsmError> {
+    (0..count).map(|_| hsm.open_session()).collect()
+}

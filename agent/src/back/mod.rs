@@ -1,0 +1,166 @@
+//! The signing back: where the socket front gets its tokens. It never sees
+//! a request, only an issuer and an app ([`crate::issue`]).
+//!
+//! | part | its one job |
+//! |---|---|
+//! | [`Signer`] | the [`TokenSource`]: cache first, then the signing pool |
+//! | `snapshot` | what the request path reads: keys, the pool, or why there are none |
+//! | [`cache`] | signed tokens per issuer, app and kid until their refresh point; one signature per key at a time |
+//! | `pool` | the signing threads, one PKCS#11 session each, behind a bounded queue; quick signatures on the requesting thread |
+//! | `pace` | how long a key's signatures take, and whether they are quick |
+//! | `supervisor` | the thread that owns the link to the token: probes, faults, recovery, reloads |
+//! | `link` | the token brought into service: login, keys, self-test, sessions |
+//! | `active_key` | an issuer's key in service |
+//! | `selftest` | a token signed through the HSM and verified against the certificate |
+//! | `settings` | the part of the config the back works from |
+//! | `error`, `backoff` | why the token could not be brought into service; waits between attempts |
+//!
+//! The request path never calls the HSM and never waits on the supervisor:
+//! it reads the latest snapshot (keys, signing queue, or the reason there
+//! are none), answers from the cache, or queues a signature.
+
+mod active_key;
+mod backoff;
+pub mod cache;
+mod error;
+mod link;
+mod pace;
+mod pool;
+mod selftest;
+mod settings;
+mod snapshot;
+mod supervisor;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+pub use error::ConnectError;
+
+use self::link::Link;
+use self::settings::Settings;
+use self::snapshot::{Shared, Snapshot};
+use self::supervisor::{supervise, Command, Supervisor};
+use crate::config::Config;
+use crate::issue::{IssueError, Issued, TokenSource};
+use crate::metrics::Metrics;
+use crate::sync::lock;
+
+/// The signing back: cache, signing threads, and the supervisor that keeps
+/// the HSM connection alive.
+pub struct Signer {
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Signer {
+    /// Opens the token, logs in (one attempt), finds and self-tests every
+    /// configured issuer's active key, and starts the signing threads.
+    pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Signer, ConnectError> {
+        let settings = Arc::new(Settings::from_config(config));
+        let (commands, receiver) = mpsc::channel();
+        let connection = Link::open(
+            &settings,
+            &metrics,
+            Supervisor::fault_report(commands.clone(), 1),
+        )
+        .inspect_err(|_| {
+            let _ = crate::hsm::finalize();
+        })?;
+        let shared = Arc::new(Shared {
+            snapshot: RwLock::new(Arc::new(Snapshot {
+                cache: Arc::new(settings.new_cache()),
+                settings: Arc::clone(&settings),
+                serving: Err("starting".into()),
+            })),
+            metrics,
+        });
+        let supervisor = Supervisor::new(
+            Arc::clone(&shared),
+            settings,
+            connection,
+            receiver,
+            commands.clone(),
+        );
+        let watched = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("hsm-supervisor".into())
+            .spawn(move || supervise(&watched, || supervisor.run()))
+            .map_err(ConnectError::Threads)?;
+        Ok(Signer {
+            shared,
+            commands,
+            supervisor: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Applies a new configuration's issuers, key pins and token settings.
+    /// Every issuer must have a key whose self-test passes, or nothing
+    /// changes. The cache starts empty.
+    pub async fn reload(&self, config: &Config) -> Result<(), String> {
+        let settings = Arc::new(Settings::from_config(config));
+        self.ask(|reply| Command::Reload { settings, reply }).await
+    }
+
+    /// Whether the HSM answers a cheap call (the watchdog's condition).
+    pub async fn probe(&self) -> Result<(), String> {
+        self.ask(|reply| Command::Probe { reply }).await
+    }
+
+    /// A one-line summary for systemd's STATUS=.
+    pub fn status(&self) -> String {
+        self.shared.current().status()
+    }
+
+    /// Closes every session and finalizes the module; waits for it.
+    pub fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+        let thread = lock(&self.supervisor).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+
+    async fn ask(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Command,
+    ) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .map_err(|_| "the agent is shutting down".to_owned())?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the agent is shutting down".into()))
+    }
+}
+
+impl Drop for Signer {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+    }
+}
+
+impl TokenSource for Signer {
+    async fn issue(&self, issuer: &str, app: &str) -> Result<Issued, IssueError> {
+        let snapshot = self.shared.current();
+        let issued = snapshot.issue(issuer, app).await;
+        // A miss is a token signed for this request (with or without cache).
+        match &issued {
+            Ok(issued) if issued.cache_hit => self.shared.metrics.cache_hit(),
+            Ok(_) => self.shared.metrics.cache_miss(),
+            Err(_) => {}
+        }
+        issued
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        match &self.shared.current().serving {
+            Ok(serving) => serving.not_ready(),
+            Err(reason) => Err(reason.to_string()),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! What the request path sees: the latest state the supervisor published,
+//! read without ever waiting on the HSM.
+
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::oneshot;
+
+use super::active_key::{ActiveKey, Keys, Unavailable};
+use super::cache::Cache;
+use super::pool::{Job, PoolHandle, Reply};
+use super::settings::Settings;
+use crate::issue::{IssueError, Issued};
+use crate::metrics::Metrics;
+use crate::sync::{read, write};
+
+/// What the request path sees: published by the supervisor, replaced whole.
+pub struct Snapshot {
+    pub settings: Arc<Settings>,
+    pub cache: Arc<Cache>,
+    /// The keys and the signing queue, or why there are none.
+    pub serving: Result<Serving, Arc<str>>,
+}
+
+pub struct Serving {
+    pub keys: Keys,
+    /// Issuers that cannot sign, though the HSM answers.
+    pub unavailable: Unavailable,
+    pub pool: PoolHandle,
+    pub threads: usize,
+}
+
+/// State shared by the request path and the supervisor.
+pub struct Shared {
+    pub snapshot: RwLock<Arc<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    pub fn current(&self) -> Arc<Snapshot> {
+        Arc::clone(&read(&self.snapshot))
+    }
+
+    pub fn publish(&self, snapshot: Snapshot) {
+        *write(&self.snapshot) = Arc::new(snapshot);
+    }
+
+    /// Nothing will be signed any more, for `reason`.
+    pub fn fail(&self, reason: String) {
+        let current = self.current();
+        self.publish(Snapshot {
+            settings: Arc::clone(&current.settings),
+            cache: Arc::clone(&current.cache),
+            serving: Err(reason.into()),
+        });
+    }
+}
+
+impl Snapshot {
+    /// The issuers and their kids, or why nothing is signed.
+    pub fn status(&self) -> String {
+        match &self.serving {
+            Ok(serving) => {
+                let mut issuers: Vec<String> = serving
+                    .keys
+                    .iter()
+                    .map(|(issuer, key)| format!("{issuer} (kid {})", key.kid))
+                    .collect();
+                issuers.sort();
+                let signing = format!(
+                    "signing for {} with {} thread(s)",
+                    issuers.join(", "),
+                    serving.threads
+                );
+                match serving.not_ready() {
+                    Ok(()) => signing,
+                    Err(reason) => format!("not ready: {reason}; {signing}"),
+                }
+            }
+            Err(reason) => format!("not ready: {reason}"),
+        }
+    }
+
+    /// The active key for `issuer`, or why there is none.
+    pub fn key(&self, issuer: &str) -> Result<&Arc<ActiveKey>, IssueError> {
+        match &self.serving {
+            Ok(serving) => match serving.keys.get(issuer) {
+                Some(key) => Ok(key),
+                None => match serving.unavailable.get(issuer) {
+                    Some(reason) => Err(IssueError::Unavailable(reason.to_string())),
+                    None => Err(IssueError::UnknownIssuer(issuer.to_owned())),
+                },
+            },
+            Err(_) if !self.settings.has_issuer(issuer) => {
+                Err(IssueError::UnknownIssuer(issuer.to_owned()))
+            }
+            Err(reason) => Err(IssueError::Unavailable(reason.to_string())),
+        }
+    }
+
+    pub fn submit(&self, key: &Arc<ActiveKey>, app: &str, reply: Reply) {
+        let job = Job {
+            key: Arc::clone(key),
+            app: app.into(),
+            lifetime: Arc::clone(&self.settings.lifetime),
+            reply,
+        };
+        match &self.serving {
+            Ok(serving) => serving.pool.submit(job),
+            Err(reason) => (job.reply)(Err(IssueError::Unavailable(reason.to_string()))),
+        }
+    }
+
+    pub async fn issue(&self, issuer: &str, app: &str) -> Result<Issued, IssueError> {
+        let key = self.key(issuer)?;
+        if self.settings.cache {
+            return self
+                .cache
+                .get_or_sign(issuer, app, &key.kid, |completion| {
+                    self.submit(
+                        key,
+                        app,
+                        Box::new(move |result| completion.complete(result)),
+                    )
+                })
+                .await;
+        }
+        let (reply, signed) = oneshot::channel();
+        self.submit(
+            key,
+            app,
+            Box::new(move |result| {
+                let _ = reply.send(result);
+            }),
+        );
+        let signed = signed.await.unwrap_or_else(|_| {
+            Err(IssueError::Unavailable(
+                "the signer stopped before signing; try again".into(),
+            ))
+        })?;
+        Ok(Issued {
+            token: signed.token.into(),
+            kid: Arc::clone(&key.kid),
+            expires_at: signed.expires_at,
+            cache_hit: false,
+        })
+    }
+}
+
+impl Serving {
+    /// Ready when every configured issuer can sign; otherwise the reasons.
+    pub fn not_ready(&self) -> Result<(), String> {
+        if self.unavailable.is_empty() {
+            return Ok(());
+        }
+        let reasons: Vec<&str> = self.unavailable.values().map(AsRef::as_ref).collect();
+        Err(reasons.join("; "))
+    }
+}

@@ -1,0 +1,69 @@
+//! When the supervisor probes the token, chooses keys again and retries a
+//! lost connection.
+
+use std::time::Duration;
+
+/// How often the supervisor asks an idle token whether it is still there, so
+/// that a removed token shows in `/readyz` before a request trips over it.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the active keys are chosen again, so that a key enrolled ahead
+/// of time takes over once its certificate's not-before has passed. An
+/// active certificate's expiry is checked the moment it passes, and while an
+/// issuer has no usable key the check runs at every probe, so that a newly
+/// enrolled key serves within seconds.
+pub const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// First and longest wait between reconnection attempts.
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// How long until the keys are chosen again: at the latest after
+/// [`KEY_CHECK_INTERVAL`], at the second the first of the active
+/// certificates (`not_after`, Unix seconds) has expired, and after one
+/// probe while an issuer waits for a usable key.
+pub fn key_check_wait(
+    not_after: impl Iterator<Item = i64>,
+    waiting_for_a_key: bool,
+    now: i64,
+) -> Duration {
+    if waiting_for_a_key {
+        return PROBE_INTERVAL;
+    }
+    let until_expiry = not_after
+        .map(|not_after| Duration::from_secs(u64::try_from(not_after + 1 - now).unwrap_or(0)))
+        .min();
+    until_expiry.map_or(KEY_CHECK_INTERVAL, |wait| wait.min(KEY_CHECK_INTERVAL))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked_the_second_an_active_certificate_expires() {
+        let now = 1_000;
+        assert_eq!(
+            key_check_wait([now + 5, now + 900].into_iter(), false, now),
+            Duration::from_secs(6)
+        );
+        assert_eq!(
+            key_check_wait([now - 1].into_iter(), false, now),
+            Duration::ZERO
+        );
+        assert_eq!(
+            key_check_wait([now + 900].into_iter(), false, now),
+            KEY_CHECK_INTERVAL
+        );
+        assert_eq!(
+            key_check_wait(std::iter::empty(), false, now),
+            KEY_CHECK_INTERVAL
+        );
+    }
+
+    #[test]
+    fn keys_are_checked_at_every_probe_while_an_issuer_waits_for_one() {
+        assert_eq!(
+            key_check_wait([5_000].into_iter(), true, 1_000),
+            PROBE_INTERVAL
+        );
+    }
+}

@@ -1,0 +1,40 @@
+//! `keys generate`: a key pair made inside the HSM, with a self-signed
+//! certificate it signs itself.
+
+use super::{parse_issuer, report_enrolled};
+use crate::cli::open_logged_in;
+use crate::clock::unix_now;
+use crate::config::Config;
+use crate::exit::Failure;
+use crate::hsm::enrol::{self, CertificateRequest, KeyType};
+use crate::hsm::Access;
+
+/// `keys generate`
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// The issuer (`iss`) the key signs for; stored as the objects' CKA_LABEL.
+    /// Letters, digits, '-', '.' and '_', as in requests.
+    #[arg(long, value_parser = parse_issuer)]
+    pub issuer: String,
+    /// The key to generate inside the HSM.
+    #[arg(long, value_enum, default_value = "rsa2048")]
+    pub key_type: KeyType,
+    /// The certificate's subject, e.g. "CN=ttd, O=Digdir, C=NO" [default: CN=<issuer>]
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Days the self-signed certificate is valid, from now.
+    #[arg(long, default_value_t = enrol::generate::DEFAULT_DAYS)]
+    pub days: u32,
+}
+
+pub(super) fn run(config: &Config, args: &GenerateArgs) -> Result<(), Failure> {
+    let hsm = open_logged_in(config, Access::ReadWrite)?;
+    let session = hsm.anchor();
+    let request = CertificateRequest {
+        subject: args.subject.clone(),
+        days: args.days,
+        now: unix_now(),
+    };
+    let cert = enrol::generate(&session, &args.issuer, args.key_type, &request)?;
+    report_enrolled(config, &session, "generated", &args.issuer, &cert)
+}

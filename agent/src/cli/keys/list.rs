@@ -1,0 +1,164 @@
+//! `keys list`: the key pairs on the token, as a table or JSON.
+
+use serde::Serialize;
+
+use super::{pinned_kid, write_stdout};
+use crate::cli::open_logged_in;
+use crate::clock::{rfc3339, unix_now};
+use crate::config::Config;
+use crate::exit::{self, Failure};
+use crate::hsm::key_pairs::{self as keys, KeyPair};
+use crate::hsm::Access;
+
+/// `keys list`
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One row of `keys list`.
+#[derive(Debug, Serialize)]
+struct Row {
+    issuer: String,
+    kid: String,
+    /// `rsa2048`, `p256`; `None` without a certificate.
+    key_type: Option<String>,
+    subject: Option<String>,
+    not_before: Option<String>,
+    not_after: Option<String>,
+    /// The key the issuer signs with now.
+    active: bool,
+    /// Certificate and private key are both there.
+    complete: bool,
+    certificate: bool,
+    private_key: bool,
+    public_key: bool,
+    sensitive: Option<bool>,
+    extractable: Option<bool>,
+    always_sensitive: Option<bool>,
+    never_extractable: Option<bool>,
+}
+
+impl Row {
+    fn new(pair: &KeyPair, active: bool) -> Row {
+        let cert = pair.certificate.as_ref().map(|(_, cert)| cert);
+        let key = pair.private_key.as_ref();
+        Row {
+            issuer: pair.issuer.clone(),
+            kid: pair.kid(),
+            key_type: cert.map(|c| c.key.name()),
+            subject: cert.map(|c| c.subject.clone()),
+            not_before: cert.map(|c| rfc3339(c.not_before)),
+            not_after: cert.map(|c| rfc3339(c.not_after)),
+            active,
+            complete: pair.is_complete(),
+            certificate: cert.is_some(),
+            private_key: key.is_some(),
+            public_key: pair.public_key.is_some(),
+            sensitive: key.map(|k| k.sensitive),
+            extractable: key.map(|k| k.extractable),
+            always_sensitive: key.map(|k| k.always_sensitive),
+            never_extractable: key.map(|k| k.never_extractable),
+        }
+    }
+
+    /// The private key's protection in words, for the table.
+    fn protection(&self) -> String {
+        if !self.private_key {
+            return "missing".into();
+        }
+        let sensitive = if self.sensitive == Some(true) {
+            "sensitive"
+        } else {
+            "NOT SENSITIVE"
+        };
+        let extractable = match (self.extractable, self.never_extractable) {
+            (Some(true), _) => "EXTRACTABLE",
+            (_, Some(true)) => "never extractable",
+            _ => "not extractable",
+        };
+        format!("{sensitive}, {extractable}")
+    }
+}
+
+pub(super) fn run(config: &Config, args: &ListArgs) -> Result<(), Failure> {
+    let hsm = open_logged_in(config, Access::ReadOnly)?;
+    let pairs = keys::list(&hsm.anchor(), None)?;
+    let now = unix_now();
+    let rows: Vec<Row> = pairs
+        .iter()
+        .map(|pair| {
+            let active =
+                keys::select_active(&pairs, &pair.issuer, pinned_kid(config, &pair.issuer), now)
+                    .is_some_and(|chosen| chosen.id == pair.id);
+            Row::new(pair, active)
+        })
+        .collect();
+    if args.json {
+        let json = serde_json::to_string_pretty(&rows)
+            .map_err(|e| Failure::new(exit::FAILURE, format!("cannot write JSON: {e}")))?;
+        write_stdout(format!("{json}\n").as_bytes())
+    } else {
+        print_table(&rows)
+    }
+}
+
+fn print_table(rows: &[Row]) -> Result<(), Failure> {
+    if rows.is_empty() {
+        eprintln!("no keys on the token; enrol one with `access-token-agent keys import` or `keys generate`");
+        return Ok(());
+    }
+    let header = [
+        "ISSUER",
+        "KID",
+        "TYPE",
+        "NOT BEFORE",
+        "NOT AFTER",
+        "ACTIVE",
+        "STATE",
+        "PRIVATE KEY",
+    ];
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|row| {
+            let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
+            [
+                row.issuer.clone(),
+                row.kid.clone(),
+                or_dash(&row.key_type),
+                or_dash(&row.not_before),
+                or_dash(&row.not_after),
+                if row.active { "yes" } else { "no" }.into(),
+                if row.complete {
+                    "complete"
+                } else {
+                    "INCOMPLETE"
+                }
+                .into(),
+                row.protection(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    let mut table = line(&header.map(String::from)) + "\n";
+    for row in &cells {
+        table.push_str(&line(row));
+        table.push('\n');
+    }
+    write_stdout(table.as_bytes())
+}

@@ -1,0 +1,160 @@
+//! `access-token-agent keys …`: the operators' commands that enrol, list,
+//! publish and delete keys, talking to the token directly with the user PIN.
+//! One file per subcommand; this one holds what they share.
+
+mod delete;
+mod export;
+mod generate;
+mod import;
+mod list;
+
+use std::io::Write;
+use std::path::Path;
+
+use zeroize::Zeroizing;
+
+use super::KeysCommand;
+use crate::cert::Certificate;
+use crate::clock::{rfc3339, unix_now};
+use crate::config::Config;
+use crate::exit::{self, Failure};
+use crate::hsm::enrol::EnrolError;
+use crate::hsm::key_pairs as keys;
+
+pub use delete::DeleteArgs;
+pub use export::ExportArgs;
+pub use generate::GenerateArgs;
+pub use import::ImportArgs;
+pub use list::ListArgs;
+
+/// A kid given on the command line: the 20-byte SHA-1 thumbprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kid(pub [u8; 20]);
+
+/// An issuer to enrol for: a name apps can ask for, or the key could never
+/// be used (bad usage, exit 2, before the token is touched).
+fn parse_issuer(text: &str) -> Result<String, String> {
+    crate::token::name::check_name(text)
+        .map(|()| text.to_owned())
+        .map_err(|why| format!("the issuer {text:?} {why}; use the org code, e.g. ttd"))
+}
+
+fn parse_kid(text: &str) -> Result<Kid, String> {
+    let digits = text.trim();
+    let invalid = || format!("{text:?} is not a kid: give the 40 hex digits `keys list` shows");
+    if digits.len() != 40 || !digits.is_ascii() {
+        return Err(invalid());
+    }
+    let mut id = [0u8; 20];
+    for (byte, pair) in id.iter_mut().zip(digits.as_bytes().chunks(2)) {
+        let pair = std::str::from_utf8(pair).map_err(|_| invalid())?;
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| invalid())?;
+    }
+    Ok(Kid(id))
+}
+
+impl From<EnrolError> for Failure {
+    fn from(error: EnrolError) -> Failure {
+        Failure::new(error.exit_code(), error.to_string())
+    }
+}
+
+/// Runs one `keys` command.
+pub fn run(config: &Config, command: KeysCommand) -> Result<(), Failure> {
+    match command {
+        KeysCommand::Import(args) => import::run(config, &args),
+        KeysCommand::Generate(args) => generate::run(config, &args),
+        KeysCommand::List(args) => list::run(config, &args),
+        KeysCommand::ExportCert(args) => export::run(config, &args),
+        KeysCommand::Delete(args) => delete::run(config, &args),
+    }
+}
+
+/// The kid on stdout (for scripts), what was enrolled on stderr.
+fn report_enrolled(
+    config: &Config,
+    session: &cryptoki::session::Session,
+    what: &str,
+    issuer: &str,
+    cert: &Certificate,
+) -> Result<(), Failure> {
+    let pairs = keys::list(session, Some(issuer))?;
+    let active = keys::select_active(&pairs, issuer, pinned_kid(config, issuer), unix_now())
+        .is_some_and(|pair| pair.id == cert.thumbprint);
+    eprintln!(
+        "{what} for issuer {issuer:?}: kid {}, {}, {}, valid {} to {}; {}",
+        cert.kid(),
+        cert.key.name(),
+        cert.subject,
+        rfc3339(cert.not_before),
+        rfc3339(cert.not_after),
+        if active {
+            "it is now the issuer's active key"
+        } else {
+            "it is not the issuer's active key (see `access-token-agent keys list`)"
+        }
+    );
+    write_stdout(format!("{}\n", cert.kid()).as_bytes())
+}
+
+/// Reads a whole input file into memory that is zeroized when dropped.
+fn read_input(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>, Failure> {
+    std::fs::read(path).map(Zeroizing::new).map_err(|e| {
+        Failure::new(
+            exit::DATA,
+            format!("cannot read the {what} {}: {e}", path.display()),
+        )
+    })
+}
+
+fn pinned_kid<'c>(config: &'c Config, issuer: &str) -> Option<&'c str> {
+    config.issuer(issuer).and_then(|i| i.kid.as_deref())
+}
+
+/// Writes the command's result to stdout. A reader that has gone away
+/// (`keys list | head -1`) is not an error of the command.
+fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::new(
+            exit::FAILURE,
+            format!("cannot write to stdout: {e}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kids_parse_in_either_case() {
+        let upper = parse_kid("C5726728C38CFE6C16988454206B99CA29AE025E").unwrap();
+        let lower = parse_kid("c5726728c38cfe6c16988454206b99ca29ae025e").unwrap();
+        assert_eq!(upper, lower);
+        assert_eq!(upper.0[0], 0xC5);
+        assert_eq!(upper.0[19], 0x5E);
+    }
+
+    #[test]
+    fn malformed_kids_are_refused() {
+        for text in [
+            "",
+            "C572",
+            "Z5726728C38CFE6C16988454206B99CA29AE025E",
+            "ø5726728C38CFE6C16988454206B99CA29AE025",
+        ] {
+            assert!(parse_kid(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn issuers_to_enrol_follow_the_request_name_rule() {
+        assert_eq!(parse_issuer("ttd").unwrap(), "ttd");
+        assert_eq!(parse_issuer("digdir.test-1_a").unwrap(), "digdir.test-1_a");
+        assert!(parse_issuer("").unwrap_err().contains("is empty"));
+        assert!(parse_issuer("t d").unwrap_err().contains("contains ' '"));
+        assert!(parse_issuer("ttd\n").unwrap_err().contains("'\\n'"));
+    }
+}

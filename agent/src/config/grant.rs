@@ -1,0 +1,175 @@
+//! `[[grant]]`: who may have which token, checked and resolved.
+//!
+//! Users and groups are resolved to ids when the config is read, so a typo
+//! fails the config instead of silently granting nothing.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::accounts;
+use crate::token::name::check_name;
+
+/// One `[[grant]]` entry as written in the config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConfig {
+    pub uid: Option<u32>,
+    /// A user name, resolved to its uid when the policy is built.
+    pub user: Option<String>,
+    /// Matches the peer's primary or a supplementary group.
+    pub gid: Option<u32>,
+    /// A group name, resolved to its gid when the policy is built.
+    pub group: Option<String>,
+    /// The systemd unit the system manager (PID 1) runs the peer in, e.g.
+    /// `my-app.service`: the first service or scope on the peer's cgroup
+    /// path. Units a user's own systemd starts all run inside
+    /// `user@UID.service` and match only that, whatever they are named.
+    pub unit: Option<String>,
+    /// The program the peer ran when it connected, an absolute path;
+    /// symlinks in it are resolved when the policy is built. Only together
+    /// with `uid` or `user`; a program replaced on disk since it started
+    /// still counts (see the module docs).
+    pub exe: Option<PathBuf>,
+    pub issuer: String,
+    pub apps: Vec<String>,
+}
+
+/// A `[[grant]]` checked and resolved: names turned into ids, symlinks in
+/// `exe` resolved. Matching it against peers is the front's business
+/// ([`crate::front::policy`]).
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub unit: Option<String>,
+    pub exe: Option<PathBuf>,
+    pub issuer: String,
+    pub apps: Apps,
+}
+
+/// The apps a grant covers.
+#[derive(Debug, Clone)]
+pub enum Apps {
+    /// `["*"]`: any app name (not the empty one).
+    Any,
+    /// These names; `""` is a token without the app claim.
+    Listed(Vec<String>),
+}
+
+/// Checks and resolves every grant; the error names the grant key that is wrong.
+pub fn resolve(grants: &[GrantConfig]) -> Result<Vec<Grant>, String> {
+    grants
+        .iter()
+        .enumerate()
+        .map(|(index, grant)| Grant::from_config(index, grant))
+        .collect()
+}
+
+impl Grant {
+    fn from_config(index: usize, config: &GrantConfig) -> Result<Grant, String> {
+        let key = |name: &str| format!("`grant[{index}].{name}`");
+        let uid = resolve_id(
+            config.uid,
+            config.user.as_deref(),
+            ("uid", "user"),
+            &key,
+            accounts::user_id,
+        )?;
+        let gid = resolve_id(
+            config.gid,
+            config.group.as_deref(),
+            ("gid", "group"),
+            &key,
+            accounts::group_id,
+        )?;
+        if let Some(unit) = &config.unit {
+            check_unit(unit).map_err(|why| format!("{} = {unit:?} {why}", key("unit")))?;
+        }
+        let exe = match &config.exe {
+            Some(exe) => Some(grant_exe(exe, uid).map_err(|why| format!("{} {why}", key("exe")))?),
+            None => None,
+        };
+        if uid.is_none() && gid.is_none() && config.unit.is_none() {
+            return Err(format!(
+                "`grant[{index}]` names nobody; set `uid`, `user`, `gid`, `group` or `unit`"
+            ));
+        }
+        check_name(&config.issuer).map_err(|why| format!("{} {why}", key("issuer")))?;
+        Ok(Grant {
+            uid,
+            gid,
+            unit: config.unit.clone(),
+            exe,
+            issuer: config.issuer.clone(),
+            apps: Apps::from_config(&config.apps)
+                .map_err(|why| format!("{} {why}", key("apps")))?,
+        })
+    }
+}
+
+impl Apps {
+    fn from_config(apps: &[String]) -> Result<Apps, String> {
+        match apps {
+            [] => Err("is empty; list the app names, or [\"*\"] for any app".into()),
+            [any] if any == "*" => Ok(Apps::Any),
+            _ if apps.iter().any(|a| a == "*") => {
+                Err("mixes \"*\" with app names; use [\"*\"] alone or list the names".into())
+            }
+            _ => {
+                for app in apps.iter().filter(|a| !a.is_empty()) {
+                    check_name(app).map_err(|why| format!("entry {app:?} {why}"))?;
+                }
+                Ok(Apps::Listed(apps.to_vec()))
+            }
+        }
+    }
+}
+
+fn check_unit(unit: &str) -> Result<(), String> {
+    if unit.contains('/') || !(unit.ends_with(".service") || unit.ends_with(".scope")) {
+        return Err("is not a unit name; name a service or scope, e.g. \"my-app.service\"".into());
+    }
+    Ok(())
+}
+
+/// The executable a grant names, checked and with symlinks resolved, as
+/// /proc/PID/exe shows it; the error completes "`grant[i].exe` …".
+fn grant_exe(exe: &Path, uid: Option<u32>) -> Result<PathBuf, String> {
+    if !exe.is_absolute() {
+        return Err(format!(
+            "= {exe:?} is not an absolute path; write the executable's full path"
+        ));
+    }
+    if uid.is_none() {
+        return Err("is set without `uid` or `user`: the executable is read when a caller connects, and a process of any user can connect as that program and then run another; add the user the program runs as, e.g. `user = \"my-app\"`".into());
+    }
+    Ok(std::fs::canonicalize(exe).unwrap_or_else(|_| exe.to_path_buf()))
+}
+
+/// The id a grant sets with its number key or its name key (at most one of
+/// them), e.g. `uid` or `user`, a name resolved by `lookup`; the error names
+/// the keys as `key` writes them.
+fn resolve_id(
+    number: Option<u32>,
+    name: Option<&str>,
+    (number_key, name_key): (&str, &str),
+    key: &dyn Fn(&str) -> String,
+    lookup: fn(&str) -> Result<u32, String>,
+) -> Result<Option<u32>, String> {
+    match (number, name) {
+        (Some(_), Some(_)) => Err(format!(
+            "{} and {} are both set; keep one",
+            key(number_key),
+            key(name_key)
+        )),
+        (Some(number), None) => Ok(Some(number)),
+        (None, Some(name)) => lookup(name).map(Some).map_err(|why| {
+            format!(
+                "{} = {name:?}: {why}; create the {name_key} or fix the name",
+                key(name_key)
+            )
+        }),
+        (None, None) => Ok(None),
+    }
+}

@@ -1,0 +1,390 @@
+//! The listening socket: inherited from systemd, or bound at
+//! `[server] socket` with the configured mode and group.
+//!
+//! A socket file the agent bound is removed when the [`Listener`] is
+//! dropped (which [`super::Front::serve`] does as soon as it stops
+//! accepting), and only if the file at that path is still the one it bound.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::config::{parse_mode, ServerConfig};
+
+/// The first descriptor systemd passes (SD_LISTEN_FDS_START).
+const SYSTEMD_FIRST_FD: RawFd = 3;
+
+/// Pending connections the kernel queues before `accept`.
+const BACKLOG: i32 = 1024;
+
+/// The listening socket: bound by the agent, or inherited from systemd.
+pub struct Listener {
+    pub listener: tokio::net::UnixListener,
+    /// Set when the agent bound the socket itself. The file is removed when
+    /// the listener is dropped (or by [`Listener::remove_socket`]), and only
+    /// while it is still the file bound here; the caller need not remove it,
+    /// and should not, since a newer agent may own that path by then.
+    pub bound_path: Option<PathBuf>,
+    socket_file: Option<SocketFile>,
+}
+
+impl Listener {
+    /// Takes the socket from `LISTEN_FDS`/`LISTEN_PID`, else binds
+    /// `config.socket`. Must run inside a Tokio runtime, at start-up: it
+    /// unsets the `LISTEN_*` variables, which is only sound while no other
+    /// thread reads the environment.
+    pub fn open(config: &ServerConfig) -> io::Result<Listener> {
+        let listen_pid = std::env::var("LISTEN_PID").ok();
+        let listen_fds = std::env::var("LISTEN_FDS").ok();
+        let passed = systemd_fd(
+            listen_pid.as_deref(),
+            listen_fds.as_deref(),
+            std::process::id(),
+        )
+        .map_err(io::Error::other)?;
+        if listen_pid.is_some() || listen_fds.is_some() {
+            // Consumed: children must not think the sockets are theirs.
+            for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+                std::env::remove_var(name);
+            }
+        }
+        match passed {
+            // SAFETY: systemd hands this descriptor to this process to own.
+            Some(fd) => adopt(unsafe { OwnedFd::from_raw_fd(fd) }),
+            None => bind(config),
+        }
+    }
+
+    /// Removes the socket file now if the agent bound it and it is still
+    /// ours; dropping the listener does the same.
+    pub fn remove_socket(&mut self) {
+        self.socket_file.take();
+    }
+}
+
+/// The descriptor systemd passed to this process, if any.
+pub fn systemd_fd(
+    listen_pid: Option<&str>,
+    listen_fds: Option<&str>,
+    our_pid: u32,
+) -> Result<Option<RawFd>, String> {
+    let Some(pid) = listen_pid else {
+        return Ok(None);
+    };
+    if pid.trim().parse::<u32>().ok() != Some(our_pid) {
+        return Ok(None);
+    }
+    match listen_fds.map(|n| n.trim().parse::<u32>()) {
+        None | Some(Ok(0)) => Ok(None),
+        Some(Ok(1)) => Ok(Some(SYSTEMD_FIRST_FD)),
+        Some(Ok(n)) => Err(format!(
+            "systemd passed {n} sockets (LISTEN_FDS={n}); the agent serves one: give its .socket unit a single ListenStream="
+        )),
+        Some(Err(_)) => Err(format!(
+            "LISTEN_FDS={:?} is not a number of sockets; start the agent from its .socket unit or without LISTEN_PID",
+            listen_fds.unwrap_or_default()
+        )),
+    }
+}
+
+/// Serves on a socket systemd passed, once it is checked to be a listening
+/// Unix stream socket.
+pub fn adopt(fd: OwnedFd) -> io::Result<Listener> {
+    let socket = Socket::from(fd);
+    let is_unix_stream = socket.domain().ok() == Some(Domain::UNIX)
+        && socket.r#type().ok() == Some(Type::STREAM)
+        && socket.is_listener().unwrap_or(false);
+    if !is_unix_stream {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the socket systemd passed is not a listening Unix stream socket; use ListenStream=/path/agent.sock in the .socket unit",
+        ));
+    }
+    socket.set_cloexec(true)?;
+    into_listener(socket, None, None)
+}
+
+/// Binds `config.socket`, replacing a stale socket file but never one that
+/// a live agent serves; mode and group are set before anyone can connect.
+fn bind(config: &ServerConfig) -> io::Result<Listener> {
+    let path = config.socket.as_path();
+    let mode = parse_mode(&config.socket_mode).map_err(invalid)?;
+    let group = config.socket_gid().map_err(invalid)?;
+    check_directory(path)?;
+    clear_stale(path)?;
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    let address = SockAddr::unix(path)
+        .map_err(|e| invalid(format!("`server.socket` = {}: {e}", path.display())))?;
+    socket.bind(&address).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "`server.socket` = {}: cannot bind ({e}); the agent's user needs write access to the directory",
+                path.display()
+            ),
+        )
+    })?;
+    // From here on a failure removes the half-made socket file.
+    let socket_file = SocketFile::new(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "`server.socket_group` = {:?}: cannot give {} to that group ({e}); the agent's user must be a member of it",
+                    config.socket_group.as_deref().unwrap_or_default(),
+                    path.display()
+                ),
+            )
+        })?;
+    }
+    // Only now can peers connect: before listen() a connect is refused.
+    socket.listen(BACKLOG)?;
+    into_listener(socket, Some(path.to_path_buf()), Some(socket_file))
+}
+
+fn into_listener(
+    socket: Socket,
+    bound_path: Option<PathBuf>,
+    socket_file: Option<SocketFile>,
+) -> io::Result<Listener> {
+    socket.set_nonblocking(true)?;
+    let std_listener = std::os::unix::net::UnixListener::from(socket);
+    Ok(Listener {
+        listener: tokio::net::UnixListener::from_std(std_listener)?,
+        bound_path,
+        socket_file,
+    })
+}
+
+fn check_directory(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!(
+            "`server.socket` = {}: directory {} does not exist; create it (systemd: RuntimeDirectory=) or change `server.socket`",
+            path.display(),
+            dir.display()
+        ),
+    ))
+}
+
+/// Removes a socket file nobody answers on; refuses one a live agent serves
+/// and anything that is not a socket.
+fn clear_stale(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "`server.socket` = {}: the path exists and is not a socket; remove it or change `server.socket`",
+                path.display()
+            ),
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "another agent is serving on {}; stop it first, or set `server.socket` to another path",
+                path.display()
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "`server.socket` = {}: cannot tell whether another agent serves it ({e})",
+                path.display()
+            ),
+        )),
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+/// The socket file this process bound, identified by device and inode so
+/// that a file another agent bound later at the same path is left alone.
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    fn new(path: &Path) -> io::Result<SocketFile> {
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(SocketFile {
+            path: path.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|meta| meta.dev() == self.dev && meta.ino() == self.ino);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn config(path: &Path) -> ServerConfig {
+        ServerConfig {
+            socket: path.to_path_buf(),
+            ..ServerConfig::default()
+        }
+    }
+
+    #[test]
+    fn systemd_variables() {
+        assert_eq!(systemd_fd(None, None, 10), Ok(None));
+        assert_eq!(systemd_fd(Some("10"), Some("1"), 10), Ok(Some(3)));
+        assert_eq!(systemd_fd(Some("11"), Some("1"), 10), Ok(None));
+        assert_eq!(systemd_fd(Some("10"), Some("0"), 10), Ok(None));
+        assert!(systemd_fd(Some("10"), Some("2"), 10)
+            .unwrap_err()
+            .contains("single ListenStream"));
+        assert!(systemd_fd(Some("10"), Some("x"), 10)
+            .unwrap_err()
+            .contains("LISTEN_FDS"));
+    }
+
+    #[tokio::test]
+    async fn binds_with_mode_and_removes_its_file_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let mut config = config(&path);
+        config.socket_mode = "0600".into();
+        let listener = Listener::open(&config).unwrap();
+        assert_eq!(listener.bound_path.as_deref(), Some(path.as_path()));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        tokio::net::UnixStream::connect(&path).await.unwrap();
+        drop(listener);
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn stale_socket_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists(), "a dropped std listener leaves its file");
+        let listener = Listener::open(&config(&path)).unwrap();
+        tokio::net::UnixStream::connect(&path).await.unwrap();
+        drop(listener);
+    }
+
+    #[tokio::test]
+    async fn live_socket_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let first = Listener::open(&config(&path)).unwrap();
+        let err = Listener::open(&config(&path)).err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(
+            err.to_string().contains("another agent is serving"),
+            "{err}"
+        );
+        // The first agent still serves, on the same file.
+        tokio::net::UnixStream::connect(&path).await.unwrap();
+        drop(first);
+    }
+
+    #[tokio::test]
+    async fn a_file_bound_by_someone_else_later_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = Listener::open(&config(&path)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let _other = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(listener);
+        assert!(path.exists());
+    }
+
+    #[tokio::test]
+    async fn non_socket_and_missing_directory_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain");
+        std::fs::write(&file, "").unwrap();
+        let err = Listener::open(&config(&file)).err().unwrap();
+        assert!(err.to_string().contains("is not a socket"), "{err}");
+        let missing = dir.path().join("no-such-dir/agent.sock");
+        let err = Listener::open(&config(&missing)).err().unwrap();
+        assert!(
+            err.to_string().contains("no-such-dir does not exist"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn group_is_given_to_the_socket() {
+        let output = std::process::Command::new("id")
+            .arg("-gn")
+            .output()
+            .unwrap();
+        let group = String::from_utf8(output.stdout).unwrap().trim().to_string();
+        let gid = crate::accounts::group_id(&group).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let mut config = config(&path);
+        config.socket_group = Some(group);
+        let _listener = Listener::open(&config).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().gid(), gid);
+    }
+
+    #[tokio::test]
+    async fn unknown_group_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(&dir.path().join("agent.sock"));
+        config.socket_group = Some("no-such-group-xq".into());
+        let err = Listener::open(&config).err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("`server.socket_group` = \"no-such-group-xq\""),
+            "{err}"
+        );
+        assert!(!dir.path().join("agent.sock").exists());
+    }
+
+    #[tokio::test]
+    async fn adopts_a_passed_listening_socket_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("activated.sock");
+        let std_listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let listener = adopt(OwnedFd::from(std_listener)).unwrap();
+        assert!(listener.bound_path.is_none());
+        tokio::net::UnixStream::connect(&path).await.unwrap();
+        drop(listener);
+        assert!(path.exists(), "a socket systemd owns is not removed");
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let err = adopt(OwnedFd::from(a)).err().unwrap();
+        assert!(err
+            .to_string()
+            .contains("not a listening Unix stream socket"));
+    }
+}

@@ -1,0 +1,200 @@
+//! The socket front: HTTP/1.1 + JSON over a Unix stream socket. It never
+//! touches the HSM: tokens come from a [`TokenSource`] (the seam,
+//! [`crate::issue`]).
+//!
+//! Entry points used by the daemon: [`Listener::open`] (bind, or take the
+//! socket systemd passed), [`Front::new`], [`Front::replace_policy`] on
+//! reload, and [`Front::serve`] until shutdown. A request goes, in order:
+//!
+//! | file | its one job |
+//! |---|---|
+//! | `listener` | the listening socket: systemd's, or bound with mode and group |
+//! | `over_cap` | the 503 past `server.max_connections` |
+//! | [`peer`] | who is on the other end: credentials, groups, unit, executable |
+//! | `accepted` | one accepted connection: keep-alive, deadlines, graceful end |
+//! | `deadlines` | header and idle deadlines per connection |
+//! | `hyper_answers` | problem+json in place of hyper's own refusals |
+//! | `routes` | the routes and what each answers |
+//! | [`query`] | parsing and checking `issuer` and `app` |
+//! | [`policy`] | grants: which peer may have which issuer and app |
+//! | [`audit`] | one line per issued or refused request |
+//! | `problem` | RFC 9457 problem+json bodies with a stable `type` each |
+
+mod accepted;
+pub mod audit;
+mod deadlines;
+mod hyper_answers;
+mod listener;
+mod over_cap;
+pub mod peer;
+pub mod policy;
+mod problem;
+pub mod query;
+mod routes;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use tokio::sync::{watch, Semaphore};
+
+use self::audit::Audit;
+use self::deadlines::Timeouts;
+use self::policy::Policy;
+use crate::config::ServerConfig;
+use crate::issue::TokenSource;
+use crate::metrics::Metrics;
+
+pub use listener::Listener;
+pub use problem::{ProblemKind, TYPE_PREFIX};
+
+/// Connections past the cap whose request heads are read before their 503;
+/// beyond these, the 503 is written at once, without reading, and the
+/// connection closed.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
+/// How long accepting pauses after an error such as running out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Reaching the connection cap is logged at most this often.
+const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The per-connection deadlines `[server]` sets.
+fn timeouts(config: &ServerConfig) -> Timeouts {
+    Timeouts {
+        header_read: Duration::from_secs_f64(config.header_read_timeout_seconds),
+        idle: Duration::from_secs_f64(config.idle_timeout_seconds),
+    }
+}
+
+/// hyper's HTTP/1.1 settings for `[server]`'s limits.
+fn http(config: &ServerConfig) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.keep_alive(true)
+        .half_close(true)
+        .max_header_size(config.max_header_bytes)
+        .max_buf_size(config.max_header_bytes.max(8192))
+        // Deadlines are kept by `deadlines`, which tells idle from slow.
+        .header_read_timeout(None);
+    http
+}
+
+/// The HTTP front: routes, limits, peer checks, audit.
+pub struct Front<S: TokenSource> {
+    source: Arc<S>,
+    policy: RwLock<Arc<Policy>>,
+    audit: Audit,
+    metrics: Arc<Metrics>,
+    config: ServerConfig,
+    timeouts: Timeouts,
+    http: http1::Builder,
+}
+
+impl<S: TokenSource> Front<S> {
+    pub fn new(
+        source: Arc<S>,
+        policy: Policy,
+        audit: Audit,
+        metrics: Arc<Metrics>,
+        config: &ServerConfig,
+    ) -> Front<S> {
+        Front {
+            source,
+            policy: RwLock::new(Arc::new(policy)),
+            audit,
+            metrics,
+            config: config.clone(),
+            timeouts: timeouts(config),
+            http: http(config),
+        }
+    }
+
+    /// Swaps in new grants (SIGHUP) without touching open connections;
+    /// requests already being answered finish under the old grants.
+    pub fn replace_policy(&self, policy: Policy) {
+        *crate::sync::write(&self.policy) = Arc::new(policy);
+    }
+
+    /// The audit sink, e.g. to [`Audit::reopen`] its file on SIGHUP.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    fn policy(&self) -> Arc<Policy> {
+        crate::sync::read(&self.policy).clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting (dropping the
+    /// listener, which removes a socket file the agent bound), lets requests
+    /// in flight finish for up to `shutdown_timeout_seconds`, and returns.
+    /// Errs only if the listening socket itself fails.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: Listener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> io::Result<()> {
+        let max = self.config.max_connections;
+        let slots = Arc::new(Semaphore::new(max));
+        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
+        let (stop, stopped) = watch::channel(false);
+        let mut cap_warned: Option<tokio::time::Instant> = None;
+        tokio::pin!(shutdown);
+        let result = loop {
+            let accepted = tokio::select! {
+                () = &mut shutdown => break Ok(()),
+                accepted = listener.listener.accept() => accepted,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) if is_fatal(&e) => break Err(e),
+                Err(e) => {
+                    tracing::warn!("accepting a connection failed: {e}; pausing briefly");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            match slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    tokio::spawn(accepted::serve(self.clone(), stream, stopped.clone(), slot));
+                }
+                Err(_) => {
+                    if cap_warned.is_none_or(|at| at.elapsed() >= CAP_WARNING_INTERVAL) {
+                        tracing::warn!("{max} connections open (`server.max_connections`); refusing more with 503");
+                        cap_warned = Some(tokio::time::Instant::now());
+                    }
+                    match refusals.clone().try_acquire_owned() {
+                        Ok(turn) => {
+                            tokio::spawn(async move {
+                                over_cap::refuse_over_cap(stream, max).await;
+                                drop(turn);
+                            });
+                        }
+                        Err(_) => over_cap::refuse_at_once(&stream, max),
+                    }
+                }
+            }
+        };
+        drop(listener);
+        let _ = stop.send(true);
+        let grace = Duration::from_secs_f64(self.config.shutdown_timeout_seconds);
+        let all_closed = slots.acquire_many(max as u32);
+        if tokio::time::timeout(grace, all_closed).await.is_err() {
+            tracing::warn!(
+                "connections still open after {grace:?} (`server.shutdown_timeout_seconds`); stopping anyway"
+            );
+        }
+        result
+    }
+}
+
+/// Accept errors that mean the listening socket itself is broken.
+fn is_fatal(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP)
+    )
+}

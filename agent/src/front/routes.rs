@@ -1,0 +1,326 @@
+//! The routes: `GET /v1/token`, `/v1/grants`, `/healthz`, `/readyz`, `/metrics`.
+
+use http_body_util::Full;
+use hyper::body::{Body, Bytes, Incoming};
+use hyper::header::{HeaderMap, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::http::request::Parts;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+
+use super::audit::Record;
+use super::peer::Peer;
+use super::policy::{Refusal, Target};
+use super::problem::{Problem, ProblemKind};
+use super::query;
+use super::Front;
+use crate::issue::{IssueError, Issued, TokenSource};
+
+/// Media type of a bare compact JWS (RFC 7519).
+const JWT: &str = "application/jwt";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Token,
+    Grants,
+    Health,
+    Ready,
+    Metrics,
+}
+
+impl Route {
+    fn of(path: &str) -> Option<Route> {
+        match path {
+            "/v1/token" => Some(Route::Token),
+            "/v1/grants" => Some(Route::Grants),
+            "/healthz" => Some(Route::Health),
+            "/readyz" => Some(Route::Ready),
+            "/metrics" => Some(Route::Metrics),
+            _ => None,
+        }
+    }
+}
+
+/// The 200 body of `GET /v1/grants`: what the caller itself may have.
+#[derive(Serialize)]
+struct GrantsBody<'a> {
+    uid: u32,
+    gid: u32,
+    grants: Vec<GrantBody<'a>>,
+}
+
+#[derive(Serialize)]
+struct GrantBody<'a> {
+    issuer: &'a str,
+    /// `["*"]` for any app.
+    apps: Vec<&'a str>,
+}
+
+/// The 200 body of `GET /v1/token`.
+#[derive(Serialize)]
+struct TokenBody<'a> {
+    token: &'a str,
+    kid: &'a str,
+    issuer: &'a str,
+    app: &'a str,
+    /// The token's `exp`, Unix seconds.
+    expires_at: i64,
+}
+
+impl<S: TokenSource> Front<S> {
+    /// Answers one request from `peer`.
+    pub(super) async fn respond(
+        &self,
+        request: Request<Incoming>,
+        peer: &Peer,
+    ) -> Response<Full<Bytes>> {
+        let (parts, body) = request.into_parts();
+        let Some(route) = Route::of(parts.uri.path()) else {
+            return Problem::new(
+                ProblemKind::NotFound,
+                format!(
+                    "there is no {:?}; the agent serves GET /v1/token?issuer=ISS&app=APP, /v1/grants, /healthz, /readyz and /metrics",
+                    short(parts.uri.path())
+                ),
+            )
+            .response();
+        };
+        if parts.method != Method::GET {
+            return Problem::new(
+                ProblemKind::MethodNotAllowed,
+                format!("{} takes GET only", parts.uri.path()),
+            )
+            .response();
+        }
+        if !body.is_end_stream() {
+            let problem = Problem::new(
+                ProblemKind::BodyNotAllowed,
+                "GET requests take no body; put the parameters in the query",
+            );
+            return match route {
+                Route::Token => self.refuse(peer, None, None, problem),
+                _ => problem.response(),
+            };
+        }
+        drop(body);
+        match route {
+            Route::Token => self.token(&parts, peer).await,
+            Route::Grants => self.grants(peer),
+            Route::Health => plain(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
+            Route::Ready => self.ready(),
+            Route::Metrics => plain(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.render(),
+            ),
+        }
+    }
+
+    async fn token(&self, parts: &Parts, peer: &Peer) -> Response<Full<Bytes>> {
+        let query = match query::parse(parts.uri.query()) {
+            Ok(query) => query,
+            Err(detail) => {
+                let detail = format!("{detail} (GET /v1/token?issuer=ISS&app=APP)");
+                return self.refuse(
+                    peer,
+                    None,
+                    None,
+                    Problem::new(ProblemKind::BadRequest, detail),
+                );
+            }
+        };
+        let (issuer, app) = (query.issuer.as_deref(), query.app.as_deref());
+        let policy = self.policy();
+        let Target { issuer, app } = match policy.resolve(peer, issuer, app) {
+            Ok(target) => target,
+            Err(refusal) => {
+                return self.refuse(peer, issuer, app, refused(refusal, peer, issuer, app))
+            }
+        };
+        match self.source.issue(issuer, app).await {
+            Ok(issued) => {
+                self.metrics.token_issued();
+                self.audit
+                    .record(&Record::issued(peer, issuer, app, &issued));
+                token_response(&issued, issuer, app, wants_jwt(&parts.headers))
+            }
+            Err(error) => self.refuse(peer, Some(issuer), Some(app), not_issued(error)),
+        }
+    }
+
+    fn grants(&self, peer: &Peer) -> Response<Full<Bytes>> {
+        let policy = self.policy();
+        let grants = policy
+            .granted(peer)
+            .into_iter()
+            .map(|(issuer, apps)| GrantBody { issuer, apps })
+            .collect();
+        let body = GrantsBody {
+            uid: peer.uid,
+            gid: peer.gid,
+            grants,
+        };
+        let json = serde_json::to_string(&body).expect("a grants body always serialises");
+        plain(StatusCode::OK, "application/json", json)
+    }
+
+    fn ready(&self) -> Response<Full<Bytes>> {
+        match self.source.readiness() {
+            Ok(()) => plain(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                "ready\n".into(),
+            ),
+            Err(reason) => Problem::new(ProblemKind::NotReady, reason).response(),
+        }
+    }
+
+    /// A token request that gets no token: counted, audited, answered.
+    fn refuse(
+        &self,
+        peer: &Peer,
+        issuer: Option<&str>,
+        app: Option<&str>,
+        problem: Problem,
+    ) -> Response<Full<Bytes>> {
+        let reason = problem.kind.short_name();
+        self.metrics.token_refused(reason);
+        self.audit
+            .record(&Record::refused(peer, issuer, app, reason));
+        problem.response()
+    }
+}
+
+fn token_response(issued: &Issued, issuer: &str, app: &str, jwt: bool) -> Response<Full<Bytes>> {
+    let (content_type, body) = if jwt {
+        (JWT, Bytes::copy_from_slice(issued.token.as_bytes()))
+    } else {
+        let body = TokenBody {
+            token: &issued.token,
+            kid: &issued.kid,
+            issuer,
+            app,
+            expires_at: issued.expires_at,
+        };
+        let json = serde_json::to_vec(&body).expect("a token body always serialises");
+        ("application/json", Bytes::from(json))
+    };
+    let mut response = Response::new(Full::new(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // A bearer credential: no cache on the way may keep it.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn plain(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Whether `Accept` names `application/jwt` (parameters such as q ignored).
+fn wants_jwt(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            let media_type = range.split(';').next().unwrap_or("").trim();
+            media_type.eq_ignore_ascii_case(JWT)
+        })
+}
+
+/// The problem for a policy refusal, telling the caller what to do.
+fn refused(refusal: Refusal, peer: &Peer, issuer: Option<&str>, app: Option<&str>) -> Problem {
+    match refusal {
+        Refusal::NotGranted => Problem::new(
+            ProblemKind::NotGranted,
+            format!(
+                "uid {} gid {} has no grant for {}; ask the agent's operator for a [[grant]] covering it",
+                peer.uid,
+                peer.gid,
+                asked_for(issuer, app)
+            ),
+        ),
+        Refusal::IssuerRequired => Problem::new(
+            ProblemKind::ParameterRequired,
+            "your grants cover more than one issuer; name one: GET /v1/token?issuer=ISS&app=APP",
+        ),
+        Refusal::AppRequired => Problem::new(
+            ProblemKind::ParameterRequired,
+            "your grants allow more than one app, or any app, for this issuer; name one with app=APP (app= asks for a token without the app claim)",
+        ),
+    }
+}
+
+fn asked_for(issuer: Option<&str>, app: Option<&str>) -> String {
+    match (issuer, app) {
+        (Some(issuer), Some("")) => format!("issuer {issuer:?} without an app"),
+        (Some(issuer), Some(app)) => format!("issuer {issuer:?} and app {app:?}"),
+        (Some(issuer), None) => format!("issuer {issuer:?}"),
+        (None, Some(app)) => format!("app {app:?}"),
+        (None, None) => "any issuer".into(),
+    }
+}
+
+/// The problem for a failure of the signing side.
+fn not_issued(error: IssueError) -> Problem {
+    match error {
+        IssueError::UnknownIssuer(issuer) => Problem::new(
+            ProblemKind::UnknownIssuer,
+            format!("issuer {issuer:?} is not configured on this agent; ask for one of its [[issuer]] names"),
+        ),
+        IssueError::Unavailable(reason) => Problem::new(
+            ProblemKind::HsmUnavailable,
+            format!("the HSM cannot sign right now ({reason}); retry later, GET /readyz says when the agent is ready again"),
+        ),
+        IssueError::Overloaded => Problem::new(
+            ProblemKind::Overloaded,
+            "too many signing requests are waiting; retry after the Retry-After delay",
+        ),
+    }
+}
+
+/// A caller-supplied path, cut short for a message.
+fn short(text: &str) -> &str {
+    match text.char_indices().nth(80) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(ACCEPT, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn accept_application_jwt() {
+        assert!(wants_jwt(&accept(&["application/jwt"])));
+        assert!(wants_jwt(&accept(&["Application/JWT; q=0.9"])));
+        assert!(wants_jwt(&accept(&["application/json, application/jwt"])));
+        assert!(wants_jwt(&accept(&["text/html", "application/jwt"])));
+        assert!(!wants_jwt(&accept(&[])));
+        assert!(!wants_jwt(&accept(&["*/*"])));
+        assert!(!wants_jwt(&accept(&["application/json"])));
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(Route::of("/v1/token"), Some(Route::Token));
+        assert_eq!(Route::of("/v1/token/"), None);
+        assert_eq!(Route::of("/metrics"), Some(Route::Metrics));
+        assert_eq!(Route::of("/"), None);
+    }
+}
