@@ -18,7 +18,8 @@ use super::error::ConnectError;
 use crate::cert::Certificate;
 use crate::hsm::key_pairs::SigningKey;
 use crate::hsm::sign::sign_token;
-use crate::token::{Alg, Lifetime};
+use crate::key_type::Alg;
+use crate::token::Lifetime;
 
 /// Signs a token for `key`'s issuer (no app) and verifies it against `certificate`.
 pub fn run(

@@ -8,7 +8,8 @@ use cryptoki::session::Session;
 
 use super::key_pairs::SigningKey;
 use super::HsmError;
-use crate::token::{self, Alg, Lifetime};
+use crate::key_type::Alg;
+use crate::token::{self, Lifetime};
 
 /// Signs `input` with the private key behind `key`.
 pub fn sign(session: &Session, key: &SigningKey, input: &[u8]) -> Result<Vec<u8>, HsmError> {

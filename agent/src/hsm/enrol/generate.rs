@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 use super::{certificate_template, private_key_policy, EnrolError, Pending, P256_PARAMS};
 use crate::cert::Certificate;
 use crate::hsm::{sign, HsmError};
-use crate::token::Alg;
+use crate::key_type::Alg;
 
 /// How far the certificate's not-before lies before now, so that a verifier
 /// whose clock is a little behind still accepts it.

@@ -12,7 +12,6 @@ use cryptoki::object::{Attribute, KeyType};
 use cryptoki::session::Session;
 use openssl::bn::BigNumRef;
 use openssl::error::ErrorStack;
-use openssl::nid::Nid;
 use openssl::pkcs12::{ParsedPkcs12_2, Pkcs12};
 use openssl::pkey::{Id, PKey, Private};
 use openssl::provider::Provider;
@@ -22,9 +21,7 @@ use zeroize::Zeroizing;
 use super::{certificate_template, ensure_new_kid, private_key_policy, EnrolError, Pending};
 use super::{SecretTemplate, P256_PARAMS};
 use crate::cert::Certificate;
-
-/// RSA keys below this size are refused: .NET will not sign with them.
-pub const MIN_RSA_BITS: u32 = 2048;
+use crate::key_type::{self, KeyKind, MIN_RSA_BITS, SUPPORTED_KEYS};
 
 /// The command that rewrites an old PKCS#12 file in a form OpenSSL 3 reads.
 const CONVERT: &str =
@@ -151,24 +148,24 @@ fn describe(error: &ErrorStack) -> String {
     }
 }
 
-/// The key must be RSA of at least [`MIN_RSA_BITS`] or EC P-256, and the
-/// certificate must carry its public half.
-fn check_key(key: &PKey<Private>, cert: &X509) -> Result<(), EnrolError> {
-    match key.id() {
-        Id::RSA if key.bits() < MIN_RSA_BITS => {
-            return Err(EnrolError::Input(format!(
-                "the RSA key has {} bits; Altinn tokens need at least {MIN_RSA_BITS} (.NET refuses to sign with fewer); get a certificate for a larger key, or create one in the HSM with `access-token-agent keys generate`",
-                key.bits()
-            )))
-        }
-        Id::RSA => {}
-        Id::EC if ec_curve(key) == Some(Nid::X9_62_PRIME256V1) => {}
-        other => {
-            return Err(EnrolError::Input(format!(
-                "the private key is {other:?}{}; only RSA ({MIN_RSA_BITS} bits or more) and EC P-256 keys can sign Altinn tokens",
-                ec_curve(key).map(|c| format!(" on {}", c.short_name().unwrap_or("?"))).unwrap_or_default()
-            )))
-        }
+/// The key must be of a type [`KeyKind::of`] knows and not
+/// [too small](KeyKind::is_too_small), and the certificate must carry its
+/// public half.
+fn check_key(key: &PKey<Private>, cert: &X509) -> Result<KeyKind, EnrolError> {
+    let kind = KeyKind::of(key).ok_or_else(|| {
+        EnrolError::Input(format!(
+            "the private key is {:?}{}; only {SUPPORTED_KEYS} keys can sign Altinn tokens",
+            key.id(),
+            key_type::curve(key)
+                .map(|c| format!(" on {}", c.short_name().unwrap_or("?")))
+                .unwrap_or_default()
+        ))
+    })?;
+    if kind.is_too_small() {
+        return Err(EnrolError::Input(format!(
+            "the RSA key has {} bits; Altinn tokens need at least {MIN_RSA_BITS} (.NET refuses to sign with fewer); get a certificate for a larger key, or create one in the HSM with `access-token-agent keys generate`",
+            key.bits()
+        )));
     }
     let public = cert
         .public_key()
@@ -178,11 +175,7 @@ fn check_key(key: &PKey<Private>, cert: &X509) -> Result<(), EnrolError> {
             "the certificate in the file is not the private key's certificate (their public keys differ); export the key together with its own certificate".into(),
         ));
     }
-    Ok(())
-}
-
-fn ec_curve(key: &PKey<Private>) -> Option<Nid> {
-    key.ec_key().ok()?.group().curve_name()
+    Ok(kind)
 }
 
 /// The key's components as PKCS#11 attributes. The template zeroizes them
