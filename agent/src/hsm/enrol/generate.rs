@@ -13,7 +13,6 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use openssl::bn::BigNum;
-use openssl::ecdsa::EcdsaSig;
 use openssl::rsa::Rsa;
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, KeyUsagePurpose, PublicKeyData, SerialNumber,
@@ -269,12 +268,12 @@ impl PublicKeyData for HsmKey<'_> {
 impl SigningKey for HsmKey<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
         let alg = self.key_type.alg();
+        // X.509 wants an ECDSA signature as DER, not as the token's r||s.
         let signed = sign::sign_with(self.session, alg, self.private, msg).and_then(|signature| {
-            match alg {
-                Alg::Rs256 => Ok(signature),
-                // X.509 wants ECDSA-Sig-Value (DER), not JWS's r||s.
-                Alg::Es256 => ecdsa_der(&signature),
-            }
+            alg.jose_to_der(signature).map_err(|e| HsmError::Invalid {
+                what: "ECDSA signature from the token".into(),
+                reason: e.to_string(),
+            })
         });
         signed.map_err(|error| {
             *self.sign_error.borrow_mut() = Some(error);
@@ -327,22 +326,6 @@ fn ec_point(session: &Session, public: ObjectHandle) -> Result<Vec<u8>, EnrolErr
     }
 }
 
-/// r||s (32 bytes each) to the DER ECDSA-Sig-Value certificates carry.
-fn ecdsa_der(signature: &[u8]) -> Result<Vec<u8>, HsmError> {
-    let invalid = |reason: String| HsmError::Invalid {
-        what: "ECDSA signature from the token".into(),
-        reason,
-    };
-    if signature.len() != 64 {
-        return Err(invalid(format!("{} bytes, expected 64", signature.len())));
-    }
-    let (r, s) = signature.split_at(32);
-    let encode = || {
-        EcdsaSig::from_private_components(BigNum::from_slice(r)?, BigNum::from_slice(s)?)?.to_der()
-    };
-    encode().map_err(|e| invalid(e.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,15 +362,5 @@ mod tests {
             };
             assert!(certificate_params("CN=ttd", &request).is_err());
         }
-    }
-
-    #[test]
-    fn ecdsa_signature_becomes_der_that_openssl_reads_back() {
-        let raw: Vec<u8> = (1..=64).collect();
-        let der = ecdsa_der(&raw).unwrap();
-        let parsed = EcdsaSig::from_der(&der).unwrap();
-        assert_eq!(parsed.r().to_vec(), raw[..32]);
-        assert_eq!(parsed.s().to_vec(), raw[32..]);
-        assert!(ecdsa_der(&raw[..63]).is_err());
     }
 }
