@@ -22,7 +22,7 @@
 //! | [`hsm`] | PKCS#11, shared by the back and the operators: module, login, PIN, key pairs, signing, enrolment |
 //! | [`token`] | the Altinn token bytes, and the [`token::name`] rule for issuer and app names |
 //! | [`cert`] | certificate facts: thumbprint (kid/x5t), validity, key type, PEM/Key Vault forms |
-//! | [`key_type`] | the key types (RSA with its size, P-256): which keys can sign, their JWS `alg`, the C_Sign mechanism, DER/JOSE signatures |
+//! | [`key_type`] | the key types (RSA with its size, P-256): JWS `alg`, `--key-type` names, PKCS#11 mechanisms and templates, rcgen algorithm, DER/JOSE signatures |
 //! | [`config`] | the TOML file, every section in a file of its own; messages name the key |
 //! | [`metrics`] | counters and histograms for `/metrics`, written by front and back |
 //! | [`accounts`] | user and group names to ids |

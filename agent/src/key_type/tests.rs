@@ -3,10 +3,12 @@
 //! module produced.
 
 use super::*;
+use clap::ValueEnum;
 use cryptoki::mechanism::MechanismType;
-use openssl::ec::{EcGroup, EcKey};
+use openssl::asn1::Asn1Object;
+use openssl::bn::BigNumContext;
+use openssl::ec::{EcGroup, EcKey, PointConversionForm};
 use openssl::pkey::{PKey, Private};
-use openssl::rsa::Rsa;
 use openssl::sign::{Signer, Verifier};
 
 const INPUT: &[u8] = b"eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJ0dGQifQ";
@@ -139,4 +141,75 @@ fn openssl_keys_have_their_kind() {
     assert_eq!(curve(&p384), Some(Nid::SECP384R1));
     assert_eq!(KeyKind::of(&PKey::generate_ed25519().unwrap()), None);
     assert!(SUPPORTED_KEYS.contains(&MIN_RSA_BITS.to_string()));
+}
+
+#[test]
+fn key_generate_offers_the_listing_names() {
+    let names: Vec<String> = KeyKind::value_variants()
+        .iter()
+        .map(|kind| {
+            let value = kind.to_possible_value().unwrap();
+            assert_eq!(value.get_name(), kind.name());
+            assert_eq!(KeyKind::from_str(&kind.name(), false), Ok(*kind));
+            kind.name()
+        })
+        .collect();
+    assert_eq!(names, ["rsa2048", "rsa3072", "rsa4096", "p256"]);
+    assert!(KeyKind::Rsa { bits: 1024 }.to_possible_value().is_none());
+}
+
+#[test]
+fn pair_templates_carry_the_size_or_the_curve_oid() {
+    let (mechanism, template) = KeyKind::Rsa { bits: 3072 }.pair_generation();
+    assert_eq!(
+        mechanism.mechanism_type(),
+        MechanismType::RSA_PKCS_KEY_PAIR_GEN
+    );
+    let f4 = BigNum::from_u32(65_537).unwrap().to_vec();
+    assert_eq!(
+        template,
+        [
+            Attribute::ModulusBits(3072u64.into()),
+            Attribute::PublicExponent(f4)
+        ]
+    );
+    let (mechanism, template) = KeyKind::P256.pair_generation();
+    assert_eq!(mechanism.mechanism_type(), MechanismType::ECC_KEY_PAIR_GEN);
+    let oid = Asn1Object::from_str("1.2.840.10045.3.1.7").unwrap();
+    assert_eq!(oid.nid(), Nid::X9_62_PRIME256V1);
+    let mut der = vec![0x06, oid.as_slice().len() as u8];
+    der.extend(oid.as_slice());
+    assert_eq!(template, [Attribute::EcParams(der.clone())]);
+    assert_eq!(
+        KeyKind::P256.object_attributes(),
+        [Attribute::KeyType(KeyType::EC), Attribute::EcParams(der)]
+    );
+}
+
+#[test]
+fn public_keys_are_encoded_as_openssl_encodes_them() {
+    let rsa = Rsa::generate(2048).unwrap();
+    let kind = KeyKind::Rsa { bits: 2048 };
+    assert_eq!(kind.public_key_attributes().len(), 2);
+    let values = [rsa.n().to_vec(), rsa.e().to_vec()];
+    assert_eq!(
+        kind.public_key_der(&values).unwrap(),
+        rsa.public_key_to_der_pkcs1().unwrap()
+    );
+    let ec = p256();
+    let mut context = BigNumContext::new().unwrap();
+    let point = ec
+        .public_key()
+        .to_bytes(ec.group(), PointConversionForm::UNCOMPRESSED, &mut context)
+        .unwrap();
+    let mut wrapped = vec![0x04, 0x41];
+    wrapped.extend(&point);
+    for raw in [wrapped, point.clone()] {
+        assert_eq!(KeyKind::P256.public_key_der(&[raw]).unwrap(), point);
+    }
+    let message = KeyKind::P256.public_key_der(&[point[..64].to_vec()]);
+    assert_eq!(
+        message,
+        Err("the generated EC public point has an unexpected form (64 bytes)".into())
+    );
 }
