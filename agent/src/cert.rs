@@ -4,36 +4,11 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
-use openssl::nid::Nid;
 use openssl::pkey::Id;
 use openssl::x509::X509;
 
-use crate::token::{key_id, Alg, SigningKeyId};
-
-/// The key inside a certificate, as far as signing cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyKind {
-    Rsa { bits: u32 },
-    P256,
-}
-
-impl KeyKind {
-    /// The JWS algorithm this key signs with.
-    pub fn alg(self) -> Alg {
-        match self {
-            KeyKind::Rsa { .. } => Alg::Rs256,
-            KeyKind::P256 => Alg::Es256,
-        }
-    }
-
-    /// A short name for listings: `rsa2048`, `p256`.
-    pub fn name(self) -> String {
-        match self {
-            KeyKind::Rsa { bits } => format!("rsa{bits}"),
-            KeyKind::P256 => "p256".to_owned(),
-        }
-    }
-}
+use crate::key_type::{self, KeyKind, SUPPORTED_KEYS};
+use crate::token::{key_id, SigningKeyId};
 
 /// A parsed certificate, kept with its DER bytes.
 #[derive(Debug, Clone)]
@@ -55,9 +30,7 @@ pub struct Certificate {
 pub enum CertError {
     #[error("cannot read the X.509 certificate (DER): {0}")]
     Parse(String),
-    #[error(
-        "the certificate's key is {0}; only RSA (2048 bits or more) and EC P-256 keys can sign Altinn tokens"
-    )]
+    #[error("the certificate's key is {0}; only {SUPPORTED_KEYS} keys can sign Altinn tokens")]
     UnsupportedKey(String),
 }
 
@@ -140,17 +113,12 @@ fn key_kind(x509: &X509) -> Result<KeyKind, CertError> {
     let key = x509
         .public_key()
         .map_err(|e| CertError::Parse(e.to_string()))?;
-    match key.id() {
-        Id::RSA => Ok(KeyKind::Rsa { bits: key.bits() }),
-        Id::EC => {
-            let curve = key.ec_key().ok().and_then(|ec| ec.group().curve_name());
-            match curve {
-                Some(Nid::X9_62_PRIME256V1) => Ok(KeyKind::P256),
-                other => Err(CertError::UnsupportedKey(format!("EC on {other:?}"))),
-            }
-        }
-        other => Err(CertError::UnsupportedKey(format!("{other:?}"))),
-    }
+    KeyKind::of(&key).ok_or_else(|| {
+        CertError::UnsupportedKey(match key.id() {
+            Id::EC => format!("EC on {:?}", key_type::curve(&key)),
+            other => format!("{other:?}"),
+        })
+    })
 }
 
 #[cfg(test)]
@@ -207,6 +175,14 @@ mod tests {
             }
             other => panic!("expected a parse error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_unsupported_key_is_named_with_the_supported_ones() {
+        assert_eq!(
+            CertError::UnsupportedKey("EC on Some(Nid(715))".into()).to_string(),
+            "the certificate's key is EC on Some(Nid(715)); only RSA (2048 bits or more) and EC P-256 keys can sign Altinn tokens"
+        );
     }
 
     #[test]

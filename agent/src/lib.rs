@@ -22,6 +22,7 @@
 //! | [`hsm`] | PKCS#11, shared by the back and the operators: module, login, PIN, key pairs, signing, enrolment |
 //! | [`token`] | the Altinn token bytes, and the [`token::name`] rule for issuer and app names |
 //! | [`cert`] | certificate facts: thumbprint (kid/x5t), validity, key type, PEM/Key Vault forms |
+//! | [`key_type`] | the key types (RSA with its size, P-256): JWS `alg`, `--key-type` names, PKCS#11 mechanisms and templates, rcgen algorithm, DER/JOSE signatures |
 //! | [`config`] | the TOML file, every section in a file of its own; messages name the key |
 //! | [`metrics`] | counters and histograms for `/metrics`, written by front and back |
 //! | [`accounts`] | user and group names to ids |
@@ -29,7 +30,8 @@
 //!
 //! Dependencies point one way: `front` and `back` meet only in [`issue`] (and
 //! the [`daemon`] that wires them); `cli`, `hsm`, `config`, `token` and
-//! `cert` never import `front`; `config` imports nothing above `token`.
+//! `cert` never import `front`; `config` imports nothing above `token`;
+//! `key_type` imports nothing of the crate.
 //!
 //! Unit tests live inline (`mod tests`) while their file stays under 400
 //! lines of code, and in a sibling `tests.rs` beyond that. Black-box tests
@@ -49,6 +51,7 @@ pub mod front;
 pub mod hardening;
 pub mod hsm;
 pub mod issue;
+pub mod key_type;
 pub mod metrics;
 pub mod sync;
 pub mod token;

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use access_token_agent::hsm::{key_pairs, Access, Hsm};
-use access_token_agent::token::Alg;
+use access_token_agent::key_type::Alg;
 use clap::Parser;
 
 use agent::{Fixture, EC_ISSUER, RSA_ISSUER};

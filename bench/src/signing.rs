@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use access_token_agent::hsm::key_pairs::SigningKey;
 use access_token_agent::hsm::{sign, Hsm};
-use access_token_agent::token::{self, Alg, Lifetime};
+use access_token_agent::key_type::Alg;
+use access_token_agent::token::{self, Lifetime};
 use openssl::ecdsa::EcdsaSig;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};

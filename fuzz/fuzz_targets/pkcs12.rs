@@ -4,9 +4,10 @@
 
 #![no_main]
 
-use access_token_agent::cert::{Certificate, KeyKind};
-use access_token_agent::hsm::enrol::import::{read_pkcs12, MIN_RSA_BITS};
+use access_token_agent::cert::Certificate;
+use access_token_agent::hsm::enrol::import::read_pkcs12;
 use access_token_agent::hsm::enrol::EnrolError;
+use access_token_agent::key_type::{KeyKind, MIN_RSA_BITS};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| match read_pkcs12(data, "") {

@@ -5,8 +5,9 @@
 
 #![no_main]
 
+use access_token_agent::key_type::Alg;
 use access_token_agent::token::{
-    self, Alg, Lifetime, SigningKeyId, MAX_LIFETIME_SECONDS, MAX_UNIX_SECONDS,
+    self, Lifetime, SigningKeyId, MAX_LIFETIME_SECONDS, MAX_UNIX_SECONDS,
 };
 use arbitrary::Arbitrary;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -8,9 +8,6 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use cryptoki::session::Session;
-use openssl::bn::BigNum;
-use openssl::ecdsa::EcdsaSig;
-use openssl::hash::MessageDigest;
 use openssl::sign::Verifier;
 use openssl::x509::X509;
 
@@ -18,7 +15,8 @@ use super::error::ConnectError;
 use crate::cert::Certificate;
 use crate::hsm::key_pairs::SigningKey;
 use crate::hsm::sign::sign_token;
-use crate::token::{Alg, Lifetime};
+use crate::key_type::SignatureError;
+use crate::token::Lifetime;
 
 /// Signs a token for `key`'s issuer (no app) and verifies it against `certificate`.
 pub fn run(
@@ -47,11 +45,16 @@ pub fn verify(token: &str, certificate: &Certificate) -> Result<(), String> {
     let public_key = X509::from_der(&certificate.der)
         .and_then(|x509| x509.public_key())
         .map_err(|e| format!("cannot read the certificate's key: {e}"))?;
-    let signature = match certificate.key.alg() {
-        Alg::Rs256 => signature,
-        Alg::Es256 => ecdsa_der(&signature)?,
-    };
-    let mut verifier = Verifier::new(MessageDigest::sha256(), &public_key)
+    // OpenSSL verifies the DER form of an ECDSA signature, JWS carries r||s.
+    let alg = certificate.key.alg();
+    let signature = alg.jose_to_der(signature).map_err(|e| match e {
+        SignatureError::Length { got, expected } => format!(
+            "an {} signature has {expected} bytes, this one {got}",
+            alg.as_str()
+        ),
+        SignatureError::Encoding(e) => format!("not an ECDSA signature: {e}"),
+    })?;
+    let mut verifier = Verifier::new(alg.digest(), &public_key)
         .map_err(|e| format!("cannot set up verification: {e}"))?;
     match verifier.verify_oneshot(&signature, signing_input.as_bytes()) {
         Ok(true) => Ok(()),
@@ -60,26 +63,12 @@ pub fn verify(token: &str, certificate: &Certificate) -> Result<(), String> {
     }
 }
 
-/// JWS ES256 signatures are r||s; OpenSSL verifies the DER form.
-fn ecdsa_der(signature: &[u8]) -> Result<Vec<u8>, String> {
-    if signature.len() != 64 {
-        return Err(format!(
-            "an ES256 signature has 64 bytes, this one {}",
-            signature.len()
-        ));
-    }
-    let (r, s) = signature.split_at(32);
-    BigNum::from_slice(r)
-        .and_then(|r| Ok((r, BigNum::from_slice(s)?)))
-        .and_then(|(r, s)| EcdsaSig::from_private_components(r, s))
-        .and_then(|sig| sig.to_der())
-        .map_err(|e| format!("not an ECDSA signature: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key_type::Alg;
     use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
     use openssl::nid::Nid;
     use openssl::pkey::{PKey, Private};
     use openssl::rsa::Rsa;
@@ -104,17 +93,13 @@ mod tests {
         Certificate::from_der(&builder.build().to_der().unwrap()).unwrap()
     }
 
-    fn jws(key: &PKey<Private>, signing_input: &str, es256: bool) -> String {
+    /// A compact JWS of `signing_input`, signed by OpenSSL.
+    fn jws(key: &PKey<Private>, signing_input: &str, alg: Alg) -> String {
         let mut signer = Signer::new(MessageDigest::sha256(), key).unwrap();
-        let mut signature = signer
+        let signature = signer
             .sign_oneshot_to_vec(signing_input.as_bytes())
             .unwrap();
-        if es256 {
-            let sig = EcdsaSig::from_der(&signature).unwrap();
-            let mut raw = sig.r().to_vec_padded(32).unwrap();
-            raw.extend(sig.s().to_vec_padded(32).unwrap());
-            signature = raw;
-        }
+        let signature = alg.der_to_jose(signature).unwrap();
         format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
 
@@ -131,7 +116,7 @@ mod tests {
     fn rs256_signature_of_the_certificates_key_verifies() {
         let key = rsa();
         assert_eq!(
-            verify(&jws(&key, "aGVhZA.Ym9keQ", false), &certificate(&key)),
+            verify(&jws(&key, "aGVhZA.Ym9keQ", Alg::Rs256), &certificate(&key)),
             Ok(())
         );
     }
@@ -140,8 +125,18 @@ mod tests {
     fn es256_raw_signature_verifies() {
         let key = p256();
         assert_eq!(
-            verify(&jws(&key, "aGVhZA.Ym9keQ", true), &certificate(&key)),
+            verify(&jws(&key, "aGVhZA.Ym9keQ", Alg::Es256), &certificate(&key)),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn an_es256_signature_of_the_wrong_length_is_named() {
+        let key = p256();
+        let short = format!("aGVhZA.Ym9keQ.{}", URL_SAFE_NO_PAD.encode([1u8; 63]));
+        assert_eq!(
+            verify(&short, &certificate(&key)),
+            Err("an ES256 signature has 64 bytes, this one 63".into())
         );
     }
 
@@ -149,11 +144,11 @@ mod tests {
     fn another_key_or_another_input_is_refused() {
         let key = rsa();
         let cert = certificate(&key);
-        let other = jws(&rsa(), "aGVhZA.Ym9keQ", false);
+        let other = jws(&rsa(), "aGVhZA.Ym9keQ", Alg::Rs256);
         assert!(verify(&other, &cert)
             .unwrap_err()
             .contains("does not match"));
-        let token = jws(&key, "aGVhZA.Ym9keQ", false);
+        let token = jws(&key, "aGVhZA.Ym9keQ", Alg::Rs256);
         let tampered = token.replacen("Ym9keQ", "Ym9keX", 1);
         assert!(verify(&tampered, &cert).is_err());
         assert!(verify("no-signature", &cert).is_err());

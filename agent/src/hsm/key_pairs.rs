@@ -286,7 +286,7 @@ fn read_certificate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cert::KeyKind;
+    use crate::key_type::KeyKind;
 
     /// A complete pair of `issuer` whose certificate is valid from
     /// `not_before` to `not_after`; `n` tells pairs apart.

@@ -1,14 +1,13 @@
-//! Signing through the HSM: RS256 with `CKM_SHA256_RSA_PKCS`; ES256 hashed
-//! in process (SoftHSM has no `CKM_ECDSA_SHA256`) and signed with `CKM_ECDSA`,
-//! whose 64-byte r||s output is already the JWS signature.
+//! Signing through the HSM, with the mechanism [`Alg::sign_request`] names:
+//! the signature comes out in its JWS form.
 
-use cryptoki::mechanism::Mechanism;
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
 
 use super::key_pairs::SigningKey;
 use super::HsmError;
-use crate::token::{self, Alg, Lifetime};
+use crate::key_type::Alg;
+use crate::token::{self, Lifetime};
 
 /// Signs `input` with the private key behind `key`.
 pub fn sign(session: &Session, key: &SigningKey, input: &[u8]) -> Result<Vec<u8>, HsmError> {
@@ -23,11 +22,10 @@ pub fn sign_with(
     handle: ObjectHandle,
     input: &[u8],
 ) -> Result<Vec<u8>, HsmError> {
-    let result = match alg {
-        Alg::Rs256 => session.sign(&Mechanism::Sha256RsaPkcs, handle, input),
-        Alg::Es256 => session.sign(&Mechanism::Ecdsa, handle, &openssl::sha::sha256(input)),
-    };
-    result.map_err(|e| HsmError::from_cryptoki("C_Sign", e))
+    let (mechanism, data) = alg.sign_request(input);
+    session
+        .sign(&mechanism, handle, data.as_ref())
+        .map_err(|e| HsmError::from_cryptoki("C_Sign", e))
 }
 
 /// A signed token and its expiry. Its `Debug` form leaves the token out.

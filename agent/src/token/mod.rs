@@ -11,6 +11,8 @@ pub mod name;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
+use crate::key_type::Alg;
+
 /// The longest token lifetime, and the largest shift of `nbf` before `iat`,
 /// the configuration accepts: one day. Altinn uses 300 seconds; the bound
 /// keeps every claim time far inside `i64`.
@@ -19,25 +21,6 @@ pub const MAX_LIFETIME_SECONDS: i64 = 86_400;
 /// The latest instant a token is made for: 9999-12-31T23:59:59Z, the end of
 /// what .NET's DateTime and RFC 3339 can express.
 pub const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
-
-/// JWS signature algorithm, decided by the key type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Alg {
-    /// RSASSA-PKCS1-v1_5 with SHA-256 (`CKM_SHA256_RSA_PKCS`).
-    Rs256,
-    /// ECDSA P-256 with SHA-256; the signature is the 64-byte r||s.
-    Es256,
-}
-
-impl Alg {
-    /// The `alg` header value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Alg::Rs256 => "RS256",
-            Alg::Es256 => "ES256",
-        }
-    }
-}
 
 /// Lifetime settings, the `[token]` section of the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

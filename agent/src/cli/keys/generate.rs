@@ -6,8 +6,9 @@ use crate::cli::open_logged_in;
 use crate::clock::unix_now;
 use crate::config::Config;
 use crate::exit::Failure;
-use crate::hsm::enrol::{self, CertificateRequest, KeyType};
+use crate::hsm::enrol::{self, CertificateRequest};
 use crate::hsm::Access;
+use crate::key_type::KeyKind;
 
 /// `keys generate`
 #[derive(Debug, clap::Args)]
@@ -18,7 +19,7 @@ pub struct GenerateArgs {
     pub issuer: String,
     /// The key to generate inside the HSM.
     #[arg(long, value_enum, default_value = "rsa2048")]
-    pub key_type: KeyType,
+    pub key_type: KeyKind,
     /// The certificate's subject, e.g. "CN=ttd, O=Digdir, C=NO" [default: CN=<issuer>]
     #[arg(long)]
     pub subject: Option<String>,

@@ -9,22 +9,18 @@
 
 use std::cell::RefCell;
 
-use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
-use openssl::bn::BigNum;
-use openssl::ecdsa::EcdsaSig;
-use openssl::rsa::Rsa;
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, KeyUsagePurpose, PublicKeyData, SerialNumber,
     SignatureAlgorithm, SigningKey,
 };
 use time::OffsetDateTime;
 
-use super::{certificate_template, private_key_policy, EnrolError, Pending, P256_PARAMS};
+use super::{certificate_template, private_key_policy, EnrolError, Pending};
 use crate::cert::Certificate;
 use crate::hsm::{sign, HsmError};
-use crate::token::Alg;
+use crate::key_type::KeyKind;
 
 /// How far the certificate's not-before lies before now, so that a verifier
 /// whose clock is a little behind still accepts it.
@@ -34,37 +30,6 @@ pub const NOT_BEFORE_MARGIN_SECONDS: i64 = 300;
 pub const DEFAULT_DAYS: u32 = 365;
 /// Longest validity accepted, in days (ten years).
 pub const MAX_DAYS: u32 = 3650;
-
-/// The kinds of key `keys generate` makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum KeyType {
-    /// RSA 2048 bits, RS256 (what Altinn's own certificates use).
-    Rsa2048,
-    /// RSA 3072 bits, RS256.
-    Rsa3072,
-    /// RSA 4096 bits, RS256.
-    Rsa4096,
-    /// EC P-256, ES256.
-    P256,
-}
-
-impl KeyType {
-    fn alg(self) -> Alg {
-        match self {
-            KeyType::P256 => Alg::Es256,
-            _ => Alg::Rs256,
-        }
-    }
-
-    fn rsa_bits(self) -> Option<u64> {
-        match self {
-            KeyType::Rsa2048 => Some(2048),
-            KeyType::Rsa3072 => Some(3072),
-            KeyType::Rsa4096 => Some(4096),
-            KeyType::P256 => None,
-        }
-    }
-}
 
 /// What the self-signed certificate says.
 #[derive(Debug, Clone)]
@@ -77,12 +42,12 @@ pub struct CertificateRequest {
     pub now: i64,
 }
 
-/// Generates a `key_type` pair for `issuer` inside the HSM and stores a
+/// Generates a `kind` pair for `issuer` inside the HSM and stores a
 /// self-signed certificate for it. Returns the certificate enrolled.
 pub fn generate(
     session: &Session,
     issuer: &str,
-    key_type: KeyType,
+    kind: KeyKind,
     request: &CertificateRequest,
 ) -> Result<Certificate, EnrolError> {
     let subject = request
@@ -91,10 +56,10 @@ pub fn generate(
         .unwrap_or_else(|| format!("CN={issuer}"));
     let params = certificate_params(&subject, request)?;
     let mut pending = Pending::new(session);
-    let (public, private) = generate_pair(session, issuer, key_type)?;
+    let (public, private) = generate_pair(session, issuer, kind)?;
     pending.adopt(private);
     pending.adopt(public);
-    let key = HsmKey::new(session, key_type, public, private)?;
+    let key = HsmKey::new(session, kind, public, private)?;
     let der = match params.self_signed(&key) {
         Ok(cert) => cert.der().to_vec(),
         Err(error) => return Err(key.failure(error)),
@@ -180,7 +145,7 @@ fn random_serial() -> Result<SerialNumber, EnrolError> {
 fn generate_pair(
     session: &Session,
     issuer: &str,
-    key_type: KeyType,
+    kind: KeyKind,
 ) -> Result<(ObjectHandle, ObjectHandle), EnrolError> {
     let mut temporary_id = [0u8; 20];
     openssl::rand::rand_bytes(&mut temporary_id)
@@ -195,17 +160,8 @@ fn generate_pair(
         Attribute::Label(issuer.as_bytes().to_vec()),
         Attribute::Id(temporary_id.to_vec()),
     ];
-    let mechanism = match key_type.rsa_bits() {
-        Some(bits) => {
-            public.push(Attribute::ModulusBits(bits.into()));
-            public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
-            Mechanism::RsaPkcsKeyPairGen
-        }
-        None => {
-            public.push(Attribute::EcParams(P256_PARAMS.to_vec()));
-            Mechanism::EccKeyPairGen
-        }
-    };
+    let (mechanism, size) = kind.pair_generation();
+    public.extend(size);
     let private = private_key_policy(issuer, &temporary_id);
     session
         .generate_key_pair(&mechanism, &public, &private)
@@ -217,8 +173,8 @@ fn generate_pair(
 struct HsmKey<'s> {
     session: &'s Session,
     private: ObjectHandle,
-    key_type: KeyType,
-    /// PKCS#1 RSAPublicKey, or the uncompressed EC point.
+    kind: KeyKind,
+    /// The public key as [`KeyKind::public_key_der`] encodes it.
     public_der: Vec<u8>,
     /// The HSM's error behind a failed signature; rcgen's error cannot carry it.
     sign_error: RefCell<Option<HsmError>>,
@@ -227,18 +183,20 @@ struct HsmKey<'s> {
 impl<'s> HsmKey<'s> {
     fn new(
         session: &'s Session,
-        key_type: KeyType,
+        kind: KeyKind,
         public: ObjectHandle,
         private: ObjectHandle,
     ) -> Result<HsmKey<'s>, EnrolError> {
-        let public_der = match key_type {
-            KeyType::P256 => ec_point(session, public)?,
-            _ => rsa_public_key(session, public)?,
-        };
+        let values = kind
+            .public_key_attributes()
+            .iter()
+            .map(|&wanted| read_attribute(session, public, wanted))
+            .collect::<Result<Vec<_>, _>>()?;
+        let public_der = kind.public_key_der(&values).map_err(EnrolError::Input)?;
         Ok(HsmKey {
             session,
             private,
-            key_type,
+            kind,
             public_der,
             sign_error: RefCell::new(None),
         })
@@ -259,22 +217,19 @@ impl PublicKeyData for HsmKey<'_> {
     }
 
     fn algorithm(&self) -> &'static SignatureAlgorithm {
-        match self.key_type {
-            KeyType::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-            _ => &rcgen::PKCS_RSA_SHA256,
-        }
+        self.kind.alg().rcgen_algorithm()
     }
 }
 
 impl SigningKey for HsmKey<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        let alg = self.key_type.alg();
+        let alg = self.kind.alg();
+        // X.509 wants an ECDSA signature as DER, not as the token's r||s.
         let signed = sign::sign_with(self.session, alg, self.private, msg).and_then(|signature| {
-            match alg {
-                Alg::Rs256 => Ok(signature),
-                // X.509 wants ECDSA-Sig-Value (DER), not JWS's r||s.
-                Alg::Es256 => ecdsa_der(&signature),
-            }
+            alg.jose_to_der(signature).map_err(|e| HsmError::Invalid {
+                what: "ECDSA signature from the token".into(),
+                reason: e.to_string(),
+            })
         });
         signed.map_err(|error| {
             *self.sign_error.borrow_mut() = Some(error);
@@ -301,46 +256,6 @@ fn read_attribute(
             what: "reading the generated public key".into(),
             reason: format!("the token did not return {wanted}"),
         })
-}
-
-fn rsa_public_key(session: &Session, public: ObjectHandle) -> Result<Vec<u8>, EnrolError> {
-    let n = read_attribute(session, public, AttributeType::Modulus)?;
-    let e = read_attribute(session, public, AttributeType::PublicExponent)?;
-    let encode = || {
-        let rsa = Rsa::from_public_components(BigNum::from_slice(&n)?, BigNum::from_slice(&e)?)?;
-        rsa.public_key_to_der_pkcs1()
-    };
-    encode().map_err(|e| EnrolError::Input(format!("the generated RSA public key: {e}")))
-}
-
-/// CKA_EC_POINT as the 65-byte uncompressed point. PKCS#11 says it is a DER
-/// OCTET STRING (SoftHSM does so); some modules return the bare point.
-fn ec_point(session: &Session, public: ObjectHandle) -> Result<Vec<u8>, EnrolError> {
-    let raw = read_attribute(session, public, AttributeType::EcPoint)?;
-    match raw.as_slice() {
-        [0x04, 0x41, point @ ..] if point.len() == 65 => Ok(point.to_vec()),
-        [0x04, ..] if raw.len() == 65 => Ok(raw),
-        _ => Err(EnrolError::Input(format!(
-            "the generated EC public point has an unexpected form ({} bytes)",
-            raw.len()
-        ))),
-    }
-}
-
-/// r||s (32 bytes each) to the DER ECDSA-Sig-Value certificates carry.
-fn ecdsa_der(signature: &[u8]) -> Result<Vec<u8>, HsmError> {
-    let invalid = |reason: String| HsmError::Invalid {
-        what: "ECDSA signature from the token".into(),
-        reason,
-    };
-    if signature.len() != 64 {
-        return Err(invalid(format!("{} bytes, expected 64", signature.len())));
-    }
-    let (r, s) = signature.split_at(32);
-    let encode = || {
-        EcdsaSig::from_private_components(BigNum::from_slice(r)?, BigNum::from_slice(s)?)?.to_der()
-    };
-    encode().map_err(|e| invalid(e.to_string()))
 }
 
 #[cfg(test)]
@@ -379,15 +294,5 @@ mod tests {
             };
             assert!(certificate_params("CN=ttd", &request).is_err());
         }
-    }
-
-    #[test]
-    fn ecdsa_signature_becomes_der_that_openssl_reads_back() {
-        let raw: Vec<u8> = (1..=64).collect();
-        let der = ecdsa_der(&raw).unwrap();
-        let parsed = EcdsaSig::from_der(&der).unwrap();
-        assert_eq!(parsed.r().to_vec(), raw[..32]);
-        assert_eq!(parsed.s().to_vec(), raw[32..]);
-        assert!(ecdsa_der(&raw[..63]).is_err());
     }
 }

@@ -8,23 +8,20 @@
 
 use std::sync::OnceLock;
 
-use cryptoki::object::{Attribute, KeyType};
+use cryptoki::object::Attribute;
 use cryptoki::session::Session;
 use openssl::bn::BigNumRef;
 use openssl::error::ErrorStack;
-use openssl::nid::Nid;
 use openssl::pkcs12::{ParsedPkcs12_2, Pkcs12};
 use openssl::pkey::{Id, PKey, Private};
 use openssl::provider::Provider;
 use openssl::x509::X509;
 use zeroize::Zeroizing;
 
+use super::SecretTemplate;
 use super::{certificate_template, ensure_new_kid, private_key_policy, EnrolError, Pending};
-use super::{SecretTemplate, P256_PARAMS};
 use crate::cert::Certificate;
-
-/// RSA keys below this size are refused: .NET will not sign with them.
-pub const MIN_RSA_BITS: u32 = 2048;
+use crate::key_type::{self, KeyKind, MIN_RSA_BITS, SUPPORTED_KEYS};
 
 /// The command that rewrites an old PKCS#12 file in a form OpenSSL 3 reads.
 const CONVERT: &str =
@@ -77,12 +74,12 @@ pub fn import(
 /// private key and that key's certificate. Every refusal says what to do.
 pub fn read_pkcs12(pfx: &[u8], password: &str) -> Result<KeyMaterial, EnrolError> {
     let (key, x509) = open_pkcs12(pfx, password)?;
-    check_key(&key, &x509)?;
+    let kind = check_key(&key, &x509)?;
     let der = x509
         .to_der()
         .map_err(|e| EnrolError::Input(format!("cannot encode the certificate: {e}")))?;
     let certificate = Certificate::from_der(&der).map_err(|e| EnrolError::Input(e.to_string()))?;
-    let components = key_components(&key)?;
+    let components = key_components(&key, kind)?;
     Ok(KeyMaterial {
         certificate,
         components,
@@ -151,24 +148,24 @@ fn describe(error: &ErrorStack) -> String {
     }
 }
 
-/// The key must be RSA of at least [`MIN_RSA_BITS`] or EC P-256, and the
-/// certificate must carry its public half.
-fn check_key(key: &PKey<Private>, cert: &X509) -> Result<(), EnrolError> {
-    match key.id() {
-        Id::RSA if key.bits() < MIN_RSA_BITS => {
-            return Err(EnrolError::Input(format!(
-                "the RSA key has {} bits; Altinn tokens need at least {MIN_RSA_BITS} (.NET refuses to sign with fewer); get a certificate for a larger key, or create one in the HSM with `access-token-agent keys generate`",
-                key.bits()
-            )))
-        }
-        Id::RSA => {}
-        Id::EC if ec_curve(key) == Some(Nid::X9_62_PRIME256V1) => {}
-        other => {
-            return Err(EnrolError::Input(format!(
-                "the private key is {other:?}{}; only RSA ({MIN_RSA_BITS} bits or more) and EC P-256 keys can sign Altinn tokens",
-                ec_curve(key).map(|c| format!(" on {}", c.short_name().unwrap_or("?"))).unwrap_or_default()
-            )))
-        }
+/// The key must be of a type [`KeyKind::of`] knows and not
+/// [too small](KeyKind::is_too_small), and the certificate must carry its
+/// public half.
+fn check_key(key: &PKey<Private>, cert: &X509) -> Result<KeyKind, EnrolError> {
+    let kind = KeyKind::of(key).ok_or_else(|| {
+        EnrolError::Input(format!(
+            "the private key is {:?}{}; only {SUPPORTED_KEYS} keys can sign Altinn tokens",
+            key.id(),
+            key_type::curve(key)
+                .map(|c| format!(" on {}", c.short_name().unwrap_or("?")))
+                .unwrap_or_default()
+        ))
+    })?;
+    if kind.is_too_small() {
+        return Err(EnrolError::Input(format!(
+            "the RSA key has {} bits; Altinn tokens need at least {MIN_RSA_BITS} (.NET refuses to sign with fewer); get a certificate for a larger key, or create one in the HSM with `access-token-agent keys generate`",
+            key.bits()
+        )));
     }
     let public = cert
         .public_key()
@@ -178,20 +175,16 @@ fn check_key(key: &PKey<Private>, cert: &X509) -> Result<(), EnrolError> {
             "the certificate in the file is not the private key's certificate (their public keys differ); export the key together with its own certificate".into(),
         ));
     }
-    Ok(())
+    Ok(kind)
 }
 
-fn ec_curve(key: &PKey<Private>) -> Option<Nid> {
-    key.ec_key().ok()?.group().curve_name()
-}
-
-/// The key's components as PKCS#11 attributes. The template zeroizes them
-/// when dropped, also when reading one of them fails half-way.
-fn key_components(key: &PKey<Private>) -> Result<SecretTemplate, EnrolError> {
-    let mut template = SecretTemplate(Vec::new());
+/// The `kind` key's type and components as PKCS#11 attributes. The template
+/// zeroizes them when dropped, also when reading one of them fails half-way.
+fn key_components(key: &PKey<Private>, kind: KeyKind) -> Result<SecretTemplate, EnrolError> {
+    let mut template = SecretTemplate(kind.object_attributes());
     let read = match key.id() {
         Id::RSA => push_rsa_components(key, &mut template.0),
-        _ => push_p256_components(key, &mut template.0),
+        _ => push_ec_components(key, &mut template.0),
     };
     read.map_err(|e| EnrolError::Input(format!("cannot read the private key: {e}")))?;
     Ok(template)
@@ -202,7 +195,6 @@ type CrtPart<'k> = (Option<&'k BigNumRef>, fn(Vec<u8>) -> Attribute);
 
 fn push_rsa_components(key: &PKey<Private>, out: &mut Vec<Attribute>) -> Result<(), String> {
     let rsa = key.rsa().map_err(|e| e.to_string())?;
-    out.push(Attribute::KeyType(KeyType::RSA));
     out.push(Attribute::Modulus(rsa.n().to_vec()));
     out.push(Attribute::PublicExponent(rsa.e().to_vec()));
     out.push(Attribute::PrivateExponent(rsa.d().to_vec()));
@@ -220,14 +212,14 @@ fn push_rsa_components(key: &PKey<Private>, out: &mut Vec<Attribute>) -> Result<
     Ok(())
 }
 
-fn push_p256_components(key: &PKey<Private>, out: &mut Vec<Attribute>) -> Result<(), String> {
+/// The private scalar, padded to the size of the curve's order.
+fn push_ec_components(key: &PKey<Private>, out: &mut Vec<Attribute>) -> Result<(), String> {
     let ec = key.ec_key().map_err(|e| e.to_string())?;
+    let size = ec.group().order_bits().div_ceil(8);
     let scalar = ec
         .private_key()
-        .to_vec_padded(32)
+        .to_vec_padded(size as i32)
         .map_err(|e| e.to_string())?;
-    out.push(Attribute::KeyType(KeyType::EC));
-    out.push(Attribute::EcParams(P256_PARAMS.to_vec()));
     out.push(Attribute::Value(scalar));
     Ok(())
 }

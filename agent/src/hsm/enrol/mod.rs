@@ -10,7 +10,7 @@
 pub mod generate;
 pub mod import;
 
-pub use generate::{generate, CertificateRequest, KeyType};
+pub use generate::{generate, CertificateRequest};
 pub use import::{import, read_pkcs12, KeyMaterial};
 
 use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass, ObjectHandle};
@@ -20,9 +20,6 @@ use openssl::x509::X509;
 use super::held_signals::HeldSignals;
 use super::HsmError;
 use crate::exit;
-
-/// DER of the OID prime256v1 (1.2.840.10045.3.1.7): CKA_EC_PARAMS of P-256 keys.
-const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
 
 /// Why an enrolment or deletion failed.
 #[derive(Debug, thiserror::Error)]
