@@ -315,6 +315,55 @@ test_the_sandbox_lets_softhsm_and_the_credential_work() {
     token my-app my-app | grep -q '^eyJ' || fail "no token after the restart"
 }
 
+# The HSM across a process boundary (p11-kit server in front of the same
+# SoftHSM token), stopped with SIGSTOP: an HSM that hangs. The agent's
+# watchdog pings stop, systemd restarts it, and it serves again once the
+# HSM answers.
+test_the_watchdog_restarts_an_agent_whose_hsm_hangs() {
+    local client=/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so
+    inside test -e "$client" || fail "$client is missing (p11-kit-modules)"
+    inside systemd-run --quiet --unit=test-hsm -p User=access-token-agent -p SupplementaryGroups=softhsm \
+        -p RuntimeDirectory=test-hsm -p KillMode=control-group \
+        p11-kit server -f --provider /usr/lib/softhsm/libsofthsm2.so -n /run/test-hsm/hsm.sock \
+        "pkcs11:token=access-tokens" || fail "cannot start p11-kit server"
+    local config="$rootfs/etc/access-token-agent/agent.toml"
+    cp -p "$config" "$work/agent.toml.local"
+    sed -i "s|^module = .*|module = \"$client\"|" "$config"
+    put /etc/systemd/system/access-token-agent.service.d/remote-hsm.conf <<'UNIT'
+[Service]
+Environment=P11_KIT_SERVER_ADDRESS=unix:path=/run/test-hsm/hsm.sock
+WatchdogSec=6s
+UNIT
+    inside systemctl daemon-reload
+    inside systemctl restart access-token-agent.service || fail "the agent did not start on the remote HSM"
+    token my-app my-app | grep -q '^eyJ' || fail "no token through the remote HSM"
+    local before pids
+    before="$(prop access-token-agent.service NRestarts)"
+    pids="$(inside systemctl show -P ControlGroup test-hsm.service)"
+    inside sh -c "kill -STOP \$(cat /sys/fs/cgroup$pids/cgroup.procs)"
+    local restarted=no
+    for _ in $(seq 60); do
+        if [ "$(prop access-token-agent.service NRestarts)" -gt "$before" ]; then restarted=yes; break; fi
+        sleep 0.5
+    done
+    inside sh -c "kill -CONT \$(cat /sys/fs/cgroup$pids/cgroup.procs)"
+    local served=no
+    for _ in $(seq 60); do
+        if [ "$(prop access-token-agent.service ActiveState)" = active ] && token my-app my-app 2>/dev/null | grep -q '^eyJ'; then
+            served=yes; break
+        fi
+        sleep 0.5
+    done
+    inside journalctl -u access-token-agent -o cat | grep -qi 'watchdog timeout' || restarted="$restarted, no watchdog timeout in the journal"
+    cp -p "$work/agent.toml.local" "$config"
+    rm -f "$rootfs/etc/systemd/system/access-token-agent.service.d/remote-hsm.conf"
+    inside systemctl daemon-reload
+    inside systemctl stop test-hsm.service
+    inside systemctl restart access-token-agent.service || fail "the agent did not start on the local HSM again"
+    [ "$restarted" = yes ] || fail "30 s after the HSM hung, systemd had not restarted the agent ($restarted)"
+    [ "$served" = yes ] || fail "after the HSM answered again the agent served no token within 30 s"
+}
+
 test_systemd_analyze_security_rates_the_unit_at_most_1_0() {
     local line exposure
     line="$(inside systemd-analyze security access-token-agent.service 2>&1 | grep 'Overall exposure level')"
@@ -381,6 +430,7 @@ if [ ${#failed[@]} -eq 0 ]; then
     run test_reload_adds_a_grant_and_a_broken_config_keeps_the_old_one
     run test_unit_grants_match_real_systemd_units_only
     run test_the_sandbox_lets_softhsm_and_the_credential_work
+    run test_the_watchdog_restarts_an_agent_whose_hsm_hangs
     run test_systemd_analyze_security_rates_the_unit_at_most_1_0
     run test_the_journal_has_audit_fields_and_never_a_token
     run test_remove_stops_and_disables_purge_leaves_only_the_token
