@@ -3,7 +3,7 @@ CARGO ?= cargo
 DEV := $(CURDIR)/.dev
 AGENT := target/debug/access-token-agent
 
-.PHONY: run test deps build lint bench soak profile
+.PHONY: run test deps build lint bench soak profile deb systemd-test
 
 ## Run the agent on a development SoftHSM token under .dev/ (created on first use).
 run: deps build

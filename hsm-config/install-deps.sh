@@ -5,9 +5,17 @@
 # and python3, which run the client examples in the tests.
 set -euo pipefail
 
+# With an argument, what one more make target needs: `deb` (dpkg-shlibdeps,
+# lintian), `systemd` (systemd-nspawn, expect for the README's PIN prompts,
+# p11-kit's server and client module for an HSM that can be made to hang).
+packages=(softhsm2 opensc libssl-dev pkg-config openssl curl python3)
+case "${1:-}" in
+    deb) packages=(dpkg-dev lintian) ;;
+    systemd) packages=(systemd-container expect p11-kit p11-kit-modules) ;;
+esac
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in softhsm2 opensc libssl-dev pkg-config openssl curl python3; do
+for pkg in "${packages[@]}"; do
     have_pkg "$pkg" || need+=("$pkg")
 done
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -39,6 +39,8 @@
 //! | [`blocking`] | the same API for code without an async runtime |
 
 pub mod blocking;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod client;
 pub mod connection;
 pub mod error;

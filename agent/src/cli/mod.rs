@@ -14,6 +14,7 @@ use crate::hsm::pin;
 use crate::hsm::{self, Access, Hsm, HsmError};
 
 mod keys;
+mod logging;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -99,7 +100,7 @@ impl From<HsmError> for Failure {
 /// Entry point of the `access-token-agent` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Serve));
+    logging::init(matches!(cli.command, Command::Serve));
     if let Err(error) = hardening::apply() {
         eprintln!("access-token-agent: cannot disable core dumps: {error}");
         return ExitCode::from(exit::FAILURE);
@@ -120,22 +121,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve => crate::daemon::serve(&path, config),
         Command::Mint(args) => mint(&config, &args),
         Command::Keys(command) => keys::run(&config, command),
-    }
-}
-
-/// The daemon logs JSON lines at info level (journald reads stderr); the
-/// operator commands only warnings, as text.
-fn init_logging(daemon: bool) {
-    let default = if daemon { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ACCESS_TOKEN_AGENT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let logger = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if daemon {
-        logger.json().init();
-    } else {
-        logger.init();
     }
 }
 
