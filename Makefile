@@ -10,9 +10,27 @@ run: deps build
 	hsm-config/dev-token.sh
 	hsm-config/dev-run.sh
 
-## Run every test: unit tests and integration tests against real SoftHSM.
+## Run every test: unit and integration tests against real SoftHSM, then
+## the Debian package under a real systemd (says so in its last line when
+## it cannot run: it needs root).
 test: deps build
 	$(CARGO) test --workspace
+	@$(MAKE) --no-print-directory systemd-test
+
+## target/debian/access-token-agent_<version>_<arch>.deb, checked by lintian.
+deb:
+	hsm-config/install-deps.sh deb
+	packaging/build-deb.sh
+	lintian --fail-on error $$(ls target/debian/access-token-agent_*.deb | tail -n 1)
+
+## The package installed in a container booted with systemd (systemd-nspawn):
+## the README's install steps, then the units' promises, each a test.
+systemd-test:
+	@if [ "$$(id -u)" -ne 0 ]; then \
+		echo "systemd tests: NOT RUN: they need root (systemd-nspawn, overlay mounts)"; \
+	else \
+		$(MAKE) --no-print-directory deb && hsm-config/install-deps.sh systemd && tests/systemd/run.sh; \
+	fi
 
 ## Install SoftHSM2, opensc and build dependencies when missing.
 deps:

@@ -138,6 +138,10 @@ test_a_fresh_install_leaves_no_failed_unit() {
     [ -z "$failed" ] || fail "failed units after a fresh install: $failed"
     [ "$(prop access-token-agent.socket ConditionResult)" = no ] ||
         fail "the socket started without a config"
+    inside systemctl start access-token-agent.service || fail "starting the unconfigured service failed"
+    [ "$(prop access-token-agent.service ActiveState)" = inactive ] || fail "the unconfigured service is not inactive"
+    inside systemctl status access-token-agent.service 2>&1 | grep -q 'ConditionPathExists=/etc/access-token-agent/agent.toml' ||
+        fail "systemctl status does not name the missing config"
     inside apt-get purge -y -qq access-token-agent >/dev/null 2>&1 || fail "apt-get purge failed"
 }
 
