@@ -33,6 +33,18 @@ pub fn verify_jwt(token: &str, cert_pem: &[u8], issuer: &str) -> serde_json::Val
         .claims
 }
 
+/// Verifies every distinct token of `tokens` as [`verify_jwt`] does;
+/// returns how many distinct ones there were.
+pub fn verify_all(tokens: &[String], cert_pem: &[u8], issuer: &str) -> usize {
+    let mut distinct: Vec<&String> = tokens.iter().collect();
+    distinct.sort();
+    distinct.dedup();
+    for token in &distinct {
+        verify_jwt(token, cert_pem, issuer);
+    }
+    distinct.len()
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()

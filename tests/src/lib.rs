@@ -10,6 +10,7 @@
 //! | [`process`] | the built binaries, a child killed on drop, reading a finished command's output |
 //! | [`daemon`] | a `serve` process with `NOTIFY_SOCKET`, ready exactly when it says READY=1; serve configs, logs, audit lines, socket activation |
 //! | [`http`] | raw HTTP/1.1 on the socket, every answer read strictly |
+//! | [`signer`] | the library's signing back in process, on a real token |
 //! | [`openssl`] | keys, certificates and PKCS#12 files made by the openssl CLI; the shared test data |
 //! | [`jwt`] | tokens decoded and verified as a relying party would |
 //! | [`limits`] | descriptors and resource limits of a process |
@@ -51,7 +52,8 @@
 //! does).
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 pub mod daemon;
 pub mod http;
@@ -59,9 +61,10 @@ pub mod jwt;
 pub mod limits;
 pub mod openssl;
 pub mod process;
+pub mod signer;
 pub mod token;
 
-pub use jwt::{jws_part, unix_now, verify_jwt};
+pub use jwt::{jws_part, unix_now, verify_all, verify_jwt};
 pub use openssl::{
     cert_der, data_dir, openssl, openssl_sign_sha256, p256_self_signed, pkcs12, rsa_self_signed,
     sha1_thumbprint, ttd_pem, ttd_pfx, KeyFiles, Pkcs12Kind,
@@ -73,6 +76,20 @@ pub use token::{write_private, TestToken, LABEL, MODULE, PIN, SO_PIN};
 /// ready, to notice a fault or recover from it, or to exit: the probe
 /// interval plus a few backoff steps, on a busy machine.
 pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Waits until `counter` (bumped by client threads) reaches `target`;
+/// panics after [`PATIENCE`], naming `what` was awaited.
+pub fn wait_count(counter: &AtomicUsize, target: usize, what: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while counter.load(Ordering::Relaxed) < target {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} of {target}",
+            counter.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 fn path_str(path: &Path) -> String {
     path.to_str().expect("test paths are UTF-8").to_owned()
