@@ -273,6 +273,14 @@ pub fn open_directory_to_others(token: &TestToken) {
         .expect("chmod the token directory");
 }
 
+/// Lets other users connect, as in production: the socket in group
+/// `nogroup` (`socket_group`, which every user here can be made to pass)
+/// and its directory traversable.
+pub fn open_socket_to_others(token: &TestToken) {
+    add_server_settings(token, "socket_group = \"nogroup\"");
+    open_directory_to_others(token);
+}
+
 /// Wraps `command` so that it starts the way systemd socket activation
 /// starts a service: `listener` as fd 3, `LISTEN_FDS=1` and `LISTEN_PID` set
 /// to the service's own pid (a shell sets it, then execs the agent in place).

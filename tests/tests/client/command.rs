@@ -10,8 +10,7 @@ use access_token_client::Client;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use integration_tests::daemon::{
-    add_server_settings, client_as, client_binary, exported_cert, open_directory_to_others,
-    ttd_token, Daemon,
+    client_as, client_binary, exported_cert, open_socket_to_others, ttd_token, Daemon,
 };
 use integration_tests::{
     jws_part, openssl, rsa_self_signed, sha1_thumbprint, ttd_pem, ttd_pfx, unix_now, verify_jwt,
@@ -104,8 +103,7 @@ fn the_token_command_exit_codes_tell_the_failures_apart() {
 #[test]
 fn status_shows_readiness_and_the_callers_grants() {
     let token = token_granting_an_unknown_issuer("p256", "");
-    add_server_settings(&token, "socket_group = \"nogroup\"");
-    open_directory_to_others(&token);
+    open_socket_to_others(&token);
     let daemon = Daemon::start(&token);
     let out = access_token(&daemon.socket, &["status"]).success();
     let text = out.stdout_text();

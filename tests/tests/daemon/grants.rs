@@ -3,8 +3,7 @@
 //! parameters out.
 
 use integration_tests::daemon::{
-    add_server_settings, audit_lines, client_as, client_binary, open_directory_to_others,
-    serve_config, ttd_token, Daemon,
+    audit_lines, client_as, client_binary, open_socket_to_others, serve_config, ttd_token, Daemon,
 };
 use integration_tests::{OutputExt, TestToken};
 
@@ -13,8 +12,7 @@ use crate::{claims, NOBODY};
 #[test]
 fn another_uid_is_refused_and_audited_while_the_granted_uid_is_served() {
     let token = ttd_token("rsa2048", "");
-    add_server_settings(&token, "socket_group = \"nogroup\"");
-    open_directory_to_others(&token);
+    open_socket_to_others(&token);
     let daemon = Daemon::start(&token);
 
     let refused = client_as(
@@ -55,8 +53,7 @@ fn a_group_grant_serves_members_of_the_group() {
         "rsa2048",
         "[[grant]]\ngroup = \"nogroup\"\nissuer = \"ttd\"\napps = [\"group-app\"]\n",
     );
-    add_server_settings(&token, "socket_group = \"nogroup\"");
-    open_directory_to_others(&token);
+    open_socket_to_others(&token);
     let daemon = Daemon::start(&token);
 
     let served = client_as(

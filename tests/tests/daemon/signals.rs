@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use integration_tests::daemon::{
-    add_server_settings, client_as, log, open_directory_to_others, pass_listener, status_of,
-    ttd_token, Daemon,
+    client_as, log, open_socket_to_others, pass_listener, status_of, ttd_token, Daemon,
 };
 use integration_tests::OutputExt;
 
@@ -15,9 +14,8 @@ use crate::NOBODY;
 #[test]
 fn sighup_adds_grants_and_activates_a_new_key() {
     let token = ttd_token("rsa2048", "");
-    add_server_settings(&token, "socket_group = \"nogroup\"");
+    open_socket_to_others(&token);
     let config = std::fs::read_to_string(token.config_path()).unwrap();
-    open_directory_to_others(&token);
     let mut daemon = Daemon::start(&token);
     let old_kid = daemon.client().token(Some("ttd"), Some("a")).unwrap().kid;
     let refused = client_as(

@@ -22,6 +22,11 @@ use crate::config::{AuditConfig, GrantConfig, ServerConfig};
 use crate::issue::{IssueError, Issued, TokenSource};
 use crate::metrics::Metrics;
 
+/// The status of `GET target` on `client`'s connection.
+async fn status(client: &mut Connection, target: &str) -> u16 {
+    client.get(target, &[]).await.status
+}
+
 /// Issues `token-for.ISSUER.APP` for `ttd`, fails as told for `down` and
 /// `busy`, waits for a release for `slow`, and knows no other issuer.
 #[derive(Default)]

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::super::policy::Policy;
-use super::{grant, my_uid, Server};
+use super::{grant, my_uid, status, Server};
 use crate::config::GrantConfig;
 
 #[tokio::test]
@@ -30,17 +30,11 @@ async fn audit_lines_name_the_peers_executable_when_a_uid_grant_matched() {
     let server = Server::start(vec![grant(my_uid(), "ttd", &["my-app"])], |_| {}).await;
     let mut client = server.client().await;
     assert_eq!(
-        client
-            .get("/v1/token?issuer=ttd&app=my-app", &[])
-            .await
-            .status,
+        status(&mut client, "/v1/token?issuer=ttd&app=my-app").await,
         200
     );
     assert_eq!(
-        client
-            .get("/v1/token?issuer=ttd&app=other", &[])
-            .await
-            .status,
+        status(&mut client, "/v1/token?issuer=ttd&app=other").await,
         403
     );
     let exe = std::fs::read_link("/proc/self/exe").unwrap();
@@ -59,10 +53,7 @@ async fn a_grant_on_the_process_added_later_applies_to_an_open_connection() {
     let server = Server::start(vec![grant(my_uid(), "ttd", &["my-app"])], |_| {}).await;
     let mut client = server.client().await;
     assert_eq!(
-        client
-            .get("/v1/token?issuer=ttd&app=my-app", &[])
-            .await
-            .status,
+        status(&mut client, "/v1/token?issuer=ttd&app=my-app").await,
         200
     );
     // A reload adds a grant on the executable: the connection was pinned
@@ -75,10 +66,7 @@ async fn a_grant_on_the_process_added_later_applies_to_an_open_connection() {
         .front
         .replace_policy(Policy::from_config(&[by_exe]).unwrap());
     assert_eq!(
-        client
-            .get("/v1/token?issuer=ttd&app=by-exe", &[])
-            .await
-            .status,
+        status(&mut client, "/v1/token?issuer=ttd&app=by-exe").await,
         200
     );
     server.shut_down().await.unwrap();
@@ -107,24 +95,15 @@ async fn grants_by_executable_and_group_read_the_peer_process() {
     let server = Server::start(grants, |_| {}).await;
     let mut client = server.client().await;
     assert_eq!(
-        client
-            .get("/v1/token?issuer=ttd&app=by-exe", &[])
-            .await
-            .status,
+        status(&mut client, "/v1/token?issuer=ttd&app=by-exe").await,
         200
     );
     assert_eq!(
-        client
-            .get("/v1/token?issuer=ttd&app=by-group", &[])
-            .await
-            .status,
+        status(&mut client, "/v1/token?issuer=ttd&app=by-group").await,
         200
     );
     assert_eq!(
-        client
-            .get("/v1/token?issuer=ttd&app=wrong-exe", &[])
-            .await
-            .status,
+        status(&mut client, "/v1/token?issuer=ttd&app=wrong-exe").await,
         403
     );
     let lines = server.audit_lines();

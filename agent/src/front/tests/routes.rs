@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::http::Connection;
 
-use super::{grant, my_uid, token_for, wide_grants, Server};
+use super::{grant, my_uid, status, token_for, wide_grants, Server};
 
 #[tokio::test]
 async fn token_as_json_and_as_bare_jwt() {
@@ -81,14 +81,12 @@ async fn failures_are_problems_with_stable_types() {
     // Every token request above was counted and audited as refused.
     let metrics = client.get("/metrics", &[]).await;
     let text = String::from_utf8(metrics.body).unwrap();
-    assert!(
-        text.contains("tokens_refused_total{reason=\"not-granted\"} 2\n"),
-        "{text}"
-    );
-    assert!(
-        text.contains("tokens_refused_total{reason=\"bad-request\"} 3\n"),
-        "{text}"
-    );
+    for counted in [
+        "tokens_refused_total{reason=\"not-granted\"} 2\n",
+        "tokens_refused_total{reason=\"bad-request\"} 3\n",
+    ] {
+        assert!(text.contains(counted), "{text}");
+    }
     let lines = server.audit_lines();
     assert_eq!(lines.len(), 10, "one line per token request");
     assert!(lines.iter().all(|l| l["outcome"] == "refused"));
@@ -103,10 +101,7 @@ async fn issued_tokens_are_audited_without_the_token() {
     let server = Server::start(wide_grants(), |_| {}).await;
     let mut client = server.client().await;
     assert_eq!(
-        client
-            .get("/v1/token?issuer=ttd&app=my-app", &[])
-            .await
-            .status,
+        status(&mut client, "/v1/token?issuer=ttd&app=my-app").await,
         200
     );
     let text = std::fs::read_to_string(&server.audit_file).unwrap();
