@@ -37,7 +37,7 @@
 //!   and in a `tests/` folder with one module per surface when that file
 //!   grows past 400 too (`agent/src/front/tests/`). They may read answers
 //!   with [`http`] (the agent crate has this crate as a dev-dependency) but
-//!   start no process and touch no token.
+//!   start no agent and touch no token.
 //! - **Black-box tests** (a real agent process, a real SoftHSM token, the
 //!   library's signing back on a real token) live here, in `tests/tests/`:
 //!   one file per surface, or a folder `tests/tests/<surface>/main.rs` with
