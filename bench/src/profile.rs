@@ -77,7 +77,7 @@ pub fn run(args: &ProfileArgs, runtime: &tokio::runtime::Runtime) -> bool {
         .arg("-o")
         .arg(&args.output)
         .arg("-p")
-        .arg(agent.0.id().to_string())
+        .arg(agent.pid().to_string())
         .stdout(Stdio::null())
         .spawn();
     let mut perf = match perf {

@@ -26,6 +26,7 @@ use access_token_agent::token::name::check_name;
 use access_token_agent::front::query::{self, TokenQuery};
 use access_token_agent::config::{AuditConfig, GrantConfig, ServerConfig};
 use access_token_agent::front::{Front, Listener, TYPE_PREFIX};
+use integration_tests::http::{parse_replies, Reply};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -169,89 +170,18 @@ fn check_exchange(request: &[u8]) {
         assert!(read.is_ok(), "the front kept the connection open");
         answer
     });
+    // Every answer whole and well-formed, one after another to the end; a
+    // HEAD answer announces a length but has no body.
     let head_sent = request.windows(4).any(|w| w == b"HEAD");
-    check_answers(&answer, head_sent);
-}
-
-/// Every answer whole and well-formed, one after another to the end.
-fn check_answers(mut rest: &[u8], head_sent: bool) {
-    // A HEAD answer announces a length but has no body: try that reading
-    // first, and keep whichever reading the next answer or the end follows.
-    let readings: &[bool] = if head_sent { &[true, false] } else { &[false] };
-    while !rest.is_empty() {
-        let (answer, used) = readings
-            .iter()
-            .filter_map(|&bodyless| frame(rest, bodyless))
-            .find(|(_, used)| {
-                let next = &rest[*used..];
-                next.is_empty() || next.starts_with(b"HTTP/")
-            })
-            .unwrap_or_else(|| panic!("not a whole answer: {:?}", String::from_utf8_lossy(rest)));
-        check_answer(&answer);
-        rest = &rest[used..];
+    let replies = parse_replies(&answer, head_sent).unwrap_or_else(|e| panic!("{e}"));
+    for reply in &replies {
+        check_answer(reply);
     }
-}
-
-/// One answer as sent.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// The answer at the start of `bytes` and its length, or `None` if it is
-/// cut short; panics if it is not HTTP.
-fn frame(bytes: &[u8], bodyless: bool) -> Option<(Answer, usize)> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut headers);
-    let head_len = match response.parse(bytes) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return None,
-        Err(e) => panic!("not HTTP ({e}): {:?}", String::from_utf8_lossy(bytes)),
-    };
-    assert!(matches!(response.version, Some(0 | 1)));
-    let headers: Vec<(String, String)> = response
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_owned(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
-    let length: usize = match headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-    {
-        Some((_, v)) => v.parse().expect("a numeric content-length"),
-        None => 0,
-    };
-    let length = if bodyless { 0 } else { length };
-    let body = bytes.get(head_len..head_len + length)?.to_vec();
-    let status = response.code.expect("a status");
-    Some((
-        Answer {
-            status,
-            headers,
-            body,
-        },
-        head_len + length,
-    ))
 }
 
 /// No 5xx but the stand-in's 503s; problem documents agree with their
 /// status; tokens only for the granted issuer and the app asked for.
-fn check_answer(answer: &Answer) {
+fn check_answer(answer: &Reply) {
     let (status, body) = (answer.status, &answer.body);
     assert!(
         status < 500 || status == 503,
@@ -261,7 +191,7 @@ fn check_answer(answer: &Answer) {
     if body.is_empty() {
         return;
     }
-    match answer.header("content-type").unwrap_or_default() {
+    match answer.header("content-type").unwrap_or_default().as_str() {
         "application/problem+json" => {
             let problem: serde_json::Value = serde_json::from_slice(body).expect("problem JSON");
             assert_eq!(problem["status"], status, "{problem}");

@@ -2,16 +2,21 @@
 //! the way systemd starts it: with `NOTIFY_SOCKET`, so a test knows the agent
 //! is ready exactly when it says READY=1.
 
-use std::io::{Read, Write};
-use std::os::unix::net::{UnixDatagram, UnixStream};
-use std::path::PathBuf;
-use std::process::ExitStatus;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{AgentProcess, TestToken};
+use crate::process::{agent_binary, AgentProcess, OutputExt};
+use crate::TestToken;
 
-/// How long an agent may take to become ready or to exit.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+// Their first home was here; tests still reach them through this module.
+pub use crate::http::{body_of, raw_exchange, status_of};
+pub use crate::limits::{
+    open_fds, proc_limit, raise_open_files_limit, wait_open_fds_at_most, with_open_files_soft_limit,
+};
+pub use crate::process::{client_as, client_binary};
+pub use crate::PATIENCE;
 
 /// Config text for a served agent: its socket and audit file inside the
 /// token's directory, then `extra` (issuers, grants, token settings).
@@ -21,6 +26,42 @@ pub fn serve_config(token: &TestToken, extra: &str) -> String {
         token.path().join("agent.sock").display().to_string(),
         token.path().join("audit.jsonl").display().to_string(),
     )
+}
+
+/// `[[issuer]]` `name` and a `[[grant]]` of every one of its apps to this
+/// process's uid.
+pub fn issuer_granted_to_me(issuer: &str) -> String {
+    // SAFETY: getuid cannot fail.
+    let me = unsafe { libc::getuid() };
+    format!(
+        "[[issuer]]\nname = {issuer:?}\n\n[[grant]]\nuid = {me}\nissuer = {issuer:?}\napps = [\"*\"]\n"
+    )
+}
+
+/// A token holding a generated `key_type` key (`rsa2048`, `p256`, …) for
+/// issuer `ttd`, and a serve config granting this process's uid every `ttd`
+/// app, followed by `extra`.
+pub fn ttd_token(key_type: &str, extra: &str) -> TestToken {
+    let token = TestToken::with_ttd_key(key_type);
+    let ttd = issuer_granted_to_me("ttd");
+    token.write_config(&serve_config(&token, &format!("{ttd}\n{extra}")));
+    token
+}
+
+/// The active `ttd` certificate as `keys export-cert --format FORMAT`
+/// writes it (`pem`, `der` or `keyvault`).
+pub fn exported_cert(token: &TestToken, format: &str) -> Vec<u8> {
+    let out = token.agent(&["keys", "export-cert", "--issuer", "ttd", "--format", format]);
+    out.success().stdout
+}
+
+/// Adds `settings` (lines such as `max_connections = 10`) to the `[server]`
+/// section of the token's config.
+pub fn add_server_settings(token: &TestToken, settings: &str) {
+    let config = std::fs::read_to_string(token.config_path()).expect("read agent.toml");
+    assert!(config.contains("[server]\n"), "a serve config: {config}");
+    let config = config.replacen("[server]\n", &format!("[server]\n{settings}\n"), 1);
+    std::fs::write(token.config_path(), config).expect("write agent.toml");
 }
 
 /// A running `serve` process that has said READY=1.
@@ -43,20 +84,30 @@ impl Daemon {
 
     /// Starts `serve` after `adjust` has had its say on the command (extra
     /// environment, a wrapper); does not wait.
-    pub fn spawn(
+    pub fn spawn(token: &TestToken, adjust: impl FnOnce(Command) -> Command) -> Daemon {
+        Daemon::spawn_from(token, &agent_binary(), adjust)
+    }
+
+    /// [`Daemon::spawn`] with another build of the agent.
+    pub fn spawn_from(
         token: &TestToken,
-        adjust: impl FnOnce(std::process::Command) -> std::process::Command,
+        binary: &Path,
+        adjust: impl FnOnce(Command) -> Command,
     ) -> Daemon {
         let notify_path = token.path().join(format!("notify-{}", unique()));
         let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
         notify
             .set_read_timeout(Some(Duration::from_millis(200)))
             .expect("set a read timeout");
-        let mut command = token.command(&["serve"]);
+        let mut command = token.command_of(binary, &["serve"]);
         command.env("NOTIFY_SOCKET", &notify_path);
-        let process = spawn_logged(token, adjust(command));
+        let child = adjust(command)
+            .stdout(Stdio::null())
+            .stderr(token.open_agent_log())
+            .spawn()
+            .expect("start access-token-agent serve");
         Daemon {
-            process,
+            process: AgentProcess(child),
             socket: token.path().join("agent.sock"),
             notify,
             notifications: Vec::new(),
@@ -114,14 +165,20 @@ impl Daemon {
 
     /// Waits for the agent to exit and returns its status.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
+        self.wait_exit_within(PATIENCE)
+            .unwrap_or_else(|| panic!("the agent did not exit within {PATIENCE:?}"))
+    }
+
+    /// Waits up to `patience` for the agent to exit; `None` if it still runs.
+    pub fn wait_exit_within(&mut self, patience: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + patience;
         while Instant::now() < deadline {
             if let Some(status) = self.process.try_wait().expect("wait for the agent") {
-                return status;
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("the agent did not exit within {PATIENCE:?}");
+        None
     }
 
     /// A blocking client for this agent's socket, without retries, so that
@@ -143,13 +200,26 @@ impl Daemon {
 
     /// `GET path` with `headers` on a new connection; the whole answer as text.
     pub fn get(&self, path: &str, headers: &[&str]) -> String {
-        let mut request = format!("GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n");
-        for header in headers {
-            request.push_str(header);
-            request.push_str("\r\n");
+        let headers = [&["Connection: close"], headers].concat();
+        self.raw(&crate::http::get(path, &headers), Duration::from_secs(10))
+    }
+
+    /// Polls `GET path` until it answers `status`, for up to [`PATIENCE`];
+    /// returns that answer, or panics with the end of the agent's log.
+    pub fn wait_status(&self, token: &TestToken, path: &str, status: u16) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let answer = self.get(path, &[]);
+            if status_of(&answer) == status {
+                return answer;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} never {status}, last {answer}\n{}",
+                log_tail(token)
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
-        request.push_str("\r\n");
-        self.raw(request.as_bytes(), Duration::from_secs(10))
     }
 
     /// The value of an unlabelled metric on `/metrics`.
@@ -160,35 +230,6 @@ impl Daemon {
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("{name} in {metrics}"))
     }
-}
-
-/// The status code of a raw HTTP answer.
-pub fn status_of(answer: &str) -> u16 {
-    answer
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
-}
-
-/// The body of a raw HTTP answer.
-pub fn body_of(answer: &str) -> &str {
-    answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body)
-        .unwrap_or("")
-}
-
-/// Writes `request` to the socket and reads until close or `timeout`.
-pub fn raw_exchange(socket: &std::path::Path, request: &[u8], timeout: Duration) -> String {
-    let mut stream = UnixStream::connect(socket).expect("connect to the agent");
-    stream
-        .set_read_timeout(Some(timeout))
-        .expect("set a read timeout");
-    let _ = stream.write_all(request);
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// The agent's stderr so far, for failure messages.
@@ -218,35 +259,10 @@ pub fn audit_lines(token: &TestToken) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn spawn_logged(token: &TestToken, mut command: std::process::Command) -> AgentProcess {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(token.agent_log())
-        .expect("open the agent log");
-    let child = command
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start access-token-agent serve");
-    AgentProcess(child)
-}
-
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// `target/<profile>/access-token`, the client command, next to the agent.
-pub fn client_binary() -> PathBuf {
-    let binary = crate::agent_binary().with_file_name("access-token");
-    assert!(
-        binary.is_file(),
-        "{} does not exist: build the binaries first with `cargo build --workspace --bins`",
-        binary.display()
-    );
-    binary
 }
 
 /// Lets another user reach the socket: the token's directory becomes
@@ -257,23 +273,12 @@ pub fn open_directory_to_others(token: &TestToken) {
         .expect("chmod the token directory");
 }
 
-/// Runs the `access-token` command as `uid`:`gid` against `socket`.
-pub fn client_as(
-    uid: u32,
-    gid: u32,
-    socket: &std::path::Path,
-    args: &[&str],
-) -> std::process::Output {
-    use std::os::unix::process::CommandExt;
-    std::process::Command::new(client_binary())
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .uid(uid)
-        .gid(gid)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run access-token as another user")
+/// Lets other users connect, as in production: the socket in group
+/// `nogroup` (`socket_group`, which every user here can be made to pass)
+/// and its directory traversable.
+pub fn open_socket_to_others(token: &TestToken) {
+    add_server_settings(token, "socket_group = \"nogroup\"");
+    open_directory_to_others(token);
 }
 
 /// Wraps `command` so that it starts the way systemd socket activation
@@ -318,113 +323,4 @@ pub fn pass_listener(
     }
     wrapped.stdin(std::process::Stdio::null());
     wrapped
-}
-
-/// A token holding a generated `key_type` key (`rsa2048`, `p256`, …) for
-/// issuer `ttd`, and a serve config granting this process's uid every `ttd`
-/// app, followed by `extra`.
-pub fn ttd_token(key_type: &str, extra: &str) -> TestToken {
-    let token = TestToken::with_ttd_key(key_type);
-    // SAFETY: getuid cannot fail.
-    let me = unsafe { libc::getuid() };
-    token.write_config(&serve_config(
-        &token,
-        &format!(
-            "[[issuer]]\nname = \"ttd\"\n\n[[grant]]\nuid = {me}\nissuer = \"ttd\"\napps = [\"*\"]\n\n{extra}"
-        ),
-    ));
-    token
-}
-
-/// The active `ttd` certificate as `keys export-cert --format FORMAT`
-/// writes it (`pem`, `der` or `keyvault`).
-pub fn exported_cert(token: &TestToken, format: &str) -> Vec<u8> {
-    let out = token.agent(&["keys", "export-cert", "--issuer", "ttd", "--format", format]);
-    crate::OutputExt::success(out).stdout
-}
-
-/// Adds `settings` (lines such as `max_connections = 10`) to the `[server]`
-/// section of the token's config.
-pub fn add_server_settings(token: &TestToken, settings: &str) {
-    let config = std::fs::read_to_string(token.config_path()).expect("read agent.toml");
-    assert!(config.contains("[server]\n"), "a serve config: {config}");
-    let config = config.replacen("[server]\n", &format!("[server]\n{settings}\n"), 1);
-    std::fs::write(token.config_path(), config).expect("write agent.toml");
-}
-
-/// How many descriptors process `pid` has open.
-pub fn open_fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/fd: {e}"))
-        .count()
-}
-
-/// Waits until `pid` has at most `limit` descriptors open, for up to
-/// `patience`; returns the last count.
-pub fn wait_open_fds_at_most(pid: i32, limit: usize, patience: Duration) -> usize {
-    let deadline = Instant::now() + patience;
-    loop {
-        let count = open_fds(pid);
-        if count <= limit || Instant::now() >= deadline {
-            return count;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Raises this process's soft open-files limit to its hard limit, for tests
-/// that hold many connections; returns the limit now in force.
-pub fn raise_open_files_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        limit.rlim_cur = limit.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-    }
-    limit.rlim_cur
-}
-
-/// `command` started with a soft open-files limit of `soft`, the way
-/// systemd's default `LimitNOFILE=1024:524288` starts a service.
-pub fn with_open_files_soft_limit(
-    mut command: std::process::Command,
-    soft: u64,
-) -> std::process::Command {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: getrlimit/setrlimit are async-signal-safe; this runs between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            let mut limit = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            limit.rlim_cur = soft.min(limit.rlim_max);
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command
-}
-
-/// One line of /proc/PID/limits, e.g. `Max open files`: (soft, hard) as text.
-pub fn proc_limit(pid: i32, name: &str) -> (String, String) {
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/limits: {e}"));
-    let line = limits
-        .lines()
-        .find(|line| line.starts_with(name))
-        .unwrap_or_else(|| panic!("no {name:?} in {limits}"));
-    let mut values = line[name.len()..].split_whitespace();
-    let soft = values.next().unwrap_or_default().to_owned();
-    let hard = values.next().unwrap_or_default().to_owned();
-    (soft, hard)
 }

@@ -1,11 +1,16 @@
 //! Raw HTTP/1.1 on the agent's socket, byte for byte, read strictly: what
-//! the hostile-input and load tests send, and every answer checked to be a
-//! whole, well-formed response.
+//! the front's unit tests, the hostile-input and load tests and the fuzz
+//! target send, and every answer checked to be a whole, well-formed
+//! response.
 
 use std::path::Path;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+
+/// Where every problem `type` the agent writes begins.
+pub const PROBLEM_PREFIX: &str = "urn:access-token-agent:problem:";
 
 /// One response, fully read.
 #[derive(Debug, Clone)]
@@ -30,6 +35,32 @@ impl Reply {
         let json: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
         let uri = json["type"].as_str()?;
         Some(uri.rsplit(':').next().unwrap_or(uri).to_owned())
+    }
+
+    /// The body as JSON; panics if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("a JSON body ({e}): {}", self.text()))
+    }
+
+    /// The problem `type`'s short name, after checking that this is a whole
+    /// problem document: `application/problem+json`, the answer's status,
+    /// a `detail`, and a `type` of the agent's.
+    pub fn problem(&self) -> String {
+        assert_eq!(
+            self.header("content-type").as_deref(),
+            Some("application/problem+json"),
+            "{}",
+            self.text()
+        );
+        let json = self.json();
+        assert_eq!(json["status"], self.status, "{json}");
+        let detail = json["detail"].as_str().unwrap_or_default();
+        assert!(!detail.is_empty(), "a detail: {json}");
+        let kind = json["type"].as_str().unwrap_or_default();
+        kind.strip_prefix(PROBLEM_PREFIX)
+            .unwrap_or_else(|| panic!("a type of the agent's: {json}"))
+            .to_owned()
     }
 
     /// The body as text (lossy).
@@ -162,10 +193,48 @@ pub struct Connection {
 
 impl Connection {
     pub async fn connect(socket: &Path) -> std::io::Result<Connection> {
-        Ok(Connection {
-            stream: UnixStream::connect(socket).await?,
+        Ok(Connection::new(UnixStream::connect(socket).await?))
+    }
+
+    /// A connection over a stream connected already.
+    pub fn new(stream: UnixStream) -> Connection {
+        Connection {
+            stream,
             buf: Vec::new(),
-        })
+        }
+    }
+
+    /// Sends `request` as it is; panics if it cannot be written.
+    pub async fn send(&mut self, request: impl AsRef<[u8]>) {
+        self.stream
+            .write_all(request.as_ref())
+            .await
+            .expect("write a request");
+    }
+
+    /// The next answer, or `None` if the agent closes first; panics on
+    /// anything that is not a whole, well-formed answer.
+    pub async fn reply(&mut self) -> Option<Reply> {
+        self.read_reply().await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `GET target` with `extra` header lines on this connection, and its
+    /// answer; panics without one.
+    pub async fn get(&mut self, target: &str, extra: &[&str]) -> Reply {
+        self.send(get(target, extra)).await;
+        self.reply()
+            .await
+            .unwrap_or_else(|| panic!("closed without answering GET {target}"))
+    }
+
+    /// Whether the agent closes the connection within `limit`; what it
+    /// sends meanwhile is dropped.
+    pub async fn closed_within(&mut self, limit: Duration) -> bool {
+        let closed = async {
+            let mut chunk = [0u8; 4096];
+            while let Ok(1..) = self.stream.read(&mut chunk).await {}
+        };
+        tokio::time::timeout(limit, closed).await.is_ok()
     }
 
     /// Sends `request` and reads one answer. `Ok(None)`: the agent closed
@@ -203,6 +272,37 @@ impl Connection {
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
+}
+
+/// The status code of a raw HTTP answer read as text.
+pub fn status_of(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+}
+
+/// The body of a raw HTTP answer read as text.
+pub fn body_of(answer: &str) -> &str {
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .unwrap_or("")
+}
+
+/// Writes `request` to a new connection on `socket` and reads until the
+/// agent closes it or `timeout` passes.
+pub fn raw_exchange(socket: &Path, request: &[u8], timeout: Duration) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect to the agent");
+    stream
+        .set_read_timeout(Some(timeout))
+        .expect("set a read timeout");
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[cfg(test)]

@@ -1,175 +1,21 @@
-//! Faults under load: the HSM going away and coming back while clients
-//! ask, the agent killed with SIGKILL and restarted on the listening socket
-//! systemd holds, a wrong PIN, and a PIN file others may read.
+//! Faults around a running agent: killed with SIGKILL under load and
+//! restarted on the listening socket systemd holds, a wrong PIN, and a PIN
+//! file others may read. The HSM going away is the `hsm_away` target's.
 
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use access_token_client::{blocking, Client, Error, Retry};
+use access_token_client::{blocking, Client, Retry};
 use integration_tests::daemon::{
-    client_binary, exported_cert, log_tail, pass_listener, status_of, ttd_token, Daemon, PATIENCE,
+    client_binary, exported_cert, log_tail, pass_listener, ttd_token, Daemon,
 };
-use integration_tests::{verify_jwt, OutputExt, TestToken, MODULE, PIN};
+use integration_tests::{verify_all, wait_count, OutputExt, TestToken, MODULE, PIN};
 
 /// OpenSC's PKCS#11 spy: passes every call to the module named in
 /// `PKCS11SPY` and logs it, so a test can count the agent's C_Login calls.
 const SPY: &str = "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so";
-
-fn move_tokens(token: &TestToken, from: &str, to: &str) {
-    std::fs::rename(token.path().join(from), token.path().join(to)).unwrap();
-}
-
-/// Polls `path` until its status is `status`.
-fn wait_status(daemon: &Daemon, token: &TestToken, path: &str, status: u16) {
-    let deadline = Instant::now() + PATIENCE;
-    while status_of(&daemon.get(path, &[])) != status {
-        assert!(
-            Instant::now() < deadline,
-            "{path} never {status}\n{}",
-            log_tail(token)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits until `counter` reaches `target`.
-fn wait_count(counter: &AtomicUsize, target: usize, what: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    while counter.load(Ordering::Relaxed) < target {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {} of {target}",
-            counter.load(Ordering::Relaxed)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Verifies every distinct token against the certificate.
-fn verify_all(tokens: &[String], pem: &str) -> usize {
-    let mut distinct: Vec<&String> = tokens.iter().collect();
-    distinct.sort();
-    distinct.dedup();
-    for token in &distinct {
-        verify_jwt(token, pem.as_bytes(), "ttd");
-    }
-    distinct.len()
-}
-
-#[test]
-fn hsm_away_and_back_under_load_gives_503_then_tokens_and_never_a_wrong_one() {
-    hsm_away_and_back_under_load("rsa2048");
-}
-
-/// P-256 signatures are quick enough to be made on the requesting thread,
-/// with a session of its own: its faults must be noticed and cured too.
-#[test]
-fn hsm_away_and_back_under_load_with_quick_signatures() {
-    hsm_away_and_back_under_load("p256");
-}
-
-fn hsm_away_and_back_under_load(key_type: &str) {
-    // No cache: every request reaches the HSM.
-    let token = ttd_token(key_type, "[token]\ncache = false\n");
-    let mut daemon = Daemon::start(&token);
-    let pid = daemon.pid();
-    let pem = String::from_utf8(exported_cert(&token, "pem")).unwrap();
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let tokens = Arc::new(Mutex::new(Vec::<String>::new()));
-    let served = Arc::new(AtomicUsize::new(0));
-    let unavailable = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let socket = daemon.socket.clone();
-    let clients: Vec<_> = (0..4)
-        .map(|t| {
-            let (stop, tokens, served, unavailable, failures) = (
-                stop.clone(),
-                tokens.clone(),
-                served.clone(),
-                unavailable.clone(),
-                failures.clone(),
-            );
-            let socket = socket.clone();
-            std::thread::spawn(move || {
-                // No retries: every answer is seen as the agent gave it.
-                let client = Client::new(&socket).with_retry(Retry {
-                    attempts: 1,
-                    ..Retry::default()
-                });
-                let client = blocking::Client::wrap(client).unwrap();
-                let app = format!("app{t}");
-                while !stop.load(Ordering::Relaxed) {
-                    match client.token(Some("ttd"), Some(&app)) {
-                        Ok(issued) => {
-                            tokens.lock().unwrap().push(issued.token);
-                            served.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(Error::Unavailable { problem, .. })
-                            if problem.kind.ends_with(":hsm-unavailable") =>
-                        {
-                            unavailable.fetch_add(1, Ordering::Relaxed);
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                        Err(e) => failures.lock().unwrap().push(e.to_string()),
-                    }
-                }
-            })
-        })
-        .collect();
-
-    wait_count(&served, 200, "tokens before the HSM goes");
-    move_tokens(&token, "tokens", "tokens.away");
-    let away = Instant::now();
-    wait_count(&unavailable, 50, "503 answers while the HSM is away");
-    wait_status(&daemon, &token, "/readyz", 503);
-    std::thread::sleep(Duration::from_secs(1));
-    let served_while_away = served.load(Ordering::Relaxed);
-    move_tokens(&token, "tokens.away", "tokens");
-    let away_for = away.elapsed();
-    let back = Instant::now();
-    wait_status(&daemon, &token, "/readyz", 200);
-    wait_count(
-        &served,
-        served_while_away + 200,
-        "tokens once the HSM is back",
-    );
-    let recovered_in = back.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.join().unwrap();
-    }
-
-    let failures = failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} failures, e.g. {:?}",
-        failures.len(),
-        failures.first()
-    );
-    let tokens = tokens.lock().unwrap();
-    let distinct = verify_all(&tokens, &pem);
-    eprintln!(
-        "{} tokens ({distinct} distinct, all verified), {} answers 503 hsm-unavailable; HSM away {:.1} s, ready again {:.1} s after it was back",
-        tokens.len(),
-        unavailable.load(Ordering::Relaxed),
-        away_for.as_secs_f64(),
-        recovered_in.as_secs_f64()
-    );
-    assert!(
-        daemon.process.try_wait().unwrap().is_none(),
-        "{}",
-        log_tail(&token)
-    );
-    assert_eq!(daemon.pid(), pid, "no restart");
-    let quick = daemon.metric("access_token_agent_quick_signatures_total");
-    match key_type {
-        "p256" => assert!(quick > 0.0, "P-256 signatures take the quick path"),
-        _ => assert_eq!(quick, 0.0, "RSA signatures stay on the signing threads"),
-    }
-}
 
 /// Starts an agent on the listening socket the test holds, as systemd's
 /// socket unit would pass it.
@@ -294,7 +140,7 @@ fn sigkill_under_load_and_a_restart_on_the_held_socket_lose_no_request() {
     assert!(command_failures.is_empty(), "{command_failures:?}");
     let tokens = tokens.lock().unwrap();
     assert_eq!(tokens.len(), THREADS * REQUESTS);
-    let distinct = verify_all(&tokens, &pem);
+    let distinct = verify_all(&tokens, pem.as_bytes(), "ttd");
     eprintln!(
         "{} requests and {COMMANDS} commands across {KILLS} SIGKILLs, none lost; {distinct} distinct tokens verified; restart to READY took {:?}; clients without retries failed {unretried} times",
         tokens.len(),

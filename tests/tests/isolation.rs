@@ -7,8 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use integration_tests::daemon::{
-    add_server_settings, audit_lines, body_of, log_tail, open_directory_to_others, ttd_token,
-    Daemon,
+    audit_lines, body_of, log_tail, open_socket_to_others, ttd_token, Daemon,
 };
 use integration_tests::OutputExt;
 
@@ -41,8 +40,7 @@ fn tally(output: std::process::Output) -> serde_json::Value {
 #[test]
 fn thousands_of_refusals_beside_granted_requests_give_no_token_and_one_audit_line_each() {
     let token = ttd_token("p256", "");
-    add_server_settings(&token, "socket_group = \"nogroup\"");
-    open_directory_to_others(&token);
+    open_socket_to_others(&token);
     let daemon = Daemon::start(&token);
     // SAFETY: getuid cannot fail.
     let me = unsafe { libc::getuid() };

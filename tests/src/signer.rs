@@ -1,11 +1,9 @@
-//! The signing back in process, against a real SoftHSM token.
+//! The library's signing back in process, against a real SoftHSM token.
 //!
 //! The PKCS#11 module is initialised once per process and reads
-//! `SOFTHSM2_CONF` at that moment, so the tests of one binary run one at a
-//! time ([`serial`]) and every [`Running`] signer finalizes the module when
+//! `SOFTHSM2_CONF` at that moment, so the tests that use it run one at a
+//! time ([`serial`]), and every [`Running`] signer finalizes the module when
 //! it is dropped, whatever the test's outcome.
-
-#![allow(dead_code)]
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -14,11 +12,8 @@ use access_token_agent::back::{ConnectError, Signer};
 use access_token_agent::config::Config;
 use access_token_agent::issue::{IssueError, Issued, TokenSource};
 use access_token_agent::metrics::Metrics;
-use integration_tests::{OutputExt, TestToken};
 
-/// How long recovery may take in a test: the probe interval plus a few
-/// backoff steps.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+use crate::{OutputExt, TestToken, PATIENCE};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -113,15 +108,15 @@ pub fn load(token: &TestToken) -> Config {
     Config::load(&token.config_path()).expect("the test config loads")
 }
 
-/// The token's objects move out of its directory, as if the HSM went away;
-/// the returned function puts them back.
-pub fn move_token_away(token: &TestToken) -> impl FnOnce() {
+/// The token's objects move out of its directory, as if the HSM went away
+/// ([`TestToken::move_away`], an empty token directory left behind); the
+/// returned function puts them back.
+pub fn move_token_away(token: &TestToken) -> impl FnOnce() + '_ {
     let tokens = token.path().join("tokens");
-    let away = token.path().join("away");
-    std::fs::rename(&tokens, &away).unwrap();
-    std::fs::create_dir(&tokens).unwrap();
+    token.move_away();
+    std::fs::create_dir(&tokens).expect("an empty token directory");
     move || {
-        std::fs::remove_dir(&tokens).unwrap();
-        std::fs::rename(&away, &tokens).unwrap();
+        std::fs::remove_dir(&tokens).expect("remove the empty token directory");
+        token.bring_back();
     }
 }

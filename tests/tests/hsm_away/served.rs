@@ -1,31 +1,10 @@
-//! The HSM going away under a running agent, end to end: a real `serve`
-//! process, its socket, and SoftHSM's token directory moved away and back.
+//! Under a real `serve` process, end to end: its socket, its readiness and
+//! its watchdog while SoftHSM's token directory is moved away and back.
 
 use std::time::{Duration, Instant};
 
-use integration_tests::daemon::{body_of, log, status_of, ttd_token, Daemon, PATIENCE};
-use integration_tests::{verify_jwt, OutputExt, TestToken};
-
-/// Polls `path` until its status is `status`; returns the last answer.
-fn wait_status(daemon: &Daemon, token: &TestToken, path: &str, status: u16) -> String {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let answer = daemon.get(path, &[]);
-        if status_of(&answer) == status {
-            return answer;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path} stayed {answer}\n{}",
-            log(token)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn move_tokens(token: &TestToken, from: &str, to: &str) {
-    std::fs::rename(token.path().join(from), token.path().join(to)).unwrap();
-}
+use integration_tests::daemon::{body_of, status_of, ttd_token, Daemon};
+use integration_tests::{verify_jwt, OutputExt};
 
 #[test]
 fn a_token_moved_away_gives_503_and_tokens_flow_again_when_it_is_back() {
@@ -37,8 +16,8 @@ fn a_token_moved_away_gives_503_and_tokens_flow_again_when_it_is_back() {
         .stdout_text();
     daemon.client().token(Some("ttd"), Some("a")).unwrap();
 
-    move_tokens(&token, "tokens", "tokens.away");
-    let not_ready = wait_status(&daemon, &token, "/readyz", 503);
+    token.move_away();
+    let not_ready = daemon.wait_status(&token, "/readyz", 503);
     assert!(
         body_of(&not_ready).contains("CKR_GENERAL_ERROR"),
         "{not_ready}"
@@ -52,8 +31,8 @@ fn a_token_moved_away_gives_503_and_tokens_flow_again_when_it_is_back() {
         "alive all along"
     );
 
-    move_tokens(&token, "tokens.away", "tokens");
-    wait_status(&daemon, &token, "/readyz", 200);
+    token.bring_back();
+    daemon.wait_status(&token, "/readyz", 200);
     let issued = daemon
         .client()
         .token(Some("ttd"), Some("b"))
@@ -78,8 +57,8 @@ fn watchdog_pings_stop_while_the_hsm_is_away_and_resume_after() {
     daemon.wait_for(&token, "WATCHDOG=1");
     daemon.wait_for(&token, "WATCHDOG=1");
 
-    move_tokens(&token, "tokens", "tokens.away");
-    wait_status(&daemon, &token, "/readyz", 503);
+    token.move_away();
+    daemon.wait_status(&token, "/readyz", 503);
     // Drain what was sent before the HSM went; then nothing for a while.
     std::thread::sleep(Duration::from_millis(600));
     let before = pings(&mut daemon, Duration::from_millis(300));
@@ -89,8 +68,8 @@ fn watchdog_pings_stop_while_the_hsm_is_away_and_resume_after() {
         "no pings while the HSM is away ({before} drained)"
     );
 
-    move_tokens(&token, "tokens.away", "tokens");
-    wait_status(&daemon, &token, "/readyz", 200);
+    token.bring_back();
+    daemon.wait_status(&token, "/readyz", 200);
     assert!(
         pings(&mut daemon, Duration::from_secs(2)) > 0,
         "pings resume once the HSM answers"

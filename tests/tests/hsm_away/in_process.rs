@@ -1,17 +1,15 @@
-//! HSM faults under a running signing back, with real SoftHSM: the token
-//! goes away and comes back, is deleted and re-created, or comes back with a
-//! PIN the agent does not have. Tokens flow again without a restart, and a
-//! refused PIN is tried exactly once.
-
-mod common;
+//! Under the library's signing back in process: the token goes away and
+//! comes back, is deleted and re-created, or comes back with a PIN the
+//! agent does not have. Tokens flow again without a restart, and a refused
+//! PIN is tried exactly once.
 
 use std::time::Duration;
 
 use access_token_agent::issue::{IssueError, TokenSource};
-use common::{exported_pem, move_token_away, serial, token_with_key, Running};
+use integration_tests::signer::{exported_pem, move_token_away, serial, token_with_key, Running};
 use integration_tests::{
     rsa_self_signed, sha1_thumbprint, verify_jwt, write_private, OutputExt, Pkcs12Kind, TestToken,
-    PIN, SO_PIN,
+    PATIENCE, PIN, SO_PIN,
 };
 
 #[test]
@@ -116,7 +114,7 @@ fn a_pin_refused_on_login_again_is_not_retried_until_a_reload() {
 
 /// Polls readiness until its reason mentions `needle`.
 fn wait_for_reason(running: &Running, needle: &str) -> String {
-    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         if let Err(reason) = running.signer.readiness() {
             if reason.contains(needle) {

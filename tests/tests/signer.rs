@@ -2,13 +2,11 @@
 //! load, the cache's single flight, the bounded queue, reloads, and the
 //! start-up self-test.
 
-mod common;
-
 use std::sync::{Arc, Barrier};
 
 use access_token_agent::back::ConnectError;
 use access_token_agent::issue::{IssueError, TokenSource};
-use common::{exported_pem, serial, token_with_key, Running};
+use integration_tests::signer::{exported_pem, serial, token_with_key, Running};
 use integration_tests::{openssl, rsa_self_signed, sha1_thumbprint, verify_jwt, OutputExt};
 
 #[test]

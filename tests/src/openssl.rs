@@ -1,0 +1,194 @@
+//! Keys, certificates and PKCS#12 files made by the openssl CLI, outside
+//! the project's code, and the shared test data in `tests/data`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::path_str;
+use crate::process::OutputExt;
+
+/// Runs the openssl CLI in `dir` and returns its output; panics on failure.
+pub fn openssl(dir: &Path, args: &[&str]) -> Output {
+    Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl")
+        .success()
+}
+
+/// A private key and its self-signed certificate, both PEM files.
+#[derive(Debug, Clone)]
+pub struct KeyFiles {
+    pub key: PathBuf,
+    pub cert: PathBuf,
+}
+
+impl KeyFiles {
+    /// Packs this key and certificate into `<name>.pfx` next to them, as
+    /// [`pkcs12`] does, `<name>` being the key file's stem.
+    pub fn pkcs12(&self, password: &str, kind: Pkcs12Kind) -> PathBuf {
+        let dir = self.key.parent().expect("a file in a directory");
+        let name = self
+            .key
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .expect("a UTF-8 name");
+        pkcs12(dir, name, &self.key, &self.cert, password, kind)
+    }
+}
+
+/// An RSA key of `bits` bits and a self-signed certificate for `subject`
+/// (e.g. `/CN=ttd`), valid from now for 30 days, made by openssl in `dir`
+/// as `<name>.key` and `<name>.pem`.
+pub fn rsa_self_signed(dir: &Path, name: &str, bits: u32, subject: &str) -> KeyFiles {
+    let files = key_files(dir, name);
+    let bits = format!("rsa:{bits}");
+    self_signed(dir, &files, &["-newkey", &bits], subject);
+    files
+}
+
+/// An EC P-256 key and a self-signed certificate, as [`rsa_self_signed`].
+pub fn p256_self_signed(dir: &Path, name: &str, subject: &str) -> KeyFiles {
+    let files = key_files(dir, name);
+    let params = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    self_signed(dir, &files, &params, subject);
+    files
+}
+
+fn key_files(dir: &Path, name: &str) -> KeyFiles {
+    KeyFiles {
+        key: dir.join(format!("{name}.key")),
+        cert: dir.join(format!("{name}.pem")),
+    }
+}
+
+fn self_signed(dir: &Path, files: &KeyFiles, key_params: &[&str], subject: &str) {
+    let mut args = vec!["req", "-x509", "-nodes", "-sha256", "-days", "30"];
+    args.extend_from_slice(key_params);
+    args.extend_from_slice(&["-subj", subject]);
+    let (key, cert) = (path_str(&files.key), path_str(&files.cert));
+    args.extend_from_slice(&["-keyout", &key, "-out", &cert]);
+    openssl(dir, &args);
+}
+
+/// How a PKCS#12 file is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pkcs12Kind {
+    /// Altinn's kind: pbeWithSHA1And3-KeyTripleDES-CBC for both bags, SHA-1 MAC.
+    Legacy3Des,
+    /// `openssl pkcs12 -export -legacy`: RC2-40 certificate bag (Windows exports).
+    LegacyRc2,
+    /// OpenSSL 3's default: PBES2 with AES-256-CBC, SHA-256 MAC.
+    Modern,
+}
+
+/// Packs `key` and `cert` (PEM files) into `<name>.pfx` in `dir` with
+/// `password` (empty allowed), protected as `kind` says.
+pub fn pkcs12(
+    dir: &Path,
+    name: &str,
+    key: &Path,
+    cert: &Path,
+    password: &str,
+    kind: Pkcs12Kind,
+) -> PathBuf {
+    let out = dir.join(format!("{name}.pfx"));
+    let password_file = dir.join(format!("{name}.pfx-password"));
+    fs::write(&password_file, password).expect("write the PKCS#12 password");
+    let passout = format!("file:{}", path_str(&password_file));
+    let (key, cert, out_str) = (path_str(key), path_str(cert), path_str(&out));
+    let mut args = vec!["pkcs12", "-export", "-inkey", &key, "-in", &cert];
+    args.extend_from_slice(&["-out", &out_str, "-passout", &passout]);
+    match kind {
+        Pkcs12Kind::Legacy3Des => args.extend_from_slice(&[
+            "-keypbe",
+            "PBE-SHA1-3DES",
+            "-certpbe",
+            "PBE-SHA1-3DES",
+            "-macalg",
+            "sha1",
+        ]),
+        Pkcs12Kind::LegacyRc2 => args.push("-legacy"),
+        Pkcs12Kind::Modern => args.extend_from_slice(&[
+            "-keypbe",
+            "AES-256-CBC",
+            "-certpbe",
+            "AES-256-CBC",
+            "-macalg",
+            "sha256",
+        ]),
+    }
+    // An empty password file reads as "no password" to openssl, not "";
+    // `pass:` gives the empty password Altinn's files use.
+    if password.is_empty() {
+        let at = args.iter().position(|a| *a == passout).expect("passout");
+        args[at] = "pass:";
+    }
+    openssl(dir, &args);
+    out
+}
+
+/// The certificate's SHA-1 thumbprint as openssl prints it, upper-case hex
+/// without colons: the kid.
+pub fn sha1_thumbprint(cert: &Path) -> String {
+    let out = openssl(
+        cert.parent().expect("a file in a directory"),
+        &[
+            "x509",
+            "-in",
+            &path_str(cert),
+            "-noout",
+            "-fingerprint",
+            "-sha1",
+        ],
+    );
+    let text = out.stdout_text();
+    let (_, hex) = text
+        .trim()
+        .split_once('=')
+        .unwrap_or_else(|| panic!("unexpected fingerprint output: {text}"));
+    hex.replace(':', "").to_ascii_uppercase()
+}
+
+/// The DER form of a PEM certificate, converted by openssl.
+pub fn cert_der(cert: &Path) -> Vec<u8> {
+    let dir = cert.parent().expect("a file in a directory");
+    openssl(dir, &["x509", "-in", &path_str(cert), "-outform", "der"]).stdout
+}
+
+/// An RS256 signature of `input` with the PEM key `key`, made by openssl.
+pub fn openssl_sign_sha256(key: &Path, input: &[u8]) -> Vec<u8> {
+    let dir = key.parent().expect("a file in a directory");
+    let input_file = tempfile::NamedTempFile::new_in(dir).expect("a temporary file");
+    fs::write(input_file.path(), input).expect("write the signing input");
+    openssl(
+        dir,
+        &[
+            "dgst",
+            "-sha256",
+            "-sign",
+            &path_str(key),
+            &path_str(input_file.path()),
+        ],
+    )
+    .stdout
+}
+
+/// The shared test data directory (`tests/data`).
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+/// The shared Altinn test certificate and key (`tests/data/ttd-org.pfx`,
+/// empty password, legacy 3DES) and its certificate (`ttd-org.pem`).
+pub fn ttd_pfx() -> PathBuf {
+    data_dir().join("ttd-org.pfx")
+}
+
+/// The certificate inside [`ttd_pfx`].
+pub fn ttd_pem() -> PathBuf {
+    data_dir().join("ttd-org.pem")
+}

@@ -1,0 +1,345 @@
+//! [`TestToken`]: a freshly initialised SoftHSM token in a temporary
+//! directory of its own, and the agent's commands run against it.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+use crate::path_str;
+use crate::process::{agent_binary, AgentProcess, OutputExt};
+
+/// The SoftHSM2 PKCS#11 module (Debian package `softhsm2`).
+pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// The label every [`TestToken`] is initialised with unless told otherwise.
+pub const LABEL: &str = "access-tokens";
+/// The user PIN of every [`TestToken`].
+pub const PIN: &str = "7391";
+/// The security officer PIN of every [`TestToken`].
+pub const SO_PIN: &str = "846215";
+
+/// A freshly initialised SoftHSM token in its own temporary directory,
+/// with a PIN file (mode 0600) and an `agent.toml` that points at it.
+pub struct TestToken {
+    dir: TempDir,
+    label: String,
+}
+
+impl TestToken {
+    /// A new token labelled [`LABEL`], and a config with only `[hsm]`.
+    pub fn new() -> TestToken {
+        TestToken::with_label(LABEL)
+    }
+
+    /// A new token with its own label.
+    pub fn with_label(label: &str) -> TestToken {
+        let dir = tempfile::Builder::new()
+            .prefix("access-token-agent-test-")
+            .tempdir()
+            .expect("create a temporary directory");
+        let token = TestToken {
+            dir,
+            label: label.to_owned(),
+        };
+        fs::create_dir(token.path().join("tokens")).expect("create the token directory");
+        fs::write(
+            token.softhsm_conf(),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                token.path().join("tokens").display()
+            ),
+        )
+        .expect("write softhsm2.conf");
+        token.init_token();
+        write_private(&token.pin_file(), &format!("{PIN}\n"));
+        token.write_config("");
+        token
+    }
+
+    fn init_token(&self) {
+        let out = self
+            .with_softhsm_env(&mut Command::new("softhsm2-util"))
+            .args(["--init-token", "--free", "--label", &self.label])
+            .args(["--so-pin", SO_PIN, "--pin", PIN])
+            .output()
+            .expect("run softhsm2-util (apt-get install softhsm2)");
+        assert!(
+            out.status.success(),
+            "softhsm2-util --init-token failed: {}",
+            out.stderr_text()
+        );
+    }
+
+    /// The temporary directory: put test files here.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The token's label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// This token's `softhsm2.conf`, the value of `SOFTHSM2_CONF`.
+    pub fn softhsm_conf(&self) -> PathBuf {
+        self.path().join("softhsm2.conf")
+    }
+
+    /// The user PIN file (mode 0600).
+    pub fn pin_file(&self) -> PathBuf {
+        self.path().join("pin")
+    }
+
+    /// The config file [`TestToken::agent`] passes with `--config`.
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("agent.toml")
+    }
+
+    /// Writes `agent.toml`: `[hsm]` with this token's module, label and PIN
+    /// file, then `extra` verbatim (more sections, e.g. `[[issuer]]`).
+    pub fn write_config(&self, extra: &str) -> PathBuf {
+        let path = self.config_path();
+        fs::write(&path, format!("{}\n{extra}", self.hsm_section())).expect("write agent.toml");
+        path
+    }
+
+    /// The `[hsm]` section [`TestToken::write_config`] writes, for tests
+    /// that need to change it.
+    pub fn hsm_section(&self) -> String {
+        format!(
+            "[hsm]\nmodule = {:?}\ntoken_label = {:?}\npin_file = {:?}\n",
+            MODULE,
+            self.label,
+            self.pin_file().display().to_string(),
+        )
+    }
+
+    /// Writes a file into the temporary directory and returns its path.
+    pub fn write_file(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path().join(name);
+        fs::write(&path, contents).expect("write a test file");
+        path
+    }
+
+    /// Sets `SOFTHSM2_CONF` (and nothing else) so `command` sees only this token.
+    pub fn with_softhsm_env<'c>(&self, command: &'c mut Command) -> &'c mut Command {
+        command.env("SOFTHSM2_CONF", self.softhsm_conf())
+    }
+
+    /// The agent binary with `--config agent.toml` and `args`, stdin null,
+    /// output captured; adjust it before running it.
+    pub fn command(&self, args: &[&str]) -> Command {
+        self.command_of(&agent_binary(), args)
+    }
+
+    /// [`TestToken::command`] with another build of the agent (an earlier
+    /// commit's, for a before/after benchmark).
+    pub fn command_of(&self, binary: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(binary);
+        self.with_softhsm_env(&mut command)
+            .env_remove("ACCESS_TOKEN_AGENT_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .current_dir(self.path())
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs the agent with `args` to completion.
+    pub fn agent(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run access-token-agent")
+    }
+
+    /// Starts the agent with `args` (e.g. `serve`) in the background: stdin
+    /// null, stdout piped, stderr appended to [`TestToken::agent_log`]. The
+    /// process is killed when the returned value is dropped.
+    pub fn spawn_agent(&self, args: &[&str]) -> AgentProcess {
+        let child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(self.open_agent_log())
+            .spawn()
+            .expect("start access-token-agent");
+        AgentProcess(child)
+    }
+
+    /// Where agents started on this token write their stderr, one after
+    /// another: [`TestToken::spawn_agent`], [`crate::daemon::Daemon`].
+    pub fn agent_log(&self) -> PathBuf {
+        self.path().join("agent.log")
+    }
+
+    /// [`TestToken::agent_log`] opened for appending, for a child's stderr.
+    pub fn open_agent_log(&self) -> fs::File {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.agent_log())
+            .expect("open the agent log")
+    }
+
+    /// `pkcs11-tool` against this token's module, with `args`.
+    pub fn pkcs11_tool(&self, args: &[&str]) -> Output {
+        self.with_softhsm_env(&mut Command::new("pkcs11-tool"))
+            .args(["--module", MODULE, "--token-label", &self.label])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pkcs11-tool (apt-get install opensc)")
+    }
+
+    /// What `pkcs11-tool --login --list-objects` prints: every object on the
+    /// token as seen by the logged-in user, private keys included.
+    pub fn list_objects(&self) -> String {
+        self.pkcs11_tool(&["--login", "--pin", PIN, "--list-objects"])
+            .success()
+            .stdout_text()
+    }
+
+    /// `keys import --issuer ISSUER --pfx PFX`, with `--password-file FILE`
+    /// when given, ready to adjust before it runs.
+    pub fn import_command(
+        &self,
+        issuer: &str,
+        pfx: &Path,
+        password_file: Option<&Path>,
+    ) -> Command {
+        let pfx = path_str(pfx);
+        let mut command = self.command(&["keys", "import", "--issuer", issuer, "--pfx", &pfx]);
+        if let Some(file) = password_file {
+            command.arg("--password-file").arg(file);
+        }
+        command
+    }
+
+    /// Runs [`TestToken::import_command`] to completion; the exit code is
+    /// the caller's to check (`.success()`, `.exit(65)`).
+    pub fn import(&self, issuer: &str, pfx: &Path, password_file: Option<&Path>) -> Output {
+        self.import_command(issuer, pfx, password_file)
+            .output()
+            .expect("run access-token-agent")
+    }
+
+    /// `keys generate --issuer ISSUER`, with `--key-type KEY_TYPE` when
+    /// given, run to completion; the exit code is the caller's to check.
+    pub fn generate(&self, issuer: &str, key_type: Option<&str>) -> Output {
+        let mut args = vec!["keys", "generate", "--issuer", issuer];
+        if let Some(key_type) = key_type {
+            args.extend_from_slice(&["--key-type", key_type]);
+        }
+        self.agent(&args)
+    }
+
+    /// A new token holding a generated `key_type` key (`rsa2048`, `p256`,
+    /// …) for issuer `ttd`, with a config naming that issuer.
+    pub fn with_ttd_key(key_type: &str) -> TestToken {
+        let token = TestToken::new();
+        token.write_config("[[issuer]]\nname = \"ttd\"\n");
+        token.generate("ttd", Some(key_type)).success();
+        token
+    }
+
+    /// Writes `file` onto the token with `pkcs11-tool --write-object`, as
+    /// object type `kind` (`privkey`, `cert`, …) with CKA_ID `id` (hex)
+    /// and CKA_LABEL `label`: objects made outside the agent. Panics
+    /// unless pkcs11-tool succeeds.
+    pub fn write_object(&self, file: &Path, kind: &str, id: &str, label: &str) {
+        let file = path_str(file);
+        self.pkcs11_tool(&[
+            "--login",
+            "--pin",
+            PIN,
+            "--write-object",
+            &file,
+            "--type",
+            kind,
+            "--id",
+            id,
+            "--label",
+            label,
+        ])
+        .success();
+    }
+
+    /// `keys list --json`, parsed: one value per key pair.
+    pub fn keys_json(&self) -> Vec<serde_json::Value> {
+        let out = self.agent(&["keys", "list", "--json"]).success();
+        serde_json::from_slice(&out.stdout).expect("keys list --json prints a JSON array")
+    }
+
+    /// The CKA_ID (lower-case hex, as pkcs11-tool prints it) of every object
+    /// [`TestToken::list_objects`] shows, one entry per object.
+    pub fn object_ids(&self) -> Vec<String> {
+        self.list_objects()
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("ID:"))
+            .map(|id| id.trim().to_owned())
+            .collect()
+    }
+
+    /// The files in which SoftHSM's file backend keeps this token's objects
+    /// (`<token dir>/<uuid>/<uuid>.object`), its own `token.object` excluded.
+    pub fn object_files(&self) -> Vec<PathBuf> {
+        self.store_files()
+            .into_iter()
+            .filter(|path| {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name.ends_with(".object") && name != "token.object"
+            })
+            .collect()
+    }
+
+    /// SoftHSM's file holding the token itself (label, flags, wrapped PINs
+    /// and token key): `<token dir>/<uuid>/token.object`.
+    pub fn token_file(&self) -> PathBuf {
+        self.store_files()
+            .into_iter()
+            .find(|path| path.file_name().is_some_and(|n| n == "token.object"))
+            .expect("SoftHSM's token.object")
+    }
+
+    /// Moves SoftHSM's token directory aside (`tokens` → `tokens.away`):
+    /// to a running agent the HSM has gone away, token and keys with it.
+    pub fn move_away(&self) {
+        fs::rename(self.path().join("tokens"), self.path().join("tokens.away"))
+            .expect("move the token directory away");
+    }
+
+    /// Puts back what [`TestToken::move_away`] moved: the HSM is back.
+    pub fn bring_back(&self) {
+        fs::rename(self.path().join("tokens.away"), self.path().join("tokens"))
+            .expect("bring the token directory back");
+    }
+
+    fn store_files(&self) -> Vec<PathBuf> {
+        let tokens = fs::read_dir(self.path().join("tokens")).expect("read the token directory");
+        tokens
+            .flatten()
+            .flat_map(|dir| fs::read_dir(dir.path()).into_iter().flatten().flatten())
+            .map(|entry| entry.path())
+            .collect()
+    }
+}
+
+impl Default for TestToken {
+    fn default() -> Self {
+        TestToken::new()
+    }
+}
+
+/// Writes `contents` to a new file with mode 0600 (PINs, passwords).
+pub fn write_private(path: &Path, contents: &str) {
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    file.write_all(contents.as_bytes())
+        .expect("write a private file");
+}

@@ -1,0 +1,68 @@
+//! `keys import | generate | list | export-cert | delete` against a real
+//! SoftHSM token, with pkcs11-tool and openssl as independent witnesses;
+//! one module per part.
+
+mod generate;
+mod import;
+mod inventory;
+
+use std::path::Path;
+
+use integration_tests::{cert_der, ttd_pfx, OutputExt, TestToken};
+use serde_json::Value;
+
+fn import_ttd(token: &TestToken) -> String {
+    let out = token.import("ttd", &ttd_pfx(), None).success();
+    out.stdout_text().trim().to_owned()
+}
+
+fn generate(token: &TestToken, issuer: &str) -> String {
+    let out = token.generate(issuer, None).success();
+    out.stdout_text().trim().to_owned()
+}
+
+fn row<'a>(rows: &'a [Value], kid: &str) -> &'a Value {
+    rows.iter()
+        .find(|row| row["kid"] == kid)
+        .unwrap_or_else(|| panic!("kid {kid} not listed: {rows:?}"))
+}
+
+/// The block pkcs11-tool prints for the object of `class` ("Private Key",
+/// "Certificate", …) with CKA_ID `kid`.
+fn object_block(objects: &str, class: &str, kid: &str) -> Option<String> {
+    let id_line = format!("ID:         {}", kid.to_ascii_lowercase());
+    objects
+        .split(" Object;")
+        .zip(objects.split(" Object;").skip(1))
+        .find(|(before, block)| before.ends_with(class) && block.contains(&id_line))
+        .map(|(_, block)| block.to_owned())
+}
+
+fn line_of<'a>(block: &'a str, field: &str) -> &'a str {
+    block
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(field))
+        .map(|rest| rest.trim_start_matches(':').trim())
+        .unwrap_or_else(|| panic!("no {field} in {block}"))
+}
+
+/// Refusals leave the token exactly as empty as it was.
+fn assert_token_empty(token: &TestToken) {
+    assert!(token.keys_json().is_empty());
+    assert_eq!(token.list_objects().trim(), "", "objects left on the token");
+}
+
+/// `cert`'s DER with the month of its notBefore (the validity's first
+/// UTCTime, `YYMMDDHHMMSSZ`) set to 13: a date OpenSSL's DER parser accepts
+/// but that is no point in time. The signature no longer matches; nothing
+/// checks it before the dates are read.
+fn der_with_month_13(cert: &Path) -> Vec<u8> {
+    let mut der = cert_der(cert);
+    let at = der
+        .windows(2)
+        .position(|tag_and_length| tag_and_length == [0x17, 0x0d])
+        .expect("a UTCTime in the certificate")
+        + 2;
+    der[at + 2..at + 4].copy_from_slice(b"13");
+    der
+}
