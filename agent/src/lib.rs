@@ -34,7 +34,8 @@
 //! `key_type` imports nothing of the crate.
 //!
 //! Unit tests live inline (`mod tests`) while their file stays under 400
-//! lines of code, and in a sibling `tests.rs` beyond that. Black-box tests
+//! lines of code, and beyond that in a sibling `tests.rs` (or a `tests/`
+//! folder, one file per surface). Black-box tests
 //! (a real agent process, a real SoftHSM token) live in the workspace's
 //! `tests/` crate, which also owns the fixture every test, benchmark and
 //! fuzz target uses.
