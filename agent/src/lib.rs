@@ -32,7 +32,9 @@
 //! `cert` never import `front`; `config` imports nothing above `token`.
 //!
 //! Unit tests live inline (`mod tests`) while their file stays under 400
-//! lines of code, and in a sibling `tests.rs` beyond that. Black-box tests
+//! lines of code, and in a sibling `tests.rs` beyond that; a test that sets
+//! environment variables runs alone in a process of its own
+//! (`own_process`, built for tests only). Black-box tests
 //! (a real agent process, a real SoftHSM token) live in the workspace's
 //! `tests/` crate, which also owns the fixture every test, benchmark and
 //! fuzz target uses.
@@ -50,5 +52,7 @@ pub mod hardening;
 pub mod hsm;
 pub mod issue;
 pub mod metrics;
+#[cfg(test)]
+mod own_process;
 pub mod sync;
 pub mod token;
