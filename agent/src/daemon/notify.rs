@@ -89,11 +89,7 @@ mod tests {
 
     #[test]
     fn systemd_hears_ready_reloading_stopping_and_the_watchdog() {
-        let test = own_process::name(
-            module_path!(),
-            "systemd_hears_ready_reloading_stopping_and_the_watchdog",
-        );
-        if own_process::is_child(&test) {
+        if own_process::is_child() {
             let notifier = Notifier::from_env();
             notifier.ready("signing for ttd\nand more");
             notifier.reloading();
@@ -110,7 +106,7 @@ mod tests {
         let Ok(NotifyState::MonotonicUsec(before)) = NotifyState::monotonic_usec_now() else {
             panic!("no monotonic clock");
         };
-        own_process::run(&test, &[("NOTIFY_SOCKET", path.as_os_str())]);
+        own_process::run(&[("NOTIFY_SOCKET", path.as_os_str())]);
 
         assert_eq!(
             received(&receiver),
@@ -135,12 +131,8 @@ mod tests {
 
     #[test]
     fn watchdog_pings_at_half_the_timeout_for_this_process_only() {
-        let test = own_process::name(
-            module_path!(),
-            "watchdog_pings_at_half_the_timeout_for_this_process_only",
-        );
-        if !own_process::is_child(&test) {
-            return own_process::run(&test, &[]);
+        if !own_process::is_child() {
+            return own_process::run(&[]);
         }
         let interval = |usec: Option<&str>, pid: Option<u32>| {
             match usec {
@@ -165,12 +157,8 @@ mod tests {
 
     #[test]
     fn a_socket_that_is_no_absolute_path_is_left_alone() {
-        let test = own_process::name(
-            module_path!(),
-            "a_socket_that_is_no_absolute_path_is_left_alone",
-        );
-        if !own_process::is_child(&test) {
-            return own_process::run(&test, &[]);
+        if !own_process::is_child() {
+            return own_process::run(&[]);
         }
         for socket in ["@access-token-agent-test", "notify.sock"] {
             std::env::set_var("NOTIFY_SOCKET", socket);

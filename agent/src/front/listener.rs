@@ -248,9 +248,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_listen_variables_are_unset_once_read() {
-        let test = own_process::name(module_path!(), "the_listen_variables_are_unset_once_read");
-        if !own_process::is_child(&test) {
-            return own_process::run(&test, &[]);
+        if !own_process::is_child() {
+            return own_process::run(&[]);
         }
         let names = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
         let dir = tempfile::tempdir().unwrap();
