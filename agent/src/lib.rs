@@ -35,7 +35,9 @@
 //!
 //! Unit tests live inline (`mod tests`) while their file stays under 400
 //! lines of code, and beyond that in a sibling `tests.rs` (or a `tests/`
-//! folder, one file per surface). Black-box tests
+//! folder, one file per surface); a test that sets environment variables
+//! runs alone in a process of its own (`own_process`, built for tests only).
+//! Black-box tests
 //! (a real agent process, a real SoftHSM token) live in the workspace's
 //! `tests/` crate, which also owns the fixture every test, benchmark and
 //! fuzz target uses.
@@ -54,5 +56,7 @@ pub mod hsm;
 pub mod issue;
 pub mod key_type;
 pub mod metrics;
+#[cfg(test)]
+mod own_process;
 pub mod sync;
 pub mod token;

@@ -1,80 +1,167 @@
-//! Prometheus text metrics: what `/metrics` shows.
+//! What `/metrics` shows, kept and written by `prometheus-client` in the
+//! Prometheus text format (0.0.4).
 //!
-//! Counters with few, fixed labels live in small locked maps; the hot-path
-//! counters (cache hits, issued tokens) are atomics.
+//! Counters and gauges are atomics: the cached path adds to two of them and
+//! takes no lock. The labelled families take a read lock on a small map, and
+//! the signing histogram a short mutex, only when the HSM signed.
 
-use std::collections::BTreeMap;
-use std::fmt::{Display, Write};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::sync::lock;
-use std::time::Duration;
+
+/// The `Content-Type` of what [`Metrics::render`] writes.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds of the signing latency histogram, in seconds.
 const LATENCY_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0];
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Ckr {
+    ckr: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Certificate {
+    issuer: String,
+    kid: String,
+}
+
 /// The agent's metrics, shared by the server and the signers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    issued: AtomicU64,
-    refused: Mutex<BTreeMap<&'static str, u64>>,
-    cache_hits: AtomicU64,
-    cache_misses: AtomicU64,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_micros: AtomicU64,
-    hsm_errors: Mutex<BTreeMap<String, u64>>,
-    sessions_busy: AtomicI64,
-    quick_signatures: AtomicU64,
-    cert_not_after: Mutex<BTreeMap<(String, String), i64>>,
+    registry: Registry,
+    issued: Counter,
+    refused: Family<Reason, Counter>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    signing: Histogram,
+    hsm_errors: Family<Ckr, Counter>,
+    sessions_busy: Gauge,
+    quick_signatures: Counter,
+    cert_not_after: Family<Certificate, Gauge>,
+    /// Held while the certificates are replaced and while they are written,
+    /// so that a scrape never sees half a set.
+    certificates: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("access_token_agent"),
+            issued: Counter::default(),
+            refused: Family::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            signing: Histogram::new(LATENCY_BUCKETS),
+            hsm_errors: Family::default(),
+            sessions_busy: Gauge::default(),
+            quick_signatures: Counter::default(),
+            cert_not_after: Family::default(),
+            certificates: Mutex::default(),
+        };
+        // Counters are named without `_total`, help without its final
+        // period: the library adds both.
+        let r = &mut m.registry;
+        r.register("tokens_issued", "Tokens handed out", m.issued.clone());
+        r.register(
+            "tokens_refused",
+            "Requests that got no token, by reason",
+            m.refused.clone(),
+        );
+        r.register(
+            "cache_hits",
+            "Tokens served from the cache",
+            m.cache_hits.clone(),
+        );
+        r.register(
+            "cache_misses",
+            "Requests that needed a fresh signature",
+            m.cache_misses.clone(),
+        );
+        r.register_with_unit(
+            "signing",
+            "Time spent in C_Sign",
+            Unit::Seconds,
+            m.signing.clone(),
+        );
+        r.register(
+            "hsm_errors",
+            "Failed PKCS#11 calls, by return value",
+            m.hsm_errors.clone(),
+        );
+        r.register(
+            "sessions_busy",
+            "Signing sessions inside a PKCS#11 call",
+            m.sessions_busy.clone(),
+        );
+        r.register(
+            "quick_signatures",
+            "Signatures begun on the requesting thread instead of a signing thread (keys that sign in under 200 µs)",
+            m.quick_signatures.clone(),
+        );
+        r.register_with_unit(
+            "certificate_not_after",
+            "Expiry of each active certificate, Unix seconds",
+            Unit::Seconds,
+            m.cert_not_after.clone(),
+        );
+        m
+    }
 }
 
 impl Metrics {
     /// A token was handed out.
     pub fn token_issued(&self) {
-        self.issued.fetch_add(1, Ordering::Relaxed);
+        self.issued.inc();
     }
 
     /// A request got no token; `reason` is the problem type's short name.
     pub fn token_refused(&self, reason: &'static str) {
-        *lock(&self.refused).entry(reason).or_default() += 1;
+        self.refused.get_or_create(&Reason { reason }).inc();
     }
 
     pub fn cache_hit(&self) {
-        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+        self.cache_hits.inc();
     }
 
     pub fn cache_miss(&self) {
-        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+        self.cache_misses.inc();
     }
 
     /// One `C_Sign` took `elapsed`.
     pub fn signed(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_micros
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.signing.observe(elapsed.as_secs_f64());
     }
 
     /// A PKCS#11 call failed with `ckr` (e.g. `CKR_DEVICE_REMOVED`).
     pub fn hsm_error(&self, ckr: &str) {
-        *lock(&self.hsm_errors).entry(ckr.to_owned()).or_default() += 1;
+        let ckr = Ckr {
+            ckr: ckr.to_owned(),
+        };
+        self.hsm_errors.get_or_create(&ckr).inc();
     }
 
     /// A signing session became busy (+1) or idle (-1).
     pub fn sessions_busy(&self, delta: i64) {
-        self.sessions_busy.fetch_add(delta, Ordering::Relaxed);
+        self.sessions_busy.inc_by(delta);
     }
 
     /// A signature is being made on the requesting thread, not queued.
     pub fn quick_signature(&self) {
-        self.quick_signatures.fetch_add(1, Ordering::Relaxed);
+        self.quick_signatures.inc();
     }
 
     /// Replaces the set of active certificates: (issuer, kid, not-after).
@@ -82,140 +169,23 @@ impl Metrics {
         &self,
         certificates: impl IntoIterator<Item = (String, String, i64)>,
     ) {
-        let mut map = lock(&self.cert_not_after);
-        map.clear();
+        let _whole_set = lock(&self.certificates);
+        self.cert_not_after.clear();
         for (issuer, kid, not_after) in certificates {
-            map.insert((issuer, kid), not_after);
+            let labels = Certificate { issuer, kid };
+            self.cert_not_after.get_or_create(&labels).set(not_after);
         }
     }
 
-    /// The Prometheus text exposition.
+    /// The exposition, in the format [`CONTENT_TYPE`] names.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        single(&mut out, TOKENS_ISSUED, load(&self.issued));
-        let refused = |(reason, count): (&&str, &u64)| (format!("reason=\"{reason}\""), *count);
-        labelled(
-            &mut out,
-            TOKENS_REFUSED,
-            lock(&self.refused).iter().map(refused),
-        );
-        single(&mut out, CACHE_HITS, load(&self.cache_hits));
-        single(&mut out, CACHE_MISSES, load(&self.cache_misses));
-        self.render_latency(&mut out);
-        let error = |(ckr, count): (&String, &u64)| (format!("ckr=\"{ckr}\""), *count);
-        labelled(
-            &mut out,
-            HSM_ERRORS,
-            lock(&self.hsm_errors).iter().map(error),
-        );
-        single(
-            &mut out,
-            SESSIONS_BUSY,
-            self.sessions_busy.load(Ordering::Relaxed),
-        );
-        single(&mut out, QUICK_SIGNATURES, load(&self.quick_signatures));
-        let expiry = |((issuer, kid), not_after): (&(String, String), &i64)| {
-            let issuer = escape_label(issuer);
-            (format!("issuer=\"{issuer}\",kid=\"{kid}\""), *not_after)
-        };
-        labelled(
-            &mut out,
-            CERT_NOT_AFTER,
-            lock(&self.cert_not_after).iter().map(expiry),
-        );
+        let _whole_set = lock(&self.certificates);
+        if let Err(error) = prometheus_text::encode(&mut out, &self.registry) {
+            tracing::error!(%error, "the metrics could not be written whole");
+        }
         out
     }
-
-    fn render_latency(&self, out: &mut String) {
-        let name = "access_token_agent_signing_seconds";
-        header(out, SIGNING_SECONDS);
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.latency_count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.latency_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
-    }
-}
-
-/// A metric family: its name after `access_token_agent_`, type and help.
-type Family = (&'static str, &'static str, &'static str);
-
-const TOKENS_ISSUED: Family = ("tokens_issued_total", "counter", "Tokens handed out.");
-const TOKENS_REFUSED: Family = (
-    "tokens_refused_total",
-    "counter",
-    "Requests that got no token, by reason.",
-);
-const CACHE_HITS: Family = (
-    "cache_hits_total",
-    "counter",
-    "Tokens served from the cache.",
-);
-const CACHE_MISSES: Family = (
-    "cache_misses_total",
-    "counter",
-    "Requests that needed a fresh signature.",
-);
-const SIGNING_SECONDS: Family = ("signing_seconds", "histogram", "Time spent in C_Sign.");
-const HSM_ERRORS: Family = (
-    "hsm_errors_total",
-    "counter",
-    "Failed PKCS#11 calls, by return value.",
-);
-const SESSIONS_BUSY: Family = (
-    "sessions_busy",
-    "gauge",
-    "Signing sessions inside a PKCS#11 call.",
-);
-const QUICK_SIGNATURES: Family = (
-    "quick_signatures_total",
-    "counter",
-    "Signatures begun on the requesting thread instead of a signing thread (keys that sign in under 200 µs).",
-);
-const CERT_NOT_AFTER: Family = (
-    "certificate_not_after_seconds",
-    "gauge",
-    "Expiry of each active certificate, Unix seconds.",
-);
-
-fn header(out: &mut String, (name, kind, help): Family) {
-    let _ = writeln!(
-        out,
-        "# HELP access_token_agent_{name} {help}\n# TYPE access_token_agent_{name} {kind}"
-    );
-}
-
-/// A family without labels: its header and its one value.
-fn single(out: &mut String, family: Family, value: impl Display) {
-    header(out, family);
-    let _ = writeln!(out, "access_token_agent_{} {value}", family.0);
-}
-
-/// A family with labels: its header and one line per (labels, value), the
-/// labels already written as `key="value",…`.
-fn labelled<V: Display>(
-    out: &mut String,
-    family: Family,
-    samples: impl Iterator<Item = (String, V)>,
-) {
-    header(out, family);
-    for (labels, value) in samples {
-        let _ = writeln!(out, "access_token_agent_{}{{{labels}}} {value}", family.0);
-    }
-}
-
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -230,17 +200,59 @@ mod tests {
         metrics.token_refused("not-granted");
         metrics.signed(Duration::from_micros(700));
         metrics.hsm_error("CKR_DEVICE_REMOVED");
+        metrics.sessions_busy(1);
         metrics.set_active_certificates([("ttd".into(), "ABC".into(), 42)]);
         let text = metrics.render();
-        assert!(text.contains("access_token_agent_tokens_issued_total 1\n"));
-        assert!(
-            text.contains("access_token_agent_tokens_refused_total{reason=\"not-granted\"} 2\n")
-        );
-        assert!(text.contains("access_token_agent_signing_seconds_bucket{le=\"0.0005\"} 0\n"));
-        assert!(text.contains("access_token_agent_signing_seconds_bucket{le=\"0.001\"} 1\n"));
-        assert!(
-            text.contains("access_token_agent_hsm_errors_total{ckr=\"CKR_DEVICE_REMOVED\"} 1\n")
-        );
-        assert!(text.contains("certificate_not_after_seconds{issuer=\"ttd\",kid=\"ABC\"} 42\n"));
+        for line in [
+            "access_token_agent_tokens_issued_total 1\n",
+            "access_token_agent_tokens_refused_total{reason=\"not-granted\"} 2\n",
+            "access_token_agent_signing_seconds_bucket{le=\"0.0005\"} 0\n",
+            "access_token_agent_signing_seconds_bucket{le=\"0.001\"} 1\n",
+            "access_token_agent_signing_seconds_bucket{le=\"1\"} 1\n",
+            "access_token_agent_signing_seconds_bucket{le=\"+Inf\"} 1\n",
+            "access_token_agent_signing_seconds_count 1\n",
+            "access_token_agent_hsm_errors_total{ckr=\"CKR_DEVICE_REMOVED\"} 1\n",
+            "access_token_agent_sessions_busy 1\n",
+            "access_token_agent_certificate_not_after_seconds{issuer=\"ttd\",kid=\"ABC\"} 42\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
+
+    #[test]
+    fn every_family_keeps_its_name_type_and_help() {
+        // A labelled family is written once it has a member.
+        let metrics = Metrics::default();
+        metrics.token_refused("not-granted");
+        metrics.hsm_error("CKR_DEVICE_REMOVED");
+        metrics.set_active_certificates([("ttd".into(), "ABC".into(), 42)]);
+        let text = metrics.render();
+        for (name, kind) in [
+            ("tokens_issued_total", "counter"),
+            ("tokens_refused_total", "counter"),
+            ("cache_hits_total", "counter"),
+            ("cache_misses_total", "counter"),
+            ("signing_seconds", "histogram"),
+            ("hsm_errors_total", "counter"),
+            ("sessions_busy", "gauge"),
+            ("quick_signatures_total", "counter"),
+            ("certificate_not_after_seconds", "gauge"),
+        ] {
+            let name = format!("access_token_agent_{name}");
+            assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{text}");
+            assert!(text.contains(&format!("# HELP {name} ")), "{text}");
+        }
+        assert!(text.contains("# HELP access_token_agent_tokens_issued_total Tokens handed out.\n"));
+        assert!(!text.contains(".."), "one period after each help: {text}");
+    }
+
+    #[test]
+    fn a_reload_replaces_the_certificates_whole() {
+        let metrics = Metrics::default();
+        metrics.set_active_certificates([("ttd".into(), "OLD".into(), 1)]);
+        metrics.set_active_certificates([("ttd".into(), "NEW".into(), 2)]);
+        let text = metrics.render();
+        assert!(!text.contains("OLD"), "{text}");
+        assert!(text.contains("kid=\"NEW\"} 2\n"), "{text}");
     }
 }

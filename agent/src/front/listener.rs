@@ -14,9 +14,6 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::config::{parse_mode, ServerConfig};
 
-/// The first descriptor systemd passes (SD_LISTEN_FDS_START).
-const SYSTEMD_FIRST_FD: RawFd = 3;
-
 /// Pending connections the kernel queues before `accept`.
 const BACKLOG: i32 = 1024;
 
@@ -32,26 +29,22 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Takes the socket from `LISTEN_FDS`/`LISTEN_PID`, else binds
-    /// `config.socket`. Must run inside a Tokio runtime, at start-up: it
-    /// unsets the `LISTEN_*` variables, which is only sound while no other
+    /// Takes the socket systemd passed (`LISTEN_FDS`/`LISTEN_PID`), else
+    /// binds `config.socket`. Must run inside a Tokio runtime, at start-up:
+    /// it unsets the `LISTEN_*` variables, which is only sound while no other
     /// thread reads the environment.
     pub fn open(config: &ServerConfig) -> io::Result<Listener> {
-        let listen_pid = std::env::var("LISTEN_PID").ok();
-        let listen_fds = std::env::var("LISTEN_FDS").ok();
-        let passed = systemd_fd(
-            listen_pid.as_deref(),
-            listen_fds.as_deref(),
-            std::process::id(),
-        )
-        .map_err(io::Error::other)?;
-        if listen_pid.is_some() || listen_fds.is_some() {
-            // Consumed: children must not think the sockets are theirs.
-            for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
-                std::env::remove_var(name);
-            }
-        }
-        match passed {
+        // SAFETY: see above. Consumed: children must not think the sockets
+        // are theirs.
+        let passed = unsafe { sd_notify::listen_fds_and_unset_env() };
+        std::env::remove_var("LISTEN_FDNAMES");
+        let passed = passed.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("the sockets systemd passed: {e}; start the agent from its .socket unit, or without LISTEN_PID"),
+            )
+        })?;
+        match one_socket(passed)? {
             // SAFETY: systemd hands this descriptor to this process to own.
             Some(fd) => adopt(unsafe { OwnedFd::from_raw_fd(fd) }),
             None => bind(config),
@@ -65,28 +58,13 @@ impl Listener {
     }
 }
 
-/// The descriptor systemd passed to this process, if any.
-pub fn systemd_fd(
-    listen_pid: Option<&str>,
-    listen_fds: Option<&str>,
-    our_pid: u32,
-) -> Result<Option<RawFd>, String> {
-    let Some(pid) = listen_pid else {
-        return Ok(None);
-    };
-    if pid.trim().parse::<u32>().ok() != Some(our_pid) {
-        return Ok(None);
-    }
-    match listen_fds.map(|n| n.trim().parse::<u32>()) {
-        None | Some(Ok(0)) => Ok(None),
-        Some(Ok(1)) => Ok(Some(SYSTEMD_FIRST_FD)),
-        Some(Ok(n)) => Err(format!(
+/// The one socket among those systemd passed, if it passed any.
+fn one_socket(mut passed: impl ExactSizeIterator<Item = RawFd>) -> io::Result<Option<RawFd>> {
+    match passed.len() {
+        0 | 1 => Ok(passed.next()),
+        n => Err(invalid(format!(
             "systemd passed {n} sockets (LISTEN_FDS={n}); the agent serves one: give its .socket unit a single ListenStream="
-        )),
-        Some(Err(_)) => Err(format!(
-            "LISTEN_FDS={:?} is not a number of sockets; start the agent from its .socket unit or without LISTEN_PID",
-            listen_fds.unwrap_or_default()
-        )),
+        ))),
     }
 }
 
@@ -250,6 +228,7 @@ impl Drop for SocketFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::own_process;
     use std::os::unix::fs::PermissionsExt;
 
     fn config(path: &Path) -> ServerConfig {
@@ -260,17 +239,40 @@ mod tests {
     }
 
     #[test]
-    fn systemd_variables() {
-        assert_eq!(systemd_fd(None, None, 10), Ok(None));
-        assert_eq!(systemd_fd(Some("10"), Some("1"), 10), Ok(Some(3)));
-        assert_eq!(systemd_fd(Some("11"), Some("1"), 10), Ok(None));
-        assert_eq!(systemd_fd(Some("10"), Some("0"), 10), Ok(None));
-        assert!(systemd_fd(Some("10"), Some("2"), 10)
-            .unwrap_err()
-            .contains("single ListenStream"));
-        assert!(systemd_fd(Some("10"), Some("x"), 10)
-            .unwrap_err()
-            .contains("LISTEN_FDS"));
+    fn one_passed_socket_is_served_and_more_are_refused() {
+        assert_eq!(one_socket(3..3).unwrap(), None);
+        assert_eq!(one_socket(3..4).unwrap(), Some(3));
+        let err = one_socket(3..5).unwrap_err();
+        assert!(err.to_string().contains("single ListenStream="), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_listen_variables_are_unset_once_read() {
+        if !own_process::is_child() {
+            return own_process::run(&[]);
+        }
+        let names = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        // Sockets passed to another process: this one binds its own.
+        let others = [
+            ("LISTEN_PID", "1"),
+            ("LISTEN_FDS", "1"),
+            ("LISTEN_FDNAMES", "agent"),
+        ];
+        for (name, value) in others {
+            std::env::set_var(name, value);
+        }
+        let listener = Listener::open(&config(&path)).unwrap();
+        assert_eq!(listener.bound_path.as_deref(), Some(path.as_path()));
+        assert!(names.iter().all(|name| std::env::var_os(name).is_none()));
+        // Variables that make no sense are named, and unset all the same.
+        std::env::set_var("LISTEN_PID", std::process::id().to_string());
+        std::env::set_var("LISTEN_FDS", "x");
+        let err = Listener::open(&config(&path)).err().unwrap();
+        assert!(err.to_string().contains("LISTEN_FDS"), "{err}");
+        assert!(err.to_string().contains(".socket unit"), "{err}");
+        assert!(names.iter().all(|name| std::env::var_os(name).is_none()));
     }
 
     #[tokio::test]

@@ -109,7 +109,7 @@ impl<S: TokenSource> Front<S> {
             Route::Ready => self.ready(),
             Route::Metrics => plain(
                 StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
+                crate::metrics::CONTENT_TYPE,
                 self.metrics.render(),
             ),
         }
