@@ -19,14 +19,16 @@ use crate::issue::TokenSource;
 /// agent stops (`stop` turns true): then a connection that has sent nothing
 /// is closed at once, an idle one too, and one with a request under way
 /// gets its answer first.
+/// `accepted_at` is when it was accepted ([`super::peer::since_boot`]);
 /// `_slot` holds the connection's place under the cap until it ends.
 pub(super) async fn serve<S: TokenSource>(
     front: Arc<Front<S>>,
     stream: UnixStream,
+    accepted_at: std::time::Duration,
     mut stop: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
-    let peer = match Peer::of(&stream) {
+    let peer = match Peer::of(&stream, accepted_at) {
         Ok(peer) => Arc::new(peer),
         Err(e) => {
             tracing::debug!("dropping a connection without peer credentials: {e}");

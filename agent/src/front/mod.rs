@@ -148,8 +148,9 @@ impl<S: TokenSource> Front<S> {
                 () = &mut shutdown => break Ok(()),
                 accepted = listener.listener.accept() => accepted,
             };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
+            let (stream, accepted_at) = match accepted {
+                // The accept's time bounds when the peer's process started.
+                Ok((stream, _)) => (stream, peer::since_boot()),
                 Err(e) if is_fatal(&e) => break Err(e),
                 Err(e) => {
                     tracing::warn!("accepting a connection failed: {e}; pausing briefly");
@@ -159,7 +160,9 @@ impl<S: TokenSource> Front<S> {
             };
             match slots.clone().try_acquire_owned() {
                 Ok(slot) => {
-                    tokio::spawn(accepted::serve(self.clone(), stream, stopped.clone(), slot));
+                    let serve =
+                        accepted::serve(self.clone(), stream, accepted_at, stopped.clone(), slot);
+                    tokio::spawn(serve);
                 }
                 Err(_) => {
                     if cap_warned.is_none_or(|at| at.elapsed() >= CAP_WARNING_INTERVAL) {

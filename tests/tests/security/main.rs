@@ -1,0 +1,6 @@
+//! The agent against clients that try to pass for another process or to
+//! crowd the others out: real agent, real SoftHSM, clients that are real
+//! processes of other users.
+
+mod peer;
+mod pids;
