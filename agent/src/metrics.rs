@@ -28,6 +28,8 @@ pub struct Metrics {
     sessions_busy: AtomicI64,
     quick_signatures: AtomicU64,
     cert_not_after: Mutex<BTreeMap<(String, String), i64>>,
+    reloads: Mutex<BTreeMap<&'static str, u64>>,
+    reload_incomplete: AtomicI64,
 }
 
 impl Metrics {
@@ -77,6 +79,14 @@ impl Metrics {
         self.quick_signatures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A reload ended as `outcome` (`whole`, `grants-only`, `refused`);
+    /// `incomplete` while part of the configuration on disk is not in force.
+    pub fn reloaded(&self, outcome: &'static str, incomplete: bool) {
+        *lock(&self.reloads).entry(outcome).or_default() += 1;
+        self.reload_incomplete
+            .store(i64::from(incomplete), Ordering::Relaxed);
+    }
+
     /// Replaces the set of active certificates: (issuer, kid, not-after).
     pub fn set_active_certificates(
         &self,
@@ -123,6 +133,13 @@ impl Metrics {
             &mut out,
             CERT_NOT_AFTER,
             lock(&self.cert_not_after).iter().map(expiry),
+        );
+        let reload = |(outcome, count): (&&str, &u64)| (format!("outcome=\"{outcome}\""), *count);
+        labelled(&mut out, RELOADS, lock(&self.reloads).iter().map(reload));
+        single(
+            &mut out,
+            RELOAD_INCOMPLETE,
+            self.reload_incomplete.load(Ordering::Relaxed),
         );
         out
     }
@@ -185,6 +202,17 @@ const CERT_NOT_AFTER: Family = (
     "Expiry of each active certificate, Unix seconds.",
 );
 
+const RELOADS: Family = (
+    "reloads_total",
+    "counter",
+    "Reloads (SIGHUP), by how much of the new configuration took effect: whole, grants-only, refused.",
+);
+const RELOAD_INCOMPLETE: Family = (
+    "reload_incomplete",
+    "gauge",
+    "1 while the last reload left part of the configuration on disk out of force (see /readyz).",
+);
+
 fn header(out: &mut String, (name, kind, help): Family) {
     let _ = writeln!(
         out,
@@ -231,6 +259,7 @@ mod tests {
         metrics.signed(Duration::from_micros(700));
         metrics.hsm_error("CKR_DEVICE_REMOVED");
         metrics.set_active_certificates([("ttd".into(), "ABC".into(), 42)]);
+        metrics.reloaded("grants-only", true);
         let text = metrics.render();
         assert!(text.contains("access_token_agent_tokens_issued_total 1\n"));
         assert!(
@@ -242,5 +271,7 @@ mod tests {
             text.contains("access_token_agent_hsm_errors_total{ckr=\"CKR_DEVICE_REMOVED\"} 1\n")
         );
         assert!(text.contains("certificate_not_after_seconds{issuer=\"ttd\",kid=\"ABC\"} 42\n"));
+        assert!(text.contains("access_token_agent_reloads_total{outcome=\"grants-only\"} 1\n"));
+        assert!(text.contains("access_token_agent_reload_incomplete 1\n"));
     }
 }

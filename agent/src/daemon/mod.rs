@@ -7,9 +7,11 @@
 //!
 //! SIGHUP reopens the audit file (for log rotation), reloads the
 //! configuration (grants, issuers, key pins, token settings) and re-selects
-//! the active keys, without touching connections; a
-//! configuration that cannot be applied whole is refused and the old one
-//! keeps serving. SIGTERM and SIGINT stop accepting, let requests in flight
+//! the active keys, without touching connections. The new grants take
+//! effect first and on their own, so that revoking one never waits for the
+//! HSM; issuers, keys and token settings that cannot be applied whole leave
+//! the old ones serving, and the partial reload shows in the log, STATUS=,
+//! `/readyz` and `/metrics`. SIGTERM and SIGINT stop accepting, let requests in flight
 //! finish, close the sessions, finalize the module, remove a socket the agent
 //! bound itself, and exit 0.
 
@@ -27,7 +29,7 @@ use crate::config::Config;
 use crate::exit::{self, Failure};
 use crate::front::audit::Audit;
 use crate::front::policy::Policy;
-use crate::front::{Front, Listener};
+use crate::front::{Front, Listener, Reloaded};
 use crate::metrics::Metrics;
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -179,32 +181,49 @@ impl Daemon {
                 "the audit file was not reopened; audit lines keep going to the file open before"
             );
         }
-        match self.apply(front).await {
-            Ok(config) => {
-                self.config = config;
-                tracing::info!(status = %self.signer.status(), "configuration reloaded");
+        let outcome = self.apply(front).await;
+        match &outcome {
+            Reloaded::Whole => {
+                tracing::info!(status = %self.signer.status(), "configuration reloaded")
             }
-            Err(message) => tracing::error!(
-                error = %message,
-                "reload refused; the previous configuration keeps serving"
-            ),
+            Reloaded::GrantsOnly(reason) => {
+                tracing::error!(error = %reason, "reload partly applied: the new grants are in force; the issuers, keys and token settings from before keep serving")
+            }
+            Reloaded::Refused(reason) => {
+                tracing::error!(error = %reason, "reload refused; the previous configuration keeps serving")
+            }
         }
-        self.notifier.ready(&self.signer.status());
+        front.reloaded(&outcome);
+        let status = match front.reload_note() {
+            Some(note) => format!("{}; {note}", self.signer.status()),
+            None => self.signer.status(),
+        };
+        self.notifier.ready(&status);
     }
 
-    /// Reads the new configuration and applies it whole, or not at all.
-    async fn apply(&self, front: &Front<Signer>) -> Result<Config, String> {
-        let config = Config::load(&self.config_path).map_err(|e| e.to_string())?;
-        let policy = policy(&self.config_path, &config).map_err(|f| f.message)?;
+    /// Reads the new configuration and applies its grants first, on their
+    /// own, so that revoking one never waits for keys; then the rest, whole
+    /// or not at all.
+    async fn apply(&mut self, front: &Front<Signer>) -> Reloaded {
+        let config = match Config::load(&self.config_path) {
+            Ok(config) => config,
+            Err(e) => return Reloaded::Refused(e.to_string()),
+        };
+        match policy(&self.config_path, &config) {
+            Ok(policy) => front.replace_policy(policy),
+            Err(failure) => return Reloaded::Refused(failure.message),
+        }
         if let Some(setting) = restart_only_change(&self.config, &config) {
-            return Err(format!(
+            return Reloaded::GrantsOnly(format!(
                 "config {}: {setting} changed, which only a restart applies (systemctl restart access-token-agent)",
                 self.config_path.display()
             ));
         }
-        self.signer.reload(&config).await?;
-        front.replace_policy(policy);
-        Ok(config)
+        if let Err(reason) = self.signer.reload(&config).await {
+            return Reloaded::GrantsOnly(reason);
+        }
+        self.config = config;
+        Reloaded::Whole
     }
 }
 

@@ -83,10 +83,23 @@ fn http(config: &ServerConfig) -> http1::Builder {
     http
 }
 
+/// How much of a new configuration a reload put in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// All of it.
+    Whole,
+    /// The grants, and not the rest, for the reason given.
+    GrantsOnly(String),
+    /// Nothing: the file or its grants are wrong.
+    Refused(String),
+}
+
 /// The HTTP front: routes, limits, peer checks, audit.
 pub struct Front<S: TokenSource> {
     source: Arc<S>,
     policy: RwLock<Arc<Policy>>,
+    /// What the last reload left out of force, for `/readyz`; never grants.
+    reload_note: RwLock<Option<Arc<str>>>,
     audit: Audit,
     metrics: Arc<Metrics>,
     config: ServerConfig,
@@ -105,6 +118,7 @@ impl<S: TokenSource> Front<S> {
         Front {
             source,
             policy: RwLock::new(Arc::new(policy)),
+            reload_note: RwLock::new(None),
             audit,
             metrics,
             config: config.clone(),
@@ -117,6 +131,27 @@ impl<S: TokenSource> Front<S> {
     /// requests already being answered finish under the old grants.
     pub fn replace_policy(&self, policy: Policy) {
         *crate::sync::write(&self.policy) = Arc::new(policy);
+    }
+
+    /// Records how much of a reload took effect: `/readyz` answers 503 with
+    /// what was left out until a reload applies whole, and `/metrics` counts it.
+    pub fn reloaded(&self, outcome: &Reloaded) {
+        let (label, note) = match outcome {
+            Reloaded::Whole => ("whole", None),
+            Reloaded::GrantsOnly(reason) => ("grants-only", Some(format!(
+                "the last reload applied the new grants only ({reason}); the issuers, keys and token settings from before keep serving"
+            ))),
+            Reloaded::Refused(reason) => ("refused", Some(format!(
+                "the last reload was refused ({reason}); the configuration from before keeps serving"
+            ))),
+        };
+        self.metrics.reloaded(label, note.is_some());
+        *crate::sync::write(&self.reload_note) = note.map(Arc::from);
+    }
+
+    /// What the last reload left out of force, if anything.
+    pub fn reload_note(&self) -> Option<Arc<str>> {
+        crate::sync::read(&self.reload_note).clone()
     }
 
     /// The audit sink, e.g. to [`Audit::reopen`] its file on SIGHUP.

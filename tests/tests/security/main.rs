@@ -4,3 +4,4 @@
 
 mod peer;
 mod pids;
+mod reload;
