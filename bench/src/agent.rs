@@ -101,6 +101,20 @@ impl Fixture {
         std::fs::write(self.path("agent.toml"), config).expect("agent.toml");
     }
 
+    /// Lets one uid hold every connection: the load generator is one uid
+    /// standing for many clients. Only for this build's steps: older builds
+    /// (`make bench BEFORE=`) do not know the key.
+    pub fn allow_one_uid_every_connection(&self) {
+        let path = self.path("agent.toml");
+        let config = std::fs::read_to_string(&path).expect("agent.toml");
+        let config = config.replacen(
+            "[server]\n",
+            "[server]\nmax_connections_per_uid = 1024\n",
+            1,
+        );
+        std::fs::write(path, config).expect("agent.toml");
+    }
+
     fn agent(&self) -> Command {
         self.agent_from(&agent_binary())
     }

@@ -314,6 +314,7 @@ fn agent_cached(
     memory: &mut String,
 ) {
     fixture.write_config(true);
+    fixture.allow_one_uid_every_connection();
     let (agent, ready) = fixture.serve();
     let idle = agent.rss_kib();
     let _ = writeln!(report, "## 3. Agent, cached tokens\n");

@@ -18,6 +18,10 @@ pub struct ServerConfig {
     pub socket_group: Option<String>,
     /// Connections served at once; more get 503 with Retry-After.
     pub max_connections: usize,
+    /// Connections one uid may have open at once (at most
+    /// `max_connections`); more of its connections get 503, so that one
+    /// user's idle keep-alives cannot shut the others out.
+    pub max_connections_per_uid: usize,
     /// Largest request head (request line and headers); larger gets 431.
     pub max_header_bytes: usize,
     /// Time a request head may take to arrive, from its first byte (or
@@ -36,6 +40,7 @@ impl Default for ServerConfig {
             socket_mode: "0660".into(),
             socket_group: None,
             max_connections: 1024,
+            max_connections_per_uid: 128,
             max_header_bytes: 8192,
             header_read_timeout_seconds: 10.0,
             idle_timeout_seconds: 60.0,
@@ -56,6 +61,12 @@ impl ServerConfig {
             return Err(format!(
                 "`server.max_connections` = {} must be between 1 and {MAX_CONNECTIONS_LIMIT}",
                 self.max_connections
+            ));
+        }
+        if !(1..=MAX_CONNECTIONS_LIMIT).contains(&self.max_connections_per_uid) {
+            return Err(format!(
+                "`server.max_connections_per_uid` = {} must be between 1 and {MAX_CONNECTIONS_LIMIT} (above `server.max_connections` it has no effect)",
+                self.max_connections_per_uid
             ));
         }
         if !(1024..=1 << 20).contains(&self.max_header_bytes) {
@@ -142,6 +153,7 @@ mod tests {
         let config = parse("").unwrap();
         assert_eq!(config.socket_mode, "0660");
         assert_eq!(config.max_connections, 1024);
+        assert_eq!(config.max_connections_per_uid, 128);
         assert_eq!(config.header_read_timeout_seconds, 10.0);
     }
 
@@ -158,6 +170,10 @@ mod tests {
         let cases = [
             ("socket_mode = \"0666\"", "`server.socket_mode`"),
             ("max_connections = 0", "`server.max_connections` = 0"),
+            (
+                "max_connections_per_uid = 0",
+                "`server.max_connections_per_uid` = 0",
+            ),
             ("max_header_bytes = 100", "`server.max_header_bytes` = 100"),
             (
                 "idle_timeout_seconds = 0",

@@ -9,7 +9,9 @@
 //! | file | its one job |
 //! |---|---|
 //! | `listener` | the listening socket: systemd's, or bound with mode and group |
-//! | `over_cap` | the 503 past `server.max_connections` |
+//! | `admission` | a place under `server.max_connections` and the uid's `server.max_connections_per_uid`, or 503 |
+//! | `per_uid` | connections open per uid |
+//! | `over_cap` | the 503 past either cap |
 //! | [`peer`] | who is on the other end: credentials, groups, unit, executable |
 //! | `accepted` | one accepted connection: keep-alive, deadlines, graceful end |
 //! | `deadlines` | header and idle deadlines per connection |
@@ -21,12 +23,14 @@
 //! | `problem` | RFC 9457 problem+json bodies with a stable `type` each |
 
 mod accepted;
+mod admission;
 pub mod audit;
 mod deadlines;
 mod hyper_answers;
 mod listener;
 mod over_cap;
 pub mod peer;
+mod per_uid;
 pub mod policy;
 mod problem;
 pub mod query;
@@ -40,8 +44,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
+use self::admission::Admission;
 use self::audit::Audit;
 use self::deadlines::Timeouts;
 use self::policy::Policy;
@@ -52,16 +57,8 @@ use crate::metrics::Metrics;
 pub use listener::Listener;
 pub use problem::{ProblemKind, TYPE_PREFIX};
 
-/// Connections past the cap whose request heads are read before their 503;
-/// beyond these, the 503 is written at once, without reading, and the
-/// connection closed.
-const MAX_REFUSALS_IN_FLIGHT: usize = 64;
-
 /// How long accepting pauses after an error such as running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Reaching the connection cap is logged at most this often.
-const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The per-connection deadlines `[server]` sets.
 fn timeouts(config: &ServerConfig) -> Timeouts {
@@ -172,11 +169,8 @@ impl<S: TokenSource> Front<S> {
         listener: Listener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> io::Result<()> {
-        let max = self.config.max_connections;
-        let slots = Arc::new(Semaphore::new(max));
-        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
+        let mut admission = Admission::new(&self.config);
         let (stop, stopped) = watch::channel(false);
-        let mut cap_warned: Option<tokio::time::Instant> = None;
         tokio::pin!(shutdown);
         let result = loop {
             let accepted = tokio::select! {
@@ -193,34 +187,19 @@ impl<S: TokenSource> Front<S> {
                     continue;
                 }
             };
-            match slots.clone().try_acquire_owned() {
-                Ok(slot) => {
-                    let serve =
-                        accepted::serve(self.clone(), stream, accepted_at, stopped.clone(), slot);
-                    tokio::spawn(serve);
-                }
-                Err(_) => {
-                    if cap_warned.is_none_or(|at| at.elapsed() >= CAP_WARNING_INTERVAL) {
-                        tracing::warn!("{max} connections open (`server.max_connections`); refusing more with 503");
-                        cap_warned = Some(tokio::time::Instant::now());
-                    }
-                    match refusals.clone().try_acquire_owned() {
-                        Ok(turn) => {
-                            tokio::spawn(async move {
-                                over_cap::refuse_over_cap(stream, max).await;
-                                drop(turn);
-                            });
-                        }
-                        Err(_) => over_cap::refuse_at_once(&stream, max),
-                    }
-                }
+            if let Some((stream, places)) = admission.admit(stream) {
+                let serve =
+                    accepted::serve(self.clone(), stream, accepted_at, stopped.clone(), places);
+                tokio::spawn(serve);
             }
         };
         drop(listener);
         let _ = stop.send(true);
         let grace = Duration::from_secs_f64(self.config.shutdown_timeout_seconds);
-        let all_closed = slots.acquire_many(max as u32);
-        if tokio::time::timeout(grace, all_closed).await.is_err() {
+        if tokio::time::timeout(grace, admission.all_closed())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 "connections still open after {grace:?} (`server.shutdown_timeout_seconds`); stopping anyway"
             );

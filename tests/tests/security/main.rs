@@ -2,6 +2,7 @@
 //! crowd the others out: real agent, real SoftHSM, clients that are real
 //! processes of other users.
 
+mod connections;
 mod peer;
 mod pids;
 mod reload;

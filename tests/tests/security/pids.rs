@@ -13,11 +13,33 @@ use std::time::{Duration, Instant};
 /// supplementary groups), which exits at once and is reaped. Returns the
 /// connection, whose peer credentials are the child's, and the child's pid.
 pub fn connect_from_a_child_that_exits(socket: &Path, uid: u32, gid: u32) -> (UnixStream, i32) {
-    // SAFETY: a new socket, owned by the returned stream.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-    // SAFETY: fd is a new descriptor we own.
-    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    let (mut streams, pid) = connect_many_from_a_child(socket, uid, gid, 1);
+    (streams.remove(0), pid)
+}
+
+/// `count` connections to `socket` made by one child running as
+/// `uid`:`gid`, which then exits; they stay open here, with the child's
+/// credentials, so that one test process can hold another user's connections.
+pub fn connect_many_from_a_child(
+    socket: &Path,
+    uid: u32,
+    gid: u32,
+    count: usize,
+) -> (Vec<UnixStream>, i32) {
+    let fds: Vec<libc::c_int> = (0..count)
+        .map(|_| {
+            // SAFETY: a new socket, owned by a stream below.
+            let fd =
+                unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            fd
+        })
+        .collect();
+    // SAFETY: each fd is a new descriptor we own.
+    let streams = fds
+        .iter()
+        .map(|fd| unsafe { UnixStream::from_raw_fd(*fd) })
+        .collect();
     // SAFETY: zeroed sockaddr_un is valid; the path is copied in below.
     let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     address.sun_family = libc::AF_UNIX as libc::sa_family_t;
@@ -33,10 +55,13 @@ pub fn connect_from_a_child_that_exits(socket: &Path, uid: u32, gid: u32) -> (Un
     if pid == 0 {
         // SAFETY: async-signal-safe calls on values prepared before fork.
         unsafe {
-            let ok = libc::setgroups(0, std::ptr::null()) == 0
+            let mut ok = libc::setgroups(0, std::ptr::null()) == 0
                 && libc::setgid(gid) == 0
-                && libc::setuid(uid) == 0
-                && libc::connect(fd, (&address as *const libc::sockaddr_un).cast(), length) == 0;
+                && libc::setuid(uid) == 0;
+            for fd in &fds {
+                let address = (&address as *const libc::sockaddr_un).cast();
+                ok = ok && libc::connect(*fd, address, length) == 0;
+            }
             libc::_exit(if ok { 0 } else { 1 });
         }
     }
@@ -47,7 +72,7 @@ pub fn connect_from_a_child_that_exits(socket: &Path, uid: u32, gid: u32) -> (Un
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "the child could not connect as {uid}:{gid}"
     );
-    (stream, pid)
+    (streams, pid)
 }
 
 /// A process running `program args` as `uid`:`gid` with supplementary
