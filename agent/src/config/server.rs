@@ -7,6 +7,9 @@ use serde::Deserialize;
 /// The largest `max_connections` accepted.
 const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
+/// The largest `max_signing_per_uid` accepted (tokio's semaphore limit is far above).
+const MAX_SIGNING_PER_UID: usize = 1_000_000;
+
 /// `[server]`: where and how the socket listens, and its limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -22,6 +25,10 @@ pub struct ServerConfig {
     /// `max_connections`); more of its connections get 503, so that one
     /// user's idle keep-alives cannot shut the others out.
     pub max_connections_per_uid: usize,
+    /// Fresh signatures one uid may have queued or under way at once; its
+    /// further requests that need one wait their turn, so that one user
+    /// asking for new app names cannot fill the signing queue.
+    pub max_signing_per_uid: usize,
     /// Largest request head (request line and headers); larger gets 431.
     pub max_header_bytes: usize,
     /// Time a request head may take to arrive, from its first byte (or
@@ -41,6 +48,7 @@ impl Default for ServerConfig {
             socket_group: None,
             max_connections: 1024,
             max_connections_per_uid: 128,
+            max_signing_per_uid: 8,
             max_header_bytes: 8192,
             header_read_timeout_seconds: 10.0,
             idle_timeout_seconds: 60.0,
@@ -67,6 +75,12 @@ impl ServerConfig {
             return Err(format!(
                 "`server.max_connections_per_uid` = {} must be between 1 and {MAX_CONNECTIONS_LIMIT} (above `server.max_connections` it has no effect)",
                 self.max_connections_per_uid
+            ));
+        }
+        if !(1..=MAX_SIGNING_PER_UID).contains(&self.max_signing_per_uid) {
+            return Err(format!(
+                "`server.max_signing_per_uid` = {} must be between 1 and {MAX_SIGNING_PER_UID}",
+                self.max_signing_per_uid
             ));
         }
         if !(1024..=1 << 20).contains(&self.max_header_bytes) {
@@ -154,6 +168,7 @@ mod tests {
         assert_eq!(config.socket_mode, "0660");
         assert_eq!(config.max_connections, 1024);
         assert_eq!(config.max_connections_per_uid, 128);
+        assert_eq!(config.max_signing_per_uid, 8);
         assert_eq!(config.header_read_timeout_seconds, 10.0);
     }
 
@@ -173,6 +188,10 @@ mod tests {
             (
                 "max_connections_per_uid = 0",
                 "`server.max_connections_per_uid` = 0",
+            ),
+            (
+                "max_signing_per_uid = 0",
+                "`server.max_signing_per_uid` = 0",
             ),
             ("max_header_bytes = 100", "`server.max_header_bytes` = 100"),
             (

@@ -17,6 +17,7 @@
 //! | `deadlines` | header and idle deadlines per connection |
 //! | `hyper_answers` | problem+json in place of hyper's own refusals |
 //! | `routes` | the routes and what each answers |
+//! | `shares` | each uid's share of the signing queue |
 //! | [`query`] | parsing and checking `issuer` and `app` |
 //! | [`policy`] | grants: which peer may have which issuer and app |
 //! | [`audit`] | one line per issued or refused request |
@@ -35,6 +36,7 @@ pub mod policy;
 mod problem;
 pub mod query;
 mod routes;
+mod shares;
 #[cfg(test)]
 mod tests;
 
@@ -50,6 +52,7 @@ use self::admission::Admission;
 use self::audit::Audit;
 use self::deadlines::Timeouts;
 use self::policy::Policy;
+use self::shares::Shares;
 use crate::config::ServerConfig;
 use crate::issue::TokenSource;
 use crate::metrics::Metrics;
@@ -98,6 +101,8 @@ pub struct Front<S: TokenSource> {
     /// What the last reload left out of force, for `/readyz`; never grants.
     reload_note: RwLock<Option<Arc<str>>>,
     audit: Audit,
+    /// Each uid's share of the signing queue.
+    shares: Shares,
     metrics: Arc<Metrics>,
     config: ServerConfig,
     timeouts: Timeouts,
@@ -117,6 +122,7 @@ impl<S: TokenSource> Front<S> {
             policy: RwLock::new(Arc::new(policy)),
             reload_note: RwLock::new(None),
             audit,
+            shares: Shares::new(config.max_signing_per_uid),
             metrics,
             config: config.clone(),
             timeouts: timeouts(config),

@@ -136,7 +136,8 @@ impl<S: TokenSource> Front<S> {
                 return self.refuse(peer, issuer, app, refused(refusal, peer, issuer, app))
             }
         };
-        match self.source.issue(issuer, app).await {
+        let in_turn = self.shares.place(peer.uid);
+        match self.source.issue_in_turn(issuer, app, in_turn).await {
             Ok(issued) => {
                 self.metrics.token_issued();
                 self.audit

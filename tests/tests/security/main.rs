@@ -3,6 +3,7 @@
 //! processes of other users.
 
 mod connections;
+mod fresh;
 mod peer;
 mod pids;
 mod reload;
