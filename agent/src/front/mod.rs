@@ -176,6 +176,7 @@ impl<S: TokenSource> Front<S> {
         shutdown: impl Future<Output = ()> + Send,
     ) -> io::Result<()> {
         let mut admission = Admission::new(&self.config);
+        let counts = tokio::spawn(Arc::clone(&self).flush_repeated_refusals());
         let (stop, stopped) = watch::channel(false);
         tokio::pin!(shutdown);
         let result = loop {
@@ -200,6 +201,7 @@ impl<S: TokenSource> Front<S> {
             }
         };
         drop(listener);
+        counts.abort();
         let _ = stop.send(true);
         let grace = Duration::from_secs_f64(self.config.shutdown_timeout_seconds);
         if tokio::time::timeout(grace, admission.all_closed())
@@ -210,7 +212,17 @@ impl<S: TokenSource> Front<S> {
                 "connections still open after {grace:?} (`server.shutdown_timeout_seconds`); stopping anyway"
             );
         }
+        self.audit.flush_repeats(true);
         result
+    }
+
+    /// Writes the counts of identical refusals as their windows end.
+    async fn flush_repeated_refusals(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(self.audit.repeat_interval() / 10);
+        loop {
+            ticks.tick().await;
+            self.audit.flush_repeats(false);
+        }
     }
 }
 

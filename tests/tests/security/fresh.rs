@@ -15,7 +15,7 @@ use integration_tests::OutputExt;
 const NOBODY: u32 = 65534;
 
 /// `request-loop` as `uid` over `connections`, one request per target.
-fn request_loop(
+pub fn request_loop(
     uid: u32,
     socket: &std::path::Path,
     connections: usize,
@@ -42,7 +42,7 @@ fn targets(prefix: &str, count: usize) -> Vec<String> {
         .collect()
 }
 
-fn tally(output: std::process::Output) -> serde_json::Value {
+pub fn tally(output: std::process::Output) -> serde_json::Value {
     serde_json::from_str(output.success().stdout_text().trim()).expect("request-loop prints JSON")
 }
 

@@ -2,6 +2,7 @@
 //! crowd the others out: real agent, real SoftHSM, clients that are real
 //! processes of other users.
 
+mod audit;
 mod connections;
 mod fresh;
 mod peer;
