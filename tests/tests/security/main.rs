@@ -4,6 +4,7 @@
 
 mod audit;
 mod connections;
+mod files;
 mod fresh;
 mod peer;
 mod pids;

@@ -230,21 +230,34 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// Opens `path` for appending. A file it creates gets [`FILE_MODE`] set on
+/// the descriptor, so that systemd's `UMask=0077` does not leave the group
+/// unable to read it; an existing file keeps the mode it has.
 fn open_append(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(FILE_MODE)
-        .open(path)
-        .map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!(
-                    "`audit.file` = {}: cannot open it for appending ({e}); create its directory or fix the path",
-                    path.display()
-                ),
-            )
-        })
+    use std::os::unix::fs::PermissionsExt;
+    let append = |create_new: bool| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create_new(create_new)
+            .mode(FILE_MODE)
+            .open(path)
+    };
+    let opened = match append(true) {
+        Ok(file) => file
+            .set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
+            .map(|()| file),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => append(false),
+        Err(e) => Err(e),
+    };
+    opened.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "`audit.file` = {}: cannot open it for appending ({e}); create its directory or fix the path",
+                path.display()
+            ),
+        )
+    })
 }
 
 #[cfg(test)]
