@@ -4,6 +4,7 @@
 
 mod audit;
 mod connections;
+mod exe;
 mod files;
 mod fresh;
 mod peer;

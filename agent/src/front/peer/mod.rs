@@ -33,7 +33,11 @@
 //! match; uid and primary gid always come from SO_PEERCRED.
 //!
 //! The executable link of another user's process is readable only with
-//! CAP_SYS_PTRACE (or as root); without it `exe` stays unknown.
+//! CAP_SYS_PTRACE (or as root); without it `exe` stays unknown. It stays
+//! unknown too for a process being traced, and for one whose running file
+//! is not the file at the linked path as the agent sees it ([`procfs`]).
+//! Neither check stops the peer's own user, who can preload code into the
+//! granted program or attach to it once it has connected.
 //!
 //! Debug builds (the ones the integration tests run) act as if
 //! SO_PEERPIDFD had failed with the errno named in

@@ -46,8 +46,8 @@ pub(super) fn read(pid: i32) -> Reading {
     let unit = std::fs::read_to_string(dir.join("cgroup"))
         .ok()
         .and_then(|text| unit_from_cgroup(&text));
-    let exe = std::fs::read_link(dir.join("exe")).ok().map(installed_path);
     let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+    let exe = exe_of(&dir, &status);
     let started = std::fs::read_to_string(dir.join("stat"))
         .ok()
         .and_then(|text| start_from_stat(&text));
@@ -60,6 +60,29 @@ pub(super) fn read(pid: i32) -> Reading {
         ids: ids_from_status(&status),
         started,
     }
+}
+
+/// The executable, when it can stand for what the process runs: nobody
+/// traces the process (a tracer can make it run any code), and the file
+/// running is the one at that path as the agent sees it, not another file
+/// the process's own mount namespace put over the path. A program replaced
+/// on disk since it started has no file to compare; it counts only in the
+/// agent's own mount namespace.
+fn exe_of(dir: &Path, status: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    if status_line(status, "TracerPid:")?.trim() != "0" {
+        return None;
+    }
+    let link = std::fs::read_link(dir.join("exe")).ok()?;
+    if link.as_os_str().as_encoded_bytes().ends_with(b" (deleted)") {
+        let ours = std::fs::read_link("/proc/self/ns/mnt").ok();
+        let theirs = std::fs::read_link(dir.join("ns/mnt")).ok();
+        return (ours.is_some() && ours == theirs).then(|| installed_path(link));
+    }
+    // The magic link opens the running file itself, wherever it is mounted.
+    let running = std::fs::metadata(dir.join("exe")).ok()?;
+    let at_path = std::fs::metadata(&link).ok()?;
+    (running.dev() == at_path.dev() && running.ino() == at_path.ino()).then_some(link)
 }
 
 /// The path of a running program as /proc/PID/exe links it. A program
