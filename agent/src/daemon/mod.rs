@@ -11,19 +11,19 @@
 //! effect first and on their own, so that revoking one never waits for the
 //! HSM; issuers, keys and token settings that cannot be applied whole leave
 //! the old ones serving, and the partial reload shows in the log, STATUS=,
-//! `/readyz` and `/metrics`. SIGTERM and SIGINT stop accepting, let requests in flight
+//! `/readyz` and `/metrics`. SIGTERM, SIGINT and SIGQUIT stop accepting, let requests in flight
 //! finish, close the sessions, finalize the module, remove a socket the agent
 //! bound itself, and exit 0.
 
 pub mod notify;
+mod signals;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{signal, Signal, SignalKind};
-
 use self::notify::Notifier;
+use self::signals::{Asked, Signals};
 use crate::back::{ConnectError, Signer};
 use crate::config::Config;
 use crate::exit::{self, Failure};
@@ -32,8 +32,11 @@ use crate::front::policy::Policy;
 use crate::front::{Front, Listener, Reloaded};
 use crate::metrics::Metrics;
 
-/// Runs the agent until SIGTERM or SIGINT.
+/// Runs the agent until SIGTERM, SIGINT or SIGQUIT.
 pub fn serve(config_path: &Path, config: Config) -> Result<(), Failure> {
+    // First, while this is the only thread: every later one inherits the mask.
+    let signals = Signals::take()
+        .map_err(|e| Failure::new(exit::FAILURE, format!("cannot take signals: {e}")))?;
     let policy = policy(config_path, &config)?;
     let audit = audit(config_path, &config)?;
     open_files(&config);
@@ -51,7 +54,7 @@ pub fn serve(config_path: &Path, config: Config) -> Result<(), Failure> {
         .thread_name("access-token-agent-io")
         .build()
         .map_err(|e| Failure::new(exit::FAILURE, format!("cannot start the runtime: {e}")))
-        .and_then(|runtime| runtime.block_on(daemon.run(policy, audit, metrics)));
+        .and_then(|runtime| runtime.block_on(daemon.run(signals, policy, audit, metrics)));
     signer.shutdown();
     if served.is_ok() {
         tracing::info!("stopped: sessions closed, module finalized");
@@ -121,10 +124,13 @@ struct Daemon {
 }
 
 impl Daemon {
-    async fn run(self, policy: Policy, audit: Audit, metrics: Arc<Metrics>) -> Result<(), Failure> {
-        // Installed before READY: SIGHUP's default action would end the process.
-        let signals = Signals::install()
-            .map_err(|e| Failure::new(exit::FAILURE, format!("cannot handle signals: {e}")))?;
+    async fn run(
+        self,
+        signals: Signals,
+        policy: Policy,
+        audit: Audit,
+        metrics: Arc<Metrics>,
+    ) -> Result<(), Failure> {
         let socket = self.config.server.socket.clone();
         let listener = Listener::open(&self.config.server).map_err(|e| {
             Failure::new(
@@ -158,14 +164,10 @@ impl Daemon {
         served.map_err(|e| Failure::new(exit::FAILURE, format!("serving failed: {e}")))
     }
 
-    /// Reloads on SIGHUP; resolves on SIGTERM or SIGINT.
+    /// Reloads on SIGHUP; resolves on SIGTERM, SIGINT or SIGQUIT ([`signals`]).
     async fn until_stopped(mut self, mut signals: Signals, front: Arc<Front<Signer>>) {
-        loop {
-            tokio::select! {
-                _ = signals.hangup.recv() => self.reload(&front).await,
-                _ = signals.terminate.recv() => break,
-                _ = signals.interrupt.recv() => break,
-            }
+        while signals.next().await == Asked::Reload {
+            self.reload(&front).await;
         }
         tracing::info!("stopping: no new connections, finishing requests in flight");
         self.notifier.stopping();
@@ -245,23 +247,6 @@ fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
         Some("`[signing]`")
     } else {
         None
-    }
-}
-
-/// The signals the daemon acts on.
-struct Signals {
-    hangup: Signal,
-    terminate: Signal,
-    interrupt: Signal,
-}
-
-impl Signals {
-    fn install() -> std::io::Result<Signals> {
-        Ok(Signals {
-            hangup: signal(SignalKind::hangup())?,
-            terminate: signal(SignalKind::terminate())?,
-            interrupt: signal(SignalKind::interrupt())?,
-        })
     }
 }
 

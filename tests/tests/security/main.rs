@@ -10,3 +10,4 @@ mod fresh;
 mod peer;
 mod pids;
 mod reload;
+mod signals;
