@@ -30,6 +30,7 @@ install -D -m 0644 -t "$stage/usr/lib/systemd/system" \
     systemd/access-token-agent.service systemd/access-token-agent.socket
 install -D -m 0644 systemd/access-token-agent.sysusers "$stage/usr/lib/sysusers.d/access-token-agent.conf"
 install -D -m 0644 systemd/access-token-agent.tmpfiles "$stage/usr/lib/tmpfiles.d/access-token-agent.conf"
+install -D -m 0644 systemd/access-token-agent.logrotate "$stage/etc/logrotate.d/access-token-agent"
 
 doc="$stage/usr/share/doc/$name"
 install -D -m 0644 README.md "$doc/README.md"
@@ -62,6 +63,8 @@ depends="$(cd "$out/shlibs" && dpkg-shlibdeps -O "$stage/usr/bin/access-token-ag
 
 install -d "$stage/DEBIAN"
 install -m 0755 -t "$stage/DEBIAN" packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm
+# Files under /etc are the operator's once installed: dpkg keeps their edits.
+(cd "$stage" && find etc -type f -printf '/%p\n') >"$stage/DEBIAN/conffiles"
 cat >"$stage/DEBIAN/control" <<CONTROL
 Package: $name
 Version: $version

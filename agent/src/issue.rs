@@ -52,10 +52,29 @@ pub trait TokenSource: Send + Sync + 'static {
         app: &str,
     ) -> impl Future<Output = Result<Issued, IssueError>> + Send;
 
+    /// As [`TokenSource::issue`], for a requester with a share of the
+    /// signing queue: the back awaits `place` before it starts a fresh
+    /// signature (a cache miss it leads, or no cache), never for a cache
+    /// hit, and holds what it gives until the signature is done. A source
+    /// without a queue ignores it.
+    fn issue_in_turn(
+        &self,
+        issuer: &str,
+        app: &str,
+        place: impl Future<Output = Place> + Send,
+    ) -> impl Future<Output = Result<Issued, IssueError>> + Send {
+        drop(place);
+        self.issue(issuer, app)
+    }
+
     /// `Ok` when logged in and every configured issuer has a usable key;
     /// otherwise the reason, for `/readyz`.
     fn readiness(&self) -> Result<(), String>;
 }
+
+/// A place in a requester's share of the signing queue, given back when
+/// dropped; `None` when the requester has no bound.
+pub type Place = Option<tokio::sync::OwnedSemaphorePermit>;
 
 #[cfg(test)]
 mod tests {

@@ -34,6 +34,11 @@ struct Ckr {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadOutcome {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Certificate {
     issuer: String,
     kid: String,
@@ -52,6 +57,8 @@ pub struct Metrics {
     sessions_busy: Gauge,
     quick_signatures: Counter,
     cert_not_after: Family<Certificate, Gauge>,
+    reloads: Family<ReloadOutcome, Counter>,
+    reload_incomplete: Gauge,
     /// Held while the certificates are replaced and while they are written,
     /// so that a scrape never sees half a set.
     certificates: Mutex<()>,
@@ -70,6 +77,8 @@ impl Default for Metrics {
             sessions_busy: Gauge::default(),
             quick_signatures: Counter::default(),
             cert_not_after: Family::default(),
+            reloads: Family::default(),
+            reload_incomplete: Gauge::default(),
             certificates: Mutex::default(),
         };
         // Counters are named without `_total`, help without its final
@@ -118,6 +127,16 @@ impl Default for Metrics {
             Unit::Seconds,
             m.cert_not_after.clone(),
         );
+        r.register(
+            "reloads",
+            "Reloads (SIGHUP), by how much of the new configuration took effect: whole, grants-only, refused",
+            m.reloads.clone(),
+        );
+        r.register(
+            "reload_incomplete",
+            "1 while the last reload left part of the configuration on disk out of force (see /readyz)",
+            m.reload_incomplete.clone(),
+        );
         m
     }
 }
@@ -164,6 +183,13 @@ impl Metrics {
         self.quick_signatures.inc();
     }
 
+    /// A reload ended as `outcome` (`whole`, `grants-only`, `refused`);
+    /// `incomplete` while part of the configuration on disk is not in force.
+    pub fn reloaded(&self, outcome: &'static str, incomplete: bool) {
+        self.reloads.get_or_create(&ReloadOutcome { outcome }).inc();
+        self.reload_incomplete.set(i64::from(incomplete));
+    }
+
     /// Replaces the set of active certificates: (issuer, kid, not-after).
     pub fn set_active_certificates(
         &self,
@@ -202,6 +228,7 @@ mod tests {
         metrics.hsm_error("CKR_DEVICE_REMOVED");
         metrics.sessions_busy(1);
         metrics.set_active_certificates([("ttd".into(), "ABC".into(), 42)]);
+        metrics.reloaded("grants-only", true);
         let text = metrics.render();
         for line in [
             "access_token_agent_tokens_issued_total 1\n",
@@ -214,6 +241,8 @@ mod tests {
             "access_token_agent_hsm_errors_total{ckr=\"CKR_DEVICE_REMOVED\"} 1\n",
             "access_token_agent_sessions_busy 1\n",
             "access_token_agent_certificate_not_after_seconds{issuer=\"ttd\",kid=\"ABC\"} 42\n",
+            "access_token_agent_reloads_total{outcome=\"grants-only\"} 1\n",
+            "access_token_agent_reload_incomplete 1\n",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

@@ -40,6 +40,11 @@ impl Fixture {
         self.token.pin_file()
     }
 
+    /// The token and config this fixture runs on.
+    pub fn token(&self) -> &TestToken {
+        &self.token
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.token.path().join("agent.sock")
     }
@@ -62,6 +67,20 @@ impl Fixture {
             issuer_granted_to_me(RSA_ISSUER),
             issuer_granted_to_me(EC_ISSUER),
         ));
+    }
+
+    /// Lets one uid hold every connection: the load generator is one uid
+    /// standing for many clients. Only for this build's steps: older builds
+    /// (`make bench BEFORE=`) do not know the key.
+    pub fn allow_one_uid_every_connection(&self) {
+        let path = self.token.config_path();
+        let config = std::fs::read_to_string(&path).expect("agent.toml");
+        let config = config.replacen(
+            "[server]\n",
+            "[server]\nmax_connections_per_uid = 1024\n",
+            1,
+        );
+        std::fs::write(path, config).expect("agent.toml");
     }
 
     /// Starts `serve` and waits for READY=1; returns it with the time from

@@ -258,7 +258,12 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// Opens `count` connections, sends one request on each, and keeps them all
 /// open until the returned guard is dropped (for memory at many connections).
 pub async fn hold_connections(socket: &Path, count: usize) -> Vec<UnixStream> {
-    let request = request("ttd", "hold");
+    hold_connections_asking(socket, count, "ttd").await
+}
+
+/// [`hold_connections`], asking for a token of `issuer`.
+pub async fn hold_connections_asking(socket: &Path, count: usize, issuer: &str) -> Vec<UnixStream> {
+    let request = request(issuer, "hold");
     let mut held = Vec::with_capacity(count);
     let mut buffer = Vec::new();
     for _ in 0..count {

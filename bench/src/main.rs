@@ -14,6 +14,7 @@
 //! steady rate instead, and fails if memory grows or any request fails.
 
 mod agent;
+mod hostile;
 mod load;
 mod profile;
 mod signing;
@@ -56,6 +57,12 @@ enum Command {
     /// One load step with the agent under `perf record`, to find where its
     /// time goes.
     Profile(profile::ProfileArgs),
+    /// A well-behaved client's latency alone and beside hostile loads of
+    /// another user (root only), and the cost of a miss in a full cache.
+    Hostile(hostile::HostileArgs),
+    /// The hostile side of `hostile`, run by it as uid 65534.
+    #[command(hide = true)]
+    Flood(hostile::FloodArgs),
 }
 
 fn main() {
@@ -80,6 +87,19 @@ fn main() {
             soak::run(soak, &runtime, &mut report)
         }
         Some(Command::Profile(profile)) => profile::run(profile, &runtime),
+        Some(Command::Hostile(hostile)) => {
+            let _ = writeln!(report, "# Beside hostile clients\n");
+            let _ = writeln!(report, "- date: {}", date());
+            let _ = writeln!(report, "- machine: {}, {}", machine(cores), build());
+            let _ = writeln!(
+                report,
+                "- command: `target/release/access-token-bench hostile`\n"
+            );
+            let passed = hostile::run(hostile, &runtime, &mut report);
+            print!("{report}");
+            passed
+        }
+        Some(Command::Flood(flood)) => hostile::flood(flood, &runtime),
     };
     if let Some(path) = &args.write {
         std::fs::write(path, &report).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
@@ -314,6 +334,7 @@ fn agent_cached(
     memory: &mut String,
 ) {
     fixture.write_config(true);
+    fixture.allow_one_uid_every_connection();
     let (agent, ready) = fixture.serve();
     let idle = agent.rss_kib();
     let _ = writeln!(report, "## 3. Agent, cached tokens\n");

@@ -227,7 +227,7 @@ fn a_thousand_clients_and_five_hundred_slow_ones_against_the_cap() {
     add_server_settings(
         &token,
         &format!(
-            "max_connections = {CAP}\nheader_read_timeout_seconds = {}\nidle_timeout_seconds = {}",
+            "max_connections = {CAP}\nmax_connections_per_uid = {CAP}\nheader_read_timeout_seconds = {}\nidle_timeout_seconds = {}",
             HEADER_TIMEOUT.as_secs_f64(),
             IDLE_TIMEOUT.as_secs_f64()
         ),

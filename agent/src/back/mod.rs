@@ -31,6 +31,7 @@ mod settings;
 mod snapshot;
 mod supervisor;
 
+use std::future::Future;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -44,7 +45,7 @@ use self::settings::Settings;
 use self::snapshot::{Shared, Snapshot};
 use self::supervisor::{supervise, Command, Supervisor};
 use crate::config::Config;
-use crate::issue::{IssueError, Issued, TokenSource};
+use crate::issue::{IssueError, Issued, Place, TokenSource};
 use crate::metrics::Metrics;
 use crate::sync::lock;
 
@@ -146,8 +147,17 @@ impl Drop for Signer {
 
 impl TokenSource for Signer {
     async fn issue(&self, issuer: &str, app: &str) -> Result<Issued, IssueError> {
+        self.issue_in_turn(issuer, app, async { None }).await
+    }
+
+    async fn issue_in_turn(
+        &self,
+        issuer: &str,
+        app: &str,
+        place: impl Future<Output = Place> + Send,
+    ) -> Result<Issued, IssueError> {
         let snapshot = self.shared.current();
-        let issued = snapshot.issue(issuer, app).await;
+        let issued = snapshot.issue(issuer, app, place).await;
         // A miss is a token signed for this request (with or without cache).
         match &issued {
             Ok(issued) if issued.cache_hit => self.shared.metrics.cache_hit(),

@@ -1,6 +1,7 @@
 //! What the request path sees: the latest state the supervisor published,
 //! read without ever waiting on the HSM.
 
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::oneshot;
@@ -9,7 +10,7 @@ use super::active_key::{ActiveKey, Keys, Unavailable};
 use super::cache::Cache;
 use super::pool::{Job, PoolHandle, Reply};
 use super::settings::Settings;
-use crate::issue::{IssueError, Issued};
+use crate::issue::{IssueError, Issued, Place};
 use crate::metrics::Metrics;
 use crate::sync::{read, write};
 
@@ -110,25 +111,41 @@ impl Snapshot {
         }
     }
 
-    pub async fn issue(&self, issuer: &str, app: &str) -> Result<Issued, IssueError> {
+    /// A token for `issuer` and `app`: from the cache, or signed once
+    /// `place` (the requester's turn in the signing queue) is there.
+    pub async fn issue(
+        &self,
+        issuer: &str,
+        app: &str,
+        place: impl Future<Output = Place> + Send,
+    ) -> Result<Issued, IssueError> {
         let key = self.key(issuer)?;
         if self.settings.cache {
+            if let Some(hit) = self.cache.cached(issuer, app, &key.kid) {
+                return Ok(hit);
+            }
+            let place = place.await;
             return self
                 .cache
                 .get_or_sign(issuer, app, &key.kid, |completion| {
                     self.submit(
                         key,
                         app,
-                        Box::new(move |result| completion.complete(result)),
+                        Box::new(move |result| {
+                            drop(place);
+                            completion.complete(result)
+                        }),
                     )
                 })
                 .await;
         }
+        let place = place.await;
         let (reply, signed) = oneshot::channel();
         self.submit(
             key,
             app,
             Box::new(move |result| {
+                drop(place);
                 let _ = reply.send(result);
             }),
         );

@@ -7,6 +7,9 @@ use serde::Deserialize;
 /// The largest `max_connections` accepted.
 const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
+/// The largest `max_signing_per_uid` accepted (tokio's semaphore limit is far above).
+const MAX_SIGNING_PER_UID: usize = 1_000_000;
+
 /// `[server]`: where and how the socket listens, and its limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -18,6 +21,14 @@ pub struct ServerConfig {
     pub socket_group: Option<String>,
     /// Connections served at once; more get 503 with Retry-After.
     pub max_connections: usize,
+    /// Connections one uid may have open at once (at most
+    /// `max_connections`); more of its connections get 503, so that one
+    /// user's idle keep-alives cannot shut the others out.
+    pub max_connections_per_uid: usize,
+    /// Fresh signatures one uid may have queued or under way at once; its
+    /// further requests that need one wait their turn, so that one user
+    /// asking for new app names cannot fill the signing queue.
+    pub max_signing_per_uid: usize,
     /// Largest request head (request line and headers); larger gets 431.
     pub max_header_bytes: usize,
     /// Time a request head may take to arrive, from its first byte (or
@@ -36,6 +47,8 @@ impl Default for ServerConfig {
             socket_mode: "0660".into(),
             socket_group: None,
             max_connections: 1024,
+            max_connections_per_uid: 128,
+            max_signing_per_uid: 8,
             max_header_bytes: 8192,
             header_read_timeout_seconds: 10.0,
             idle_timeout_seconds: 60.0,
@@ -56,6 +69,18 @@ impl ServerConfig {
             return Err(format!(
                 "`server.max_connections` = {} must be between 1 and {MAX_CONNECTIONS_LIMIT}",
                 self.max_connections
+            ));
+        }
+        if !(1..=MAX_CONNECTIONS_LIMIT).contains(&self.max_connections_per_uid) {
+            return Err(format!(
+                "`server.max_connections_per_uid` = {} must be between 1 and {MAX_CONNECTIONS_LIMIT} (above `server.max_connections` it has no effect)",
+                self.max_connections_per_uid
+            ));
+        }
+        if !(1..=MAX_SIGNING_PER_UID).contains(&self.max_signing_per_uid) {
+            return Err(format!(
+                "`server.max_signing_per_uid` = {} must be between 1 and {MAX_SIGNING_PER_UID}",
+                self.max_signing_per_uid
             ));
         }
         if !(1024..=1 << 20).contains(&self.max_header_bytes) {
@@ -142,6 +167,8 @@ mod tests {
         let config = parse("").unwrap();
         assert_eq!(config.socket_mode, "0660");
         assert_eq!(config.max_connections, 1024);
+        assert_eq!(config.max_connections_per_uid, 128);
+        assert_eq!(config.max_signing_per_uid, 8);
         assert_eq!(config.header_read_timeout_seconds, 10.0);
     }
 
@@ -158,6 +185,14 @@ mod tests {
         let cases = [
             ("socket_mode = \"0666\"", "`server.socket_mode`"),
             ("max_connections = 0", "`server.max_connections` = 0"),
+            (
+                "max_connections_per_uid = 0",
+                "`server.max_connections_per_uid` = 0",
+            ),
+            (
+                "max_signing_per_uid = 0",
+                "`server.max_signing_per_uid` = 0",
+            ),
             ("max_header_bytes = 100", "`server.max_header_bytes` = 100"),
             (
                 "idle_timeout_seconds = 0",

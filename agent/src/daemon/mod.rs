@@ -7,31 +7,36 @@
 //!
 //! SIGHUP reopens the audit file (for log rotation), reloads the
 //! configuration (grants, issuers, key pins, token settings) and re-selects
-//! the active keys, without touching connections; a
-//! configuration that cannot be applied whole is refused and the old one
-//! keeps serving. SIGTERM and SIGINT stop accepting, let requests in flight
+//! the active keys, without touching connections. The new grants take
+//! effect first and on their own, so that revoking one never waits for the
+//! HSM; issuers, keys and token settings that cannot be applied whole leave
+//! the old ones serving, and the partial reload shows in the log, STATUS=,
+//! `/readyz` and `/metrics`. SIGTERM, SIGINT and SIGQUIT stop accepting, let requests in flight
 //! finish, close the sessions, finalize the module, remove a socket the agent
 //! bound itself, and exit 0.
 
 pub mod notify;
+mod signals;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{signal, Signal, SignalKind};
-
 use self::notify::Notifier;
+use self::signals::{Asked, Signals};
 use crate::back::{ConnectError, Signer};
 use crate::config::Config;
 use crate::exit::{self, Failure};
 use crate::front::audit::Audit;
 use crate::front::policy::Policy;
-use crate::front::{Front, Listener};
+use crate::front::{Front, Listener, Reloaded};
 use crate::metrics::Metrics;
 
-/// Runs the agent until SIGTERM or SIGINT.
+/// Runs the agent until SIGTERM, SIGINT or SIGQUIT.
 pub fn serve(config_path: &Path, config: Config) -> Result<(), Failure> {
+    // First, while this is the only thread: every later one inherits the mask.
+    let signals = Signals::take()
+        .map_err(|e| Failure::new(exit::FAILURE, format!("cannot take signals: {e}")))?;
     let policy = policy(config_path, &config)?;
     let audit = audit(config_path, &config)?;
     open_files(&config);
@@ -49,7 +54,7 @@ pub fn serve(config_path: &Path, config: Config) -> Result<(), Failure> {
         .thread_name("access-token-agent-io")
         .build()
         .map_err(|e| Failure::new(exit::FAILURE, format!("cannot start the runtime: {e}")))
-        .and_then(|runtime| runtime.block_on(daemon.run(policy, audit, metrics)));
+        .and_then(|runtime| runtime.block_on(daemon.run(signals, policy, audit, metrics)));
     signer.shutdown();
     if served.is_ok() {
         tracing::info!("stopped: sessions closed, module finalized");
@@ -119,10 +124,13 @@ struct Daemon {
 }
 
 impl Daemon {
-    async fn run(self, policy: Policy, audit: Audit, metrics: Arc<Metrics>) -> Result<(), Failure> {
-        // Installed before READY: SIGHUP's default action would end the process.
-        let signals = Signals::install()
-            .map_err(|e| Failure::new(exit::FAILURE, format!("cannot handle signals: {e}")))?;
+    async fn run(
+        self,
+        signals: Signals,
+        policy: Policy,
+        audit: Audit,
+        metrics: Arc<Metrics>,
+    ) -> Result<(), Failure> {
         let socket = self.config.server.socket.clone();
         let listener = Listener::open(&self.config.server).map_err(|e| {
             Failure::new(
@@ -156,14 +164,10 @@ impl Daemon {
         served.map_err(|e| Failure::new(exit::FAILURE, format!("serving failed: {e}")))
     }
 
-    /// Reloads on SIGHUP; resolves on SIGTERM or SIGINT.
+    /// Reloads on SIGHUP; resolves on SIGTERM, SIGINT or SIGQUIT ([`signals`]).
     async fn until_stopped(mut self, mut signals: Signals, front: Arc<Front<Signer>>) {
-        loop {
-            tokio::select! {
-                _ = signals.hangup.recv() => self.reload(&front).await,
-                _ = signals.terminate.recv() => break,
-                _ = signals.interrupt.recv() => break,
-            }
+        while signals.next().await == Asked::Reload {
+            self.reload(&front).await;
         }
         tracing::info!("stopping: no new connections, finishing requests in flight");
         self.notifier.stopping();
@@ -179,32 +183,49 @@ impl Daemon {
                 "the audit file was not reopened; audit lines keep going to the file open before"
             );
         }
-        match self.apply(front).await {
-            Ok(config) => {
-                self.config = config;
-                tracing::info!(status = %self.signer.status(), "configuration reloaded");
+        let outcome = self.apply(front).await;
+        match &outcome {
+            Reloaded::Whole => {
+                tracing::info!(status = %self.signer.status(), "configuration reloaded")
             }
-            Err(message) => tracing::error!(
-                error = %message,
-                "reload refused; the previous configuration keeps serving"
-            ),
+            Reloaded::GrantsOnly(reason) => {
+                tracing::error!(error = %reason, "reload partly applied: the new grants are in force; the issuers, keys and token settings from before keep serving")
+            }
+            Reloaded::Refused(reason) => {
+                tracing::error!(error = %reason, "reload refused; the previous configuration keeps serving")
+            }
         }
-        self.notifier.ready(&self.signer.status());
+        front.reloaded(&outcome);
+        let status = match front.reload_note() {
+            Some(note) => format!("{}; {note}", self.signer.status()),
+            None => self.signer.status(),
+        };
+        self.notifier.ready(&status);
     }
 
-    /// Reads the new configuration and applies it whole, or not at all.
-    async fn apply(&self, front: &Front<Signer>) -> Result<Config, String> {
-        let config = Config::load(&self.config_path).map_err(|e| e.to_string())?;
-        let policy = policy(&self.config_path, &config).map_err(|f| f.message)?;
+    /// Reads the new configuration and applies its grants first, on their
+    /// own, so that revoking one never waits for keys; then the rest, whole
+    /// or not at all.
+    async fn apply(&mut self, front: &Front<Signer>) -> Reloaded {
+        let config = match Config::load(&self.config_path) {
+            Ok(config) => config,
+            Err(e) => return Reloaded::Refused(e.to_string()),
+        };
+        match policy(&self.config_path, &config) {
+            Ok(policy) => front.replace_policy(policy),
+            Err(failure) => return Reloaded::Refused(failure.message),
+        }
         if let Some(setting) = restart_only_change(&self.config, &config) {
-            return Err(format!(
+            return Reloaded::GrantsOnly(format!(
                 "config {}: {setting} changed, which only a restart applies (systemctl restart access-token-agent)",
                 self.config_path.display()
             ));
         }
-        self.signer.reload(&config).await?;
-        front.replace_policy(policy);
-        Ok(config)
+        if let Err(reason) = self.signer.reload(&config).await {
+            return Reloaded::GrantsOnly(reason);
+        }
+        self.config = config;
+        Reloaded::Whole
     }
 }
 
@@ -226,23 +247,6 @@ fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
         Some("`[signing]`")
     } else {
         None
-    }
-}
-
-/// The signals the daemon acts on.
-struct Signals {
-    hangup: Signal,
-    terminate: Signal,
-    interrupt: Signal,
-}
-
-impl Signals {
-    fn install() -> std::io::Result<Signals> {
-        Ok(Signals {
-            hangup: signal(SignalKind::hangup())?,
-            terminate: signal(SignalKind::terminate())?,
-            interrupt: signal(SignalKind::interrupt())?,
-        })
     }
 }
 

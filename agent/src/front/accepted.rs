@@ -7,8 +7,9 @@ use std::sync::Arc;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
 
+use super::admission::Places;
 use super::deadlines::Activity;
 use super::hyper_answers::Watched;
 use super::peer::Peer;
@@ -19,14 +20,16 @@ use crate::issue::TokenSource;
 /// agent stops (`stop` turns true): then a connection that has sent nothing
 /// is closed at once, an idle one too, and one with a request under way
 /// gets its answer first.
-/// `_slot` holds the connection's place under the cap until it ends.
+/// `accepted_at` is when it was accepted ([`super::peer::since_boot`]);
+/// `_places` holds the connection's places under the caps until it ends.
 pub(super) async fn serve<S: TokenSource>(
     front: Arc<Front<S>>,
     stream: UnixStream,
+    accepted_at: std::time::Duration,
     mut stop: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
+    _places: Places,
 ) {
-    let peer = match Peer::of(&stream) {
+    let peer = match Peer::of(&stream, accepted_at) {
         Ok(peer) => Arc::new(peer),
         Err(e) => {
             tracing::debug!("dropping a connection without peer credentials: {e}");

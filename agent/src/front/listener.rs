@@ -7,7 +7,7 @@
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -87,6 +87,10 @@ pub fn adopt(fd: OwnedFd) -> io::Result<Listener> {
 
 /// Binds `config.socket`, replacing a stale socket file but never one that
 /// a live agent serves; mode and group are set before anyone can connect.
+/// The mode comes from the umask in force during `bind` (a socket file
+/// has no descriptor to `fchmod`), and the group is set without following
+/// a symlink; the directory is one nobody else can write, so nobody can
+/// put another file in the socket's place in between.
 fn bind(config: &ServerConfig) -> io::Result<Listener> {
     let path = config.socket.as_path();
     let mode = parse_mode(&config.socket_mode).map_err(invalid)?;
@@ -96,7 +100,13 @@ fn bind(config: &ServerConfig) -> io::Result<Listener> {
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
     let address = SockAddr::unix(path)
         .map_err(|e| invalid(format!("`server.socket` = {}: {e}", path.display())))?;
-    socket.bind(&address).map_err(|e| {
+    // SAFETY: umask has no preconditions. It is process-wide: a file another
+    // thread creates in this instant gets at most the socket's own mode.
+    let umask = unsafe { libc::umask(!mode & 0o777) };
+    let bound = socket.bind(&address);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(umask) };
+    bound.map_err(|e| {
         io::Error::new(
             e.kind(),
             format!(
@@ -107,9 +117,8 @@ fn bind(config: &ServerConfig) -> io::Result<Listener> {
     })?;
     // From here on a failure removes the half-made socket file.
     let socket_file = SocketFile::new(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     if let Some(gid) = group {
-        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+        std::os::unix::fs::lchown(path, None, Some(gid)).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!(
@@ -139,20 +148,44 @@ fn into_listener(
     })
 }
 
+/// The socket's directory must exist, and only the agent's user (or root)
+/// may be able to write it: whoever else can write it could put a symlink
+/// in place of the new socket file before its group is set. A sticky
+/// directory (`/tmp`) is fine, since there only the owner may rename or
+/// remove a file.
 fn check_directory(path: &Path) -> io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    if dir.is_dir() {
+    let meta = match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => meta,
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "`server.socket` = {}: directory {} does not exist; create it (systemd: RuntimeDirectory=) or change `server.socket`",
+                    path.display(),
+                    dir.display()
+                ),
+            ))
+        }
+    };
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let sticky = meta.mode() & 0o1000 != 0;
+    let others_write = meta.mode() & 0o022 != 0 || (meta.uid() != me && meta.uid() != 0);
+    if sticky || !others_write {
         return Ok(());
     }
     Err(io::Error::new(
-        io::ErrorKind::NotFound,
+        io::ErrorKind::PermissionDenied,
         format!(
-            "`server.socket` = {}: directory {} does not exist; create it (systemd: RuntimeDirectory=) or change `server.socket`",
+            "`server.socket` = {}: directory {} (mode {:04o}, owner uid {}) can be written by other users, who could replace the socket file while the agent sets it up; use a directory only the agent's user can write (systemd: RuntimeDirectory=) or make it sticky (chmod +t)",
             path.display(),
-            dir.display()
+            dir.display(),
+            meta.mode() & 0o7777,
+            meta.uid()
         ),
     ))
 }

@@ -9,28 +9,34 @@
 //! | file | its one job |
 //! |---|---|
 //! | `listener` | the listening socket: systemd's, or bound with mode and group |
-//! | `over_cap` | the 503 past `server.max_connections` |
+//! | `admission` | a place under `server.max_connections` and the uid's `server.max_connections_per_uid`, or 503 |
+//! | `per_uid` | connections open per uid |
+//! | `over_cap` | the 503 past either cap |
 //! | [`peer`] | who is on the other end: credentials, groups, unit, executable |
 //! | `accepted` | one accepted connection: keep-alive, deadlines, graceful end |
 //! | `deadlines` | header and idle deadlines per connection |
 //! | `hyper_answers` | problem+json in place of hyper's own refusals |
 //! | `routes` | the routes and what each answers |
+//! | `shares` | each uid's share of the signing queue |
 //! | [`query`] | parsing and checking `issuer` and `app` |
 //! | [`policy`] | grants: which peer may have which issuer and app |
 //! | [`audit`] | one line per issued or refused request |
 //! | `problem` | RFC 9457 problem+json bodies with a stable `type` each |
 
 mod accepted;
+mod admission;
 pub mod audit;
 mod deadlines;
 mod hyper_answers;
 mod listener;
 mod over_cap;
 pub mod peer;
+mod per_uid;
 pub mod policy;
 mod problem;
 pub mod query;
 mod routes;
+mod shares;
 #[cfg(test)]
 mod tests;
 
@@ -40,11 +46,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
+use self::admission::Admission;
 use self::audit::Audit;
 use self::deadlines::Timeouts;
 use self::policy::Policy;
+use self::shares::Shares;
 use crate::config::ServerConfig;
 use crate::issue::TokenSource;
 use crate::metrics::Metrics;
@@ -52,16 +60,8 @@ use crate::metrics::Metrics;
 pub use listener::Listener;
 pub use problem::{ProblemKind, TYPE_PREFIX};
 
-/// Connections past the cap whose request heads are read before their 503;
-/// beyond these, the 503 is written at once, without reading, and the
-/// connection closed.
-const MAX_REFUSALS_IN_FLIGHT: usize = 64;
-
 /// How long accepting pauses after an error such as running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Reaching the connection cap is logged at most this often.
-const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The per-connection deadlines `[server]` sets.
 fn timeouts(config: &ServerConfig) -> Timeouts {
@@ -83,11 +83,26 @@ fn http(config: &ServerConfig) -> http1::Builder {
     http
 }
 
+/// How much of a new configuration a reload put in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// All of it.
+    Whole,
+    /// The grants, and not the rest, for the reason given.
+    GrantsOnly(String),
+    /// Nothing: the file or its grants are wrong.
+    Refused(String),
+}
+
 /// The HTTP front: routes, limits, peer checks, audit.
 pub struct Front<S: TokenSource> {
     source: Arc<S>,
     policy: RwLock<Arc<Policy>>,
+    /// What the last reload left out of force, for `/readyz`; never grants.
+    reload_note: RwLock<Option<Arc<str>>>,
     audit: Audit,
+    /// Each uid's share of the signing queue.
+    shares: Shares,
     metrics: Arc<Metrics>,
     config: ServerConfig,
     timeouts: Timeouts,
@@ -105,7 +120,9 @@ impl<S: TokenSource> Front<S> {
         Front {
             source,
             policy: RwLock::new(Arc::new(policy)),
+            reload_note: RwLock::new(None),
             audit,
+            shares: Shares::new(config.max_signing_per_uid),
             metrics,
             config: config.clone(),
             timeouts: timeouts(config),
@@ -117,6 +134,27 @@ impl<S: TokenSource> Front<S> {
     /// requests already being answered finish under the old grants.
     pub fn replace_policy(&self, policy: Policy) {
         *crate::sync::write(&self.policy) = Arc::new(policy);
+    }
+
+    /// Records how much of a reload took effect: `/readyz` answers 503 with
+    /// what was left out until a reload applies whole, and `/metrics` counts it.
+    pub fn reloaded(&self, outcome: &Reloaded) {
+        let (label, note) = match outcome {
+            Reloaded::Whole => ("whole", None),
+            Reloaded::GrantsOnly(reason) => ("grants-only", Some(format!(
+                "the last reload applied the new grants only ({reason}); the issuers, keys and token settings from before keep serving"
+            ))),
+            Reloaded::Refused(reason) => ("refused", Some(format!(
+                "the last reload was refused ({reason}); the configuration from before keeps serving"
+            ))),
+        };
+        self.metrics.reloaded(label, note.is_some());
+        *crate::sync::write(&self.reload_note) = note.map(Arc::from);
+    }
+
+    /// What the last reload left out of force, if anything.
+    pub fn reload_note(&self) -> Option<Arc<str>> {
+        crate::sync::read(&self.reload_note).clone()
     }
 
     /// The audit sink, e.g. to [`Audit::reopen`] its file on SIGHUP.
@@ -137,19 +175,18 @@ impl<S: TokenSource> Front<S> {
         listener: Listener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> io::Result<()> {
-        let max = self.config.max_connections;
-        let slots = Arc::new(Semaphore::new(max));
-        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
+        let mut admission = Admission::new(&self.config);
+        let counts = tokio::spawn(Arc::clone(&self).flush_repeated_refusals());
         let (stop, stopped) = watch::channel(false);
-        let mut cap_warned: Option<tokio::time::Instant> = None;
         tokio::pin!(shutdown);
         let result = loop {
             let accepted = tokio::select! {
                 () = &mut shutdown => break Ok(()),
                 accepted = listener.listener.accept() => accepted,
             };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
+            let (stream, accepted_at) = match accepted {
+                // The accept's time bounds when the peer's process started.
+                Ok((stream, _)) => (stream, peer::since_boot()),
                 Err(e) if is_fatal(&e) => break Err(e),
                 Err(e) => {
                     tracing::warn!("accepting a connection failed: {e}; pausing briefly");
@@ -157,37 +194,35 @@ impl<S: TokenSource> Front<S> {
                     continue;
                 }
             };
-            match slots.clone().try_acquire_owned() {
-                Ok(slot) => {
-                    tokio::spawn(accepted::serve(self.clone(), stream, stopped.clone(), slot));
-                }
-                Err(_) => {
-                    if cap_warned.is_none_or(|at| at.elapsed() >= CAP_WARNING_INTERVAL) {
-                        tracing::warn!("{max} connections open (`server.max_connections`); refusing more with 503");
-                        cap_warned = Some(tokio::time::Instant::now());
-                    }
-                    match refusals.clone().try_acquire_owned() {
-                        Ok(turn) => {
-                            tokio::spawn(async move {
-                                over_cap::refuse_over_cap(stream, max).await;
-                                drop(turn);
-                            });
-                        }
-                        Err(_) => over_cap::refuse_at_once(&stream, max),
-                    }
-                }
+            if let Some((stream, places)) = admission.admit(stream) {
+                let serve =
+                    accepted::serve(self.clone(), stream, accepted_at, stopped.clone(), places);
+                tokio::spawn(serve);
             }
         };
         drop(listener);
+        counts.abort();
         let _ = stop.send(true);
         let grace = Duration::from_secs_f64(self.config.shutdown_timeout_seconds);
-        let all_closed = slots.acquire_many(max as u32);
-        if tokio::time::timeout(grace, all_closed).await.is_err() {
+        if tokio::time::timeout(grace, admission.all_closed())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 "connections still open after {grace:?} (`server.shutdown_timeout_seconds`); stopping anyway"
             );
         }
+        self.audit.flush_repeats(true);
         result
+    }
+
+    /// Writes the counts of identical refusals as their windows end.
+    async fn flush_repeated_refusals(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(self.audit.repeat_interval() / 10);
+        loop {
+            ticks.tick().await;
+            self.audit.flush_repeats(false);
+        }
     }
 }
 

@@ -136,7 +136,8 @@ impl<S: TokenSource> Front<S> {
                 return self.refuse(peer, issuer, app, refused(refusal, peer, issuer, app))
             }
         };
-        match self.source.issue(issuer, app).await {
+        let in_turn = self.shares.place(peer.uid);
+        match self.source.issue_in_turn(issuer, app, in_turn).await {
             Ok(issued) => {
                 self.metrics.token_issued();
                 self.audit
@@ -164,13 +165,19 @@ impl<S: TokenSource> Front<S> {
     }
 
     fn ready(&self) -> Response<Full<Bytes>> {
-        match self.source.readiness() {
-            Ok(()) => plain(
+        match (self.source.readiness(), self.reload_note()) {
+            (Ok(()), None) => plain(
                 StatusCode::OK,
                 "text/plain; charset=utf-8",
                 "ready\n".into(),
             ),
-            Err(reason) => Problem::new(ProblemKind::NotReady, reason).response(),
+            (signing, note) => {
+                let reasons: Vec<String> = [signing.err(), note.map(|n| n.to_string())]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                Problem::new(ProblemKind::NotReady, reasons.join("; ")).response()
+            }
         }
     }
 

@@ -9,8 +9,17 @@
 //! Entries are keyed by issuer and app and remember the kid they were signed
 //! with; a token whose kid is not the issuer's active one is never served, so
 //! the effective key is (issuer, app, kid) and a new key takes over at once.
+//!
+//! A full cache makes room the way a clock makes pages: a hand goes round the
+//! entries in the order they came, and takes the first one that is stale or
+//! was not asked for again since the hand last passed; one that was gets a
+//! second chance. It looks at no more than [`EVICTION_LOOKS`] entries per
+//! miss, then takes the one under the hand, so a miss costs the same however
+//! full the cache is, and entries that are asked for again outlast a flood of
+//! names asked for once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::watch;
@@ -21,9 +30,11 @@ use crate::sync::{lock, read, write};
 
 /// How many (issuer, app) entries are kept at most. A peer granted every app
 /// (`apps = ["*"]`) could otherwise grow the cache without bound; past this,
-/// stale entries are swept and, if that is not enough, tokens are signed
-/// without being cached.
+/// an entry makes room for the new one.
 pub const MAX_ENTRIES: usize = 10_000;
+
+/// Entries the hand looks at, at most, to make room for one.
+pub const EVICTION_LOOKS: usize = 8;
 
 /// Where the cache reads the time from; tests move it by hand.
 pub trait TimeSource: Send + Sync + 'static {
@@ -51,13 +62,16 @@ pub struct Cache<C: TimeSource = WallTime> {
     /// `cache_refresh_remaining` × lifetime.
     refresh_margin_ms: i64,
     entries: RwLock<Entries>,
+    /// Entries the hand has looked at, for the tests' bound.
+    looked_at: AtomicUsize,
 }
 
 #[derive(Default)]
 struct Entries {
     /// issuer → app → entry, so that a lookup by `&str` needs no allocation.
     by_issuer: HashMap<Box<str>, HashMap<Box<str>, Arc<Entry>>>,
-    len: usize,
+    /// Every entry's (issuer, app), in the order the hand visits them.
+    hand: VecDeque<(Box<str>, Box<str>)>,
 }
 
 /// One (issuer, app): the token last signed for it and the signature under way.
@@ -66,6 +80,8 @@ struct Entry {
     current: RwLock<Option<Fresh>>,
     /// Set while a signature is under way; later requests wait on it.
     flight: Mutex<Option<watch::Receiver<Option<IssueResult>>>>,
+    /// Served from the cache since the hand last passed it.
+    asked_again: AtomicBool,
 }
 
 /// A cached token and the instant it stops being served.
@@ -96,6 +112,7 @@ impl<C: TimeSource> Cache<C> {
             refresh_margin_ms: (lifetime_seconds as f64 * 1000.0 * refresh_remaining).round()
                 as i64,
             entries: RwLock::default(),
+            looked_at: AtomicUsize::new(0),
         }
     }
 
@@ -148,29 +165,14 @@ impl<C: TimeSource> Cache<C> {
         })
     }
 
-    /// Drops every entry whose token is no longer served and that has no
-    /// signature under way.
-    pub fn sweep(&self) {
-        let now = self.clock.now_millis();
-        let mut entries = write(&self.entries);
-        let mut removed = 0;
-        for apps in entries.by_issuer.values_mut() {
-            apps.retain(|_, entry| {
-                let keep = lock(&entry.flight).is_some()
-                    || read(&entry.current)
-                        .as_ref()
-                        .is_some_and(|fresh| now < fresh.refresh_at_ms);
-                removed += usize::from(!keep);
-                keep
-            });
-        }
-        entries.by_issuer.retain(|_, apps| !apps.is_empty());
-        entries.len -= removed;
-    }
-
     /// How many (issuer, app) entries are held.
     pub fn len(&self) -> usize {
-        read(&self.entries).len
+        read(&self.entries).hand.len()
+    }
+
+    /// Entries the hand has looked at so far.
+    pub fn looked_at(&self) -> usize {
+        self.looked_at.load(Ordering::Relaxed)
     }
 
     /// Whether the cache holds no entry.
@@ -178,10 +180,21 @@ impl<C: TimeSource> Cache<C> {
         self.len() == 0
     }
 
+    /// The cached token for `issuer` and `app` signed by `kid`, if one is
+    /// served now; nothing is signed.
+    pub fn cached(&self, issuer: &str, app: &str, kid: &str) -> Option<Issued> {
+        self.lookup(issuer, app, kid)
+    }
+
     fn lookup(&self, issuer: &str, app: &str, kid: &str) -> Option<Issued> {
         let entries = read(&self.entries);
         let entry = entries.by_issuer.get(issuer)?.get(app)?;
-        self.fresh(entry, kid)
+        let hit = self.fresh(entry, kid)?;
+        // Read first: most hits find it set and need not write the line.
+        if !entry.asked_again.load(Ordering::Relaxed) {
+            entry.asked_again.store(true, Ordering::Relaxed);
+        }
+        Some(hit)
     }
 
     fn fresh(&self, entry: &Entry, kid: &str) -> Option<Issued> {
@@ -192,9 +205,10 @@ impl<C: TimeSource> Cache<C> {
             .then(|| fresh.issued.clone())
     }
 
-    /// The entry for `issuer` and `app`, created if need be. When the cache
-    /// is full even after a sweep, a detached entry is returned: the token is
-    /// signed but not kept.
+    /// The entry for `issuer` and `app`, created if need be, in place of
+    /// one the hand takes when the cache is full. When the hand finds only
+    /// entries with a signature under way, a detached entry is returned: the
+    /// token is signed but not kept.
     fn entry(&self, issuer: &str, app: &str) -> Arc<Entry> {
         if let Some(entry) = read(&self.entries)
             .by_issuer
@@ -203,23 +217,54 @@ impl<C: TimeSource> Cache<C> {
         {
             return Arc::clone(entry);
         }
-        if self.len() >= MAX_ENTRIES {
-            self.sweep();
-        }
         let mut entries = write(&self.entries);
-        if entries.len >= MAX_ENTRIES {
+        if let Some(entry) = entries.by_issuer.get(issuer).and_then(|apps| apps.get(app)) {
+            return Arc::clone(entry);
+        }
+        if entries.hand.len() >= MAX_ENTRIES && !self.make_room(&mut entries) {
             return Arc::default();
         }
-        let Entries { by_issuer, len } = &mut *entries;
-        let entry = by_issuer
+        let entry = Arc::<Entry>::default();
+        entries
+            .by_issuer
             .entry(issuer.into())
             .or_default()
-            .entry(app.into())
-            .or_insert_with(|| {
-                *len += 1;
-                Arc::default()
-            });
-        Arc::clone(entry)
+            .insert(app.into(), Arc::clone(&entry));
+        entries.hand.push_back((issuer.into(), app.into()));
+        entry
+    }
+
+    /// Takes one entry off the hand: the first stale one or one not asked
+    /// for again, else the last one looked at; never one being signed.
+    fn make_room(&self, entries: &mut Entries) -> bool {
+        let now = self.clock.now_millis();
+        for look in 1..=EVICTION_LOOKS {
+            let Some((issuer, app)) = entries.hand.pop_front() else {
+                return false;
+            };
+            self.looked_at.fetch_add(1, Ordering::Relaxed);
+            let Some(apps) = entries.by_issuer.get_mut(&issuer) else {
+                continue;
+            };
+            let Some(entry) = apps.get(&app) else {
+                continue;
+            };
+            let signing = lock(&entry.flight).is_some();
+            let live = read(&entry.current)
+                .as_ref()
+                .is_some_and(|fresh| now < fresh.refresh_at_ms);
+            let second_chance = entry.asked_again.swap(false, Ordering::Relaxed);
+            if signing || (live && second_chance && look < EVICTION_LOOKS) {
+                entries.hand.push_back((issuer, app));
+                continue;
+            }
+            apps.remove(&app);
+            if apps.is_empty() {
+                entries.by_issuer.remove(&issuer);
+            }
+            return true;
+        }
+        false
     }
 }
 

@@ -192,36 +192,74 @@ async fn a_dropped_completion_fails_the_request_instead_of_hanging() {
     assert!(!get(&cache, &signer, "app", "K1").await.cache_hit);
 }
 
-#[tokio::test]
-async fn sweep_drops_only_tokens_past_their_refresh_point() {
-    let clock = TestTime::at(0.0);
-    let cache = Cache::with_time_source(clock.clone(), LIFETIME, 0.5);
-    let signer = CountingSigner::new(&clock);
-    get(&cache, &signer, "old", "K1").await;
-    clock.set(100.0);
-    get(&cache, &signer, "new", "K1").await;
-    clock.set(200.0);
-    cache.sweep();
-    assert_eq!(cache.len(), 1);
-    assert!(get(&cache, &signer, "new", "K1").await.cache_hit);
+/// Fills the cache with `MAX_ENTRIES` entries, each asked for once, after
+/// `first` (asked for twice).
+async fn fill(cache: &Cache<TestTime>, signer: &CountingSigner, first: &str) {
+    get(cache, signer, first, "K1").await;
+    assert!(get(cache, signer, first, "K1").await.cache_hit);
+    for n in 1..MAX_ENTRIES {
+        get(cache, signer, &format!("flood-{n}"), "K1").await;
+    }
+    assert_eq!(cache.len(), MAX_ENTRIES);
 }
 
 #[tokio::test]
-async fn a_full_cache_still_signs_but_keeps_no_more_entries() {
+async fn a_full_cache_keeps_a_new_key_in_place_of_one_nobody_asked_for_again() {
     let clock = TestTime::at(0.0);
     let cache = Cache::with_time_source(clock.clone(), LIFETIME, 0.5);
     let signer = CountingSigner::new(&clock);
+    fill(&cache, &signer, "kept").await;
+    let new = get(&cache, &signer, "new", "K1").await;
+    assert!(!new.cache_hit);
+    assert!(get(&cache, &signer, "new", "K1").await.cache_hit, "cached");
+    assert_eq!(cache.len(), MAX_ENTRIES);
+    // The entry asked for again had its second chance; a flood entry went.
+    assert!(get(&cache, &signer, "kept", "K1").await.cache_hit);
+    let before = signer.count();
+    assert!(!get(&cache, &signer, "flood-1", "K1").await.cache_hit);
+    assert_eq!(signer.count(), before + 1);
+}
+
+#[tokio::test]
+async fn a_miss_in_a_full_cache_looks_at_a_bounded_number_of_entries() {
+    let clock = TestTime::at(0.0);
+    let cache = Cache::with_time_source(clock.clone(), LIFETIME, 0.5);
+    let signer = CountingSigner::new(&clock);
+    // The worst case for the hand: every entry asked for again.
     for n in 0..MAX_ENTRIES {
-        get(&cache, &signer, &format!("app-{n}"), "K1").await;
+        let app = format!("busy-{n}");
+        get(&cache, &signer, &app, "K1").await;
+        assert!(get(&cache, &signer, &app, "K1").await.cache_hit);
+    }
+    for n in 0..1000 {
+        let looked_at = cache.looked_at();
+        get(&cache, &signer, &format!("new-{n}"), "K1").await;
+        let this_miss = cache.looked_at() - looked_at;
+        assert!(this_miss <= EVICTION_LOOKS, "{this_miss} entries looked at");
+        assert!(
+            get(&cache, &signer, &format!("new-{n}"), "K1")
+                .await
+                .cache_hit
+        );
     }
     assert_eq!(cache.len(), MAX_ENTRIES);
-    let extra = get(&cache, &signer, "one-more", "K1").await;
-    assert_eq!(cache.len(), MAX_ENTRIES);
-    assert!(!extra.cache_hit);
-    assert!(!get(&cache, &signer, "one-more", "K1").await.cache_hit);
-    // Once the old entries are stale, the sweep makes room again.
+}
+
+#[tokio::test]
+async fn stale_entries_make_room_first() {
+    let clock = TestTime::at(0.0);
+    let cache = Cache::with_time_source(clock.clone(), LIFETIME, 0.5);
+    let signer = CountingSigner::new(&clock);
+    fill(&cache, &signer, "old").await;
+    // Past every entry's refresh point: any of them can go.
     clock.set(200.0);
-    get(&cache, &signer, "after-sweep", "K1").await;
-    assert!(get(&cache, &signer, "after-sweep", "K1").await.cache_hit);
-    assert_eq!(cache.len(), 1);
+    for n in 0..10 {
+        get(&cache, &signer, &format!("later-{n}"), "K1").await;
+        assert!(
+            get(&cache, &signer, &format!("later-{n}"), "K1")
+                .await
+                .cache_hit
+        );
+    }
+    assert_eq!(cache.len(), MAX_ENTRIES);
 }

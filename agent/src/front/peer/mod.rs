@@ -10,20 +10,48 @@
 //! window as short as the agent can make it, and costs nothing per request.
 //!
 //! /proc is read by pid, and a pid can be reused once its process is gone.
-//! To read the right process, the agent pins the peer with a pidfd before
-//! reading and checks after reading that the process behind it is still
-//! alive: a live process keeps its pid, so what was read was its own. The
-//! pidfd comes from SO_PEERPIDFD (Linux 6.5+), which names the process that
-//! connected even if it already exited; older kernels fall back to
-//! `pidfd_open(pid)`, which cannot tell whether the pid was reused between
-//! `connect` and `accept`. Without a pidfd nothing is read, and grants that
-//! need the groups, unit or executable do not match.
+//! To read the right process, the agent pins it with a pidfd before reading
+//! and checks after reading that the process behind it is still alive: a
+//! live process keeps its pid, so what was read was its own.
+//!
+//! - SO_PEERPIDFD (Linux 6.5+) gives a pidfd for the process that
+//!   connected, even if it has exited since; then it polls as exited and
+//!   nothing is read. If the option fails for any other reason than not
+//!   existing (before 6.16, ESRCH for a peer already reaped), nothing is
+//!   read either.
+//! - Only where the option does not exist (ENOPROTOOPT: kernels before
+//!   6.5) does the agent pin whichever process holds the pid now, with
+//!   `pidfd_open`, and it believes what it read only if that process can be
+//!   the one that connected: real and effective uid and gid equal to
+//!   SO_PEERCRED's, started no later than the clock tick (10 ms) of the
+//!   accept. A pid reused by another user's or group's process, or by a
+//!   process started after the accept, lends nothing. What remains: a
+//!   process of the same uid and gid that got the pid between the peer's
+//!   exit and the accept is taken for the peer.
+//!
+//! Without facts, grants that need the groups, unit or executable do not
+//! match; uid and primary gid always come from SO_PEERCRED.
 //!
 //! The executable link of another user's process is readable only with
-//! CAP_SYS_PTRACE (or as root); without it `exe` stays unknown.
+//! CAP_SYS_PTRACE (or as root); without it `exe` stays unknown. It stays
+//! unknown too for a process being traced, and for one whose running file
+//! is not the file at the linked path as the agent sees it ([`procfs`]).
+//! Neither check stops the peer's own user, who can preload code into the
+//! granted program or attach to it once it has connected.
+//!
+//! Debug builds (the ones the integration tests run) act as if
+//! SO_PEERPIDFD had failed with the errno named in
+//! `ACCESS_TOKEN_AGENT_TEST_SO_PEERPIDFD` (`ENOPROTOOPT` or `ESRCH`), so
+//! that both paths are tested on any kernel; release builds ignore it.
 
+mod procfs;
+
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use procfs::{groups_from_status, since_boot, unit_from_cgroup};
 
 /// Facts about the peer's process read from /proc; what could not be read
 /// is empty.
@@ -49,15 +77,25 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// The peer of `stream`, with its process facts read now, at accept:
-    /// one getsockopt for a pidfd, then /proc once for the connection.
-    pub fn of(stream: &tokio::net::UnixStream) -> std::io::Result<Peer> {
+    /// The peer of `stream`, accepted at `accepted` ([`since_boot`]), with
+    /// its process facts read now: one getsockopt for a pidfd, then /proc
+    /// once for the connection.
+    pub fn of(stream: &tokio::net::UnixStream, accepted: Duration) -> io::Result<Peer> {
         let cred = stream.peer_cred()?;
         let pid = cred.pid().filter(|pid| *pid > 0);
         let process = pid
             .and_then(|pid| {
-                let pidfd = peer_pidfd(stream).or_else(|| open_pidfd(pid))?;
-                read_pinned(pid, &pidfd)
+                let pinned = match peer_pidfd(stream) {
+                    Ok(pidfd) => read_pinned(pid, &pidfd)?,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {
+                        let reading = read_pinned(pid, &open_pidfd(pid)?)?;
+                        reading
+                            .can_be_the_peer(cred.uid(), cred.gid(), accepted)
+                            .then_some(reading)?
+                    }
+                    Err(_) => return None,
+                };
+                Some(pinned.process)
             })
             .unwrap_or_default();
         Ok(Peer {
@@ -91,82 +129,18 @@ impl Peer {
 
 /// Reads /proc for `pid` if `pidfd`'s process is still alive after the
 /// read, so that the facts are its own and not a later owner's of the pid.
-fn read_pinned(pid: i32, pidfd: &OwnedFd) -> Option<Process> {
-    let process = read_proc(pid);
-    process_alive(pidfd).then_some(process)
-}
-
-/// Reads unit, exe and groups of `pid`; what cannot be read stays empty.
-fn read_proc(pid: i32) -> Process {
-    let dir = PathBuf::from(format!("/proc/{pid}"));
-    let unit = std::fs::read_to_string(dir.join("cgroup"))
-        .ok()
-        .and_then(|text| unit_from_cgroup(&text));
-    let exe = std::fs::read_link(dir.join("exe")).ok().map(installed_path);
-    let groups = std::fs::read_to_string(dir.join("status"))
-        .map(|text| groups_from_status(&text))
-        .unwrap_or_default();
-    Process { unit, exe, groups }
-}
-
-/// The path of a running program as /proc/PID/exe links it. A program
-/// whose file was replaced or removed since it started links as
-/// `/usr/bin/x (deleted)`; while a file is at `/usr/bin/x` again (a package
-/// upgrade replaced it), the program counts as `/usr/bin/x`, so that an
-/// upgrade does not cut a running service off from its tokens until it
-/// restarts. Removed for good, it keeps the suffix and matches no grant.
-fn installed_path(link: PathBuf) -> PathBuf {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = link.as_os_str().as_bytes();
-    match bytes.strip_suffix(b" (deleted)") {
-        Some(path) if Path::new(std::ffi::OsStr::from_bytes(path)).exists() => {
-            PathBuf::from(std::ffi::OsStr::from_bytes(path))
-        }
-        _ => link,
-    }
-}
-
-/// The systemd unit from /proc/PID/cgroup: the first service or scope on
-/// the process's cgroup path, which is the unit the system manager (PID 1)
-/// runs it in. What lies below that unit is the unit's own to arrange: a
-/// user's systemd (`user@UID.service`) or a service with `Delegate=` can
-/// create cgroups with any name there, so a name below never counts.
-/// `systemd-run --user --unit=x.service` runs in
-/// `/user.slice/user-1000.slice/user@1000.service/app.slice/x.service` and
-/// reads as `user@1000.service`.
-///
-/// The unified hierarchy's line (`0::`) is read first; on a host with
-/// systemd's legacy v1 hierarchy that line is `/` for every process, and
-/// the `name=systemd` line holds the path instead.
-pub fn unit_from_cgroup(text: &str) -> Option<String> {
-    let unified = text.lines().find_map(|line| line.strip_prefix("0::"));
-    let legacy = text.lines().find_map(|line| {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        (controllers == "name=systemd").then_some(path)
-    });
-    [unified, legacy].into_iter().flatten().find_map(|path| {
-        path.split('/')
-            .find(|part| part.ends_with(".service") || part.ends_with(".scope"))
-            .map(str::to_owned)
-    })
-}
-
-/// Supplementary groups from the `Groups:` line of /proc/PID/status.
-pub fn groups_from_status(text: &str) -> Vec<u32> {
-    text.lines()
-        .find_map(|line| line.strip_prefix("Groups:"))
-        .map(|ids| {
-            ids.split_whitespace()
-                .filter_map(|id| id.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+fn read_pinned(pid: i32, pidfd: &OwnedFd) -> Option<procfs::Reading> {
+    let reading = procfs::read(pid);
+    process_alive(pidfd).then_some(reading)
 }
 
 /// A pidfd for the process that connected, if the kernel offers
 /// SO_PEERPIDFD (libc carries its number for each architecture).
-fn peer_pidfd(stream: &tokio::net::UnixStream) -> Option<OwnedFd> {
+fn peer_pidfd(stream: &tokio::net::UnixStream) -> io::Result<OwnedFd> {
+    #[cfg(debug_assertions)]
+    if let Some(errno) = pretended_error() {
+        return Err(io::Error::from_raw_os_error(errno));
+    }
     let mut fd: libc::c_int = -1;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `fd` and `len` are valid for the kernel to write an int into.
@@ -179,8 +153,24 @@ fn peer_pidfd(stream: &tokio::net::UnixStream) -> Option<OwnedFd> {
             &mut len,
         )
     };
+    if rc != 0 || fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
     // SAFETY: on success the kernel handed us a new descriptor that we own.
-    (rc == 0 && fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The errno `ACCESS_TOKEN_AGENT_TEST_SO_PEERPIDFD` names, read once.
+#[cfg(debug_assertions)]
+fn pretended_error() -> Option<i32> {
+    static ERRNO: std::sync::OnceLock<Option<i32>> = std::sync::OnceLock::new();
+    *ERRNO.get_or_init(
+        || match std::env::var("ACCESS_TOKEN_AGENT_TEST_SO_PEERPIDFD").as_deref() {
+            Ok("ENOPROTOOPT") => Some(libc::ENOPROTOOPT),
+            Ok("ESRCH") => Some(libc::ESRCH),
+            _ => None,
+        },
+    )
 }
 
 /// A pidfd for whichever process has `pid` now (Linux 5.3+).
@@ -206,79 +196,7 @@ fn process_alive(pidfd: &OwnedFd) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unit_of_a_system_service() {
-        assert_eq!(
-            unit_from_cgroup("0::/system.slice/my-app.service\n").as_deref(),
-            Some("my-app.service")
-        );
-        assert_eq!(
-            unit_from_cgroup("0::/system.slice/system-getty.slice/getty@tty1.service\n").as_deref(),
-            Some("getty@tty1.service")
-        );
-        assert_eq!(
-            unit_from_cgroup("0::/user.slice/user-1000.slice/session-3.scope\n").as_deref(),
-            Some("session-3.scope")
-        );
-    }
-
-    #[test]
-    fn a_users_own_units_read_as_the_user_manager() {
-        // systemd-run --user --unit=altinn-studio.service, and a scope of the user's manager.
-        for path in [
-            "/user.slice/user-1000.slice/user@1000.service/app.slice/altinn-studio.service",
-            "/user.slice/user-1000.slice/user@1000.service/app.slice/run-r1.scope",
-            "/user.slice/user-1000.slice/user@1000.service/init.scope",
-        ] {
-            assert_eq!(
-                unit_from_cgroup(&format!("0::{path}\n")).as_deref(),
-                Some("user@1000.service"),
-                "{path}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_cgroup_made_in_a_delegated_subtree_does_not_count() {
-        for below in ["worker", "altinn-studio.service", "a/b/altinn-studio.scope"] {
-            let text = format!("0::/system.slice/my-app.service/{below}\n");
-            assert_eq!(
-                unit_from_cgroup(&text).as_deref(),
-                Some("my-app.service"),
-                "{text}"
-            );
-        }
-    }
-
-    #[test]
-    fn unit_from_the_legacy_hierarchy() {
-        // Legacy: the unified line is `/` for everyone; systemd's v1 hierarchy has the path.
-        let legacy =
-            "12:cpu,cpuacct:/other.service\n1:name=systemd:/system.slice/legacy.service\n0::/\n";
-        assert_eq!(unit_from_cgroup(legacy).as_deref(), Some("legacy.service"));
-        let user =
-            "1:name=systemd:/user.slice/user-1000.slice/user@1000.service/app.slice/x.service\n";
-        assert_eq!(unit_from_cgroup(user).as_deref(), Some("user@1000.service"));
-        // Hybrid: both hierarchies say the same.
-        let hybrid = "1:name=systemd:/system.slice/a.service\n0::/system.slice/a.service\n";
-        assert_eq!(unit_from_cgroup(hybrid).as_deref(), Some("a.service"));
-    }
-
-    #[test]
-    fn no_unit_outside_services_and_scopes() {
-        assert_eq!(unit_from_cgroup("0::/\n"), None);
-        assert_eq!(unit_from_cgroup("0::/system.slice\n"), None);
-        assert_eq!(unit_from_cgroup(""), None);
-    }
-
-    #[test]
-    fn groups_from_the_status_line() {
-        let status = "Name:\tbash\nUid:\t1000\t1000\t1000\t1000\nGroups:\t4 24 1000 \nNgid:\t0\n";
-        assert_eq!(groups_from_status(status), vec![4, 24, 1000]);
-        assert!(groups_from_status("Groups:\t\n").is_empty());
-        assert!(groups_from_status("Name:\tx\n").is_empty());
-    }
+    use std::path::Path;
 
     /// A connected stream whose peer is this process, registered with the
     /// returned runtime.
@@ -303,7 +221,7 @@ mod tests {
     #[test]
     fn own_process_is_read_at_accept() {
         let (_runtime, stream, _other_end) = stream_to_self();
-        let peer = Peer::of(&stream).unwrap();
+        let peer = Peer::of(&stream, since_boot()).unwrap();
         // SAFETY: getuid/getpid cannot fail.
         let (uid, pid) = unsafe { (libc::getuid(), libc::getpid()) };
         assert_eq!(peer.uid, uid);
@@ -363,17 +281,17 @@ mod tests {
         let path = std::fs::canonicalize(dir.path()).unwrap().join("my-app");
         let mut child = run_copy_of_sleep(&path);
         let pid = child.id() as i32;
-        assert_eq!(read_proc(pid).exe.as_ref(), Some(&path));
+        assert_eq!(procfs::read(pid).process.exe.as_ref(), Some(&path));
         // Uninstalled: the link says so, and matches no grant on the path.
         std::fs::remove_file(&path).unwrap();
-        let deleted = read_proc(pid).exe.unwrap();
+        let deleted = procfs::read(pid).process.exe.unwrap();
         assert_eq!(
             deleted.as_os_str(),
             format!("{} (deleted)", path.display()).as_str()
         );
         // Upgraded: a new file at the path again.
         std::fs::copy("/bin/sleep", &path).unwrap();
-        assert_eq!(read_proc(pid).exe.as_ref(), Some(&path));
+        assert_eq!(procfs::read(pid).process.exe.as_ref(), Some(&path));
         child.kill().unwrap();
         child.wait().unwrap();
     }
@@ -385,6 +303,6 @@ mod tests {
         let pidfd = open_pidfd(pid).unwrap();
         child.wait().unwrap();
         assert!(!process_alive(&pidfd));
-        assert_eq!(read_pinned(pid, &pidfd), None);
+        assert!(read_pinned(pid, &pidfd).is_none());
     }
 }

@@ -2,7 +2,11 @@
 //!
 //! Every line goes to `tracing` on the target [`TARGET`] as structured
 //! fields, and, with `[audit] file`, is appended to that file as one JSON
-//! object per line, written whole.
+//! object per line, written whole. Identical refusals from one peer are
+//! counted rather than written one by one ([`repeats`]); issued tokens
+//! always get a line each.
+
+pub mod repeats;
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -10,6 +14,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
@@ -19,6 +24,7 @@ use super::peer::Peer;
 use crate::config::AuditConfig;
 use crate::issue::Issued;
 use crate::sync::lock;
+use repeats::{Repeats, Verdict};
 
 /// The `tracing` target of audit events.
 pub const TARGET: &str = "access_token_agent::audit";
@@ -30,6 +36,7 @@ const FILE_MODE: u32 = 0o640;
 #[derive(Debug)]
 pub struct Audit {
     file: Option<AuditFile>,
+    repeats: Repeats,
 }
 
 #[derive(Debug)]
@@ -76,6 +83,10 @@ pub struct Record<'a> {
     pub outcome: Outcome,
     /// The problem type's short name when refused.
     pub reason: Option<&'static str>,
+    /// On a line that sums up a window: how many more refusals like it
+    /// came, and were not written, after the ones written in the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeated: Option<u64>,
 }
 
 impl<'a> Record<'a> {
@@ -106,9 +117,7 @@ impl<'a> Record<'a> {
     fn about(peer: &'a Peer, issuer: Option<&'a str>, app: Option<&'a str>) -> Self {
         let process = peer.process();
         Record {
-            time: OffsetDateTime::now_utc()
-                .format(&Rfc3339)
-                .unwrap_or_default(),
+            time: now_rfc3339(),
             uid: peer.uid,
             gid: peer.gid,
             pid: peer.pid,
@@ -121,6 +130,7 @@ impl<'a> Record<'a> {
             cache_hit: None,
             outcome: Outcome::Refused,
             reason: None,
+            repeated: None,
         }
     }
 
@@ -136,6 +146,7 @@ impl Audit {
     /// Opens the sink; with `[audit] file`, opens (or creates, mode 0640) that
     /// file for appending, and the error names the key and the path.
     pub fn open(config: &AuditConfig) -> std::io::Result<Audit> {
+        let repeats = Repeats::new(repeats::WINDOW);
         let file = match &config.file {
             Some(path) => Some(AuditFile {
                 path: path.clone(),
@@ -143,7 +154,20 @@ impl Audit {
             }),
             None => None,
         };
-        Ok(Audit { file })
+        Ok(Audit { file, repeats })
+    }
+
+    /// How often [`Audit::flush_repeats`] should run.
+    pub fn repeat_interval(&self) -> Duration {
+        self.repeats.interval()
+    }
+
+    /// Writes the count of every window of identical refusals that ended
+    /// (of every window, `at_exit`).
+    pub fn flush_repeats(&self, at_exit: bool) {
+        for (kind, repeated) in self.repeats.ended(at_exit) {
+            self.write(&kind.summary(repeated));
+        }
     }
 
     /// Reopens the audit file at its path, e.g. after log rotation moved it.
@@ -155,8 +179,21 @@ impl Audit {
         Ok(())
     }
 
-    /// Writes one audit line to the log and, if configured, to the file.
+    /// Writes one audit line to the log and, if configured, to the file;
+    /// a refusal like several written moments ago is counted instead.
     pub fn record(&self, record: &Record<'_>) {
+        match self.repeats.note(record) {
+            Verdict::Counted => {}
+            Verdict::Write { ended } => {
+                if let Some((kind, repeated)) = ended {
+                    self.write(&kind.summary(repeated));
+                }
+                self.write(record);
+            }
+        }
+    }
+
+    fn write(&self, record: &Record<'_>) {
         tracing::info!(
             target: TARGET,
             uid = record.uid,
@@ -171,6 +208,7 @@ impl Audit {
             cache_hit = record.cache_hit,
             outcome = record.outcome.as_str(),
             reason = record.reason,
+            repeated = record.repeated,
             "token request"
         );
         if let Some(audit) = &self.file {
@@ -185,21 +223,41 @@ impl Audit {
     }
 }
 
+/// Now, as audit lines write it: RFC 3339, UTC.
+fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Opens `path` for appending. A file it creates gets [`FILE_MODE`] set on
+/// the descriptor, so that systemd's `UMask=0077` does not leave the group
+/// unable to read it; an existing file keeps the mode it has.
 fn open_append(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(FILE_MODE)
-        .open(path)
-        .map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!(
-                    "`audit.file` = {}: cannot open it for appending ({e}); create its directory or fix the path",
-                    path.display()
-                ),
-            )
-        })
+    use std::os::unix::fs::PermissionsExt;
+    let append = |create_new: bool| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create_new(create_new)
+            .mode(FILE_MODE)
+            .open(path)
+    };
+    let opened = match append(true) {
+        Ok(file) => file
+            .set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
+            .map(|()| file),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => append(false),
+        Err(e) => Err(e),
+    };
+    opened.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "`audit.file` = {}: cannot open it for appending ({e}); create its directory or fix the path",
+                path.display()
+            ),
+        )
+    })
 }
 
 #[cfg(test)]

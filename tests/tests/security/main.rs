@@ -1,0 +1,13 @@
+//! The agent against clients that try to pass for another process or to
+//! crowd the others out: real agent, real SoftHSM, clients that are real
+//! processes of other users.
+
+mod audit;
+mod connections;
+mod exe;
+mod files;
+mod fresh;
+mod peer;
+mod pids;
+mod reload;
+mod signals;
