@@ -5,6 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::pkey::Id;
+use openssl::sign::Verifier;
 use openssl::x509::X509;
 
 use crate::key_type::{self, KeyKind, SUPPORTED_KEYS};
@@ -61,6 +62,30 @@ impl Certificate {
     /// Whether `now` lies inside the certificate's validity.
     pub fn is_valid_at(&self, now: i64) -> bool {
         self.not_before <= now && now <= self.not_after
+    }
+
+    /// The public key, in the form the token's public key objects are read
+    /// in ([`KeyKind::public_key_der`]), so that the two compare.
+    pub fn public_key(&self) -> Result<Vec<u8>, CertError> {
+        let key = X509::from_der(&self.der)
+            .and_then(|x509| x509.public_key())
+            .map_err(|e| CertError::Parse(e.to_string()))?;
+        self.key.public_key_of(&key).map_err(CertError::Parse)
+    }
+
+    /// Checks `signature` (X.509's form: DER for ECDSA) over `input` with
+    /// the certificate's public key.
+    pub fn verify(&self, input: &[u8], signature: &[u8]) -> Result<(), String> {
+        let public_key = X509::from_der(&self.der)
+            .and_then(|x509| x509.public_key())
+            .map_err(|e| format!("cannot read the certificate's key: {e}"))?;
+        let mut verifier = Verifier::new(self.key.alg().digest(), &public_key)
+            .map_err(|e| format!("cannot set up verification: {e}"))?;
+        match verifier.verify_oneshot(signature, input) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the signature does not match".into()),
+            Err(e) => Err(format!("verification failed: {e}")),
+        }
     }
 
     /// The Key Vault secret value `{iss}-access-token-public-cert`:

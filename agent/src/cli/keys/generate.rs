@@ -35,6 +35,7 @@ pub(super) fn run(config: &Config, args: &GenerateArgs) -> Result<(), Failure> {
         subject: args.subject.clone(),
         days: args.days,
         now: unix_now(),
+        not_before: None,
     };
     let cert = enrol::generate(&session, &args.issuer, args.key_type, &request)?;
     report_enrolled(config, &session, "generated", &args.issuer, &cert)

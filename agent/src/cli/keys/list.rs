@@ -1,4 +1,5 @@
-//! `keys list`: the key pairs on the token, as a table or JSON.
+//! `keys list`: the certificates and keys on the token, as a table or JSON;
+//! certificates that share a key show the same key id.
 
 use serde::Serialize;
 
@@ -9,6 +10,10 @@ use crate::config::Config;
 use crate::exit::{self, Failure};
 use crate::hsm::key_pairs::{self as keys, KeyPair};
 use crate::hsm::Access;
+
+/// How much of the key id the table shows: enough to tell a token's keys
+/// apart; `--json` has all of it.
+const KEY_ID_DIGITS: usize = 8;
 
 /// `keys list`
 #[derive(Debug, clap::Args)]
@@ -23,6 +28,10 @@ pub struct ListArgs {
 struct Row {
     issuer: String,
     kid: String,
+    /// CKA_ID of the key objects: the kid the key was enrolled with.
+    key_id: String,
+    /// The kids of the other certificates of the same key.
+    shares_key_with: Vec<String>,
     /// `rsa2048`, `p256`; `None` without a certificate.
     key_type: Option<String>,
     subject: Option<String>,
@@ -42,12 +51,18 @@ struct Row {
 }
 
 impl Row {
-    fn new(pair: &KeyPair, active: bool) -> Row {
+    fn new(pair: &KeyPair, pairs: &[KeyPair], active: bool) -> Row {
         let cert = pair.certificate.as_ref().map(|(_, cert)| cert);
         let key = pair.private_key.as_ref();
         Row {
             issuer: pair.issuer.clone(),
             kid: pair.kid(),
+            key_id: crate::token::upper_hex(&pair.key_id),
+            shares_key_with: pairs
+                .iter()
+                .filter(|other| pair.shares_key_with(other))
+                .map(KeyPair::kid)
+                .collect(),
             key_type: cert.map(|c| c.key.name()),
             subject: cert.map(|c| c.subject.clone()),
             not_before: cert.map(|c| rfc3339(c.not_before)),
@@ -85,7 +100,17 @@ impl Row {
 
 pub(super) fn run(config: &Config, args: &ListArgs) -> Result<(), Failure> {
     let hsm = open_logged_in(config, Access::ReadOnly)?;
-    let pairs = keys::list(&hsm.anchor(), None)?;
+    let mut pairs = keys::list(&hsm.anchor(), None)?;
+    // A key's certificates together, oldest first.
+    pairs.sort_by_cached_key(|pair| {
+        let not_before = pair.certificate.as_ref().map(|(_, cert)| cert.not_before);
+        (
+            pair.issuer.clone(),
+            pair.key_id.clone(),
+            not_before,
+            pair.id.clone(),
+        )
+    });
     let now = unix_now();
     let rows: Vec<Row> = pairs
         .iter()
@@ -93,7 +118,7 @@ pub(super) fn run(config: &Config, args: &ListArgs) -> Result<(), Failure> {
             let active =
                 keys::select_active(&pairs, &pair.issuer, pinned_kid(config, &pair.issuer), now)
                     .is_some_and(|chosen| chosen.id == pair.id);
-            Row::new(pair, active)
+            Row::new(pair, &pairs, active)
         })
         .collect();
     if args.json {
@@ -113,6 +138,7 @@ fn print_table(rows: &[Row]) -> Result<(), Failure> {
     let header = [
         "ISSUER",
         "KID",
+        "KEY",
         "TYPE",
         "NOT BEFORE",
         "NOT AFTER",
@@ -120,13 +146,14 @@ fn print_table(rows: &[Row]) -> Result<(), Failure> {
         "STATE",
         "PRIVATE KEY",
     ];
-    let cells: Vec<[String; 8]> = rows
+    let cells: Vec<[String; 9]> = rows
         .iter()
         .map(|row| {
             let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
             [
                 row.issuer.clone(),
                 row.kid.clone(),
+                row.key_id.chars().take(KEY_ID_DIGITS).collect(),
                 or_dash(&row.key_type),
                 or_dash(&row.not_before),
                 or_dash(&row.not_after),
