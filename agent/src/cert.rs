@@ -49,6 +49,22 @@ impl Certificate {
         })
     }
 
+    /// A certificate file's first certificate, PEM or DER, and how many
+    /// more a PEM file holds (a CA's chain, which Platform does not use).
+    pub fn from_file(bytes: &[u8]) -> Result<(Certificate, usize), CertError> {
+        if !bytes.windows(11).any(|window| window == b"-----BEGIN ") {
+            return Certificate::from_der(bytes).map(|cert| (cert, 0));
+        }
+        let stack = X509::stack_from_pem(bytes).map_err(|e| CertError::Parse(e.to_string()))?;
+        let first = stack
+            .first()
+            .ok_or_else(|| CertError::Parse("the PEM file holds no CERTIFICATE block".into()))?;
+        let der = first
+            .to_der()
+            .map_err(|e| CertError::Parse(e.to_string()))?;
+        Ok((Certificate::from_der(&der)?, stack.len() - 1))
+    }
+
     /// The `kid` header value: upper-case hex thumbprint.
     pub fn kid(&self) -> String {
         crate::token::upper_hex(&self.thumbprint)
@@ -208,6 +224,18 @@ mod tests {
             CertError::UnsupportedKey("EC on Some(Nid(715))".into()).to_string(),
             "the certificate's key is EC on Some(Nid(715)); only RSA (2048 bits or more) and EC P-256 keys can sign Altinn tokens"
         );
+    }
+
+    #[test]
+    fn a_certificate_file_is_read_as_pem_or_der() {
+        let pem = include_bytes!("../../tests/data/ttd-org.pem");
+        let (cert, more) = Certificate::from_file(pem).unwrap();
+        assert_eq!((cert.kid(), more), (ttd().kid(), 0));
+        let (cert, more) = Certificate::from_file(&ttd().der).unwrap();
+        assert_eq!((cert.kid(), more), (ttd().kid(), 0));
+        let chain = [&pem[..], &pem[..]].concat();
+        assert_eq!(Certificate::from_file(&chain).unwrap().1, 1);
+        assert!(Certificate::from_file(b"-----BEGIN PRIVATE KEY-----\n").is_err());
     }
 
     #[test]

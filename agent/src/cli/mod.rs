@@ -79,6 +79,10 @@ pub enum KeysCommand {
     Delete(keys::DeleteArgs),
     /// A new self-signed certificate for an issuer's key already on the token.
     Renew(keys::RenewArgs),
+    /// A PKCS#10 certificate request for an issuer's key, signed by it (PEM on stdout).
+    Csr(keys::CsrArgs),
+    /// Attach a CA-issued certificate to the key on the token it certifies.
+    ImportCert(keys::ImportCertArgs),
 }
 
 impl From<ConfigError> for Failure {

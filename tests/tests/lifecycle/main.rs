@@ -5,6 +5,8 @@
 //! exported certificates, and certificates with the openssl CLI; one module
 //! per part.
 
+mod csr;
+mod import_cert;
 mod renew;
 
 use std::path::PathBuf;

@@ -2,13 +2,11 @@
 
 use std::path::PathBuf;
 
-use zeroize::Zeroizing;
-
-use super::{parse_issuer, read_input, report_enrolled};
+use super::{naming_the_file, parse_issuer, read_input, read_password, report_enrolled};
 use crate::cli::open_logged_in;
 use crate::config::Config;
-use crate::exit::{self, Failure};
-use crate::hsm::enrol::{self, import::password_from_bytes, EnrolError};
+use crate::exit::Failure;
+use crate::hsm::enrol;
 use crate::hsm::Access;
 
 /// `keys import`
@@ -29,28 +27,13 @@ pub struct ImportArgs {
 
 pub(super) fn run(config: &Config, args: &ImportArgs) -> Result<(), Failure> {
     let pfx = read_input(&args.pfx, "PKCS#12 file")?;
-    let password = match &args.password_file {
-        Some(path) => password_from_bytes(&read_input(path, "password file")?)
-            .map_err(|e| Failure::new(exit::DATA, format!("{}: {e}", path.display())))?,
-        None => Zeroizing::new(String::new()),
-    };
+    let password = read_password(args.password_file.as_deref())?;
     // A file that cannot be used is refused before the token is touched.
-    let material = enrol::read_pkcs12(&pfx, &password).map_err(|e| import_failure(args, e))?;
+    let material =
+        enrol::read_pkcs12(&pfx, &password).map_err(|e| naming_the_file(&args.pfx, e))?;
     let hsm = open_logged_in(config, Access::ReadWrite)?;
     let session = hsm.anchor();
-    let cert =
-        enrol::import(&session, &args.issuer, material).map_err(|e| import_failure(args, e))?;
+    let cert = enrol::import(&session, &args.issuer, material)
+        .map_err(|e| naming_the_file(&args.pfx, e))?;
     report_enrolled(config, &session, "imported", &args.issuer, &cert)
-}
-
-/// An import failure; a problem with the file names the file.
-fn import_failure(args: &ImportArgs, error: EnrolError) -> Failure {
-    let failure = Failure::from(error);
-    match failure.code {
-        exit::DATA => Failure::new(
-            exit::DATA,
-            format!("cannot import {}: {}", args.pfx.display(), failure.message),
-        ),
-        _ => failure,
-    }
 }

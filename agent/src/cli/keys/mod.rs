@@ -2,10 +2,12 @@
 //! publish and delete keys, talking to the token directly with the user PIN.
 //! One file per subcommand; this one holds what they share.
 
+mod csr;
 mod delete;
 mod export;
 mod generate;
 mod import;
+mod import_cert;
 mod list;
 mod renew;
 
@@ -19,14 +21,17 @@ use crate::cert::Certificate;
 use crate::clock::{rfc3339, unix_now};
 use crate::config::Config;
 use crate::exit::{self, Failure};
+use crate::hsm::enrol::import::password_from_bytes;
 use crate::hsm::enrol::EnrolError;
 use crate::hsm::key_pairs::{self as keys, KeyPair};
 use crate::hsm::HsmError;
 
+pub use csr::CsrArgs;
 pub use delete::DeleteArgs;
 pub use export::ExportArgs;
 pub use generate::GenerateArgs;
 pub use import::ImportArgs;
+pub use import_cert::ImportCertArgs;
 pub use list::ListArgs;
 pub use renew::RenewArgs;
 
@@ -71,6 +76,8 @@ pub fn run(config: &Config, command: KeysCommand) -> Result<(), Failure> {
         KeysCommand::ExportCert(args) => export::run(config, &args),
         KeysCommand::Delete(args) => delete::run(config, &args),
         KeysCommand::Renew(args) => renew::run(config, &args),
+        KeysCommand::Csr(args) => csr::run(config, &args),
+        KeysCommand::ImportCert(args) => import_cert::run(config, &args),
     }
 }
 
@@ -145,6 +152,27 @@ fn chosen_pair<'p>(
                 pinned.map(|kid| format!(", or the pinned kid {kid} is not on the token or its certificate is not valid now")).unwrap_or_default()
             ),
         )),
+    }
+}
+
+/// The PKCS#12 password from `path`, else the empty password (Altinn's files).
+fn read_password(path: Option<&Path>) -> Result<Zeroizing<String>, Failure> {
+    match path {
+        Some(path) => password_from_bytes(&read_input(path, "password file")?)
+            .map_err(|e| Failure::new(exit::DATA, format!("{}: {e}", path.display()))),
+        None => Ok(Zeroizing::new(String::new())),
+    }
+}
+
+/// An enrolment failure; a problem with the input file names the file.
+fn naming_the_file(path: &Path, error: EnrolError) -> Failure {
+    let failure = Failure::from(error);
+    match failure.code {
+        exit::DATA => Failure::new(
+            exit::DATA,
+            format!("cannot import {}: {}", path.display(), failure.message),
+        ),
+        _ => failure,
     }
 }
 

@@ -8,6 +8,8 @@ use cryptoki::session::Session;
 use rcgen::{PublicKeyData, SignatureAlgorithm, SigningKey};
 
 use super::EnrolError;
+use crate::cert::Certificate;
+use crate::hsm::key_pairs::KeyPair;
 use crate::hsm::{sign, HsmError};
 use crate::key_type::KeyKind;
 
@@ -36,6 +38,33 @@ impl<'s> HsmKey<'s> {
             public_der,
             sign_error: RefCell::new(None),
         }
+    }
+
+    /// The key of `pair` (a complete pair), with the certificate that
+    /// names its public key.
+    pub fn of_pair(
+        session: &'s Session,
+        pair: &'s KeyPair,
+    ) -> Result<(HsmKey<'s>, &'s Certificate), EnrolError> {
+        let (Some((_, cert)), Some(private)) = (&pair.certificate, pair.private_key) else {
+            return Err(EnrolError::Input(format!(
+                "kid {} has no certificate or no private key on the token (an interrupted enrolment); choose a complete one (`access-token-agent keys list`)",
+                pair.kid()
+            )));
+        };
+        let public = cert
+            .public_key()
+            .map_err(|e| EnrolError::Input(e.to_string()))?;
+        Ok((HsmKey::new(session, cert.key, private.handle, public), cert))
+    }
+
+    /// The refusal when what the HSM signed does not verify with the public
+    /// key of `pair`'s certificate.
+    pub fn not_its_key(pair: &KeyPair) -> EnrolError {
+        EnrolError::Input(format!(
+            "the private key of kid {} did not sign as its certificate's public key says: the key and its certificate do not belong together; nothing was stored (enrol the key again)",
+            pair.kid()
+        ))
     }
 
     /// Turns rcgen's error into the HSM error behind it, if there was one.

@@ -1,7 +1,8 @@
 //! Putting keys and certificates on the token and taking them off again:
 //! PKCS#12 import ([`import()`]), generation inside the HSM with a
 //! self-signed certificate ([`generate()`]), a new certificate for a key
-//! there ([`renew()`]), and deletion ([`delete()`]).
+//! there ([`renew()`]), a request a CA certifies it from ([`csr`]) and the
+//! certificate the CA issues ([`attach()`]), and deletion ([`delete()`]).
 //!
 //! Every enrolment writes the keys first and the certificate last: the
 //! certificate is the commit marker, and [`super::key_pairs`] never signs with a
@@ -9,6 +10,7 @@
 //! destroyed again (`Pending`), so nothing of a failed enrolment remains.
 
 mod attach;
+pub mod csr;
 mod delete;
 pub mod generate;
 mod hsm_key;
@@ -16,9 +18,10 @@ pub mod import;
 pub mod renew;
 pub mod subject;
 
+pub use attach::attach;
 pub use delete::{delete, Deleted};
 pub use generate::{generate, CertificateRequest};
-pub use import::{import, read_pkcs12, KeyMaterial};
+pub use import::{import, read_pkcs12, read_pkcs12_certificate, KeyMaterial};
 pub use renew::renew;
 
 use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass, ObjectHandle};
@@ -40,6 +43,8 @@ pub enum EnrolError {
     AlreadyEnrolled { kid: String, issuer: String },
     #[error("no object with kid {0} on the token; `access-token-agent keys list` shows the kids there are")]
     NoSuchKid(String),
+    #[error("no key on the token has the public key of the certificate (kid {kid}, {subject}): it was issued for another key; have the CA certify a key in the HSM with the request `access-token-agent keys csr` makes")]
+    NoKeyFor { kid: String, subject: String },
     #[error("{kid} is no certificate's kid any more but the key of the certificate(s) {certificates}; delete those instead: the key goes with the last of them")]
     KeyInUse { kid: String, certificates: String },
     #[error(transparent)]
@@ -54,6 +59,7 @@ impl EnrolError {
             EnrolError::AlreadyEnrolled { .. } => exit::FAILURE,
             EnrolError::NoSuchKid(_) => exit::UNAVAILABLE,
             EnrolError::KeyInUse { .. } => exit::FAILURE,
+            EnrolError::NoKeyFor { .. } => exit::DATA,
             EnrolError::Hsm(error) => error.exit_code(),
         }
     }

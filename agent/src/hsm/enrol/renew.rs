@@ -21,22 +21,13 @@ pub fn renew(
     pair: &KeyPair,
     request: &CertificateRequest,
 ) -> Result<Certificate, EnrolError> {
-    let (Some((_, old)), Some(private)) = (&pair.certificate, pair.private_key) else {
-        return Err(EnrolError::Input(format!(
-            "kid {} has no certificate or no private key on the token (an interrupted enrolment); renew a complete one (`access-token-agent keys list`)",
-            pair.kid()
-        )));
-    };
+    let (key, old) = HsmKey::of_pair(session, pair)?;
     let mut params = certificate_params(subject::of_certificate(&old.der)?, request)?;
     if request.not_before.is_none() && params.not_before.unix_timestamp() <= old.not_before {
         // Renewed within the second the old one starts: still the newer one.
         params.not_before = OffsetDateTime::from_unix_timestamp(old.not_before + 1)
             .map_err(|e| EnrolError::Input(format!("certificate validity: {e}")))?;
     }
-    let public = old
-        .public_key()
-        .map_err(|e| EnrolError::Input(e.to_string()))?;
-    let key = HsmKey::new(session, old.key, private.handle, public);
     let der = match params.self_signed(&key) {
         Ok(cert) => cert.der().to_vec(),
         Err(error) => return Err(key.failure(error, "certificate")),
@@ -54,10 +45,8 @@ fn check_self_signature(der: &[u8], pair: &KeyPair) -> Result<(), EnrolError> {
         .and_then(|x509| x509.public_key().and_then(|key| x509.verify(&key)))
         .unwrap_or(false);
     if verified {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(HsmKey::not_its_key(pair))
     }
-    Err(EnrolError::Input(format!(
-        "the private key of kid {} did not sign as its certificate's public key says: the key and its certificate do not belong together; nothing was stored (enrol the key again)",
-        pair.kid()
-    )))
 }
