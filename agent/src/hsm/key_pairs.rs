@@ -98,7 +98,10 @@ impl KeyPair {
     pub fn group(&self) -> Group<'_> {
         Group {
             issuer: &self.issuer,
-            certificate: self.certificate.as_ref().map(|(_, cert)| cert),
+            certificate: self
+                .certificate
+                .as_ref()
+                .map(|(handle, cert)| (*handle, cert)),
             private_key: self.private_key.is_some(),
             public_key: self.public_key,
         }

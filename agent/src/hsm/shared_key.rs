@@ -10,6 +10,13 @@
 //! attaching write one for an imported key that has none), else the key's
 //! own certificate. An agent that does not know this lists such a
 //! certificate as incomplete and never signs with it.
+//!
+//! Anyone who can open a session may write public objects without logging
+//! in, so such a certificate counts only if it is a private object (only a
+//! logged-in user can create one, and renewing and attaching write it so),
+//! and a public key object only if it is private too or was generated with
+//! the key (CKA_LOCAL). A key's own certificate needs neither: its
+//! thumbprint is the CKA_ID that only a logged-in user set on the key.
 
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 use cryptoki::session::Session;
@@ -23,7 +30,8 @@ use crate::key_type::KeyKind;
 #[derive(Debug, Clone, Copy)]
 pub struct Group<'a> {
     pub issuer: &'a str,
-    pub certificate: Option<&'a Certificate>,
+    /// The certificate object and what it holds.
+    pub certificate: Option<(ObjectHandle, &'a Certificate)>,
     pub private_key: bool,
     pub public_key: Option<ObjectHandle>,
 }
@@ -34,7 +42,12 @@ pub fn owners(session: &Session, groups: &[Group]) -> Result<Vec<Option<usize>>,
     groups
         .iter()
         .map(|group| match group.certificate {
-            Some(cert) if !group.private_key => owner_of(session, groups, group.issuer, cert),
+            Some((handle, cert)) if !group.private_key => {
+                match written_logged_in(session, handle, false)? {
+                    true => owner_of(session, groups, group.issuer, cert),
+                    false => Ok(None),
+                }
+            }
             _ => Ok(None),
         })
         .collect()
@@ -69,6 +82,9 @@ pub fn public_key(
     kind: KeyKind,
 ) -> Result<Option<Vec<u8>>, HsmError> {
     if let Some(handle) = key.public_key {
+        if !written_logged_in(session, handle, true)? {
+            return Ok(None);
+        }
         return match read_public_key(session, handle, kind) {
             Ok(public) => Ok(Some(public)),
             Err(error) if error.is_connection_fault() => Err(error),
@@ -77,8 +93,31 @@ pub fn public_key(
     }
     Ok(key
         .certificate
-        .filter(|cert| cert.key.alg() == kind.alg())
-        .and_then(|cert| cert.public_key().ok()))
+        .filter(|(_, cert)| cert.key.alg() == kind.alg())
+        .and_then(|(_, cert)| cert.public_key().ok()))
+}
+
+/// Whether only a logged-in user can have written the object: it is
+/// private, or (with `or_generated`) the token generated it.
+fn written_logged_in(
+    session: &Session,
+    handle: ObjectHandle,
+    or_generated: bool,
+) -> Result<bool, HsmError> {
+    match session.get_attributes(handle, &[AttributeType::Private, AttributeType::Local]) {
+        Ok(attributes) => Ok(attributes.iter().any(|attribute| match attribute {
+            Attribute::Private(private) => *private,
+            Attribute::Local(local) => or_generated && *local,
+            _ => false,
+        })),
+        Err(error) => {
+            let error = HsmError::from_cryptoki("C_GetAttributeValue", error);
+            match error.is_connection_fault() {
+                true => Err(error),
+                false => Ok(false),
+            }
+        }
+    }
 }
 
 /// A public key object's key, as [`KeyKind::public_key_der`] encodes it.

@@ -223,3 +223,37 @@ fn a_pkcs12_file_with_the_tokens_own_key_gives_only_its_certificate() {
     );
     assert_eq!(row(&token.keys_json(), &kid)["key_id"], old.as_str());
 }
+
+#[test]
+fn a_certificate_written_without_logging_in_never_signs_though_it_holds_the_key() {
+    // Anyone who can open a session may write public objects; a certificate
+    // for the HSM key from some CA, written that way, must not take over.
+    let (token, self_signed, csr, ca) = token_and_ca("rsa2048");
+    let now = unix_now();
+    let forged = ca.issue(&csr, "forged", now - 10, now + 86_400);
+    let der = token.write_file(
+        "forged.der",
+        openssl(
+            token.path(),
+            &["x509", "-in", forged.to_str().unwrap(), "-outform", "der"],
+        )
+        .stdout,
+    );
+    let kid = sha1_thumbprint(&forged);
+    token
+        .pkcs11_tool(&[
+            "--write-object",
+            der.to_str().unwrap(),
+            "--type",
+            "cert",
+            "--id",
+            &kid,
+            "--label",
+            "ttd",
+        ])
+        .success();
+    let rows = token.keys_json();
+    assert_eq!(row(&rows, &kid)["complete"], false, "{rows:?}");
+    assert_eq!(row(&rows, &self_signed)["active"], true);
+    assert_header_names(&mint(&token, None), &self_signed);
+}

@@ -1,6 +1,7 @@
 //! Another certificate for a key already on the token (see
 //! [`crate::hsm::shared_key`]): a renewed one, or one a CA issued.
 
+use cryptoki::object::Attribute;
 use cryptoki::session::Session;
 
 use super::{certificate_template, ensure_new_kid, public_key_policy, EnrolError, Pending};
@@ -83,7 +84,7 @@ fn prove(session: &Session, key: &KeyPair, cert: &Certificate) -> Result<(), Enr
 }
 
 /// Stores `cert`, whose public key is `key`'s, as a certificate of that key:
-/// under its own kid and the key's issuer. A key without a public key
+/// a private object under its own kid and the key's issuer. A key without a public key
 /// object (an imported one) gets one first, so that its certificates still
 /// find it once its own certificate is deleted. The certificate is written
 /// last; if anything fails, nothing of it stays.
@@ -105,12 +106,22 @@ pub(super) fn store(
             .map_err(|e| EnrolError::Input(e.to_string()))?;
         let mut template = public_key_policy(&key.issuer, &key.key_id);
         template.extend(public);
-        pending.create("public key", &template)?;
+        pending.create("public key", &private(template))?;
     }
-    pending.create(
-        "certificate",
-        &certificate_template(&cert.der, &key.issuer, &cert.thumbprint)?,
-    )?;
+    let template = certificate_template(&cert.der, &key.issuer, &cert.thumbprint)?;
+    pending.create("certificate", &private(template))?;
     pending.commit();
     Ok(())
+}
+
+/// `template` as a private object: only a logged-in user can write one,
+/// which is what lets the certificate vouch for itself without the key's
+/// CKA_ID ([`crate::hsm::shared_key`]).
+fn private(mut template: Vec<Attribute>) -> Vec<Attribute> {
+    for attribute in &mut template {
+        if let Attribute::Private(private) = attribute {
+            *private = true;
+        }
+    }
+    template
 }
