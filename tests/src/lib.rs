@@ -67,7 +67,8 @@ pub mod token;
 pub use jwt::{jws_part, unix_now, verify_all, verify_jwt};
 pub use openssl::{
     cert_der, data_dir, openssl, openssl_sign_sha256, p256_self_signed, pkcs12, rsa_self_signed,
-    sha1_thumbprint, ttd_pem, ttd_pfx, utc_time, write_ca_files, KeyFiles, Pkcs12Kind, TinyCa,
+    sha1_thumbprint, ttd_pem, ttd_pfx, utc_date, utc_time, write_ca_files, KeyFiles, Pkcs12Kind,
+    TinyCa,
 };
 pub use process::{agent_binary, AgentProcess, OutputExt};
 pub use token::{write_private, TestToken, LABEL, MODULE, PIN, SO_PIN};

@@ -207,8 +207,14 @@ pub fn write_ca_files(dir: &Path) {
 
 /// Unix seconds as an ASN.1 UTCTime, `YYMMDDHHMMSSZ`, as `date` writes it.
 pub fn utc_time(unix: i64) -> String {
+    utc_date(unix, "%y%m%d%H%M%SZ")
+}
+
+/// Unix seconds in UTC as `date -u +FORMAT` writes them: a clock outside
+/// the code under test.
+pub fn utc_date(unix: i64, format: &str) -> String {
     let out = Command::new("date")
-        .args(["-u", "-d", &format!("@{unix}"), "+%y%m%d%H%M%SZ"])
+        .args(["-u", "-d", &format!("@{unix}"), &format!("+{format}")])
         .output()
         .expect("run date")
         .success();

@@ -1,12 +1,12 @@
 //! A key's life cycle as Altinn Platform sees it, against a real SoftHSM
 //! token: renewed certificates for the same key, requests for a CA and the
-//! certificates it issues, switching at a chosen instant, and warnings
-//! ahead of expiry. Tokens are checked with `jsonwebtoken` against the
+//! certificates it issues, and switching at a chosen instant. Tokens are checked with `jsonwebtoken` against the
 //! exported certificates, and certificates with the openssl CLI; one module
 //! per part.
 
 mod csr;
 mod import_cert;
+mod not_before;
 mod renew;
 
 use std::path::PathBuf;

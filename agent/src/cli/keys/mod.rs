@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 use super::KeysCommand;
 use crate::cert::Certificate;
-use crate::clock::{rfc3339, unix_now};
+use crate::clock::{parse_instant, rfc3339, unix_now};
 use crate::config::Config;
 use crate::exit::{self, Failure};
 use crate::hsm::enrol::import::password_from_bytes;
@@ -45,6 +45,15 @@ fn parse_issuer(text: &str) -> Result<String, String> {
     crate::token::name::check_name(text)
         .map(|()| text.to_owned())
         .map_err(|why| format!("the issuer {text:?} {why}; use the org code, e.g. ttd"))
+}
+
+/// `--not-before`: an instant a certificate is to take over at.
+fn parse_not_before(text: &str) -> Result<i64, String> {
+    let at = parse_instant(text.trim())?;
+    if !(0..=crate::token::MAX_UNIX_SECONDS).contains(&at) {
+        return Err(format!("{text:?} lies outside 1970 to 9999"));
+    }
+    Ok(at)
 }
 
 fn parse_kid(text: &str) -> Result<Kid, String> {

@@ -1,7 +1,7 @@
 //! `keys renew`: a new self-signed certificate for a key already on the
 //! token, so that the key outlives its certificate.
 
-use super::{chosen_pair, parse_issuer, parse_kid, report_enrolled, Kid};
+use super::{chosen_pair, parse_issuer, parse_kid, parse_not_before, report_enrolled, Kid};
 use crate::cli::open_logged_in;
 use crate::clock::unix_now;
 use crate::config::Config;
@@ -19,9 +19,14 @@ pub struct RenewArgs {
     /// The certificate whose key to renew [default: the issuer's active one].
     #[arg(long, value_parser = parse_kid)]
     pub kid: Option<Kid>,
-    /// Days the new certificate is valid, from now.
+    /// Days the new certificate is valid, from now (or from --not-before).
     #[arg(long, default_value_t = enrol::generate::DEFAULT_DAYS)]
     pub days: u32,
+    /// Valid from this instant instead of now (RFC 3339, e.g.
+    /// 2026-03-01T12:00:00Z, or Unix seconds), so that it takes over then;
+    /// --days counts from it.
+    #[arg(long, value_name = "TIME", value_parser = parse_not_before)]
+    pub not_before: Option<i64>,
 }
 
 pub(super) fn run(config: &Config, args: &RenewArgs) -> Result<(), Failure> {
@@ -33,7 +38,7 @@ pub(super) fn run(config: &Config, args: &RenewArgs) -> Result<(), Failure> {
         subject: None,
         days: args.days,
         now: unix_now(),
-        not_before: None,
+        not_before: args.not_before,
     };
     let cert = enrol::renew(&session, pair, &request)?;
     let what = format!("renewed the key of kid {}", pair.kid());
