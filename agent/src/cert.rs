@@ -80,6 +80,25 @@ impl Certificate {
         self.not_before <= now && now <= self.not_after
     }
 
+    /// Whether the certificate expires within `window` seconds of `now`
+    /// (or has expired).
+    pub fn expires_within(&self, now: i64, window: i64) -> bool {
+        self.not_after - now <= window
+    }
+
+    /// When it expires, for a warning: `expires at 2026-01-01T00:00:00Z,
+    /// in 12 days`, or `expired at …`.
+    pub fn expiry(&self, now: i64) -> String {
+        let at = crate::clock::rfc3339(self.not_after);
+        let left = self.not_after - now;
+        match left / 86_400 {
+            _ if left < 0 => format!("expired at {at}"),
+            0 => format!("expires at {at}, in less than a day"),
+            1 => format!("expires at {at}, in 1 day"),
+            days => format!("expires at {at}, in {days} days"),
+        }
+    }
+
     /// The public key, in the form the token's public key objects are read
     /// in ([`KeyKind::public_key_der`]), so that the two compare.
     pub fn public_key(&self) -> Result<Vec<u8>, CertError> {
@@ -183,6 +202,21 @@ mod tests {
         assert!(cert.is_valid_at(1_767_225_600));
         assert!(!cert.is_valid_at(1_577_836_800)); // 2020-01-01
         assert!(!cert.is_valid_at(1_924_992_000)); // 2031-01-01
+    }
+
+    #[test]
+    fn expiry_is_told_in_whole_days_left() {
+        let cert = ttd();
+        let day = 86_400;
+        assert!(!cert.expires_within(cert.not_after - 31 * day, 30 * day));
+        assert!(cert.expires_within(cert.not_after - 30 * day, 30 * day));
+        assert!(cert.expires_within(cert.not_after + 1, 30 * day));
+        let at = crate::clock::rfc3339(cert.not_after);
+        let expiry = |before: i64| cert.expiry(cert.not_after - before);
+        assert_eq!(expiry(12 * day + 5), format!("expires at {at}, in 12 days"));
+        assert_eq!(expiry(day), format!("expires at {at}, in 1 day"));
+        assert_eq!(expiry(5), format!("expires at {at}, in less than a day"));
+        assert_eq!(expiry(-5), format!("expired at {at}"));
     }
 
     #[test]

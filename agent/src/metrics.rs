@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::clock::unix_now;
 use crate::sync::lock;
 
 /// The `Content-Type` of what [`Metrics::render`] writes.
@@ -52,9 +53,12 @@ pub struct Metrics {
     sessions_busy: Gauge,
     quick_signatures: Counter,
     cert_not_after: Family<Certificate, Gauge>,
-    /// Held while the certificates are replaced and while they are written,
-    /// so that a scrape never sees half a set.
-    certificates: Mutex<()>,
+    cert_expiring: Family<Certificate, Gauge>,
+    expiry_warning: Gauge,
+    /// The active certificates and their expiry, from which `cert_expiring`
+    /// is computed at each scrape. Held while the certificates are replaced
+    /// and while they are written, so that a scrape never sees half a set.
+    certificates: Mutex<Vec<(Certificate, i64)>>,
 }
 
 impl Default for Metrics {
@@ -70,6 +74,8 @@ impl Default for Metrics {
             sessions_busy: Gauge::default(),
             quick_signatures: Counter::default(),
             cert_not_after: Family::default(),
+            cert_expiring: Family::default(),
+            expiry_warning: Gauge::default(),
             certificates: Mutex::default(),
         };
         // Counters are named without `_total`, help without its final
@@ -118,6 +124,17 @@ impl Default for Metrics {
             Unit::Seconds,
             m.cert_not_after.clone(),
         );
+        r.register(
+            "certificate_expiring",
+            "Whether each active certificate expires within the warning window (1) or not (0)",
+            m.cert_expiring.clone(),
+        );
+        r.register_with_unit(
+            "certificate_expiry_warning",
+            "How long before its expiry a certificate counts as expiring ([certificate] expiry_warning_days)",
+            Unit::Seconds,
+            m.expiry_warning.clone(),
+        );
         m
     }
 }
@@ -164,23 +181,38 @@ impl Metrics {
         self.quick_signatures.inc();
     }
 
-    /// Replaces the set of active certificates: (issuer, kid, not-after).
+    /// Replaces the set of active certificates, (issuer, kid, not-after),
+    /// and the warning window: how many seconds before its not-after a
+    /// certificate counts as expiring.
     pub fn set_active_certificates(
         &self,
         certificates: impl IntoIterator<Item = (String, String, i64)>,
+        warning_seconds: i64,
     ) {
-        let _whole_set = lock(&self.certificates);
+        let mut whole_set = lock(&self.certificates);
         self.cert_not_after.clear();
+        self.cert_expiring.clear();
+        whole_set.clear();
         for (issuer, kid, not_after) in certificates {
             let labels = Certificate { issuer, kid };
             self.cert_not_after.get_or_create(&labels).set(not_after);
+            whole_set.push((labels, not_after));
         }
+        self.expiry_warning.set(warning_seconds);
     }
 
     /// The exposition, in the format [`CONTENT_TYPE`] names.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
-        let _whole_set = lock(&self.certificates);
+        let whole_set = lock(&self.certificates);
+        // Time passes between reloads: expiring is as of this scrape.
+        let (now, window) = (unix_now(), self.expiry_warning.get());
+        for (labels, not_after) in whole_set.iter() {
+            let expiring = *not_after - now <= window;
+            self.cert_expiring
+                .get_or_create(labels)
+                .set(i64::from(expiring));
+        }
         if let Err(error) = prometheus_text::encode(&mut out, &self.registry) {
             tracing::error!(%error, "the metrics could not be written whole");
         }
@@ -201,7 +233,7 @@ mod tests {
         metrics.signed(Duration::from_micros(700));
         metrics.hsm_error("CKR_DEVICE_REMOVED");
         metrics.sessions_busy(1);
-        metrics.set_active_certificates([("ttd".into(), "ABC".into(), 42)]);
+        metrics.set_active_certificates([("ttd".into(), "ABC".into(), 42)], 86_400);
         let text = metrics.render();
         for line in [
             "access_token_agent_tokens_issued_total 1\n",
@@ -214,6 +246,8 @@ mod tests {
             "access_token_agent_hsm_errors_total{ckr=\"CKR_DEVICE_REMOVED\"} 1\n",
             "access_token_agent_sessions_busy 1\n",
             "access_token_agent_certificate_not_after_seconds{issuer=\"ttd\",kid=\"ABC\"} 42\n",
+            "access_token_agent_certificate_expiring{issuer=\"ttd\",kid=\"ABC\"} 1\n",
+            "access_token_agent_certificate_expiry_warning_seconds 86400\n",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }
@@ -225,7 +259,7 @@ mod tests {
         let metrics = Metrics::default();
         metrics.token_refused("not-granted");
         metrics.hsm_error("CKR_DEVICE_REMOVED");
-        metrics.set_active_certificates([("ttd".into(), "ABC".into(), 42)]);
+        metrics.set_active_certificates([("ttd".into(), "ABC".into(), 42)], 86_400);
         let text = metrics.render();
         for (name, kind) in [
             ("tokens_issued_total", "counter"),
@@ -237,6 +271,8 @@ mod tests {
             ("sessions_busy", "gauge"),
             ("quick_signatures_total", "counter"),
             ("certificate_not_after_seconds", "gauge"),
+            ("certificate_expiring", "gauge"),
+            ("certificate_expiry_warning_seconds", "gauge"),
         ] {
             let name = format!("access_token_agent_{name}");
             assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{text}");
@@ -249,10 +285,32 @@ mod tests {
     #[test]
     fn a_reload_replaces_the_certificates_whole() {
         let metrics = Metrics::default();
-        metrics.set_active_certificates([("ttd".into(), "OLD".into(), 1)]);
-        metrics.set_active_certificates([("ttd".into(), "NEW".into(), 2)]);
+        metrics.set_active_certificates([("ttd".into(), "OLD".into(), 1)], 86_400);
+        metrics.set_active_certificates([("ttd".into(), "NEW".into(), 2)], 86_400);
         let text = metrics.render();
         assert!(!text.contains("OLD"), "{text}");
         assert!(text.contains("kid=\"NEW\"} 2\n"), "{text}");
+    }
+
+    #[test]
+    fn a_certificate_is_expiring_within_the_window_as_of_the_scrape() {
+        let metrics = Metrics::default();
+        let now = unix_now();
+        metrics.set_active_certificates(
+            [
+                ("ttd".into(), "SOON".into(), now + 29 * 86_400),
+                ("digdir".into(), "LATER".into(), now + 31 * 86_400),
+            ],
+            30 * 86_400,
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains("expiring{issuer=\"ttd\",kid=\"SOON\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("expiring{issuer=\"digdir\",kid=\"LATER\"} 0\n"),
+            "{text}"
+        );
     }
 }

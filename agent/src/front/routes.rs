@@ -165,11 +165,14 @@ impl<S: TokenSource> Front<S> {
 
     fn ready(&self) -> Response<Full<Bytes>> {
         match self.source.readiness() {
-            Ok(()) => plain(
-                StatusCode::OK,
-                "text/plain; charset=utf-8",
-                "ready\n".into(),
-            ),
+            Ok(()) => {
+                // Still ready: a warning is for the operator, not the balancer.
+                let mut body = String::from("ready\n");
+                for warning in self.source.warnings() {
+                    body.push_str(&format!("warning: {warning}\n"));
+                }
+                plain(StatusCode::OK, "text/plain; charset=utf-8", body)
+            }
             Err(reason) => Problem::new(ProblemKind::NotReady, reason).response(),
         }
     }

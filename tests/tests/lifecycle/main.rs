@@ -1,10 +1,12 @@
 //! A key's life cycle as Altinn Platform sees it, against a real SoftHSM
 //! token: renewed certificates for the same key, requests for a CA and the
-//! certificates it issues, and switching at a chosen instant. Tokens are checked with `jsonwebtoken` against the
+//! certificates it issues, switching at a chosen instant, and warnings
+//! ahead of expiry. Tokens are checked with `jsonwebtoken` against the
 //! exported certificates, and certificates with the openssl CLI; one module
 //! per part.
 
 mod csr;
+mod expiry_warning;
 mod import_cert;
 mod not_before;
 mod renew;
@@ -75,4 +77,11 @@ fn row<'a>(rows: &'a [Value], kid: &str) -> &'a Value {
 /// The number of objects pkcs11-tool sees on the token.
 fn object_count(token: &TestToken) -> usize {
     token.list_objects().matches(" Object;").count()
+}
+
+/// SIGHUP, and back to READY=1: the agent has chosen its keys again.
+fn reload(daemon: &mut integration_tests::daemon::Daemon, token: &TestToken) {
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for(token, "RELOADING=1");
+    daemon.wait_for(token, "READY=1");
 }

@@ -6,7 +6,7 @@
 use integration_tests::daemon::{ttd_token, Daemon};
 use integration_tests::{p256_self_signed, verify_jwt, OutputExt, Pkcs12Kind, TestToken};
 
-use crate::{assert_header_names, export, kid_of, mint, object_count, openssl_x509, row};
+use crate::{assert_header_names, export, kid_of, mint, object_count, openssl_x509, reload, row};
 
 #[test]
 fn a_renewed_certificate_holds_the_same_key_and_tokens_verify_against_both() {
@@ -221,9 +221,7 @@ fn a_serving_agent_takes_up_the_renewed_certificate_on_reload() {
     assert_eq!(before.kid, old);
 
     let new = kid_of(token.agent(&["keys", "renew", "--issuer", "ttd"]));
-    daemon.signal(libc::SIGHUP);
-    daemon.wait_for(&token, "RELOADING=1");
-    daemon.wait_for(&token, "READY=1");
+    reload(&mut daemon, &token);
     let after = daemon.client().token(Some("ttd"), Some("a")).unwrap();
     assert_eq!(after.kid, new);
     assert_header_names(&after.token, &new);

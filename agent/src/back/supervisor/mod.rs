@@ -372,15 +372,16 @@ impl Supervisor {
         let serving = match &self.link {
             LinkState::Up { link, .. } => {
                 let keys = link.keys();
-                self.shared
-                    .metrics
-                    .set_active_certificates(keys.iter().map(|(issuer, key)| {
+                self.shared.metrics.set_active_certificates(
+                    keys.iter().map(|(issuer, key)| {
                         (
                             issuer.to_string(),
                             key.kid.to_string(),
                             key.certificate.not_after,
                         )
-                    }));
+                    }),
+                    self.settings.expiry_warning_seconds,
+                );
                 Ok(Serving {
                     keys: keys.clone(),
                     unavailable: link.unavailable().clone(),

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{pinned_kid, write_stdout};
+use super::{expiry, pinned_kid, write_stdout};
 use crate::cli::open_logged_in;
 use crate::clock::{rfc3339, unix_now};
 use crate::config::Config;
@@ -39,6 +39,8 @@ struct Row {
     not_after: Option<String>,
     /// The key the issuer signs with now.
     active: bool,
+    /// The certificate expires within `[certificate] expiry_warning_days`.
+    expiring: bool,
     /// Certificate and private key are both there.
     complete: bool,
     certificate: bool,
@@ -51,7 +53,7 @@ struct Row {
 }
 
 impl Row {
-    fn new(pair: &KeyPair, pairs: &[KeyPair], active: bool) -> Row {
+    fn new(pair: &KeyPair, pairs: &[KeyPair], active: bool, expiring: bool) -> Row {
         let cert = pair.certificate.as_ref().map(|(_, cert)| cert);
         let key = pair.private_key.as_ref();
         Row {
@@ -68,6 +70,7 @@ impl Row {
             not_before: cert.map(|c| rfc3339(c.not_before)),
             not_after: cert.map(|c| rfc3339(c.not_after)),
             active,
+            expiring,
             complete: pair.is_complete(),
             certificate: cert.is_some(),
             private_key: key.is_some(),
@@ -112,22 +115,29 @@ pub(super) fn run(config: &Config, args: &ListArgs) -> Result<(), Failure> {
         )
     });
     let now = unix_now();
+    let window = config.certificate.expiry_warning_seconds();
     let rows: Vec<Row> = pairs
         .iter()
         .map(|pair| {
             let active =
                 keys::select_active(&pairs, &pair.issuer, pinned_kid(config, &pair.issuer), now)
                     .is_some_and(|chosen| chosen.id == pair.id);
-            Row::new(pair, &pairs, active)
+            let expiring = (pair.certificate.as_ref())
+                .is_some_and(|(_, cert)| cert.expires_within(now, window));
+            Row::new(pair, &pairs, active, expiring)
         })
         .collect();
     if args.json {
         let json = serde_json::to_string_pretty(&rows)
             .map_err(|e| Failure::new(exit::FAILURE, format!("cannot write JSON: {e}")))?;
-        write_stdout(format!("{json}\n").as_bytes())
+        write_stdout(format!("{json}\n").as_bytes())?;
     } else {
-        print_table(&rows)
+        print_table(&rows)?;
     }
+    for warning in expiry::warnings(config, &pairs, now) {
+        eprintln!("warning: {warning}");
+    }
+    Ok(())
 }
 
 fn print_table(rows: &[Row]) -> Result<(), Failure> {

@@ -4,6 +4,7 @@
 
 mod csr;
 mod delete;
+mod expiry;
 mod export;
 mod generate;
 mod import;
