@@ -107,7 +107,8 @@ impl KeyPair {
         }
     }
 
-    /// Every object handle of the pair, for deletion.
+    /// Every object handle of the pair; of a certificate that shares its
+    /// key, the key's too ([`super::enrol::delete()`] decides what goes).
     pub fn handles(&self) -> Vec<ObjectHandle> {
         let cert = self.certificate.as_ref().map(|(handle, _)| *handle);
         let key = self.private_key.map(|key| key.handle);

@@ -108,7 +108,10 @@ fn readyz_stays_ready_and_metrics_flag_the_expiring_certificate() {
         body.contains(&format!("(kid {short}) expires at")),
         "{body}"
     );
-    assert!(body.contains(" days; renew it (access-token-agent keys renew"), "{body}");
+    assert!(
+        body.contains(" days; renew it (access-token-agent keys renew"),
+        "{body}"
+    );
     assert_eq!(expiring(&daemon, &short), 1.0);
 
     // A window of 10 days, by reload: no longer expiring.

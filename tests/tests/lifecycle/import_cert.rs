@@ -3,8 +3,8 @@
 //! keys, or outside their validity, are refused with nothing changed.
 
 use integration_tests::{
-    openssl, rsa_self_signed, sha1_thumbprint, unix_now, verify_jwt, OutputExt, Pkcs12Kind,
-    TestToken, TinyCa,
+    cert_der, openssl, rsa_self_signed, sha1_thumbprint, unix_now, verify_jwt, OutputExt,
+    Pkcs12Kind, TestToken, TinyCa,
 };
 
 use crate::csr::request;
@@ -75,14 +75,7 @@ fn der_files_and_certificate_only_pkcs12_files_are_attached_too() {
     let (token, _, csr, ca) = token_and_ca("rsa2048");
     let now = unix_now();
     let first = ca.issue(&csr, "first", now - 60, now + 86_400);
-    let der = token.write_file(
-        "first.der",
-        openssl(
-            token.path(),
-            &["x509", "-in", first.to_str().unwrap(), "-outform", "der"],
-        )
-        .stdout,
-    );
+    let der = token.write_file("first.der", cert_der(&first));
     assert_eq!(
         kid_of(import_cert(&token, "--cert", &der)),
         sha1_thumbprint(&first)
@@ -231,14 +224,7 @@ fn a_certificate_written_without_logging_in_never_signs_though_it_holds_the_key(
     let (token, self_signed, csr, ca) = token_and_ca("rsa2048");
     let now = unix_now();
     let forged = ca.issue(&csr, "forged", now - 10, now + 86_400);
-    let der = token.write_file(
-        "forged.der",
-        openssl(
-            token.path(),
-            &["x509", "-in", forged.to_str().unwrap(), "-outform", "der"],
-        )
-        .stdout,
-    );
+    let der = token.write_file("forged.der", cert_der(&forged));
     let kid = sha1_thumbprint(&forged);
     token
         .pkcs11_tool(&[

@@ -4,7 +4,7 @@
 //! The pair's CKA_ID must be the certificate's SHA-1 thumbprint, which exists
 //! only once the certificate does. So the pair is generated under a random
 //! temporary CKA_ID, the certificate is built and signed through the HSM
-//! (rcgen, with the HSM as its [`SigningKey`]), the final CKA_ID is set on
+//! (rcgen, with the HSM as its [`rcgen::SigningKey`]), the final CKA_ID is set on
 //! both keys, and the certificate object is written last.
 
 use cryptoki::object::{Attribute, ObjectHandle};

@@ -75,10 +75,7 @@ pub fn import(
 pub fn read_pkcs12(pfx: &[u8], password: &str) -> Result<KeyMaterial, EnrolError> {
     let (key, x509) = open_pkcs12(pfx, password)?;
     let kind = check_key(&key, &x509)?;
-    let der = x509
-        .to_der()
-        .map_err(|e| EnrolError::Input(format!("cannot encode the certificate: {e}")))?;
-    let certificate = Certificate::from_der(&der).map_err(|e| EnrolError::Input(e.to_string()))?;
+    let certificate = certificate_of(&x509)?;
     let components = key_components(&key, kind)?;
     Ok(KeyMaterial {
         certificate,
@@ -114,11 +111,15 @@ pub fn read_pkcs12_certificate(
             )))
         }
     };
+    Ok((certificate_of(&x509)?, pkey.is_some()))
+}
+
+/// The file's certificate in the agent's terms.
+fn certificate_of(x509: &X509) -> Result<Certificate, EnrolError> {
     let der = x509
         .to_der()
         .map_err(|e| EnrolError::Input(format!("cannot encode the certificate: {e}")))?;
-    let certificate = Certificate::from_der(&der).map_err(|e| EnrolError::Input(e.to_string()))?;
-    Ok((certificate, pkey.is_some()))
+    Certificate::from_der(&der).map_err(|e| EnrolError::Input(e.to_string()))
 }
 
 /// The file opened with `password`.
