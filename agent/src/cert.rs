@@ -5,6 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::pkey::Id;
+use openssl::sign::Verifier;
 use openssl::x509::X509;
 
 use crate::key_type::{self, KeyKind, SUPPORTED_KEYS};
@@ -48,6 +49,22 @@ impl Certificate {
         })
     }
 
+    /// A certificate file's first certificate, PEM or DER, and how many
+    /// more a PEM file holds (a CA's chain, which Platform does not use).
+    pub fn from_file(bytes: &[u8]) -> Result<(Certificate, usize), CertError> {
+        if !bytes.windows(11).any(|window| window == b"-----BEGIN ") {
+            return Certificate::from_der(bytes).map(|cert| (cert, 0));
+        }
+        let stack = X509::stack_from_pem(bytes).map_err(|e| CertError::Parse(e.to_string()))?;
+        let first = stack
+            .first()
+            .ok_or_else(|| CertError::Parse("the PEM file holds no CERTIFICATE block".into()))?;
+        let der = first
+            .to_der()
+            .map_err(|e| CertError::Parse(e.to_string()))?;
+        Ok((Certificate::from_der(&der)?, stack.len() - 1))
+    }
+
     /// The `kid` header value: upper-case hex thumbprint.
     pub fn kid(&self) -> String {
         crate::token::upper_hex(&self.thumbprint)
@@ -61,6 +78,49 @@ impl Certificate {
     /// Whether `now` lies inside the certificate's validity.
     pub fn is_valid_at(&self, now: i64) -> bool {
         self.not_before <= now && now <= self.not_after
+    }
+
+    /// Whether the certificate expires within `window` seconds of `now`
+    /// (or has expired).
+    pub fn expires_within(&self, now: i64, window: i64) -> bool {
+        self.not_after - now <= window
+    }
+
+    /// When it expires, for a warning: `expires at 2026-01-01T00:00:00Z,
+    /// in 12 days`, or `expired at …`.
+    pub fn expiry(&self, now: i64) -> String {
+        let at = crate::clock::rfc3339(self.not_after);
+        let left = self.not_after - now;
+        match left / 86_400 {
+            _ if left < 0 => format!("expired at {at}"),
+            0 => format!("expires at {at}, in less than a day"),
+            1 => format!("expires at {at}, in 1 day"),
+            days => format!("expires at {at}, in {days} days"),
+        }
+    }
+
+    /// The public key, in the form the token's public key objects are read
+    /// in ([`KeyKind::public_key_der`]), so that the two compare.
+    pub fn public_key(&self) -> Result<Vec<u8>, CertError> {
+        let key = X509::from_der(&self.der)
+            .and_then(|x509| x509.public_key())
+            .map_err(|e| CertError::Parse(e.to_string()))?;
+        self.key.public_key_of(&key).map_err(CertError::Parse)
+    }
+
+    /// Checks `signature` (X.509's form: DER for ECDSA) over `input` with
+    /// the certificate's public key.
+    pub fn verify(&self, input: &[u8], signature: &[u8]) -> Result<(), String> {
+        let public_key = X509::from_der(&self.der)
+            .and_then(|x509| x509.public_key())
+            .map_err(|e| format!("cannot read the certificate's key: {e}"))?;
+        let mut verifier = Verifier::new(self.key.alg().digest(), &public_key)
+            .map_err(|e| format!("cannot set up verification: {e}"))?;
+        match verifier.verify_oneshot(signature, input) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the signature does not match".into()),
+            Err(e) => Err(format!("verification failed: {e}")),
+        }
     }
 
     /// The Key Vault secret value `{iss}-access-token-public-cert`:
@@ -145,6 +205,21 @@ mod tests {
     }
 
     #[test]
+    fn expiry_is_told_in_whole_days_left() {
+        let cert = ttd();
+        let day = 86_400;
+        assert!(!cert.expires_within(cert.not_after - 31 * day, 30 * day));
+        assert!(cert.expires_within(cert.not_after - 30 * day, 30 * day));
+        assert!(cert.expires_within(cert.not_after + 1, 30 * day));
+        let at = crate::clock::rfc3339(cert.not_after);
+        let expiry = |before: i64| cert.expiry(cert.not_after - before);
+        assert_eq!(expiry(12 * day + 5), format!("expires at {at}, in 12 days"));
+        assert_eq!(expiry(day), format!("expires at {at}, in 1 day"));
+        assert_eq!(expiry(5), format!("expires at {at}, in less than a day"));
+        assert_eq!(expiry(-5), format!("expired at {at}"));
+    }
+
+    #[test]
     fn pem_round_trips_through_openssl() {
         let cert = ttd();
         let again = X509::from_pem(cert.pem().as_bytes()).unwrap();
@@ -183,6 +258,18 @@ mod tests {
             CertError::UnsupportedKey("EC on Some(Nid(715))".into()).to_string(),
             "the certificate's key is EC on Some(Nid(715)); only RSA (2048 bits or more) and EC P-256 keys can sign Altinn tokens"
         );
+    }
+
+    #[test]
+    fn a_certificate_file_is_read_as_pem_or_der() {
+        let pem = include_bytes!("../../tests/data/ttd-org.pem");
+        let (cert, more) = Certificate::from_file(pem).unwrap();
+        assert_eq!((cert.kid(), more), (ttd().kid(), 0));
+        let (cert, more) = Certificate::from_file(&ttd().der).unwrap();
+        assert_eq!((cert.kid(), more), (ttd().kid(), 0));
+        let chain = [&pem[..], &pem[..]].concat();
+        assert_eq!(Certificate::from_file(&chain).unwrap().1, 1);
+        assert!(Certificate::from_file(b"-----BEGIN PRIVATE KEY-----\n").is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// Seconds since the Unix epoch, truncated as Altinn truncates them.
@@ -31,6 +32,23 @@ pub fn rfc3339(unix: i64) -> String {
     }
 }
 
+/// An instant as operators write it: RFC 3339 with any offset
+/// (`2026-03-01T12:00:00Z`, `2026-03-01T13:00:00+01:00`), or Unix seconds.
+pub fn parse_instant(text: &str) -> Result<i64, String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map_err(|_| format!("{text:?} is too many seconds"));
+    }
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(OffsetDateTime::unix_timestamp)
+        .map_err(|e| {
+            format!(
+                "{text:?} is neither RFC 3339 (e.g. 2026-03-01T12:00:00Z) nor Unix seconds ({e})"
+            )
+        })
+}
+
 /// A clock set before 1970 reads as the epoch itself.
 fn since_epoch() -> Duration {
     SystemTime::now()
@@ -46,5 +64,18 @@ mod tests {
     fn times_are_rfc3339_utc() {
         assert_eq!(rfc3339(1_767_225_600), "2026-01-01T00:00:00Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn instants_are_read_as_rfc3339_or_unix_seconds() {
+        assert_eq!(parse_instant("2026-01-01T00:00:00Z"), Ok(1_767_225_600));
+        assert_eq!(
+            parse_instant("2026-01-01T01:00:00+01:00"),
+            Ok(1_767_225_600)
+        );
+        assert_eq!(parse_instant("1767225600"), Ok(1_767_225_600));
+        for bad in ["", "2026-01-01", "tomorrow", "-5", "99999999999999999999"] {
+            assert!(parse_instant(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -70,6 +70,12 @@ pub trait TokenSource: Send + Sync + 'static {
     /// `Ok` when logged in and every configured issuer has a usable key;
     /// otherwise the reason, for `/readyz`.
     fn readiness(&self) -> Result<(), String>;
+
+    /// What an operator should act on though the agent is ready (an active
+    /// certificate about to expire), one line each, for `/readyz`.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A place in a requester's share of the signing queue, given back when

@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::clock::unix_now;
 use crate::sync::lock;
 
 /// The `Content-Type` of what [`Metrics::render`] writes.
@@ -59,9 +60,12 @@ pub struct Metrics {
     cert_not_after: Family<Certificate, Gauge>,
     reloads: Family<ReloadOutcome, Counter>,
     reload_incomplete: Gauge,
-    /// Held while the certificates are replaced and while they are written,
-    /// so that a scrape never sees half a set.
-    certificates: Mutex<()>,
+    cert_expiring: Family<Certificate, Gauge>,
+    expiry_warning: Gauge,
+    /// The active certificates and their expiry, from which `cert_expiring`
+    /// is computed at each scrape. Held while the certificates are replaced
+    /// and while they are written, so that a scrape never sees half a set.
+    certificates: Mutex<Vec<(Certificate, i64)>>,
 }
 
 impl Default for Metrics {
@@ -79,6 +83,8 @@ impl Default for Metrics {
             cert_not_after: Family::default(),
             reloads: Family::default(),
             reload_incomplete: Gauge::default(),
+            cert_expiring: Family::default(),
+            expiry_warning: Gauge::default(),
             certificates: Mutex::default(),
         };
         // Counters are named without `_total`, help without its final
@@ -137,6 +143,17 @@ impl Default for Metrics {
             "1 while the last reload left part of the configuration on disk out of force (see /readyz)",
             m.reload_incomplete.clone(),
         );
+        r.register(
+            "certificate_expiring",
+            "Whether each active certificate expires within the warning window (1) or not (0)",
+            m.cert_expiring.clone(),
+        );
+        r.register_with_unit(
+            "certificate_expiry_warning",
+            "How long before its expiry a certificate counts as expiring ([certificate] expiry_warning_days)",
+            Unit::Seconds,
+            m.expiry_warning.clone(),
+        );
         m
     }
 }
@@ -190,23 +207,38 @@ impl Metrics {
         self.reload_incomplete.set(i64::from(incomplete));
     }
 
-    /// Replaces the set of active certificates: (issuer, kid, not-after).
+    /// Replaces the set of active certificates, (issuer, kid, not-after),
+    /// and the warning window: how many seconds before its not-after a
+    /// certificate counts as expiring.
     pub fn set_active_certificates(
         &self,
         certificates: impl IntoIterator<Item = (String, String, i64)>,
+        warning_seconds: i64,
     ) {
-        let _whole_set = lock(&self.certificates);
+        let mut whole_set = lock(&self.certificates);
         self.cert_not_after.clear();
+        self.cert_expiring.clear();
+        whole_set.clear();
         for (issuer, kid, not_after) in certificates {
             let labels = Certificate { issuer, kid };
             self.cert_not_after.get_or_create(&labels).set(not_after);
+            whole_set.push((labels, not_after));
         }
+        self.expiry_warning.set(warning_seconds);
     }
 
     /// The exposition, in the format [`CONTENT_TYPE`] names.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
-        let _whole_set = lock(&self.certificates);
+        let whole_set = lock(&self.certificates);
+        // Time passes between reloads: expiring is as of this scrape.
+        let (now, window) = (unix_now(), self.expiry_warning.get());
+        for (labels, not_after) in whole_set.iter() {
+            let expiring = *not_after - now <= window;
+            self.cert_expiring
+                .get_or_create(labels)
+                .set(i64::from(expiring));
+        }
         if let Err(error) = prometheus_text::encode(&mut out, &self.registry) {
             tracing::error!(%error, "the metrics could not be written whole");
         }
@@ -227,7 +259,7 @@ mod tests {
         metrics.signed(Duration::from_micros(700));
         metrics.hsm_error("CKR_DEVICE_REMOVED");
         metrics.sessions_busy(1);
-        metrics.set_active_certificates([("ttd".into(), "ABC".into(), 42)]);
+        metrics.set_active_certificates([("ttd".into(), "ABC".into(), 42)], 86_400);
         metrics.reloaded("grants-only", true);
         let text = metrics.render();
         for line in [
@@ -243,6 +275,8 @@ mod tests {
             "access_token_agent_certificate_not_after_seconds{issuer=\"ttd\",kid=\"ABC\"} 42\n",
             "access_token_agent_reloads_total{outcome=\"grants-only\"} 1\n",
             "access_token_agent_reload_incomplete 1\n",
+            "access_token_agent_certificate_expiring{issuer=\"ttd\",kid=\"ABC\"} 1\n",
+            "access_token_agent_certificate_expiry_warning_seconds 86400\n",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }
@@ -254,7 +288,7 @@ mod tests {
         let metrics = Metrics::default();
         metrics.token_refused("not-granted");
         metrics.hsm_error("CKR_DEVICE_REMOVED");
-        metrics.set_active_certificates([("ttd".into(), "ABC".into(), 42)]);
+        metrics.set_active_certificates([("ttd".into(), "ABC".into(), 42)], 86_400);
         let text = metrics.render();
         for (name, kind) in [
             ("tokens_issued_total", "counter"),
@@ -266,6 +300,8 @@ mod tests {
             ("sessions_busy", "gauge"),
             ("quick_signatures_total", "counter"),
             ("certificate_not_after_seconds", "gauge"),
+            ("certificate_expiring", "gauge"),
+            ("certificate_expiry_warning_seconds", "gauge"),
         ] {
             let name = format!("access_token_agent_{name}");
             assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{text}");
@@ -278,10 +314,32 @@ mod tests {
     #[test]
     fn a_reload_replaces_the_certificates_whole() {
         let metrics = Metrics::default();
-        metrics.set_active_certificates([("ttd".into(), "OLD".into(), 1)]);
-        metrics.set_active_certificates([("ttd".into(), "NEW".into(), 2)]);
+        metrics.set_active_certificates([("ttd".into(), "OLD".into(), 1)], 86_400);
+        metrics.set_active_certificates([("ttd".into(), "NEW".into(), 2)], 86_400);
         let text = metrics.render();
         assert!(!text.contains("OLD"), "{text}");
         assert!(text.contains("kid=\"NEW\"} 2\n"), "{text}");
+    }
+
+    #[test]
+    fn a_certificate_is_expiring_within_the_window_as_of_the_scrape() {
+        let metrics = Metrics::default();
+        let now = unix_now();
+        metrics.set_active_certificates(
+            [
+                ("ttd".into(), "SOON".into(), now + 29 * 86_400),
+                ("digdir".into(), "LATER".into(), now + 31 * 86_400),
+            ],
+            30 * 86_400,
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains("expiring{issuer=\"ttd\",kid=\"SOON\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("expiring{issuer=\"digdir\",kid=\"LATER\"} 0\n"),
+            "{text}"
+        );
     }
 }

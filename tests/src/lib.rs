@@ -11,7 +11,7 @@
 //! | [`daemon`] | a `serve` process with `NOTIFY_SOCKET`, ready exactly when it says READY=1; serve configs, logs, audit lines, socket activation |
 //! | [`http`] | raw HTTP/1.1 on the socket, every answer read strictly |
 //! | [`signer`] | the library's signing back in process, on a real token |
-//! | [`openssl`] | keys, certificates and PKCS#12 files made by the openssl CLI; the shared test data |
+//! | [`openssl`] | keys, certificates, PKCS#12 files and a tiny CA made by the openssl CLI; the shared test data |
 //! | [`jwt`] | tokens decoded and verified as a relying party would |
 //! | [`limits`] | descriptors and resource limits of a process |
 //!
@@ -67,7 +67,8 @@ pub mod token;
 pub use jwt::{jws_part, unix_now, verify_all, verify_jwt};
 pub use openssl::{
     cert_der, data_dir, openssl, openssl_sign_sha256, p256_self_signed, pkcs12, rsa_self_signed,
-    sha1_thumbprint, ttd_pem, ttd_pfx, KeyFiles, Pkcs12Kind,
+    sha1_thumbprint, ttd_pem, ttd_pfx, utc_date, utc_time, write_ca_files, KeyFiles, Pkcs12Kind,
+    TinyCa,
 };
 pub use process::{agent_binary, AgentProcess, OutputExt};
 pub use token::{write_private, TestToken, LABEL, MODULE, PIN, SO_PIN};

@@ -177,6 +177,115 @@ pub fn openssl_sign_sha256(key: &Path, input: &[u8]) -> Vec<u8> {
     .stdout
 }
 
+/// The `openssl ca` configuration [`write_ca_files`] writes: any subject
+/// with a common name, kept whole (with `-preserveDN`), validity to the
+/// second with `-startdate`/`-enddate` (`req -x509 -days` counts days).
+const CA_CONFIG: &str = "\
+[ ca ]
+default_ca = tiny
+[ tiny ]
+database = index.txt
+new_certs_dir = .
+serial = serial.txt
+default_md = sha256
+policy = any
+unique_subject = no
+x509_extensions = signing
+[ any ]
+commonName = supplied
+[ signing ]
+basicConstraints = CA:FALSE
+keyUsage = digitalSignature
+";
+
+/// Writes `ca.cnf` and the database `openssl ca -config ca.cnf` keeps into `dir`.
+pub fn write_ca_files(dir: &Path) {
+    fs::write(dir.join("ca.cnf"), CA_CONFIG).expect("write ca.cnf");
+    fs::write(dir.join("index.txt"), "").expect("write index.txt");
+    fs::write(dir.join("serial.txt"), "01\n").expect("write serial.txt");
+}
+
+/// Unix seconds as an ASN.1 UTCTime, `YYMMDDHHMMSSZ`, as `date` writes it.
+pub fn utc_time(unix: i64) -> String {
+    utc_date(unix, "%y%m%d%H%M%SZ")
+}
+
+/// Unix seconds in UTC as `date -u +FORMAT` writes them: a clock outside
+/// the code under test.
+pub fn utc_date(unix: i64, format: &str) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{unix}"), &format!("+{format}")])
+        .output()
+        .expect("run date")
+        .success();
+    out.stdout_text().trim().to_owned()
+}
+
+/// A certificate authority made by openssl in a directory: an RSA key and
+/// a self-signed certificate (`ca.key`, `ca.pem`), issuing certificates
+/// for requests with `openssl ca`.
+pub struct TinyCa {
+    dir: PathBuf,
+}
+
+impl TinyCa {
+    pub fn new(dir: &Path) -> TinyCa {
+        write_ca_files(dir);
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-nodes",
+                "-sha256",
+                "-days",
+                "2",
+                "-newkey",
+                "rsa:2048",
+                "-subj",
+                "/CN=Tiny Test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        );
+        TinyCa {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Certifies the PEM request `csr`, valid from `not_before` to
+    /// `not_after` (Unix seconds), as `<name>.pem`; returns its path.
+    pub fn issue(&self, csr: &Path, name: &str, not_before: i64, not_after: i64) -> PathBuf {
+        let out = self.dir.join(format!("{name}.pem"));
+        openssl(
+            &self.dir,
+            &[
+                "ca",
+                "-batch",
+                "-notext",
+                "-preserveDN",
+                "-config",
+                "ca.cnf",
+                "-keyfile",
+                "ca.key",
+                "-cert",
+                "ca.pem",
+                "-in",
+                &path_str(csr),
+                "-out",
+                &path_str(&out),
+                "-startdate",
+                &utc_time(not_before),
+                "-enddate",
+                &utc_time(not_after),
+            ],
+        );
+        out
+    }
+}
+
 /// The shared test data directory (`tests/data`).
 pub fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data")

@@ -266,6 +266,24 @@ impl TestToken {
         .success();
     }
 
+    /// `keys export-cert` of `issuer`'s certificate `kid` (default: the
+    /// active one) in `format` (`pem`, `der`, `keyvault`); panics unless
+    /// it succeeds.
+    pub fn export_cert(&self, issuer: &str, kid: Option<&str>, format: &str) -> Vec<u8> {
+        let mut args = vec![
+            "keys",
+            "export-cert",
+            "--issuer",
+            issuer,
+            "--format",
+            format,
+        ];
+        if let Some(kid) = kid {
+            args.extend(["--kid", kid]);
+        }
+        self.agent(&args).success().stdout
+    }
+
     /// `keys list --json`, parsed: one value per key pair.
     pub fn keys_json(&self) -> Vec<serde_json::Value> {
         let out = self.agent(&["keys", "list", "--json"]).success();

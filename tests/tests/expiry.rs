@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use integration_tests::daemon::{body_of, log, serve_config, status_of, Daemon};
 use integration_tests::unix_now;
-use integration_tests::{openssl, pkcs12, OutputExt, Pkcs12Kind, TestToken};
+use integration_tests::{
+    openssl, pkcs12, utc_time, write_ca_files, OutputExt, Pkcs12Kind, TestToken,
+};
 
 /// How long the short-lived certificates are valid after the agent starts
 /// with them: room for a slow machine to import, start and serve once.
@@ -22,27 +24,11 @@ const NOTICE: Duration = Duration::from_secs(8);
 /// How long a newly enrolled key or a reload may take to serve.
 const RECOVERY: Duration = Duration::from_secs(15);
 
-const CA_CONFIG: &str = "\
-[ ca ]
-default_ca = short_lived
-[ short_lived ]
-database = index.txt
-new_certs_dir = .
-serial = serial.txt
-default_md = sha256
-policy = any
-unique_subject = no
-[ any ]
-commonName = supplied
-";
-
 /// Imports, for issuer `ttd`, an RSA key whose self-signed certificate is
 /// valid from a minute ago until `not_after` (Unix seconds); returns its kid.
 fn import_short_lived(token: &TestToken, not_after: i64) -> String {
     let dir = token.path();
-    std::fs::write(dir.join("ca.cnf"), CA_CONFIG).unwrap();
-    std::fs::write(dir.join("index.txt"), "").unwrap();
-    std::fs::write(dir.join("serial.txt"), "01\n").unwrap();
+    write_ca_files(dir);
     openssl(
         dir,
         &[
@@ -93,16 +79,6 @@ fn import_short_lived(token: &TestToken, not_after: i64) -> String {
         .success()
         .stdout_text();
     kid.trim().to_owned()
-}
-
-/// Unix seconds as an ASN.1 UTCTime, `YYMMDDHHMMSSZ`, as `date` writes it.
-fn utc_time(unix: i64) -> String {
-    let out = std::process::Command::new("date")
-        .args(["-u", "-d", &format!("@{unix}"), "+%y%m%d%H%M%SZ"])
-        .output()
-        .expect("run date")
-        .success();
-    out.stdout_text().trim().to_owned()
 }
 
 fn path(path: &Path) -> &str {

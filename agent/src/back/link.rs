@@ -30,6 +30,8 @@ pub struct Link {
     hsm: Hsm,
     keys: Keys,
     unavailable: Unavailable,
+    /// When a certificate enrolled ahead of time next becomes valid.
+    next_takeover: Option<i64>,
 }
 
 impl Link {
@@ -45,6 +47,7 @@ impl Link {
         let hsm = Hsm::open(&config.module, &config.token_label, Access::ReadOnly)?;
         login(&hsm, settings)?;
         let keys = find_keys(&hsm, &settings.issuers, &settings.lifetime, None)?;
+        let next_takeover = next_takeover(&hsm.anchor(), &settings.issuers, unix_now())?;
         let (threads, quick) = session_counts(&hsm, &settings.signing)?;
         let sessions = open_sessions(&hsm, threads)?;
         let quick = quick.then(|| quick_session(&hsm)).flatten();
@@ -61,6 +64,7 @@ impl Link {
             hsm,
             keys,
             unavailable: Unavailable::new(),
+            next_takeover,
         })
     }
 
@@ -74,6 +78,7 @@ impl Link {
             &settings.lifetime,
             Some(&self.keys),
         )?;
+        self.next_takeover = next_takeover(&self.hsm.anchor(), &settings.issuers, unix_now())?;
         Ok(self.replace(keys, Unavailable::new()))
     }
 
@@ -109,6 +114,7 @@ impl Link {
                 },
             }
         }
+        self.next_takeover = next_takeover(&session, &settings.issuers, now)?;
         drop(session);
         Ok(self.replace(keys, unavailable))
     }
@@ -137,6 +143,12 @@ impl Link {
 
     pub fn unavailable(&self) -> &Unavailable {
         &self.unavailable
+    }
+
+    /// When a certificate enrolled ahead of time (`--not-before`) next
+    /// becomes valid and may take over, Unix seconds.
+    pub fn next_takeover(&self) -> Option<i64> {
+        self.next_takeover
     }
 
     pub fn pool(&self) -> PoolHandle {
@@ -197,6 +209,26 @@ fn find_key(
         kid,
         pace: Pace::default(),
     }))
+}
+
+/// The earliest not-before after `now` of a complete pair of an issuer
+/// without a pinned kid: the second its key may change.
+fn next_takeover(
+    session: &Session,
+    issuers: &[IssuerConfig],
+    now: i64,
+) -> Result<Option<i64>, HsmError> {
+    let mut next = None;
+    for issuer in issuers.iter().filter(|issuer| issuer.kid.is_none()) {
+        let pairs = key_pairs::list(session, Some(&issuer.name))?;
+        let starts = pairs
+            .iter()
+            .filter(|pair| pair.is_complete())
+            .filter_map(|pair| Some(pair.certificate.as_ref()?.1.not_before))
+            .filter(|&not_before| not_before > now);
+        next = next.into_iter().chain(starts).min();
+    }
+    Ok(next)
 }
 
 /// The token holds no key for the issuer that is complete and valid now.

@@ -173,4 +173,10 @@ impl TokenSource for Signer {
             Err(reason) => Err(reason.to_string()),
         }
     }
+
+    fn warnings(&self) -> Vec<String> {
+        self.shared
+            .current()
+            .expiry_warnings(crate::clock::unix_now())
+    }
 }

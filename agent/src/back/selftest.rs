@@ -8,8 +8,6 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use cryptoki::session::Session;
-use openssl::sign::Verifier;
-use openssl::x509::X509;
 
 use super::error::ConnectError;
 use crate::cert::Certificate;
@@ -42,9 +40,6 @@ pub fn verify(token: &str, certificate: &Certificate) -> Result<(), String> {
     let signature = URL_SAFE_NO_PAD
         .decode(signature)
         .map_err(|e| format!("the signature is not base64url: {e}"))?;
-    let public_key = X509::from_der(&certificate.der)
-        .and_then(|x509| x509.public_key())
-        .map_err(|e| format!("cannot read the certificate's key: {e}"))?;
     // OpenSSL verifies the DER form of an ECDSA signature, JWS carries r||s.
     let alg = certificate.key.alg();
     let signature = alg.jose_to_der(signature).map_err(|e| match e {
@@ -54,13 +49,7 @@ pub fn verify(token: &str, certificate: &Certificate) -> Result<(), String> {
         ),
         SignatureError::Encoding(e) => format!("not an ECDSA signature: {e}"),
     })?;
-    let mut verifier = Verifier::new(alg.digest(), &public_key)
-        .map_err(|e| format!("cannot set up verification: {e}"))?;
-    match verifier.verify_oneshot(&signature, signing_input.as_bytes()) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err("the signature does not match".into()),
-        Err(e) => Err(format!("verification failed: {e}")),
-    }
+    certificate.verify(signing_input.as_bytes(), &signature)
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ pub struct Settings {
     pub cache: bool,
     pub cache_refresh_remaining: f64,
     pub signing: SigningConfig,
+    /// How long before its expiry a certificate is warned about.
+    pub expiry_warning_seconds: i64,
 }
 
 impl Settings {
@@ -26,6 +28,7 @@ impl Settings {
             cache: config.token.cache,
             cache_refresh_remaining: config.token.cache_refresh_remaining,
             signing: config.signing.clone(),
+            expiry_warning_seconds: config.certificate.expiry_warning_seconds(),
         }
     }
 

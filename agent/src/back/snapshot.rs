@@ -81,6 +81,29 @@ impl Snapshot {
         }
     }
 
+    /// The active certificates that expire within the warning window at
+    /// `now`, with what to do, by issuer.
+    pub fn expiry_warnings(&self, now: i64) -> Vec<String> {
+        let Ok(serving) = &self.serving else {
+            return Vec::new();
+        };
+        let window = self.settings.expiry_warning_seconds;
+        let mut warnings: Vec<String> = serving
+            .keys
+            .iter()
+            .filter(|(_, key)| key.certificate.expires_within(now, window))
+            .map(|(issuer, key)| {
+                format!(
+                    "the active certificate of issuer {issuer:?} (kid {}) {}; renew it (access-token-agent keys renew --issuer {issuer}) or enrol a new key, and publish the new certificate",
+                    key.kid,
+                    key.certificate.expiry(now)
+                )
+            })
+            .collect();
+        warnings.sort();
+        warnings
+    }
+
     /// The active key for `issuer`, or why there is none.
     pub fn key(&self, issuer: &str) -> Result<&Arc<ActiveKey>, IssueError> {
         match &self.serving {

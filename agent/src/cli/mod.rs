@@ -75,8 +75,14 @@ pub enum KeysCommand {
     List(keys::ListArgs),
     /// Print an issuer's certificate: PEM, DER, or the Key Vault secret value.
     ExportCert(keys::ExportArgs),
-    /// Remove a key pair and its certificate from the token.
+    /// Remove a certificate from the token, and its key with its last certificate.
     Delete(keys::DeleteArgs),
+    /// A new self-signed certificate for an issuer's key already on the token.
+    Renew(keys::RenewArgs),
+    /// A PKCS#10 certificate request for an issuer's key, signed by it (PEM on stdout).
+    Csr(keys::CsrArgs),
+    /// Attach a CA-issued certificate to the key on the token it certifies.
+    ImportCert(keys::ImportCertArgs),
 }
 
 impl From<ConfigError> for Failure {

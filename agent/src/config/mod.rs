@@ -7,6 +7,7 @@
 //! message alone.
 
 mod audit;
+mod certificate;
 pub mod grant;
 mod hsm;
 mod issuer;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use audit::AuditConfig;
+pub use certificate::CertificateConfig;
 pub use grant::{Apps, Grant, GrantConfig};
 pub use hsm::HsmConfig;
 pub use issuer::IssuerConfig;
@@ -50,6 +52,8 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub signing: SigningConfig,
+    #[serde(default)]
+    pub certificate: CertificateConfig,
 }
 
 /// A configuration that cannot be used, with the fix in the message.
@@ -101,6 +105,7 @@ impl Config {
         self.hsm.validate()?;
         self.token.validate()?;
         self.signing.validate()?;
+        self.certificate.validate()?;
         issuer::validate_issuers(&mut self.issuers)?;
         self.server.validate()?;
         grant::resolve(&self.grants).map(drop)
@@ -226,6 +231,22 @@ mod tests {
         }
         let off = config_with("[token]\ncache = false\n").unwrap();
         assert!(!off.token.cache);
+    }
+
+    #[test]
+    fn the_expiry_warning_defaults_to_30_days_and_is_checked() {
+        let config = config_with("").unwrap();
+        assert_eq!(config.certificate.expiry_warning_days, 30);
+        assert_eq!(config.certificate.expiry_warning_seconds(), 30 * 86_400);
+        let set = config_with("[certificate]\nexpiry_warning_days = 60\n").unwrap();
+        assert_eq!(set.certificate.expiry_warning_days, 60);
+        for bad in ["0", "-1", "3651"] {
+            let err =
+                config_with(&format!("[certificate]\nexpiry_warning_days = {bad}\n")).unwrap_err();
+            assert!(err.contains("`certificate.expiry_warning_days`"), "{err}");
+        }
+        let err = config_with("[certificate]\nwarning_days = 5\n").unwrap_err();
+        assert!(err.contains("unknown field `warning_days`"), "{err}");
     }
 
     #[test]

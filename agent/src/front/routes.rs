@@ -166,11 +166,14 @@ impl<S: TokenSource> Front<S> {
 
     fn ready(&self) -> Response<Full<Bytes>> {
         match (self.source.readiness(), self.reload_note()) {
-            (Ok(()), None) => plain(
-                StatusCode::OK,
-                "text/plain; charset=utf-8",
-                "ready\n".into(),
-            ),
+            (Ok(()), None) => {
+                // Still ready: a warning is for the operator, not the balancer.
+                let mut body = String::from("ready\n");
+                for warning in self.source.warnings() {
+                    body.push_str(&format!("warning: {warning}\n"));
+                }
+                plain(StatusCode::OK, "text/plain; charset=utf-8", body)
+            }
             (signing, note) => {
                 let reasons: Vec<String> = [signing.err(), note.map(|n| n.to_string())]
                     .into_iter()

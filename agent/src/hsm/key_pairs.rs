@@ -6,6 +6,10 @@
 //! and, for generated keys, a public key. Enrolment writes the certificate
 //! last, so a pair without its certificate is an interrupted enrolment: it is
 //! listed as incomplete and never used for signing.
+//!
+//! A key may have more certificates than the one it was enrolled with
+//! (renewed, or issued by a CA); [`super::shared_key`] says how they find
+//! it. Each is a pair of its own, with its own kid, and the key's handles.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +17,7 @@ use cryptoki::error::RvError;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
+use super::shared_key::{self, Group};
 use super::{Ckr, HsmError};
 use crate::cert::Certificate;
 use crate::token::SigningKeyId;
@@ -24,6 +29,9 @@ pub struct KeyPair {
     pub issuer: String,
     /// CKA_ID: the certificate's SHA-1 thumbprint.
     pub id: Vec<u8>,
+    /// CKA_ID of the key objects: `id`, except for a certificate that
+    /// belongs to a key enrolled under another certificate.
+    pub key_id: Vec<u8>,
     pub certificate: Option<(ObjectHandle, Certificate)>,
     pub private_key: Option<PrivateKey>,
     pub public_key: Option<ObjectHandle>,
@@ -77,7 +85,30 @@ impl KeyPair {
         })
     }
 
-    /// Every object handle of the pair, for deletion.
+    /// Whether `other` is another certificate of this pair's key.
+    pub fn shares_key_with(&self, other: &KeyPair) -> bool {
+        let key = |pair: &KeyPair| pair.private_key.map(|key| key.handle);
+        other.id != self.id
+            && other.certificate.is_some()
+            && key(self).is_some()
+            && key(other) == key(self)
+    }
+
+    /// What [`super::shared_key`] needs to know of the pair.
+    pub fn group(&self) -> Group<'_> {
+        Group {
+            issuer: &self.issuer,
+            certificate: self
+                .certificate
+                .as_ref()
+                .map(|(handle, cert)| (*handle, cert)),
+            private_key: self.private_key.is_some(),
+            public_key: self.public_key,
+        }
+    }
+
+    /// Every object handle of the pair; of a certificate that shares its
+    /// key, the key's too ([`super::enrol::delete()`] decides what goes).
     pub fn handles(&self) -> Vec<ObjectHandle> {
         let cert = self.certificate.as_ref().map(|(handle, _)| *handle);
         let key = self.private_key.map(|key| key.handle);
@@ -105,6 +136,7 @@ pub fn list(session: &Session, issuer: Option<&str>) -> Result<Vec<KeyPair>, Hsm
         };
         let pair = pairs.entry((label.clone(), id.clone())).or_insert(KeyPair {
             issuer: label,
+            key_id: id.clone(),
             id,
             certificate: None,
             private_key: None,
@@ -118,7 +150,30 @@ pub fn list(session: &Session, issuer: Option<&str>) -> Result<Vec<KeyPair>, Hsm
             object.fill_key(class, handle, pair);
         }
     }
-    Ok(pairs.into_values().collect())
+    lend_keys(session, pairs.into_values().collect())
+}
+
+/// Gives each certificate without a key of its own the key it belongs to
+/// ([`super::shared_key`]); a key whose own certificate is gone is then
+/// listed only through its other certificates.
+fn lend_keys(session: &Session, mut pairs: Vec<KeyPair>) -> Result<Vec<KeyPair>, HsmError> {
+    let groups: Vec<Group> = pairs.iter().map(KeyPair::group).collect();
+    let owners = shared_key::owners(session, &groups)?;
+    let mut lent = vec![false; pairs.len()];
+    for (at, owner) in owners.into_iter().enumerate() {
+        let Some(owner) = owner else { continue };
+        let key = &pairs[owner];
+        let (private_key, public_key, key_id) = (key.private_key, key.public_key, key.id.clone());
+        (pairs[at].private_key, pairs[at].public_key) = (private_key, public_key);
+        pairs[at].key_id = key_id;
+        lent[owner] = true;
+    }
+    Ok(pairs
+        .into_iter()
+        .zip(lent)
+        .filter(|(pair, lent)| !lent || pair.certificate.is_some())
+        .map(|(pair, _)| pair)
+        .collect())
 }
 
 /// An object's attributes, or `None` when only this object is at fault: its
@@ -297,6 +352,7 @@ mod tests {
         KeyPair {
             issuer: issuer.into(),
             id: thumbprint.to_vec(),
+            key_id: thumbprint.to_vec(),
             certificate: Some((
                 handle(2 * u64::from(n)),
                 Certificate {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod held_signals;
 pub mod key_pairs;
 pub mod pin;
+pub mod shared_key;
 pub mod sign;
 
 use std::path::{Path, PathBuf};

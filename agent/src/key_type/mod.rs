@@ -7,7 +7,8 @@
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType};
-use openssl::bn::BigNum;
+use openssl::bn::{BigNum, BigNumContext};
+use openssl::ec::PointConversionForm;
 use openssl::ecdsa::EcdsaSig;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
@@ -131,6 +132,46 @@ impl KeyKind {
                 self.public_key_attributes().len()
             )),
         }
+    }
+
+    /// An OpenSSL key's public half (a certificate's) in the form
+    /// [`KeyKind::public_key_der`] gives, so that the two compare.
+    pub fn public_key_of<T: HasPublic>(self, key: &PKeyRef<T>) -> Result<Vec<u8>, String> {
+        let encoded = match self {
+            KeyKind::Rsa { .. } => key.rsa().and_then(|rsa| rsa.public_key_to_der_pkcs1()),
+            KeyKind::P256 => key.ec_key().and_then(|ec| {
+                let mut context = BigNumContext::new()?;
+                ec.public_key().to_bytes(
+                    ec.group(),
+                    PointConversionForm::UNCOMPRESSED,
+                    &mut context,
+                )
+            }),
+        };
+        encoded.map_err(|e| format!("the certificate's {} public key: {e}", self.name()))
+    }
+
+    /// The type and key attributes of a public key object holding
+    /// `public_key` (as [`KeyKind::public_key_der`] encodes it): modulus and
+    /// exponent, or curve and point.
+    pub fn public_key_object(self, public_key: &[u8]) -> Result<Vec<Attribute>, String> {
+        let mut attributes = self.object_attributes();
+        match self {
+            KeyKind::Rsa { .. } => {
+                let rsa = Rsa::public_key_from_der_pkcs1(public_key)
+                    .map_err(|e| format!("the RSA public key: {e}"))?;
+                attributes.push(Attribute::Modulus(rsa.n().to_vec()));
+                attributes.push(Attribute::PublicExponent(rsa.e().to_vec()));
+            }
+            KeyKind::P256 => {
+                // CKA_EC_POINT is the point as a DER OCTET STRING.
+                let point = ec_point(public_key, P256_BYTES)?;
+                let mut wrapped = vec![0x04, point.len() as u8];
+                wrapped.extend(point);
+                attributes.push(Attribute::EcPoint(wrapped));
+            }
+        }
+        Ok(attributes)
     }
 }
 

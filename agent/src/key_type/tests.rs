@@ -213,3 +213,48 @@ fn public_keys_are_encoded_as_openssl_encodes_them() {
         Err("the generated EC public point has an unexpected form (64 bytes)".into())
     );
 }
+
+#[test]
+fn public_key_objects_hold_what_openssl_reads_from_the_key() {
+    let rsa_key = rsa(2048);
+    let kind = KeyKind::Rsa { bits: 2048 };
+    let public = kind.public_key_of(&rsa_key).unwrap();
+    let rsa = rsa_key.rsa().unwrap();
+    assert_eq!(public, rsa.public_key_to_der_pkcs1().unwrap());
+    let object = kind.public_key_object(&public).unwrap();
+    assert_eq!(
+        object,
+        [
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Modulus(rsa.n().to_vec()),
+            Attribute::PublicExponent(rsa.e().to_vec()),
+        ]
+    );
+
+    let ec = PKey::from_ec_key(p256()).unwrap();
+    let point = KeyKind::P256.public_key_of(&ec).unwrap();
+    let mut context = BigNumContext::new().unwrap();
+    let expected = ec
+        .ec_key()
+        .unwrap()
+        .public_key()
+        .to_bytes(
+            ec.ec_key().unwrap().group(),
+            PointConversionForm::UNCOMPRESSED,
+            &mut context,
+        )
+        .unwrap();
+    assert_eq!(point, expected);
+    let object = KeyKind::P256.public_key_object(&point).unwrap();
+    let Some(Attribute::EcPoint(wrapped)) = object.last() else {
+        panic!("no CKA_EC_POINT in {object:?}");
+    };
+    assert_eq!(&wrapped[..2], [0x04, 65]);
+    assert_eq!(
+        KeyKind::P256
+            .public_key_der(std::slice::from_ref(wrapped))
+            .unwrap(),
+        point
+    );
+    assert!(KeyKind::P256.public_key_object(&point[..64]).is_err());
+}

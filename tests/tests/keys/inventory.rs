@@ -43,19 +43,8 @@ fn export_by_kid_and_of_an_unknown_issuer() {
     let altinn = import_ttd(&token);
     let generated = generate(&token, "ttd");
     let pem_of = |kid: &str| {
-        let out = token
-            .agent(&[
-                "keys",
-                "export-cert",
-                "--issuer",
-                "ttd",
-                "--kid",
-                kid,
-                "--format",
-                "pem",
-            ])
-            .success();
-        sha1_thumbprint(&token.write_file("by-kid.pem", &out.stdout))
+        let pem = token.export_cert("ttd", Some(kid), "pem");
+        sha1_thumbprint(&token.write_file("by-kid.pem", pem))
     };
     assert_eq!(pem_of(&altinn), altinn);
     assert_eq!(pem_of(&generated.to_ascii_lowercase()), generated);

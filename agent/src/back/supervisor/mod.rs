@@ -177,8 +177,15 @@ impl Supervisor {
                     if error.is_connection_fault() {
                         self.lose(error.to_string());
                     }
-                } else if Instant::now() >= self.next_key_check {
-                    self.check_keys();
+                } else {
+                    if Instant::now() >= self.next_key_check {
+                        self.check_keys();
+                    }
+                    // A key that takes over at a given second is chosen
+                    // then, not at the probe after it.
+                    if matches!(self.link, LinkState::Up { .. }) {
+                        self.next_tick = self.next_tick.min(self.next_key_check);
+                    }
                 }
             }
             LinkState::Down { .. } => self.reconnect(),
@@ -212,7 +219,8 @@ impl Supervisor {
     fn schedule_key_check(&mut self) {
         if let LinkState::Up { link, .. } = &self.link {
             let not_after = link.keys().values().map(|key| key.certificate.not_after);
-            let wait = key_check_wait(not_after, !link.unavailable().is_empty(), unix_now());
+            let waiting = !link.unavailable().is_empty();
+            let wait = key_check_wait(not_after, link.next_takeover(), waiting, unix_now());
             self.next_key_check = Instant::now() + wait;
         }
     }
@@ -364,15 +372,16 @@ impl Supervisor {
         let serving = match &self.link {
             LinkState::Up { link, .. } => {
                 let keys = link.keys();
-                self.shared
-                    .metrics
-                    .set_active_certificates(keys.iter().map(|(issuer, key)| {
+                self.shared.metrics.set_active_certificates(
+                    keys.iter().map(|(issuer, key)| {
                         (
                             issuer.to_string(),
                             key.kid.to_string(),
                             key.certificate.not_after,
                         )
-                    }));
+                    }),
+                    self.settings.expiry_warning_seconds,
+                );
                 Ok(Serving {
                     keys: keys.clone(),
                     unavailable: link.unavailable().clone(),

@@ -1,5 +1,5 @@
-//! `keys delete`: a key pair off the token, after a confirmation on the
-//! terminal.
+//! `keys delete`: a certificate off the token, with its key unless the key
+//! has other certificates, after a confirmation on the terminal.
 
 use std::io::{BufRead, IsTerminal};
 
@@ -15,7 +15,8 @@ use crate::hsm::Access;
 /// `keys delete`
 #[derive(Debug, clap::Args)]
 pub struct DeleteArgs {
-    /// The kid (certificate thumbprint, 40 hex digits) whose objects to remove.
+    /// The kid (certificate thumbprint, 40 hex digits) to remove; its key
+    /// goes with it unless other certificates of the key stay.
     #[arg(long, value_parser = parse_kid)]
     pub kid: Kid,
     /// Delete without asking.
@@ -29,9 +30,12 @@ pub(super) fn run(config: &Config, args: &DeleteArgs) -> Result<(), Failure> {
     let hsm = open_logged_in(config, Access::ReadWrite)?;
     let session = hsm.anchor();
     if !args.yes {
-        let pair = keys::find_by_kid(&session, &kid)?;
-        let what = match &pair {
-            Some(pair) => describe_pair(pair),
+        let pairs = keys::list(&session, None)?;
+        let what = match pairs.iter().find(|pair| pair.kid() == kid) {
+            Some(pair) => describe_pair(
+                pair,
+                pairs.iter().filter(|o| pair.shares_key_with(o)).count(),
+            ),
             None => format!("the objects with kid {kid}"),
         };
         confirm(&format!(
@@ -39,12 +43,20 @@ pub(super) fn run(config: &Config, args: &DeleteArgs) -> Result<(), Failure> {
             hsm.label()
         ))?;
     }
-    let removed = enrol::delete(&session, &id)?;
-    eprintln!("deleted {removed} object(s) with kid {kid}");
+    let deleted = enrol::delete(&session, &id)?;
+    eprintln!("deleted {} object(s) with kid {kid}", deleted.objects);
+    if !deleted.key_kept_for.is_empty() {
+        eprintln!(
+            "its key stays on the token for its other certificate(s): {}",
+            deleted.key_kept_for.join(", ")
+        );
+    }
     Ok(())
 }
 
-fn describe_pair(pair: &KeyPair) -> String {
+/// The pair, and whether its key goes too: not while `others` of its
+/// certificates stay.
+fn describe_pair(pair: &KeyPair, others: usize) -> String {
     let mut text = format!("kid {} of issuer {:?}", pair.kid(), pair.issuer);
     if let Some((_, cert)) = &pair.certificate {
         text.push_str(&format!(
@@ -53,6 +65,13 @@ fn describe_pair(pair: &KeyPair) -> String {
             cert.subject,
             rfc3339(cert.not_after)
         ));
+    }
+    if others > 0 {
+        text.push_str(&format!(
+            "; only this certificate: its key stays for its {others} other certificate(s)"
+        ));
+    } else if pair.private_key.is_some() {
+        text.push_str(" and its private key");
     }
     text
 }

@@ -1,14 +1,13 @@
 //! `keys export-cert`: an issuer's certificate as PEM, DER or the Key
 //! Vault secret value.
 
-use super::{parse_kid, pinned_kid, write_stdout, Kid};
+use super::{chosen_pair, parse_kid, write_stdout, Kid};
 use crate::cert::Certificate;
 use crate::cli::open_logged_in;
-use crate::clock::unix_now;
 use crate::config::Config;
 use crate::exit::{self, Failure};
 use crate::hsm::key_pairs::{self as keys, KeyPair};
-use crate::hsm::{Access, HsmError};
+use crate::hsm::Access;
 
 /// `keys export-cert`
 #[derive(Debug, clap::Args)]
@@ -53,23 +52,7 @@ fn chosen_certificate<'p>(
     args: &ExportArgs,
     pairs: &'p [KeyPair],
 ) -> Result<&'p Certificate, Failure> {
-    let pair = match args.kid {
-        Some(Kid(id)) => pairs.iter().find(|pair| pair.id == id).ok_or_else(|| {
-            HsmError::KeyNotFound {
-                issuer: args.issuer.clone(),
-                kid: format!(" with kid {}", crate::token::upper_hex(&id)),
-            }
-        })?,
-        None => keys::select_active(pairs, &args.issuer, pinned_kid(config, &args.issuer), unix_now())
-            .ok_or_else(|| Failure::new(
-                exit::UNAVAILABLE,
-                format!(
-                    "issuer {:?} has no active key (none is complete with a certificate valid now{}); `access-token-agent keys list` shows its keys, and --kid exports one of them",
-                    args.issuer,
-                    pinned_kid(config, &args.issuer).map(|kid| format!(", or the pinned kid {kid} is not on the token or its certificate is not valid now")).unwrap_or_default()
-                ),
-            ))?,
-    };
+    let pair = chosen_pair(config, &args.issuer, args.kid, pairs)?;
     pair.certificate.as_ref().map(|(_, cert)| cert).ok_or_else(|| {
         Failure::new(
             exit::UNAVAILABLE,

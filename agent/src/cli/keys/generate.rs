@@ -1,7 +1,7 @@
 //! `keys generate`: a key pair made inside the HSM, with a self-signed
 //! certificate it signs itself.
 
-use super::{parse_issuer, report_enrolled};
+use super::{parse_issuer, parse_not_before, report_enrolled};
 use crate::cli::open_logged_in;
 use crate::clock::unix_now;
 use crate::config::Config;
@@ -23,9 +23,14 @@ pub struct GenerateArgs {
     /// The certificate's subject, e.g. "CN=ttd, O=Digdir, C=NO" [default: CN=<issuer>]
     #[arg(long)]
     pub subject: Option<String>,
-    /// Days the self-signed certificate is valid, from now.
+    /// Days the self-signed certificate is valid, from now (or from --not-before).
     #[arg(long, default_value_t = enrol::generate::DEFAULT_DAYS)]
     pub days: u32,
+    /// Valid from this instant instead of now (RFC 3339, e.g.
+    /// 2026-03-01T12:00:00Z, or Unix seconds), so that it takes over then;
+    /// --days counts from it.
+    #[arg(long, value_name = "TIME", value_parser = parse_not_before)]
+    pub not_before: Option<i64>,
 }
 
 pub(super) fn run(config: &Config, args: &GenerateArgs) -> Result<(), Failure> {
@@ -35,6 +40,7 @@ pub(super) fn run(config: &Config, args: &GenerateArgs) -> Result<(), Failure> {
         subject: args.subject.clone(),
         days: args.days,
         now: unix_now(),
+        not_before: args.not_before,
     };
     let cert = enrol::generate(&session, &args.issuer, args.key_type, &request)?;
     report_enrolled(config, &session, "generated", &args.issuer, &cert)

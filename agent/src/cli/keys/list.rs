@@ -1,14 +1,19 @@
-//! `keys list`: the key pairs on the token, as a table or JSON.
+//! `keys list`: the certificates and keys on the token, as a table or JSON;
+//! certificates that share a key show the same key id.
 
 use serde::Serialize;
 
-use super::{pinned_kid, write_stdout};
+use super::{expiry, pinned_kid, write_stdout};
 use crate::cli::open_logged_in;
 use crate::clock::{rfc3339, unix_now};
 use crate::config::Config;
 use crate::exit::{self, Failure};
 use crate::hsm::key_pairs::{self as keys, KeyPair};
 use crate::hsm::Access;
+
+/// How much of the key id the table shows: enough to tell a token's keys
+/// apart; `--json` has all of it.
+const KEY_ID_DIGITS: usize = 8;
 
 /// `keys list`
 #[derive(Debug, clap::Args)]
@@ -23,6 +28,10 @@ pub struct ListArgs {
 struct Row {
     issuer: String,
     kid: String,
+    /// CKA_ID of the key objects: the kid the key was enrolled with.
+    key_id: String,
+    /// The kids of the other certificates of the same key.
+    shares_key_with: Vec<String>,
     /// `rsa2048`, `p256`; `None` without a certificate.
     key_type: Option<String>,
     subject: Option<String>,
@@ -30,6 +39,8 @@ struct Row {
     not_after: Option<String>,
     /// The key the issuer signs with now.
     active: bool,
+    /// The certificate expires within `[certificate] expiry_warning_days`.
+    expiring: bool,
     /// Certificate and private key are both there.
     complete: bool,
     certificate: bool,
@@ -42,17 +53,24 @@ struct Row {
 }
 
 impl Row {
-    fn new(pair: &KeyPair, active: bool) -> Row {
+    fn new(pair: &KeyPair, pairs: &[KeyPair], active: bool, expiring: bool) -> Row {
         let cert = pair.certificate.as_ref().map(|(_, cert)| cert);
         let key = pair.private_key.as_ref();
         Row {
             issuer: pair.issuer.clone(),
             kid: pair.kid(),
+            key_id: crate::token::upper_hex(&pair.key_id),
+            shares_key_with: pairs
+                .iter()
+                .filter(|other| pair.shares_key_with(other))
+                .map(KeyPair::kid)
+                .collect(),
             key_type: cert.map(|c| c.key.name()),
             subject: cert.map(|c| c.subject.clone()),
             not_before: cert.map(|c| rfc3339(c.not_before)),
             not_after: cert.map(|c| rfc3339(c.not_after)),
             active,
+            expiring,
             complete: pair.is_complete(),
             certificate: cert.is_some(),
             private_key: key.is_some(),
@@ -85,24 +103,41 @@ impl Row {
 
 pub(super) fn run(config: &Config, args: &ListArgs) -> Result<(), Failure> {
     let hsm = open_logged_in(config, Access::ReadOnly)?;
-    let pairs = keys::list(&hsm.anchor(), None)?;
+    let mut pairs = keys::list(&hsm.anchor(), None)?;
+    // A key's certificates together, oldest first.
+    pairs.sort_by_cached_key(|pair| {
+        let not_before = pair.certificate.as_ref().map(|(_, cert)| cert.not_before);
+        (
+            pair.issuer.clone(),
+            pair.key_id.clone(),
+            not_before,
+            pair.id.clone(),
+        )
+    });
     let now = unix_now();
+    let window = config.certificate.expiry_warning_seconds();
     let rows: Vec<Row> = pairs
         .iter()
         .map(|pair| {
             let active =
                 keys::select_active(&pairs, &pair.issuer, pinned_kid(config, &pair.issuer), now)
                     .is_some_and(|chosen| chosen.id == pair.id);
-            Row::new(pair, active)
+            let expiring = (pair.certificate.as_ref())
+                .is_some_and(|(_, cert)| cert.expires_within(now, window));
+            Row::new(pair, &pairs, active, expiring)
         })
         .collect();
     if args.json {
         let json = serde_json::to_string_pretty(&rows)
             .map_err(|e| Failure::new(exit::FAILURE, format!("cannot write JSON: {e}")))?;
-        write_stdout(format!("{json}\n").as_bytes())
+        write_stdout(format!("{json}\n").as_bytes())?;
     } else {
-        print_table(&rows)
+        print_table(&rows)?;
     }
+    for warning in expiry::warnings(config, &pairs, now) {
+        eprintln!("warning: {warning}");
+    }
+    Ok(())
 }
 
 fn print_table(rows: &[Row]) -> Result<(), Failure> {
@@ -113,6 +148,7 @@ fn print_table(rows: &[Row]) -> Result<(), Failure> {
     let header = [
         "ISSUER",
         "KID",
+        "KEY",
         "TYPE",
         "NOT BEFORE",
         "NOT AFTER",
@@ -120,13 +156,14 @@ fn print_table(rows: &[Row]) -> Result<(), Failure> {
         "STATE",
         "PRIVATE KEY",
     ];
-    let cells: Vec<[String; 8]> = rows
+    let cells: Vec<[String; 9]> = rows
         .iter()
         .map(|row| {
             let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
             [
                 row.issuer.clone(),
                 row.kid.clone(),
+                row.key_id.chars().take(KEY_ID_DIGITS).collect(),
                 or_dash(&row.key_type),
                 or_dash(&row.not_before),
                 or_dash(&row.not_after),

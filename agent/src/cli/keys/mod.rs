@@ -2,11 +2,15 @@
 //! publish and delete keys, talking to the token directly with the user PIN.
 //! One file per subcommand; this one holds what they share.
 
+mod csr;
 mod delete;
+mod expiry;
 mod export;
 mod generate;
 mod import;
+mod import_cert;
 mod list;
+mod renew;
 
 use std::io::Write;
 use std::path::Path;
@@ -15,17 +19,22 @@ use zeroize::Zeroizing;
 
 use super::KeysCommand;
 use crate::cert::Certificate;
-use crate::clock::{rfc3339, unix_now};
+use crate::clock::{parse_instant, rfc3339, unix_now};
 use crate::config::Config;
 use crate::exit::{self, Failure};
+use crate::hsm::enrol::import::password_from_bytes;
 use crate::hsm::enrol::EnrolError;
-use crate::hsm::key_pairs as keys;
+use crate::hsm::key_pairs::{self as keys, KeyPair};
+use crate::hsm::HsmError;
 
+pub use csr::CsrArgs;
 pub use delete::DeleteArgs;
 pub use export::ExportArgs;
 pub use generate::GenerateArgs;
 pub use import::ImportArgs;
+pub use import_cert::ImportCertArgs;
 pub use list::ListArgs;
+pub use renew::RenewArgs;
 
 /// A kid given on the command line: the 20-byte SHA-1 thumbprint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +46,15 @@ fn parse_issuer(text: &str) -> Result<String, String> {
     crate::token::name::check_name(text)
         .map(|()| text.to_owned())
         .map_err(|why| format!("the issuer {text:?} {why}; use the org code, e.g. ttd"))
+}
+
+/// `--not-before`: an instant a certificate is to take over at.
+fn parse_not_before(text: &str) -> Result<i64, String> {
+    let at = parse_instant(text.trim())?;
+    if !(0..=crate::token::MAX_UNIX_SECONDS).contains(&at) {
+        return Err(format!("{text:?} lies outside 1970 to 9999"));
+    }
+    Ok(at)
 }
 
 fn parse_kid(text: &str) -> Result<Kid, String> {
@@ -67,6 +85,9 @@ pub fn run(config: &Config, command: KeysCommand) -> Result<(), Failure> {
         KeysCommand::List(args) => list::run(config, &args),
         KeysCommand::ExportCert(args) => export::run(config, &args),
         KeysCommand::Delete(args) => delete::run(config, &args),
+        KeysCommand::Renew(args) => renew::run(config, &args),
+        KeysCommand::Csr(args) => csr::run(config, &args),
+        KeysCommand::ImportCert(args) => import_cert::run(config, &args),
     }
 }
 
@@ -79,20 +100,28 @@ fn report_enrolled(
     cert: &Certificate,
 ) -> Result<(), Failure> {
     let pairs = keys::list(session, Some(issuer))?;
-    let active = keys::select_active(&pairs, issuer, pinned_kid(config, issuer), unix_now())
-        .is_some_and(|pair| pair.id == cert.thumbprint);
+    let active_at = |now| {
+        keys::select_active(&pairs, issuer, pinned_kid(config, issuer), now)
+            .is_some_and(|pair| pair.id == cert.thumbprint)
+    };
+    let now = unix_now();
+    let role = if active_at(now) {
+        "it is now the issuer's active key".to_owned()
+    } else if cert.not_before > now && active_at(cert.not_before) {
+        format!(
+            "it becomes the issuer's active key at {}",
+            rfc3339(cert.not_before)
+        )
+    } else {
+        "it is not the issuer's active key (see `access-token-agent keys list`)".to_owned()
+    };
     eprintln!(
-        "{what} for issuer {issuer:?}: kid {}, {}, {}, valid {} to {}; {}",
+        "{what} for issuer {issuer:?}: kid {}, {}, {}, valid {} to {}; {role}",
         cert.kid(),
         cert.key.name(),
         cert.subject,
         rfc3339(cert.not_before),
         rfc3339(cert.not_after),
-        if active {
-            "it is now the issuer's active key"
-        } else {
-            "it is not the issuer's active key (see `access-token-agent keys list`)"
-        }
     );
     write_stdout(format!("{}\n", cert.kid()).as_bytes())
 }
@@ -105,6 +134,56 @@ fn read_input(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>, Failure> {
             format!("cannot read the {what} {}: {e}", path.display()),
         )
     })
+}
+
+/// The issuer's pair with the kid `--kid` gives, else its active one.
+fn chosen_pair<'p>(
+    config: &Config,
+    issuer: &str,
+    kid: Option<Kid>,
+    pairs: &'p [KeyPair],
+) -> Result<&'p KeyPair, Failure> {
+    let pinned = pinned_kid(config, issuer);
+    match kid {
+        Some(Kid(id)) => pairs
+            .iter()
+            .find(|pair| pair.issuer == issuer && pair.id == id)
+            .ok_or_else(|| {
+                HsmError::KeyNotFound {
+                    issuer: issuer.to_owned(),
+                    kid: format!(" with kid {}", crate::token::upper_hex(&id)),
+                }
+                .into()
+            }),
+        None => keys::select_active(pairs, issuer, pinned, unix_now()).ok_or_else(|| Failure::new(
+            exit::UNAVAILABLE,
+            format!(
+                "issuer {issuer:?} has no active key (none is complete with a certificate valid now{}); `access-token-agent keys list` shows its keys, and --kid picks one of them",
+                pinned.map(|kid| format!(", or the pinned kid {kid} is not on the token or its certificate is not valid now")).unwrap_or_default()
+            ),
+        )),
+    }
+}
+
+/// The PKCS#12 password from `path`, else the empty password (Altinn's files).
+fn read_password(path: Option<&Path>) -> Result<Zeroizing<String>, Failure> {
+    match path {
+        Some(path) => password_from_bytes(&read_input(path, "password file")?)
+            .map_err(|e| Failure::new(exit::DATA, format!("{}: {e}", path.display()))),
+        None => Ok(Zeroizing::new(String::new())),
+    }
+}
+
+/// An enrolment failure; a problem with the input file names the file.
+fn naming_the_file(path: &Path, error: EnrolError) -> Failure {
+    let failure = Failure::from(error);
+    match failure.code {
+        exit::DATA => Failure::new(
+            exit::DATA,
+            format!("cannot import {}: {}", path.display(), failure.message),
+        ),
+        _ => failure,
+    }
 }
 
 fn pinned_kid<'c>(config: &'c Config, issuer: &str) -> Option<&'c str> {

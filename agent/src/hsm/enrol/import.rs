@@ -75,10 +75,7 @@ pub fn import(
 pub fn read_pkcs12(pfx: &[u8], password: &str) -> Result<KeyMaterial, EnrolError> {
     let (key, x509) = open_pkcs12(pfx, password)?;
     let kind = check_key(&key, &x509)?;
-    let der = x509
-        .to_der()
-        .map_err(|e| EnrolError::Input(format!("cannot encode the certificate: {e}")))?;
-    let certificate = Certificate::from_der(&der).map_err(|e| EnrolError::Input(e.to_string()))?;
+    let certificate = certificate_of(&x509)?;
     let components = key_components(&key, kind)?;
     Ok(KeyMaterial {
         certificate,
@@ -86,8 +83,47 @@ pub fn read_pkcs12(pfx: &[u8], password: &str) -> Result<KeyMaterial, EnrolError
     })
 }
 
-/// The private key and the certificate that belongs to it.
-fn open_pkcs12(pfx: &[u8], password: &str) -> Result<(PKey<Private>, X509), EnrolError> {
+/// The certificate of a PKCS#12 file, for a key already on the token, and
+/// whether the file holds a private key too; that key is never stored.
+pub fn read_pkcs12_certificate(
+    pfx: &[u8],
+    password: &str,
+) -> Result<(Certificate, bool), EnrolError> {
+    let ParsedPkcs12_2 { pkey, cert, ca } = parse(pfx, password)?;
+    // Without a key, OpenSSL cannot tell the file's own certificate from a
+    // chain and lists them all with the CA's.
+    let others: Vec<X509> = ca
+        .map(|stack| stack.into_iter().collect())
+        .unwrap_or_default();
+    let x509 = match (cert, <[X509; 1]>::try_from(others)) {
+        (Some(cert), _) => cert,
+        (None, Ok([only])) => only,
+        (None, Err(others)) if others.is_empty() => {
+            return Err(EnrolError::Input(
+                "the PKCS#12 file holds no certificate; export it again with the certificate"
+                    .into(),
+            ))
+        }
+        (None, Err(others)) => {
+            return Err(EnrolError::Input(format!(
+                "the PKCS#12 file holds {} certificates and no key to tell which one is its own; give that certificate with --cert FILE",
+                others.len()
+            )))
+        }
+    };
+    Ok((certificate_of(&x509)?, pkey.is_some()))
+}
+
+/// The file's certificate in the agent's terms.
+fn certificate_of(x509: &X509) -> Result<Certificate, EnrolError> {
+    let der = x509
+        .to_der()
+        .map_err(|e| EnrolError::Input(format!("cannot encode the certificate: {e}")))?;
+    Certificate::from_der(&der).map_err(|e| EnrolError::Input(e.to_string()))
+}
+
+/// The file opened with `password`.
+fn parse(pfx: &[u8], password: &str) -> Result<ParsedPkcs12_2, EnrolError> {
     load_legacy_provider();
     let file = Pkcs12::from_der(pfx).map_err(|e| {
         EnrolError::Input(format!(
@@ -95,7 +131,12 @@ fn open_pkcs12(pfx: &[u8], password: &str) -> Result<(PKey<Private>, X509), Enro
             describe(&e)
         ))
     })?;
-    let ParsedPkcs12_2 { pkey, cert, .. } = file.parse2(password).map_err(unreadable)?;
+    file.parse2(password).map_err(unreadable)
+}
+
+/// The private key and the certificate that belongs to it.
+fn open_pkcs12(pfx: &[u8], password: &str) -> Result<(PKey<Private>, X509), EnrolError> {
+    let ParsedPkcs12_2 { pkey, cert, .. } = parse(pfx, password)?;
     match (pkey, cert) {
         (Some(key), Some(cert)) => Ok((key, cert)),
         (None, _) => Err(EnrolError::Input(

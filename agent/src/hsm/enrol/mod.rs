@@ -1,17 +1,28 @@
-//! Putting keys on the token and taking them off again: PKCS#12 import
-//! ([`import()`]), generation inside the HSM with a self-signed certificate
-//! ([`generate()`]), and deletion ([`delete`]).
+//! Putting keys and certificates on the token and taking them off again:
+//! PKCS#12 import ([`import()`]), generation inside the HSM with a
+//! self-signed certificate ([`generate()`]), a new certificate for a key
+//! there ([`renew()`]), a request a CA certifies it from ([`csr`]) and the
+//! certificate the CA issues ([`attach()`]), and deletion ([`delete()`]).
 //!
 //! Every enrolment writes the keys first and the certificate last: the
 //! certificate is the commit marker, and [`super::key_pairs`] never signs with a
 //! pair that lacks it. If any step fails, the objects created so far are
 //! destroyed again (`Pending`), so nothing of a failed enrolment remains.
 
+mod attach;
+pub mod csr;
+mod delete;
 pub mod generate;
+mod hsm_key;
 pub mod import;
+pub mod renew;
+pub mod subject;
 
+pub use attach::attach;
+pub use delete::{delete, Deleted};
 pub use generate::{generate, CertificateRequest};
-pub use import::{import, read_pkcs12, KeyMaterial};
+pub use import::{import, read_pkcs12, read_pkcs12_certificate, KeyMaterial};
+pub use renew::renew;
 
 use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
@@ -32,6 +43,10 @@ pub enum EnrolError {
     AlreadyEnrolled { kid: String, issuer: String },
     #[error("no object with kid {0} on the token; `access-token-agent keys list` shows the kids there are")]
     NoSuchKid(String),
+    #[error("no key on the token has the public key of the certificate (kid {kid}, {subject}): it was issued for another key; have the CA certify a key in the HSM with the request `access-token-agent keys csr` makes")]
+    NoKeyFor { kid: String, subject: String },
+    #[error("{kid} is no certificate's kid any more but the key of the certificate(s) {certificates}; delete those instead: the key goes with the last of them")]
+    KeyInUse { kid: String, certificates: String },
     #[error(transparent)]
     Hsm(#[from] HsmError),
 }
@@ -43,6 +58,8 @@ impl EnrolError {
             EnrolError::Input(_) => exit::DATA,
             EnrolError::AlreadyEnrolled { .. } => exit::FAILURE,
             EnrolError::NoSuchKid(_) => exit::UNAVAILABLE,
+            EnrolError::KeyInUse { .. } => exit::FAILURE,
+            EnrolError::NoKeyFor { .. } => exit::DATA,
             EnrolError::Hsm(error) => error.exit_code(),
         }
     }
@@ -144,6 +161,21 @@ fn private_key_policy(issuer: &str, id: &[u8]) -> Vec<Attribute> {
     ]
 }
 
+/// The attributes of a public key object the agent writes: on the token,
+/// public, for verifying only; the key itself is added by the caller.
+fn public_key_policy(issuer: &str, id: &[u8]) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Label(issuer.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+    ]
+}
+
 /// The certificate object: the DER and the fields PKCS#11 tools show,
 /// public so that it can be read without logging in.
 fn certificate_template(der: &[u8], issuer: &str, id: &[u8]) -> Result<Vec<Attribute>, EnrolError> {
@@ -226,31 +258,6 @@ fn ensure_new_kid(session: &Session, id: &[u8]) -> Result<(), EnrolError> {
         kid: crate::token::upper_hex(id),
         issuer,
     })
-}
-
-/// Removes every object whose CKA_ID is `id`: certificate, private key and
-/// public key, complete or not. Certificates go first, so that an
-/// interrupted deletion leaves a pair that no longer signs. Returns how many
-/// objects were removed.
-pub fn delete(session: &Session, id: &[u8]) -> Result<usize, EnrolError> {
-    let mut handles = objects_with_id(session, id)?;
-    if handles.is_empty() {
-        return Err(EnrolError::NoSuchKid(crate::token::upper_hex(id)));
-    }
-    let is_certificate = |handle: &ObjectHandle| {
-        session
-            .get_attributes(*handle, &[AttributeType::Class])
-            .map(|a| a.contains(&Attribute::Class(ObjectClass::CERTIFICATE)))
-            .unwrap_or(false)
-    };
-    handles.sort_by_key(|handle| !is_certificate(handle));
-    let _held = HeldSignals::hold();
-    for handle in &handles {
-        session
-            .destroy_object(*handle)
-            .map_err(|e| HsmError::from_cryptoki("C_DestroyObject", e))?;
-    }
-    Ok(handles.len())
 }
 
 #[cfg(test)]
