@@ -63,6 +63,16 @@ impl Certificate {
         self.not_before <= now && now <= self.not_after
     }
 
+    /// The public key the certificate holds, in the form
+    /// [`KeyKind::public_key_der`] gives for a token's values.
+    pub fn public_key_bytes(&self) -> Result<Vec<u8>, CertError> {
+        let parse = |e: openssl::error::ErrorStack| CertError::Parse(e.to_string());
+        let key = X509::from_der(&self.der)
+            .and_then(|x509| x509.public_key())
+            .map_err(parse)?;
+        key_type::public_key_bytes(&key).map_err(CertError::Parse)
+    }
+
     /// The Key Vault secret value `{iss}-access-token-public-cert`:
     /// standard base64 with padding of the DER, no PEM armour.
     pub fn keyvault_value(&self) -> String {

@@ -59,4 +59,6 @@ pub mod metrics;
 #[cfg(test)]
 mod own_process;
 pub mod sync;
+#[cfg(test)]
+mod test_keys;
 pub mod token;

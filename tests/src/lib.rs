@@ -66,8 +66,8 @@ pub mod token;
 
 pub use jwt::{jws_part, unix_now, verify_all, verify_jwt};
 pub use openssl::{
-    cert_der, data_dir, openssl, openssl_sign_sha256, p256_self_signed, pkcs12, rsa_self_signed,
-    sha1_thumbprint, ttd_pem, ttd_pfx, KeyFiles, Pkcs12Kind,
+    cert_der, data_dir, der_with_month_13, openssl, openssl_sign_sha256, p256_self_signed, pkcs12,
+    rsa_self_signed, sha1_thumbprint, ttd_pem, ttd_pfx, KeyFiles, Pkcs12Kind,
 };
 pub use process::{agent_binary, AgentProcess, OutputExt};
 pub use token::{write_private, TestToken, LABEL, MODULE, PIN, SO_PIN};

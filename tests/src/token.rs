@@ -246,14 +246,22 @@ impl TestToken {
 
     /// Writes `file` onto the token with `pkcs11-tool --write-object`, as
     /// object type `kind` (`privkey`, `cert`, …) with CKA_ID `id` (hex)
-    /// and CKA_LABEL `label`: objects made outside the agent. Panics
-    /// unless pkcs11-tool succeeds.
+    /// and CKA_LABEL `label`: objects made outside the agent, by a user
+    /// who logged in. Panics unless pkcs11-tool succeeds.
     pub fn write_object(&self, file: &Path, kind: &str, id: &str, label: &str) {
+        self.write_object_in(&["--login", "--pin", PIN], file, kind, id, label);
+    }
+
+    /// Writes `file` onto the token as [`TestToken::write_object`] does, but
+    /// through a session that has not logged in: what anyone who can open
+    /// the token can plant (public objects only). Panics unless it succeeds.
+    pub fn plant_object(&self, file: &Path, kind: &str, id: &str, label: &str) {
+        self.write_object_in(&[], file, kind, id, label);
+    }
+
+    fn write_object_in(&self, login: &[&str], file: &Path, kind: &str, id: &str, label: &str) {
         let file = path_str(file);
-        self.pkcs11_tool(&[
-            "--login",
-            "--pin",
-            PIN,
+        let object = [
             "--write-object",
             &file,
             "--type",
@@ -262,8 +270,8 @@ impl TestToken {
             id,
             "--label",
             label,
-        ])
-        .success();
+        ];
+        self.pkcs11_tool(&[login, &object].concat()).success();
     }
 
     /// `keys list --json`, parsed: one value per key pair.

@@ -120,8 +120,8 @@ pub(crate) fn kill_import(signal: libc::c_int, kills: usize) -> Tally {
     let campaign = Campaign {
         token: &token,
         normal: normal_duration(&token, &import(FRESH)),
-        // The private key, then the certificate.
-        objects_written: 2,
+        // The private key, its public key, then the certificate.
+        objects_written: 3,
         expected_kid: Some(&kid),
         kills,
         signal,

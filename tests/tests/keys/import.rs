@@ -5,11 +5,11 @@
 use std::path::Path;
 
 use integration_tests::{
-    cert_der, openssl, pkcs12, rsa_self_signed, sha1_thumbprint, ttd_pem, ttd_pfx, write_private,
-    OutputExt, Pkcs12Kind, TestToken,
+    cert_der, der_with_month_13, openssl, pkcs12, rsa_self_signed, sha1_thumbprint, ttd_pem,
+    ttd_pfx, write_private, OutputExt, Pkcs12Kind, TestToken,
 };
 
-use crate::{assert_token_empty, der_with_month_13, import_ttd, line_of, object_block, row};
+use crate::{assert_token_empty, import_ttd, line_of, object_block, row};
 
 #[test]
 fn rsa_1024_is_refused_and_nothing_remains() {

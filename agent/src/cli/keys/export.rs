@@ -58,6 +58,7 @@ fn chosen_certificate<'p>(
             HsmError::KeyNotFound {
                 issuer: args.issuer.clone(),
                 kid: format!(" with kid {}", crate::token::upper_hex(&id)),
+                why: String::new(),
             }
         })?,
         None => keys::select_active(pairs, &args.issuer, pinned_kid(config, &args.issuer), unix_now())

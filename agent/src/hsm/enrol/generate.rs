@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 
-use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 use cryptoki::session::Session;
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, KeyUsagePurpose, PublicKeyData, SerialNumber,
@@ -17,7 +17,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-use super::{certificate_template, private_key_policy, EnrolError, Pending};
+use super::{certificate_template, private_key_policy, public_key_policy, EnrolError, Pending};
 use crate::cert::Certificate;
 use crate::hsm::{sign, HsmError};
 use crate::key_type::KeyKind;
@@ -150,16 +150,7 @@ fn generate_pair(
     let mut temporary_id = [0u8; 20];
     openssl::rand::rand_bytes(&mut temporary_id)
         .map_err(|e| EnrolError::Input(format!("random key id: {e}")))?;
-    let mut public = vec![
-        Attribute::Class(ObjectClass::PUBLIC_KEY),
-        Attribute::Token(true),
-        Attribute::Private(false),
-        Attribute::Verify(true),
-        Attribute::Encrypt(false),
-        Attribute::Wrap(false),
-        Attribute::Label(issuer.as_bytes().to_vec()),
-        Attribute::Id(temporary_id.to_vec()),
-    ];
+    let mut public = public_key_policy(issuer, &temporary_id, false);
     let (mechanism, size) = kind.pair_generation();
     public.extend(size);
     let private = private_key_policy(issuer, &temporary_id);

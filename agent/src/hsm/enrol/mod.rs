@@ -2,7 +2,8 @@
 //! ([`import()`]), generation inside the HSM with a self-signed certificate
 //! ([`generate()`]), and deletion ([`delete`]).
 //!
-//! Every enrolment writes the keys first and the certificate last: the
+//! Every enrolment writes the private key, then its public key, and the
+//! certificate last: the
 //! certificate is the commit marker, and [`super::key_pairs`] never signs with a
 //! pair that lacks it. If any step fails, the objects created so far are
 //! destroyed again (`Pending`), so nothing of a failed enrolment remains.
@@ -139,6 +140,24 @@ fn private_key_policy(issuer: &str, id: &[u8]) -> Vec<Attribute> {
         Attribute::Decrypt(false),
         Attribute::Unwrap(false),
         Attribute::Derive(false),
+        Attribute::Label(issuer.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+    ]
+}
+
+/// The attributes of the public key object beside it. `private` makes it
+/// readable, and writable, only by a logged-in user: an imported key's
+/// public key object is what proves that its certificate holds it
+/// ([`super::key_pairs::rules`]), so nobody without the PIN may have
+/// written it. A generated one is proven by the token having made it.
+fn public_key_policy(issuer: &str, id: &[u8], private: bool) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::Token(true),
+        Attribute::Private(private),
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
         Attribute::Label(issuer.as_bytes().to_vec()),
         Attribute::Id(id.to_vec()),
     ]
