@@ -14,6 +14,7 @@
 //! | [`openssl`] | keys, certificates and PKCS#12 files made by the openssl CLI; the shared test data |
 //! | [`jwt`] | tokens decoded and verified as a relying party would |
 //! | [`limits`] | descriptors and resource limits of a process |
+//! | [`p11kit`] | a token served by a real `p11-kit server`, and the agent's config that reaches it through p11-kit's client module |
 //!
 //! Tests run in parallel threads, so nothing here is process-global: each
 //! [`TestToken`] owns a temporary directory holding its own `softhsm2.conf`,
@@ -60,6 +61,7 @@ pub mod http;
 pub mod jwt;
 pub mod limits;
 pub mod openssl;
+pub mod p11kit;
 pub mod process;
 pub mod signer;
 pub mod token;

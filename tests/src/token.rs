@@ -124,9 +124,20 @@ impl TestToken {
         path
     }
 
-    /// Sets `SOFTHSM2_CONF` (and nothing else) so `command` sees only this token.
+    /// The PKCS#11 module that holds this token.
+    pub fn module(&self) -> &'static str {
+        MODULE
+    }
+
+    /// What this token's module needs in its environment to find it (and
+    /// nothing else): `SOFTHSM2_CONF`.
+    pub fn module_environment(&self) -> Vec<(String, String)> {
+        vec![("SOFTHSM2_CONF".into(), path_str(&self.softhsm_conf()))]
+    }
+
+    /// Sets [`TestToken::module_environment`] so `command` sees only this token.
     pub fn with_softhsm_env<'c>(&self, command: &'c mut Command) -> &'c mut Command {
-        command.env("SOFTHSM2_CONF", self.softhsm_conf())
+        command.envs(self.module_environment())
     }
 
     /// The agent binary with `--config agent.toml` and `args`, stdin null,
