@@ -36,15 +36,8 @@ impl P11KitServer {
             crate::path_str(&socket),
             format!("pkcs11:token={}", token.label()),
         );
-        let command = [
-            "server",
-            "-f",
-            "--provider",
-            token.module(),
-            "-n",
-            &path,
-            &uri,
-        ];
+        let module = token.module();
+        let command = ["server", "-f", "--provider", &module, "-n", &path, &uri];
         let mut server = P11KitServer {
             child: None,
             socket,
@@ -105,6 +98,16 @@ impl P11KitServer {
     pub fn write_config(&self, token: &TestToken, extra: &str) {
         let config = format!("{}\n{extra}", self.hsm_section(token));
         std::fs::write(token.config_path(), config).expect("write agent.toml");
+    }
+
+    /// Takes the token's own module variables (`SOFTHSM2_CONF`,
+    /// `KRYOPTIC_CONF`) out of `command`'s environment, so that nothing it
+    /// runs reaches the token except through this server.
+    pub fn only_through<'c>(token: &TestToken, command: &'c mut Command) -> &'c mut Command {
+        for (name, _) in token.module_environment() {
+            command.env_remove(name);
+        }
+        command
     }
 
     /// Sends `signal` to the server and every `p11-kit remote` it forked.

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use integration_tests::daemon::{body_of, issuer_granted_to_me, serve_config, status_of, Daemon};
+use integration_tests::on_every_store;
 use integration_tests::p11kit::P11KitServer;
 use integration_tests::{verify_jwt, OutputExt, TestToken};
 
@@ -20,53 +21,54 @@ fn served_through_p11_kit() -> (TestToken, P11KitServer, Daemon, Vec<u8>) {
     let config = format!("{}\n[token]\ncache = false\n", issuer_granted_to_me("ttd"));
     server.write_config(&token, &serve_config(&token, &config));
     let daemon = Daemon::spawn(&token, |mut command| {
-        command.env_remove("SOFTHSM2_CONF");
+        P11KitServer::only_through(&token, &mut command);
         command
     })
     .ready(&token);
     (token, server, daemon, pem)
 }
 
-#[test]
-fn a_killed_p11_kit_server_gives_503_at_once_and_tokens_again_when_it_is_back() {
-    let (token, mut server, daemon, pem) = served_through_p11_kit();
-    let issued = daemon.client().token(Some("ttd"), Some("a")).unwrap();
-    verify_jwt(&issued.token, &pem, "ttd");
-    let pid = daemon.pid();
+on_every_store! {
+    fn a_killed_p11_kit_server_gives_503_at_once_and_tokens_again_when_it_is_back() {
+        let (token, mut server, daemon, pem) = served_through_p11_kit();
+        let issued = daemon.client().token(Some("ttd"), Some("a")).unwrap();
+        verify_jwt(&issued.token, &pem, "ttd");
+        let pid = daemon.pid();
 
-    server.kill();
-    let asked = Instant::now();
-    let refused = daemon.get("/v1/token?issuer=ttd&app=a", &[]);
-    let refused_after = asked.elapsed();
-    assert_eq!(status_of(&refused), 503, "{refused}");
-    assert!(
-        refused_after < Duration::from_secs(2),
-        "refused at once, not after {refused_after:?}"
-    );
-    assert!(body_of(&refused).contains("hsm-unavailable"), "{refused}");
-    let ready = daemon.wait_status(&token, "/readyz", 503);
-    eprintln!(
-        "DEBUG {refused}\n{ready}\n{}",
-        integration_tests::daemon::log(&token)
-    );
-    assert!(
-        body_of(&ready).contains("the HSM connection failed") || body_of(&ready).contains("CKR_"),
-        "says why: {ready}"
-    );
+        server.kill();
+        let asked = Instant::now();
+        let refused = daemon.get("/v1/token?issuer=ttd&app=a", &[]);
+        let refused_after = asked.elapsed();
+        assert_eq!(status_of(&refused), 503, "{refused}");
+        assert!(
+            refused_after < Duration::from_secs(2),
+            "refused at once, not after {refused_after:?}"
+        );
+        assert!(body_of(&refused).contains("hsm-unavailable"), "{refused}");
+        let ready = daemon.wait_status(&token, "/readyz", 503);
+        eprintln!(
+            "DEBUG {refused}\n{ready}\n{}",
+            integration_tests::daemon::log(&token)
+        );
+        assert!(
+            body_of(&ready).contains("the HSM connection failed") || body_of(&ready).contains("CKR_"),
+            "says why: {ready}"
+        );
 
-    server.restart();
-    let back = Instant::now();
-    daemon.wait_status(&token, "/readyz", 200);
-    eprintln!(
-        "p11-kit server killed: 503 after {refused_after:?}; back: /readyz 200 after {:?}",
-        back.elapsed()
-    );
-    let issued = daemon
-        .client()
-        .token(Some("ttd"), Some("b"))
-        .expect("served again");
-    verify_jwt(&issued.token, &pem, "ttd");
-    assert_eq!(daemon.pid(), pid, "the same agent, not restarted");
+        server.restart();
+        let back = Instant::now();
+        daemon.wait_status(&token, "/readyz", 200);
+        eprintln!(
+            "p11-kit server killed: 503 after {refused_after:?}; back: /readyz 200 after {:?}",
+            back.elapsed()
+        );
+        let issued = daemon
+            .client()
+            .token(Some("ttd"), Some("b"))
+            .expect("served again");
+        verify_jwt(&issued.token, &pem, "ttd");
+        assert_eq!(daemon.pid(), pid, "the same agent, not restarted");
+    }
 }
 
 /// The server stopped (SIGSTOP): the HSM hangs. Requests must get 503

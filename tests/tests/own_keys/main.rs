@@ -61,9 +61,9 @@ fn minted_kid(token: &TestToken, issuer: &str) -> (String, String) {
     (kid, jwt)
 }
 
-/// Writes `files`' private key (with pkcs11-tool's `flags`, such as
-/// `--extractable`) and its certificate under `label`, logged in, as
-/// another tool would; returns the kid.
+/// Writes `files`' private key (allowed to sign, and with pkcs11-tool's
+/// `flags`, such as `--extractable`) and its certificate under `label`,
+/// logged in, as another tool would; returns the kid.
 fn written_by_another_tool(
     token: &TestToken,
     files: &KeyFiles,
@@ -72,18 +72,11 @@ fn written_by_another_tool(
 ) -> String {
     let kid = sha1_thumbprint(&files.cert);
     let key = files.key.to_str().expect("UTF-8 path");
-    let write = [
-        "--write-object",
-        key,
-        "--type",
-        "privkey",
-        "--id",
-        &kid,
-        "--label",
-        label,
-    ];
+    // Kryoptic's default for a written key is not to sign: say it.
+    let write = ["--write-object", key, "--type", "privkey", "--usage-sign"];
+    let named = ["--id", &kid, "--label", label];
     token
-        .pkcs11_tool(&[&["--login", "--pin", PIN][..], &write, flags].concat())
+        .pkcs11_tool(&[&["--login", "--pin", PIN][..], &write, &named, flags].concat())
         .success();
     let der = der_file(token, &files.cert, &format!("{kid}.der"));
     token.write_object(&der, "cert", &kid, label);
