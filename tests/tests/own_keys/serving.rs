@@ -49,6 +49,7 @@ on_every_store! {
         let ready = daemon.get("/readyz", &[]);
         assert_eq!(status_of(&ready), 503, "{ready}");
         assert!(body_of(&ready).contains("issuer \\\"ttd\\\""), "{ready}");
+        assert!(body_of(&ready).contains("2 certificate objects"), "{ready}");
 
         // Every certificate of the kid removed, the key's own written back
         // and ttd serves again.
