@@ -19,7 +19,7 @@
 //! | [`back`] | the signing back, which never sees a request: [`back::cache`] (cached), the signing pool (signed), the HSM supervisor and recovery |
 //! | [`daemon`] | `serve`: wires front and back; start-up, sd_notify, watchdog, reload, shutdown |
 //! | [`cli`] | the operators' side: `keys …`, `mint`, and how failures become exit codes |
-//! | [`hsm`] | PKCS#11, shared by the back and the operators: module, login, PIN, key pairs and the certificates that share a key, signing, enrolment and renewal |
+//! | [`hsm`] | PKCS#11, shared by the back and the operators: module and its environment, login, PIN, key pairs, the certificates that share a key and the rules that say which may sign, signing, enrolment and renewal |
 //! | [`token`] | the Altinn token bytes, and the [`token::name`] rule for issuer and app names |
 //! | [`cert`] | certificate facts: thumbprint (kid/x5t), validity, key type, PEM/Key Vault forms |
 //! | [`key_type`] | the key types (RSA with its size, P-256): JWS `alg`, `--key-type` names, PKCS#11 mechanisms and templates, rcgen algorithm, DER/JOSE signatures |
@@ -59,4 +59,6 @@ pub mod metrics;
 #[cfg(test)]
 mod own_process;
 pub mod sync;
+#[cfg(test)]
+mod test_keys;
 pub mod token;

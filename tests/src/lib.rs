@@ -1,12 +1,14 @@
 //! The one test fixture: what every test, benchmark and fuzz target of the
-//! workspace stands on. A private SoftHSM token with a config pointing at
-//! it, the real `access-token-agent` binary started the way systemd starts
+//! workspace stands on. A private token (SoftHSM's, or Kryoptic's) with a
+//! config pointing at it, the real `access-token-agent` binary started the way systemd starts
 //! it, a strict reader of raw HTTP answers, the signing back in process, and
 //! the openssl CLI for keys and certificates made outside the project's code.
 //!
 //! | module | what it owns |
 //! |---|---|
-//! | [`token`] | [`TestToken`]: a SoftHSM token in a temporary directory, its PIN file and `agent.toml`, and the agent's commands run on it |
+//! | [`token`] | [`TestToken`]: a token in a temporary directory, its PIN file and `agent.toml`, and the agent's commands run on it |
+//! | [`store`] | the implementations a token can be of (SoftHSM, Kryoptic) and [`on_every_store!`], which runs a test on each |
+//! | [`kryoptic`] | Kryoptic's module, built once from crates.io into `target/kryoptic/` |
 //! | [`process`] | the built binaries, a child killed on drop, reading a finished command's output |
 //! | [`daemon`] | a `serve` process with `NOTIFY_SOCKET`, ready exactly when it says READY=1; serve configs, logs, audit lines, socket activation |
 //! | [`http`] | raw HTTP/1.1 on the socket, every answer read strictly |
@@ -14,12 +16,16 @@
 //! | [`openssl`] | keys, certificates, PKCS#12 files and a tiny CA made by the openssl CLI; the shared test data |
 //! | [`jwt`] | tokens decoded and verified as a relying party would |
 //! | [`limits`] | descriptors and resource limits of a process |
+//! | [`p11kit`] | a token served by a real `p11-kit server`, and the agent's config that reaches it through p11-kit's client module |
 //!
 //! Tests run in parallel threads, so nothing here is process-global: each
-//! [`TestToken`] owns a temporary directory holding its own `softhsm2.conf`,
-//! token directory, PIN file and `agent.toml`, and every child process gets
-//! `SOFTHSM2_CONF` pointing at that directory's conf. The temporary directory
+//! [`TestToken`] owns a temporary directory holding its own store
+//! (`softhsm2.conf` and a token directory, or Kryoptic's `token.sql`), PIN
+//! file and `agent.toml`, and every child process gets `SOFTHSM2_CONF` or
+//! `KRYOPTIC_CONF` pointing into that directory. The temporary directory
 //! (and with it the token) disappears when the [`TestToken`] is dropped.
+//! A test that touches the token is written once inside
+//! [`on_every_store!`] and runs on each store as a test of its own.
 //!
 //! ```no_run
 //! use integration_tests::{OutputExt, TestToken};
@@ -38,7 +44,7 @@
 //!   grows past 400 too (`agent/src/front/tests/`). They may read answers
 //!   with [`http`] (the agent crate has this crate as a dev-dependency) but
 //!   start no agent and touch no token.
-//! - **Black-box tests** (a real agent process, a real SoftHSM token, the
+//! - **Black-box tests** (a real agent process, a real token, the
 //!   library's signing back on a real token) live here, in `tests/tests/`:
 //!   one file per surface, or a folder `tests/tests/<surface>/main.rs` with
 //!   one module per part once a file would pass 400 lines of code. The HSM
@@ -58,20 +64,24 @@ use std::time::{Duration, Instant};
 pub mod daemon;
 pub mod http;
 pub mod jwt;
+pub mod kryoptic;
 pub mod limits;
 pub mod openssl;
+pub mod p11kit;
 pub mod process;
 pub mod signer;
+pub mod store;
 pub mod token;
 
 pub use jwt::{jws_part, unix_now, verify_all, verify_jwt};
 pub use openssl::{
-    cert_der, data_dir, openssl, openssl_sign_sha256, p256_self_signed, pkcs12, rsa_self_signed,
-    sha1_thumbprint, ttd_pem, ttd_pfx, utc_date, utc_time, write_ca_files, KeyFiles, Pkcs12Kind,
-    TinyCa,
+    cert_der, data_dir, der_with_month_13, openssl, openssl_sign_sha256, p256_self_signed, pkcs12,
+    rsa_self_signed, sha1_thumbprint, ttd_pem, ttd_pfx, utc_date, utc_time, write_ca_files,
+    KeyFiles, Pkcs12Kind, TinyCa,
 };
 pub use process::{agent_binary, AgentProcess, OutputExt};
-pub use token::{write_private, TestToken, LABEL, MODULE, PIN, SO_PIN};
+pub use store::{Store, MODULE};
+pub use token::{write_private, TestToken, LABEL, PIN, SO_PIN};
 
 /// How long an agent, or the signing back in process, may take to become
 /// ready, to notice a fault or recover from it, or to exit: the probe

@@ -159,6 +159,21 @@ pub fn cert_der(cert: &Path) -> Vec<u8> {
     openssl(dir, &["x509", "-in", &path_str(cert), "-outform", "der"]).stdout
 }
 
+/// `cert`'s DER with the month of its notBefore (the validity's first
+/// UTCTime, `YYMMDDHHMMSSZ`) set to 13: a date OpenSSL's DER parser accepts
+/// but that is no point in time. The signature no longer matches; nothing
+/// checks it before the dates are read.
+pub fn der_with_month_13(cert: &Path) -> Vec<u8> {
+    let mut der = cert_der(cert);
+    let at = der
+        .windows(2)
+        .position(|tag_and_length| tag_and_length == [0x17, 0x0d])
+        .expect("a UTCTime in the certificate")
+        + 2;
+    der[at + 2..at + 4].copy_from_slice(b"13");
+    der
+}
+
 /// An RS256 signature of `input` with the PEM key `key`, made by openssl.
 pub fn openssl_sign_sha256(key: &Path, input: &[u8]) -> Vec<u8> {
     let dir = key.parent().expect("a file in a directory");

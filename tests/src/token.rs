@@ -1,5 +1,6 @@
-//! [`TestToken`]: a freshly initialised SoftHSM token in a temporary
-//! directory of its own, and the agent's commands run against it.
+//! [`TestToken`]: a freshly initialised token (SoftHSM's, or Kryoptic's:
+//! [`Store`]) in a temporary directory of its own, and the agent's commands
+//! run against it.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -11,9 +12,7 @@ use tempfile::TempDir;
 
 use crate::path_str;
 use crate::process::{agent_binary, AgentProcess, OutputExt};
-
-/// The SoftHSM2 PKCS#11 module (Debian package `softhsm2`).
-pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+use crate::store::Store;
 /// The label every [`TestToken`] is initialised with unless told otherwise.
 pub const LABEL: &str = "access-tokens";
 /// The user PIN of every [`TestToken`].
@@ -21,15 +20,17 @@ pub const PIN: &str = "7391";
 /// The security officer PIN of every [`TestToken`].
 pub const SO_PIN: &str = "846215";
 
-/// A freshly initialised SoftHSM token in its own temporary directory,
-/// with a PIN file (mode 0600) and an `agent.toml` that points at it.
+/// A freshly initialised token in its own temporary directory, with a PIN
+/// file (mode 0600) and an `agent.toml` that points at it.
 pub struct TestToken {
     dir: TempDir,
     label: String,
+    store: Store,
 }
 
 impl TestToken {
-    /// A new token labelled [`LABEL`], and a config with only `[hsm]`.
+    /// A new token labelled [`LABEL`] on this thread's [`Store::current`],
+    /// and a config with only `[hsm]`.
     pub fn new() -> TestToken {
         TestToken::with_label(LABEL)
     }
@@ -43,34 +44,17 @@ impl TestToken {
         let token = TestToken {
             dir,
             label: label.to_owned(),
+            store: Store::current(),
         };
-        fs::create_dir(token.path().join("tokens")).expect("create the token directory");
-        fs::write(
-            token.softhsm_conf(),
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                token.path().join("tokens").display()
-            ),
-        )
-        .expect("write softhsm2.conf");
-        token.init_token();
+        token.store.initialise(token.path(), label);
         write_private(&token.pin_file(), &format!("{PIN}\n"));
         token.write_config("");
         token
     }
 
-    fn init_token(&self) {
-        let out = self
-            .with_softhsm_env(&mut Command::new("softhsm2-util"))
-            .args(["--init-token", "--free", "--label", &self.label])
-            .args(["--so-pin", SO_PIN, "--pin", PIN])
-            .output()
-            .expect("run softhsm2-util (apt-get install softhsm2)");
-        assert!(
-            out.status.success(),
-            "softhsm2-util --init-token failed: {}",
-            out.stderr_text()
-        );
+    /// The implementation holding this token.
+    pub fn store(&self) -> Store {
+        self.store
     }
 
     /// The temporary directory: put test files here.
@@ -85,7 +69,19 @@ impl TestToken {
 
     /// This token's `softhsm2.conf`, the value of `SOFTHSM2_CONF`.
     pub fn softhsm_conf(&self) -> PathBuf {
+        self.softhsm_only("softhsm2.conf");
         self.path().join("softhsm2.conf")
+    }
+
+    /// Kryoptic's SQLite database holding this token, the value of
+    /// `KRYOPTIC_CONF`.
+    pub fn kryoptic_database(&self) -> PathBuf {
+        assert_eq!(self.store, Store::Kryoptic, "a Kryoptic token");
+        self.path().join("token.sql")
+    }
+
+    fn softhsm_only(&self, what: &str) {
+        assert_eq!(self.store, Store::SoftHsm, "{what} is SoftHSM's");
     }
 
     /// The user PIN file (mode 0600).
@@ -111,7 +107,7 @@ impl TestToken {
     pub fn hsm_section(&self) -> String {
         format!(
             "[hsm]\nmodule = {:?}\ntoken_label = {:?}\npin_file = {:?}\n",
-            MODULE,
+            self.module(),
             self.label,
             self.pin_file().display().to_string(),
         )
@@ -124,9 +120,20 @@ impl TestToken {
         path
     }
 
-    /// Sets `SOFTHSM2_CONF` (and nothing else) so `command` sees only this token.
-    pub fn with_softhsm_env<'c>(&self, command: &'c mut Command) -> &'c mut Command {
-        command.env("SOFTHSM2_CONF", self.softhsm_conf())
+    /// The PKCS#11 module that holds this token.
+    pub fn module(&self) -> String {
+        self.store.module()
+    }
+
+    /// What this token's module needs in its environment to find it (and
+    /// nothing else): `SOFTHSM2_CONF` or `KRYOPTIC_CONF`.
+    pub fn module_environment(&self) -> Vec<(String, String)> {
+        vec![self.store.environment(self.path())]
+    }
+
+    /// Sets [`TestToken::module_environment`] so `command` sees only this token.
+    pub fn with_module_env<'c>(&self, command: &'c mut Command) -> &'c mut Command {
+        command.envs(self.module_environment())
     }
 
     /// The agent binary with `--config agent.toml` and `args`, stdin null,
@@ -139,7 +146,7 @@ impl TestToken {
     /// commit's, for a before/after benchmark).
     pub fn command_of(&self, binary: &Path, args: &[&str]) -> Command {
         let mut command = Command::new(binary);
-        self.with_softhsm_env(&mut command)
+        self.with_module_env(&mut command)
             .env_remove("ACCESS_TOKEN_AGENT_CONFIG")
             .env_remove("CREDENTIALS_DIRECTORY")
             .arg("--config")
@@ -185,8 +192,8 @@ impl TestToken {
 
     /// `pkcs11-tool` against this token's module, with `args`.
     pub fn pkcs11_tool(&self, args: &[&str]) -> Output {
-        self.with_softhsm_env(&mut Command::new("pkcs11-tool"))
-            .args(["--module", MODULE, "--token-label", &self.label])
+        self.with_module_env(&mut Command::new("pkcs11-tool"))
+            .args(["--module", &self.module(), "--token-label", &self.label])
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -194,11 +201,15 @@ impl TestToken {
     }
 
     /// What `pkcs11-tool --login --list-objects` prints: every object on the
-    /// token as seen by the logged-in user, private keys included.
+    /// token as seen by the logged-in user, private keys included. The
+    /// objects it has no name for (Kryoptic's mechanism and profile objects,
+    /// `Object 7, type 7`) are left out: they are the token's, not stored.
     pub fn list_objects(&self) -> String {
-        self.pkcs11_tool(&["--login", "--pin", PIN, "--list-objects"])
-            .success()
-            .stdout_text()
+        let out = self.pkcs11_tool(&["--login", "--pin", PIN, "--list-objects"]);
+        let text = out.success().stdout_text();
+        let nameless = |line: &str| line.starts_with("Object ") && line.contains(", type ");
+        let lines: Vec<&str> = text.lines().filter(|line| !nameless(line)).collect();
+        lines.join("\n")
     }
 
     /// `keys import --issuer ISSUER --pfx PFX`, with `--password-file FILE`
@@ -246,14 +257,38 @@ impl TestToken {
 
     /// Writes `file` onto the token with `pkcs11-tool --write-object`, as
     /// object type `kind` (`privkey`, `cert`, …) with CKA_ID `id` (hex)
-    /// and CKA_LABEL `label`: objects made outside the agent. Panics
-    /// unless pkcs11-tool succeeds.
+    /// and CKA_LABEL `label`: objects made outside the agent, by a user
+    /// who logged in. Panics unless pkcs11-tool succeeds.
     pub fn write_object(&self, file: &Path, kind: &str, id: &str, label: &str) {
+        self.write_object_in(&["--login", "--pin", PIN], file, kind, id, label);
+    }
+
+    /// Writes `file` onto the token as [`TestToken::write_object`] does, but
+    /// through a session that has not logged in: what anyone who can open
+    /// a SoftHSM token can plant (public objects only). Kryoptic refuses
+    /// every object to such a session (CKR_USER_NOT_LOGGED_IN), so there the
+    /// same public objects are written by a logged-in session, as another
+    /// tool with the PIN could: the agent's rules must hold either way.
+    /// Panics unless it succeeds.
+    pub fn plant_object(&self, file: &Path, kind: &str, id: &str, label: &str) {
+        let login: &[&str] = match self.store {
+            Store::SoftHsm => &[],
+            Store::Kryoptic => &["--login", "--pin", PIN],
+        };
+        self.write_object_in(login, file, kind, id, label);
+    }
+
+    /// Deletes the first object of type `kind` with CKA_ID `id` that
+    /// `pkcs11-tool --login --delete-object` finds. Panics unless it succeeds.
+    pub fn delete_object(&self, kind: &str, id: &str) {
+        let object = ["--delete-object", "--type", kind, "--id", id];
+        self.pkcs11_tool(&[&["--login", "--pin", PIN][..], &object].concat())
+            .success();
+    }
+
+    fn write_object_in(&self, login: &[&str], file: &Path, kind: &str, id: &str, label: &str) {
         let file = path_str(file);
-        self.pkcs11_tool(&[
-            "--login",
-            "--pin",
-            PIN,
+        let object = [
             "--write-object",
             &file,
             "--type",
@@ -262,8 +297,8 @@ impl TestToken {
             id,
             "--label",
             label,
-        ])
-        .success();
+        ];
+        self.pkcs11_tool(&[login, &object].concat()).success();
     }
 
     /// `keys export-cert` of `issuer`'s certificate `kid` (default: the
@@ -303,6 +338,7 @@ impl TestToken {
     /// The files in which SoftHSM's file backend keeps this token's objects
     /// (`<token dir>/<uuid>/<uuid>.object`), its own `token.object` excluded.
     pub fn object_files(&self) -> Vec<PathBuf> {
+        self.softhsm_only("object_files");
         self.store_files()
             .into_iter()
             .filter(|path| {
@@ -315,6 +351,7 @@ impl TestToken {
     /// SoftHSM's file holding the token itself (label, flags, wrapped PINs
     /// and token key): `<token dir>/<uuid>/token.object`.
     pub fn token_file(&self) -> PathBuf {
+        self.softhsm_only("token_file");
         self.store_files()
             .into_iter()
             .find(|path| path.file_name().is_some_and(|n| n == "token.object"))
@@ -324,12 +361,14 @@ impl TestToken {
     /// Moves SoftHSM's token directory aside (`tokens` → `tokens.away`):
     /// to a running agent the HSM has gone away, token and keys with it.
     pub fn move_away(&self) {
+        self.softhsm_only("move_away");
         fs::rename(self.path().join("tokens"), self.path().join("tokens.away"))
             .expect("move the token directory away");
     }
 
     /// Puts back what [`TestToken::move_away`] moved: the HSM is back.
     pub fn bring_back(&self) {
+        self.softhsm_only("bring_back");
         fs::rename(self.path().join("tokens.away"), self.path().join("tokens"))
             .expect("bring the token directory back");
     }

@@ -175,3 +175,44 @@ fn a_missing_token_exits_69() {
     let stderr = serve_fails(&token, 69);
     assert!(stderr.contains("\"elsewhere\""), "{stderr}");
 }
+
+/// `[hsm] environment` reaches the module: with `SOFTHSM2_CONF` gone from
+/// the agent's own environment, SoftHSM finds the token only through it.
+#[test]
+fn hsm_environment_is_set_before_the_module_loads() {
+    let token = TestToken::new();
+    let without_conf = |token: &TestToken, args: &[&str]| {
+        let mut command = token.command(args);
+        command.env_remove("SOFTHSM2_CONF");
+        command.output().expect("run access-token-agent")
+    };
+    let message = without_conf(&token, &["keys", "list"])
+        .exit(69)
+        .stderr_text();
+    assert!(message.contains("no token labelled"), "{message}");
+
+    let conf = token.softhsm_conf().display().to_string();
+    let environment = format!("environment = {{ SOFTHSM2_CONF = {conf:?} }}\n");
+    let config = format!("{}{environment}", token.hsm_section());
+    std::fs::write(token.config_path(), config).unwrap();
+    let kid = without_conf(&token, &["keys", "generate", "--issuer", "ttd"]).success();
+    let listed = token.keys_json();
+    assert_eq!(listed[0]["kid"], kid.stdout_text().trim());
+}
+
+#[test]
+fn environment_names_that_cannot_work_are_refused_with_the_reason() {
+    let token = TestToken::new();
+    for (entry, why) in [
+        (r#""" = "x""#, "an empty name"),
+        (r#""A=B" = "x""#, "cannot contain '='"),
+        (r#""A\u0000B" = "x""#, "NUL byte"),
+        (r#"LD_LIBRARY_PATH = "/opt/hsm""#, "unit's Environment="),
+    ] {
+        let config = format!("{}environment = {{ {entry} }}\n", token.hsm_section());
+        std::fs::write(token.config_path(), config).unwrap();
+        let message = refused(&token, 78);
+        assert!(message.contains("`hsm.environment`"), "{entry}: {message}");
+        assert!(message.contains(why), "{entry}: {message}");
+    }
+}

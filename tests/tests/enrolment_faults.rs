@@ -82,7 +82,11 @@ fn import_whose_certificate_cannot_be_stored_leaves_nothing() {
     let small_pfx = small.pkcs12("", Pkcs12Kind::Modern);
     with_file_size_limit(import(&token, &small_pfx)).success();
     let kept = ids(&token);
-    assert_eq!(kept.len(), 2, "key and certificate of the ordinary import");
+    assert_eq!(
+        kept.len(),
+        3,
+        "private key, public key and certificate of the ordinary import"
+    );
 
     let large = large_certificate_pfx(&token, "large");
     assert_refused_at_the_certificate(with_file_size_limit(import(&token, &large)));

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use integration_tests::on_every_store;
 use integration_tests::{
     jws_part, openssl, openssl_sign_sha256, p256_self_signed, rsa_self_signed, sha1_thumbprint,
     ttd_pem, ttd_pfx, unix_now, verify_jwt, write_private, OutputExt, Pkcs12Kind, TestToken,
@@ -64,17 +65,18 @@ fn expected_rs256(key: &Path, kid: &str, issuer: &str, app: &str, now: i64) -> S
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
-#[test]
-fn altinn_pfx_reproduces_the_shared_test_vector() {
-    let token = TestToken::new();
-    let pfx = token.path().join("accesstokencredentials.pfx");
-    std::fs::copy(ttd_pfx(), &pfx).unwrap();
-    let kid = token.import("ttd", &pfx, None).success().stdout_text();
-    assert_eq!(kid.trim(), sha1_thumbprint(&ttd_pem()));
-    assert_eq!(
-        mint(&token, "ttd", "my-app", Some(1_767_225_600)),
-        ALTINN_VECTOR
-    );
+on_every_store! {
+    fn altinn_pfx_reproduces_the_shared_test_vector() {
+        let token = TestToken::new();
+        let pfx = token.path().join("accesstokencredentials.pfx");
+        std::fs::copy(ttd_pfx(), &pfx).unwrap();
+        let kid = token.import("ttd", &pfx, None).success().stdout_text();
+        assert_eq!(kid.trim(), sha1_thumbprint(&ttd_pem()));
+        assert_eq!(
+            mint(&token, "ttd", "my-app", Some(1_767_225_600)),
+            ALTINN_VECTOR
+        );
+    }
 }
 
 /// A fresh RSA key and certificate from openssl, packed as `kind`, imported
@@ -95,9 +97,10 @@ fn openssl_key_round_trip(kind: Pkcs12Kind, password: &str, app: &str) {
     assert_eq!(claims["iat"], now);
 }
 
-#[test]
-fn legacy_3des_pkcs12_key_mints_the_expected_token() {
-    openssl_key_round_trip(Pkcs12Kind::Legacy3Des, "legacy pass", "my-app");
+on_every_store! {
+    fn legacy_3des_pkcs12_key_mints_the_expected_token() {
+        openssl_key_round_trip(Pkcs12Kind::Legacy3Des, "legacy pass", "my-app");
+    }
 }
 
 #[test]
@@ -105,9 +108,10 @@ fn legacy_rc2_pkcs12_key_mints_the_expected_token() {
     openssl_key_round_trip(Pkcs12Kind::LegacyRc2, "windows-export", "app/æøå+<&>");
 }
 
-#[test]
-fn modern_aes_pkcs12_key_mints_the_expected_token_without_app() {
-    openssl_key_round_trip(Pkcs12Kind::Modern, "s3cret", "");
+on_every_store! {
+    fn modern_aes_pkcs12_key_mints_the_expected_token_without_app() {
+        openssl_key_round_trip(Pkcs12Kind::Modern, "s3cret", "");
+    }
 }
 
 /// `keys generate` of `key_type`, then a token verified against the
@@ -140,9 +144,10 @@ fn generated_key_round_trip(key_type: &str, alg: &str) {
     assert_eq!(claims["urn:altinn:app"], "my-app");
 }
 
-#[test]
-fn generated_rsa_key_signs_tokens_that_verify() {
-    generated_key_round_trip("rsa2048", "RS256");
+on_every_store! {
+    fn generated_rsa_key_signs_tokens_that_verify() {
+        generated_key_round_trip("rsa2048", "RS256");
+    }
 }
 
 #[test]
@@ -150,42 +155,45 @@ fn generated_rsa3072_key_signs_tokens_that_verify() {
     generated_key_round_trip("rsa3072", "RS256");
 }
 
-#[test]
-fn generated_p256_key_signs_es256_tokens_that_verify() {
-    generated_key_round_trip("p256", "ES256");
+on_every_store! {
+    fn generated_p256_key_signs_es256_tokens_that_verify() {
+        generated_key_round_trip("p256", "ES256");
+    }
 }
 
-#[test]
-fn imported_p256_key_signs_es256_tokens_that_verify() {
-    let token = TestToken::new();
-    let files = p256_self_signed(token.path(), "ec", "/CN=ttd");
-    let pfx = files.pkcs12("", Pkcs12Kind::Modern);
-    token.import("ttd", &pfx, None).success();
-    let minted = mint(&token, "ttd", "my-app", None);
-    let header = jws_part(&minted, 0);
-    assert_eq!(header["alg"], "ES256");
-    assert_eq!(header["kid"], sha1_thumbprint(&files.cert));
-    let signature = minted.rsplit('.').next().unwrap();
-    assert_eq!(URL_SAFE_NO_PAD.decode(signature).unwrap().len(), 64);
-    verify_jwt(&minted, &std::fs::read(&files.cert).unwrap(), "ttd");
+on_every_store! {
+    fn imported_p256_key_signs_es256_tokens_that_verify() {
+        let token = TestToken::new();
+        let files = p256_self_signed(token.path(), "ec", "/CN=ttd");
+        let pfx = files.pkcs12("", Pkcs12Kind::Modern);
+        token.import("ttd", &pfx, None).success();
+        let minted = mint(&token, "ttd", "my-app", None);
+        let header = jws_part(&minted, 0);
+        assert_eq!(header["alg"], "ES256");
+        assert_eq!(header["kid"], sha1_thumbprint(&files.cert));
+        let signature = minted.rsplit('.').next().unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(signature).unwrap().len(), 64);
+        verify_jwt(&minted, &std::fs::read(&files.cert).unwrap(), "ttd");
+    }
 }
 
-#[test]
-fn newest_valid_key_is_active_unless_a_kid_is_pinned() {
-    let token = TestToken::new();
-    token.import("ttd", &ttd_pfx(), None).success();
-    let generated = token.generate("ttd", None).success().stdout_text();
-    // The generated certificate's not-before (now) is later than 2020's.
-    let minted = mint(&token, "ttd", "", None);
-    assert_eq!(jws_part(&minted, 0)["kid"], generated.trim());
+on_every_store! {
+    fn newest_valid_key_is_active_unless_a_kid_is_pinned() {
+        let token = TestToken::new();
+        token.import("ttd", &ttd_pfx(), None).success();
+        let generated = token.generate("ttd", None).success().stdout_text();
+        // The generated certificate's not-before (now) is later than 2020's.
+        let minted = mint(&token, "ttd", "", None);
+        assert_eq!(jws_part(&minted, 0)["kid"], generated.trim());
 
-    let altinn_kid = sha1_thumbprint(&ttd_pem());
-    token.write_config(&format!(
-        "[[issuer]]\nname = \"ttd\"\nkid = \"{}\"\n",
-        altinn_kid.to_ascii_lowercase()
-    ));
-    let minted = mint(&token, "ttd", "", None);
-    assert_eq!(jws_part(&minted, 0)["kid"], altinn_kid);
+        let altinn_kid = sha1_thumbprint(&ttd_pem());
+        token.write_config(&format!(
+            "[[issuer]]\nname = \"ttd\"\nkid = \"{}\"\n",
+            altinn_kid.to_ascii_lowercase()
+        ));
+        let minted = mint(&token, "ttd", "", None);
+        assert_eq!(jws_part(&minted, 0)["kid"], altinn_kid);
+    }
 }
 
 #[test]

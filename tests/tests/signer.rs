@@ -224,9 +224,13 @@ fn start_refuses_a_private_key_that_does_not_belong_to_its_certificate() {
     let Err(error) = Running::start(&token) else {
         panic!("a mismatched key pair must not start");
     };
-    assert!(matches!(error, ConnectError::SelfTest(_)), "{error}");
+    // Its modulus is not the certificate's: refused before any signature.
+    assert!(matches!(error, ConnectError::Hsm(_)), "{error}");
     let message = error.to_string();
-    assert!(message.contains("does not verify"), "{message}");
+    assert!(
+        message.contains("the certificate does not hold the public key shown by the private key"),
+        "{message}"
+    );
     assert!(
         message.contains(&sha1_thumbprint(&other.cert)),
         "names the kid: {message}"

@@ -46,7 +46,7 @@ impl Link {
         let config = &settings.hsm;
         let hsm = Hsm::open(&config.module, &config.token_label, Access::ReadOnly)?;
         login(&hsm, settings)?;
-        let keys = find_keys(&hsm, &settings.issuers, &settings.lifetime, None)?;
+        let (keys, unavailable) = first_keys(&hsm, &settings.issuers, &settings.lifetime)?;
         let next_takeover = next_takeover(&hsm.anchor(), &settings.issuers, unix_now())?;
         let (threads, quick) = session_counts(&hsm, &settings.signing)?;
         let sessions = open_sessions(&hsm, threads)?;
@@ -63,7 +63,7 @@ impl Link {
             pool,
             hsm,
             keys,
-            unavailable: Unavailable::new(),
+            unavailable,
             next_takeover,
         })
     }
@@ -106,7 +106,10 @@ impl Link {
                         keys.insert(name.into(), Arc::clone(key));
                     }
                     _ => {
-                        let reason = self.unavailable.get(name).cloned().unwrap_or_else(|| {
+                        // An expired key's reason says when it expired; keep it
+                        // while the issuer simply has no key.
+                        let kept = self.unavailable.get(name).filter(|_| is_missing(&error));
+                        let reason = kept.cloned().unwrap_or_else(|| {
                             unusable(issuer, current.map(AsRef::as_ref), &error, now).into()
                         });
                         unavailable.insert(name.into(), reason);
@@ -164,6 +167,39 @@ fn login(hsm: &Hsm, settings: &Settings) -> Result<(), ConnectError> {
     let pin = pin::load(&settings.hsm)?;
     hsm.login(&pin)?;
     Ok(())
+}
+
+/// The active key of every issuer that has one, and why the others have
+/// none: one issuer's bad objects must not stop the others. Only when no
+/// issuer can sign at all does the start fail, with the first reason.
+fn first_keys(
+    hsm: &Hsm,
+    issuers: &[IssuerConfig],
+    lifetime: &crate::token::Lifetime,
+) -> Result<(Keys, Unavailable), ConnectError> {
+    let session = hsm.anchor();
+    let now = unix_now();
+    let mut keys = Keys::new();
+    let mut unavailable = Unavailable::new();
+    let mut first_error = None;
+    for issuer in issuers {
+        match find_key(&session, issuer, lifetime, None, now) {
+            Ok(key) => {
+                keys.insert(issuer.name.as_str().into(), key);
+            }
+            Err(error) if error.is_connection_fault() => return Err(error),
+            Err(error) => {
+                tracing::error!(issuer = %issuer.name, %error, "the issuer has no usable key; its requests are refused until it has one");
+                let reason = unusable(issuer, None, &error, now);
+                unavailable.insert(issuer.name.as_str().into(), reason.into());
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    match first_error {
+        Some(error) if keys.is_empty() => Err(error),
+        _ => Ok((keys, unavailable)),
+    }
 }
 
 /// The active key of every issuer. Keys already known (same kid, from the
@@ -245,7 +281,7 @@ fn unusable(
     now: i64,
 ) -> String {
     let cause = match current {
-        Some(key) if now > key.certificate.not_after => format!(
+        Some(key) if now > key.certificate.not_after && is_missing(error) => format!(
             "the certificate of its key {} expired at {}",
             key.kid,
             rfc3339(key.certificate.not_after)

@@ -56,31 +56,10 @@ pub fn verify(token: &str, certificate: &Certificate) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::key_type::Alg;
-    use openssl::ec::{EcGroup, EcKey};
+    use crate::test_keys::{certificate, p256, rsa};
     use openssl::hash::MessageDigest;
-    use openssl::nid::Nid;
     use openssl::pkey::{PKey, Private};
-    use openssl::rsa::Rsa;
     use openssl::sign::Signer;
-    use openssl::x509::{X509Builder, X509NameBuilder};
-
-    /// A fresh self-signed certificate for `key`.
-    fn certificate(key: &PKey<Private>) -> Certificate {
-        let mut name = X509NameBuilder::new().unwrap();
-        name.append_entry_by_text("CN", "ttd").unwrap();
-        let name = name.build();
-        let mut builder = X509Builder::new().unwrap();
-        builder.set_version(2).unwrap();
-        builder.set_subject_name(&name).unwrap();
-        builder.set_issuer_name(&name).unwrap();
-        builder.set_pubkey(key).unwrap();
-        let now = openssl::asn1::Asn1Time::days_from_now(0).unwrap();
-        let later = openssl::asn1::Asn1Time::days_from_now(30).unwrap();
-        builder.set_not_before(&now).unwrap();
-        builder.set_not_after(&later).unwrap();
-        builder.sign(key, MessageDigest::sha256()).unwrap();
-        Certificate::from_der(&builder.build().to_der().unwrap()).unwrap()
-    }
 
     /// A compact JWS of `signing_input`, signed by OpenSSL.
     fn jws(key: &PKey<Private>, signing_input: &str, alg: Alg) -> String {
@@ -90,15 +69,6 @@ mod tests {
             .unwrap();
         let signature = alg.der_to_jose(signature).unwrap();
         format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
-    }
-
-    fn rsa() -> PKey<Private> {
-        PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap()
-    }
-
-    fn p256() -> PKey<Private> {
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-        PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
     }
 
     #[test]

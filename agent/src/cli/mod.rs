@@ -123,6 +123,8 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Failure> {
     let path = Config::resolve_path(cli.config.as_deref());
     let config = Config::load(&path)?;
+    // Still one thread: nothing has started another yet.
+    hsm::environment::apply(&config.hsm.environment);
     match cli.command {
         Command::Serve => crate::daemon::serve(&path, config),
         Command::Mint(args) => mint(&config, &args),

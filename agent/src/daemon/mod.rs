@@ -239,6 +239,8 @@ fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
         Some("`hsm.module`")
     } else if old.hsm.token_label != new.hsm.token_label {
         Some("`hsm.token_label`")
+    } else if old.hsm.environment != new.hsm.environment {
+        Some("`hsm.environment`")
     } else if differs(&old.server, &new.server) {
         Some("`[server]`")
     } else if differs(&old.audit, &new.audit) {
@@ -312,6 +314,13 @@ mod tests {
         assert_eq!(
             restart_only_change(&old, &config("[signing]\nthreads = 1\n")),
             Some("`[signing]`")
+        );
+        let mut elsewhere = old.clone();
+        let address = ("P11_KIT_SERVER_ADDRESS".into(), "unix:path=/run/p11".into());
+        elsewhere.hsm.environment.extend([address]);
+        assert_eq!(
+            restart_only_change(&old, &elsewhere),
+            Some("`hsm.environment`")
         );
     }
 

@@ -17,8 +17,13 @@ pub enum HsmError {
     WrongPin,
     #[error("the token's user PIN is locked (CKR_PIN_LOCKED); a security officer must unlock it (softhsm2-util or the HSM's own tool) before the agent can log in")]
     PinLocked,
-    #[error("no key for issuer {issuer:?}{kid} on the token; enrol one with `access-token-agent keys import` or `keys generate` (a session that is not logged in also sees no private keys)")]
-    KeyNotFound { issuer: String, kid: String },
+    #[error("no key for issuer {issuer:?}{kid} on the token{why}; enrol one with `access-token-agent keys import` or `keys generate` (a session that is not logged in also sees no private keys)")]
+    KeyNotFound {
+        issuer: String,
+        kid: String,
+        /// What is wrong with the issuer's objects, when anything is.
+        why: String,
+    },
     #[error("{what}: {reason}")]
     Invalid { what: String, reason: String },
     #[error("{operation} failed: {rv}")]

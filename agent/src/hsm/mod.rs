@@ -1,4 +1,5 @@
-//! The PKCS#11 token: module loading, finding the token, login, sessions.
+//! The PKCS#11 token: module loading (with its [`environment`]), finding
+//! the token, login, sessions.
 //!
 //! Facts that shape this module (measured with SoftHSM 2.6):
 //! - one `C_Initialize` per process, with OS locking, or threads crash the module;
@@ -11,6 +12,7 @@
 //!   signals ([`held_signals`]).
 
 pub mod enrol;
+pub mod environment;
 pub mod error;
 pub mod held_signals;
 pub mod key_pairs;

@@ -126,7 +126,7 @@ impl KeyKind {
             (KeyKind::Rsa { .. }, [n, e]) => rsa_public_key(n, e),
             (KeyKind::P256, [point]) => ec_point(point, P256_BYTES),
             _ => Err(format!(
-                "the generated {} public key: {} attribute values, expected {}",
+                "the {} public key: {} attribute values, expected {}",
                 self.name(),
                 values.len(),
                 self.public_key_attributes().len()
@@ -175,6 +175,38 @@ impl KeyKind {
     }
 }
 
+/// `key`'s public half as [`KeyKind::public_key_der`] encodes it: PKCS#1
+/// RSAPublicKey, or the uncompressed EC point.
+pub fn public_key_bytes<T: HasPublic>(key: &PKeyRef<T>) -> Result<Vec<u8>, String> {
+    let encoded = match key.id() {
+        Id::RSA => key.rsa().and_then(|rsa| rsa.public_key_to_der_pkcs1()),
+        Id::EC => key.ec_key().and_then(|ec| {
+            let mut context = BigNumContext::new()?;
+            ec.public_key()
+                .to_bytes(ec.group(), PointConversionForm::UNCOMPRESSED, &mut context)
+        }),
+        other => return Err(format!("a {other:?} key")),
+    };
+    encoded.map_err(|e| e.to_string())
+}
+
+/// `key`'s public values as a public key object holds them: CKA_MODULUS
+/// and CKA_PUBLIC_EXPONENT, or CKA_EC_POINT as PKCS#11 says, a DER OCTET
+/// STRING around the uncompressed point.
+pub fn public_key_values<T: HasPublic>(key: &PKeyRef<T>) -> Result<Vec<Attribute>, String> {
+    if let Ok(rsa) = key.rsa() {
+        return Ok(vec![
+            Attribute::Modulus(rsa.n().to_vec()),
+            Attribute::PublicExponent(rsa.e().to_vec()),
+        ]);
+    }
+    let point = public_key_bytes(key)?;
+    let length = u8::try_from(point.len()).map_err(|_| "an EC point too long".to_owned())?;
+    let mut wrapped = vec![0x04, length];
+    wrapped.extend(point);
+    Ok(vec![Attribute::EcPoint(wrapped)])
+}
+
 /// The curve of an EC key; `None` for any other key.
 pub fn curve<T: HasPublic>(key: &PKeyRef<T>) -> Option<Nid> {
     key.ec_key().ok()?.group().curve_name()
@@ -185,7 +217,7 @@ fn rsa_public_key(n: &[u8], e: &[u8]) -> Result<Vec<u8>, String> {
         let rsa = Rsa::from_public_components(BigNum::from_slice(n)?, BigNum::from_slice(e)?)?;
         rsa.public_key_to_der_pkcs1()
     };
-    encode().map_err(|e| format!("the generated RSA public key: {e}"))
+    encode().map_err(|e| format!("the RSA public key: {e}"))
 }
 
 /// CKA_EC_POINT as the bare uncompressed point. PKCS#11 says it is a DER
@@ -198,7 +230,7 @@ fn ec_point(raw: &[u8], coordinate_len: usize) -> Result<Vec<u8>, String> {
         }
         [0x04, ..] if raw.len() == len => Ok(raw.to_vec()),
         _ => Err(format!(
-            "the generated EC public point has an unexpected form ({} bytes)",
+            "the EC public point (CKA_EC_POINT) has an unexpected form ({} bytes)",
             raw.len()
         )),
     }

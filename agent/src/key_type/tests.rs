@@ -210,7 +210,7 @@ fn public_keys_are_encoded_as_openssl_encodes_them() {
     let message = KeyKind::P256.public_key_der(&[point[..64].to_vec()]);
     assert_eq!(
         message,
-        Err("the generated EC public point has an unexpected form (64 bytes)".into())
+        Err("the EC public point (CKA_EC_POINT) has an unexpected form (64 bytes)".into())
     );
 }
 

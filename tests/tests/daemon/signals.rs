@@ -7,63 +7,65 @@ use std::time::Duration;
 use integration_tests::daemon::{
     client_as, log, open_socket_to_others, pass_listener, status_of, ttd_token, Daemon,
 };
+use integration_tests::on_every_store;
 use integration_tests::OutputExt;
 
 use crate::NOBODY;
 
-#[test]
-fn sighup_adds_grants_and_activates_a_new_key() {
-    let token = ttd_token("rsa2048", "");
-    open_socket_to_others(&token);
-    let config = std::fs::read_to_string(token.config_path()).unwrap();
-    let mut daemon = Daemon::start(&token);
-    let old_kid = daemon.client().token(Some("ttd"), Some("a")).unwrap().kid;
-    let refused = client_as(
-        NOBODY,
-        NOBODY,
-        &daemon.socket,
-        &["token", "--issuer", "ttd", "--app", "a"],
-    );
-    assert_eq!(refused.code(), 3);
+on_every_store! {
+    fn sighup_adds_grants_and_activates_a_new_key() {
+        let token = ttd_token("rsa2048", "");
+        open_socket_to_others(&token);
+        let config = std::fs::read_to_string(token.config_path()).unwrap();
+        let mut daemon = Daemon::start(&token);
+        let old_kid = daemon.client().token(Some("ttd"), Some("a")).unwrap().kid;
+        let refused = client_as(
+            NOBODY,
+            NOBODY,
+            &daemon.socket,
+            &["token", "--issuer", "ttd", "--app", "a"],
+        );
+        assert_eq!(refused.code(), 3);
 
-    // A newer key for ttd (its certificate's not-before is later) and a grant for nobody.
-    std::thread::sleep(Duration::from_millis(1100));
-    token.generate("ttd", None).success();
-    let grant = "\n[[grant]]\nuid = 65534\nissuer = \"ttd\"\napps = [\"*\"]\n";
-    std::fs::write(token.config_path(), format!("{config}{grant}")).unwrap();
-    let kept_open = daemon.client();
-    kept_open.token(Some("ttd"), Some("warm")).unwrap();
-    daemon.signal(libc::SIGHUP);
-    daemon.wait_for(&token, "RELOADING=1");
-    daemon.wait_for(&token, "READY=1");
+        // A newer key for ttd (its certificate's not-before is later) and a grant for nobody.
+        std::thread::sleep(Duration::from_millis(1100));
+        token.generate("ttd", None).success();
+        let grant = "\n[[grant]]\nuid = 65534\nissuer = \"ttd\"\napps = [\"*\"]\n";
+        std::fs::write(token.config_path(), format!("{config}{grant}")).unwrap();
+        let kept_open = daemon.client();
+        kept_open.token(Some("ttd"), Some("warm")).unwrap();
+        daemon.signal(libc::SIGHUP);
+        daemon.wait_for(&token, "RELOADING=1");
+        daemon.wait_for(&token, "READY=1");
 
-    let served = client_as(
-        NOBODY,
-        NOBODY,
-        &daemon.socket,
-        &["token", "--issuer", "ttd", "--app", "a"],
-    );
-    served.success();
-    let new = kept_open
-        .token(Some("ttd"), Some("b"))
-        .expect("the kept-open client still works");
-    assert_ne!(new.kid, old_kid, "the newly enrolled key is active");
+        let served = client_as(
+            NOBODY,
+            NOBODY,
+            &daemon.socket,
+            &["token", "--issuer", "ttd", "--app", "a"],
+        );
+        served.success();
+        let new = kept_open
+            .token(Some("ttd"), Some("b"))
+            .expect("the kept-open client still works");
+        assert_ne!(new.kid, old_kid, "the newly enrolled key is active");
 
-    // A broken config on reload is refused; the old one keeps serving.
-    std::fs::write(token.config_path(), "[hsm\nbroken").unwrap();
-    daemon.signal(libc::SIGHUP);
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        daemon.process.try_wait().unwrap().is_none(),
-        "still running:\n{}",
-        log(&token)
-    );
-    let still = daemon
-        .client()
-        .token(Some("ttd"), Some("c"))
-        .expect("old config serves");
-    assert_eq!(still.kid, new.kid);
-    assert!(log(&token).contains("config"), "the refusal is logged");
+        // A broken config on reload is refused; the old one keeps serving.
+        std::fs::write(token.config_path(), "[hsm\nbroken").unwrap();
+        daemon.signal(libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            daemon.process.try_wait().unwrap().is_none(),
+            "still running:\n{}",
+            log(&token)
+        );
+        let still = daemon
+            .client()
+            .token(Some("ttd"), Some("c"))
+            .expect("old config serves");
+        assert_eq!(still.kid, new.kid);
+        assert!(log(&token).contains("config"), "the refusal is logged");
+    }
 }
 
 #[test]

@@ -7,53 +7,55 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use integration_tests::daemon::{body_of, status_of, ttd_token, Daemon};
+use integration_tests::on_every_store;
 use integration_tests::{unix_now, OutputExt};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use crate::{claims, exported_pem, part};
 
-#[test]
-fn token_over_the_socket_verifies_and_is_the_minted_token() {
-    let token = ttd_token("rsa2048", "");
-    let daemon = Daemon::start(&token);
-    let issued = daemon
-        .client()
-        .token(Some("ttd"), Some("my-app"))
-        .expect("a token");
+on_every_store! {
+    fn token_over_the_socket_verifies_and_is_the_minted_token() {
+        let token = ttd_token("rsa2048", "");
+        let daemon = Daemon::start(&token);
+        let issued = daemon
+            .client()
+            .token(Some("ttd"), Some("my-app"))
+            .expect("a token");
 
-    let key = DecodingKey::from_rsa_pem(exported_pem(&token).as_bytes()).expect("the exported PEM");
-    let mut validation = Validation::new(Algorithm::RS256);
-    validation.set_audience(&["platform.altinn.no"]);
-    jsonwebtoken::decode::<serde_json::Value>(&issued.token, &key, &validation)
-        .expect("the token verifies against the exported certificate");
+        let key = DecodingKey::from_rsa_pem(exported_pem(&token).as_bytes()).expect("the exported PEM");
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_audience(&["platform.altinn.no"]);
+        jsonwebtoken::decode::<serde_json::Value>(&issued.token, &key, &validation)
+            .expect("the token verifies against the exported certificate");
 
-    // RS256 is deterministic: the same key and instant give the same bytes,
-    // so the daemon's token must be exactly what `mint` makes at its iat.
-    let iat = claims(&issued.token)["iat"].as_i64().expect("iat");
-    let minted = token
-        .agent(&[
-            "mint",
-            "--issuer",
-            "ttd",
-            "--app",
-            "my-app",
-            "--now",
-            &iat.to_string(),
-        ])
-        .success()
-        .stdout_text();
-    assert_eq!(issued.token, minted.trim());
-    assert_eq!(issued.expires_at, iat + 300);
-    assert_eq!(issued.issuer, "ttd");
-    assert_eq!(issued.app, "my-app");
-    assert_eq!(
-        part(&issued.token, 0),
-        format!(
-            r#"{{"alg":"RS256","kid":"{}","x5t":"{}","typ":"JWT"}}"#,
-            issued.kid,
-            URL_SAFE_NO_PAD.encode(hex_bytes(&issued.kid))
-        )
-    );
+        // RS256 is deterministic: the same key and instant give the same bytes,
+        // so the daemon's token must be exactly what `mint` makes at its iat.
+        let iat = claims(&issued.token)["iat"].as_i64().expect("iat");
+        let minted = token
+            .agent(&[
+                "mint",
+                "--issuer",
+                "ttd",
+                "--app",
+                "my-app",
+                "--now",
+                &iat.to_string(),
+            ])
+            .success()
+            .stdout_text();
+        assert_eq!(issued.token, minted.trim());
+        assert_eq!(issued.expires_at, iat + 300);
+        assert_eq!(issued.issuer, "ttd");
+        assert_eq!(issued.app, "my-app");
+        assert_eq!(
+            part(&issued.token, 0),
+            format!(
+                r#"{{"alg":"RS256","kid":"{}","x5t":"{}","typ":"JWT"}}"#,
+                issued.kid,
+                URL_SAFE_NO_PAD.encode(hex_bytes(&issued.kid))
+            )
+        );
+    }
 }
 
 #[test]
@@ -129,65 +131,68 @@ fn an_unknown_issuer_granted_to_the_caller_is_404() {
     );
 }
 
-#[test]
-fn the_cache_serves_one_token_until_its_refresh_point() {
-    // ECDSA signatures differ every time, so equal tokens prove a cache hit.
-    let token = ttd_token(
-        "p256",
-        "[token]\nlifetime_seconds = 4\nvalid_from_adjustment_seconds = -1\n",
-    );
-    let daemon = Daemon::start(&token);
-    let client = daemon.client();
-    let first = client.token(Some("ttd"), Some("a")).unwrap();
-    let again = client.token(Some("ttd"), Some("a")).unwrap();
-    assert_eq!(first.token, again.token, "served from the cache");
-    let other_app = client.token(Some("ttd"), Some("b")).unwrap();
-    assert_ne!(first.token, other_app.token);
+on_every_store! {
+    fn the_cache_serves_one_token_until_its_refresh_point() {
+        // ECDSA signatures differ every time, so equal tokens prove a cache hit.
+        let token = ttd_token(
+            "p256",
+            "[token]\nlifetime_seconds = 4\nvalid_from_adjustment_seconds = -1\n",
+        );
+        let daemon = Daemon::start(&token);
+        let client = daemon.client();
+        let first = client.token(Some("ttd"), Some("a")).unwrap();
+        let again = client.token(Some("ttd"), Some("a")).unwrap();
+        assert_eq!(first.token, again.token, "served from the cache");
+        let other_app = client.token(Some("ttd"), Some("b")).unwrap();
+        assert_ne!(first.token, other_app.token);
 
-    // More than half of the 4 s lifetime gone: a fresh token.
-    let iat = claims(&first.token)["iat"].as_i64().unwrap();
-    while unix_now() <= iat + 2 {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let later = client.token(Some("ttd"), Some("a")).unwrap();
-    assert_ne!(
-        first.token, later.token,
-        "refreshed after half its lifetime"
-    );
-    assert!(claims(&later.token)["iat"].as_i64().unwrap() > iat);
-}
-
-#[test]
-fn without_the_cache_every_request_is_signed_anew() {
-    let token = ttd_token("p256", "[token]\ncache = false\n");
-    let daemon = Daemon::start(&token);
-    let client = daemon.client();
-    let first = client.token(Some("ttd"), Some("a")).unwrap();
-    let second = client.token(Some("ttd"), Some("a")).unwrap();
-    assert_ne!(first.token, second.token);
-    let pem = exported_pem(&token);
-    let key = DecodingKey::from_ec_pem(pem.as_bytes()).unwrap();
-    let mut validation = Validation::new(Algorithm::ES256);
-    validation.set_audience(&["platform.altinn.no"]);
-    for issued in [first, second] {
-        jsonwebtoken::decode::<serde_json::Value>(&issued.token, &key, &validation)
-            .expect("ES256 verifies");
+        // More than half of the 4 s lifetime gone: a fresh token.
+        let iat = claims(&first.token)["iat"].as_i64().unwrap();
+        while unix_now() <= iat + 2 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let later = client.token(Some("ttd"), Some("a")).unwrap();
+        assert_ne!(
+            first.token, later.token,
+            "refreshed after half its lifetime"
+        );
+        assert!(claims(&later.token)["iat"].as_i64().unwrap() > iat);
     }
 }
 
-#[test]
-fn health_readiness_and_metrics() {
-    let token = ttd_token("rsa2048", "");
-    let daemon = Daemon::start(&token);
-    assert_eq!(status_of(&daemon.get("/healthz", &[])), 200);
-    assert_eq!(status_of(&daemon.get("/readyz", &[])), 200);
-    daemon.client().token(Some("ttd"), Some("a")).unwrap();
-    daemon.client().token(Some("ttd"), Some("a")).unwrap();
-    let metrics = daemon.get("/metrics", &[]);
-    assert_eq!(status_of(&metrics), 200);
-    assert_eq!(daemon.metric("access_token_agent_tokens_issued_total"), 2.0);
-    assert_eq!(daemon.metric("access_token_agent_cache_hits_total"), 1.0);
-    assert!(metrics.contains("access_token_agent_certificate_not_after_seconds{issuer=\"ttd\""));
+on_every_store! {
+    fn without_the_cache_every_request_is_signed_anew() {
+        let token = ttd_token("p256", "[token]\ncache = false\n");
+        let daemon = Daemon::start(&token);
+        let client = daemon.client();
+        let first = client.token(Some("ttd"), Some("a")).unwrap();
+        let second = client.token(Some("ttd"), Some("a")).unwrap();
+        assert_ne!(first.token, second.token);
+        let pem = exported_pem(&token);
+        let key = DecodingKey::from_ec_pem(pem.as_bytes()).unwrap();
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_audience(&["platform.altinn.no"]);
+        for issued in [first, second] {
+            jsonwebtoken::decode::<serde_json::Value>(&issued.token, &key, &validation)
+                .expect("ES256 verifies");
+        }
+    }
+}
+
+on_every_store! {
+    fn health_readiness_and_metrics() {
+        let token = ttd_token("rsa2048", "");
+        let daemon = Daemon::start(&token);
+        assert_eq!(status_of(&daemon.get("/healthz", &[])), 200);
+        assert_eq!(status_of(&daemon.get("/readyz", &[])), 200);
+        daemon.client().token(Some("ttd"), Some("a")).unwrap();
+        daemon.client().token(Some("ttd"), Some("a")).unwrap();
+        let metrics = daemon.get("/metrics", &[]);
+        assert_eq!(status_of(&metrics), 200);
+        assert_eq!(daemon.metric("access_token_agent_tokens_issued_total"), 2.0);
+        assert_eq!(daemon.metric("access_token_agent_cache_hits_total"), 1.0);
+        assert!(metrics.contains("access_token_agent_certificate_not_after_seconds{issuer=\"ttd\""));
+    }
 }
 
 fn hex_bytes(hex: &str) -> Vec<u8> {

@@ -2,30 +2,32 @@
 //! and the outcomes tallied.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use integration_tests::{rsa_self_signed, sha1_thumbprint, OutputExt, Pkcs12Kind, TestToken};
+use integration_tests::{
+    rsa_self_signed, sha1_thumbprint, OutputExt, Pkcs12Kind, Store, TestToken,
+};
 
 use crate::checks::{check_and_clean, enrol_baseline, Outcome};
-use crate::moments::{pick_moment, run_and_kill, Rng};
+use crate::moments::{pick_moment, run_and_kill, run_whole, Rng};
 use crate::{ENROLLED, FRESH};
 
-/// The longest of three uninterrupted runs of `args`, each undone again.
-fn normal_duration(token: &TestToken, args: &[String]) -> Duration {
+/// The longest of three uninterrupted runs of `args`, each undone again,
+/// and the fewest writes to the store one of them made.
+fn normal_run(token: &TestToken, args: &[String]) -> (Duration, usize) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    (0..3)
+    let runs: Vec<(Duration, usize)> = (0..3)
         .map(|_| {
-            let started = Instant::now();
-            let out = token.agent(&args).success();
-            let took = started.elapsed();
-            let kid = out.stdout_text().trim().to_owned();
+            let (took, writes, stdout) = run_whole(token, &args);
             token
-                .agent(&["keys", "delete", "--kid", &kid, "--yes"])
+                .agent(&["keys", "delete", "--kid", stdout.trim(), "--yes"])
                 .success();
-            took
+            (took, writes)
         })
-        .max()
-        .expect("three runs")
+        .collect();
+    let longest = runs.iter().map(|run| run.0).max().expect("three runs");
+    let fewest = runs.iter().map(|run| run.1).min().expect("three runs");
+    (longest, fewest)
 }
 
 /// One command's series of kills.
@@ -33,8 +35,8 @@ struct Campaign<'t> {
     token: &'t TestToken,
     /// The command's uninterrupted duration.
     normal: Duration,
-    /// How many objects the command writes.
-    objects_written: usize,
+    /// How many writes to the store it makes ([`crate::moments::Writes`]).
+    writes: usize,
     /// The kid a complete pair must have, when known in advance.
     expected_kid: Option<&'t str>,
     /// How many times the command is killed.
@@ -47,7 +49,8 @@ struct Campaign<'t> {
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
     pub(crate) outcomes: BTreeMap<Outcome, usize>,
-    pub(crate) token_files_restored: usize,
+    /// Kills that destroyed the token itself (put back from a copy).
+    pub(crate) tokens_lost: usize,
 }
 
 impl Campaign<'_> {
@@ -65,20 +68,20 @@ impl Campaign<'_> {
             };
             let args = args_for(issuer);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let moment = pick_moment(rng, trial, self.normal, self.objects_written);
+            let moment = pick_moment(rng, trial, self.normal, self.writes);
             let kill = run_and_kill(self.token, &args, moment, self.signal);
             let outcome = check_and_clean(self.token, &baseline, kill.landed, self.expected_kid);
             eprintln!(
                 "trial {trial:2}: {} at {moment:?}: {outcome:?}{}",
                 args[1..].join(" "),
-                if kill.token_file_restored {
-                    " (token.object emptied mid-login, restored)"
+                if kill.token_lost {
+                    " (the token itself was lost, restored)"
                 } else {
                     ""
                 }
             );
             *tally.outcomes.entry(outcome).or_insert(0) += 1;
-            tally.token_files_restored += usize::from(kill.token_file_restored);
+            tally.tokens_lost += usize::from(kill.token_lost);
         }
         tally
     }
@@ -91,6 +94,9 @@ impl Campaign<'_> {
 /// material, label or ID, is not an object to PKCS#11, and so is neither
 /// listed nor removable by `keys delete`. RELIABILITY.md records the counts.
 fn report_invisible_files(token: &TestToken, what: &str) {
+    if token.store() != Store::SoftHsm {
+        return;
+    }
     let sizes: Vec<u64> = token
         .object_files()
         .iter()
@@ -117,21 +123,28 @@ pub(crate) fn kill_import(signal: libc::c_int, kills: usize) -> Tally {
             .map(String::from)
             .to_vec()
     };
+    let (normal, writes) = normal_run(&token, &import(FRESH));
     let campaign = Campaign {
         token: &token,
-        normal: normal_duration(&token, &import(FRESH)),
-        // The private key, then the certificate.
-        objects_written: 2,
+        normal,
+        writes,
         expected_kid: Some(&kid),
         kills,
         signal,
     };
-    eprintln!("keys import takes {:?} uninterrupted", campaign.normal);
+    eprintln!(
+        "{}: keys import takes {:?} and {writes} writes uninterrupted",
+        token.store().name(),
+        campaign.normal
+    );
     let tally = campaign.run(
         &mut Rng::from_env_or_clock(&format!("keys import, signal {signal}")),
         import,
     );
-    eprintln!("keys import, {kills} times signal {signal}: {tally:?}");
+    eprintln!(
+        "{}: keys import, {kills} times signal {signal}: {tally:?}",
+        token.store().name()
+    );
     report_invisible_files(&token, &format!("keys import, signal {signal}"));
     tally
 }
@@ -151,24 +164,28 @@ pub(crate) fn kill_generate(key_type: &str, signal: libc::c_int, kills: usize) -
         .map(String::from)
         .to_vec()
     };
+    let (normal, writes) = normal_run(&token, &generate(FRESH));
     let campaign = Campaign {
         token: &token,
-        normal: normal_duration(&token, &generate(FRESH)),
-        // The two keys, then the certificate.
-        objects_written: 3,
+        normal,
+        writes,
         expected_kid: None,
         kills,
         signal,
     };
     eprintln!(
-        "keys generate {key_type} takes {:?} uninterrupted",
+        "{}: keys generate {key_type} takes {:?} and {writes} writes uninterrupted",
+        token.store().name(),
         campaign.normal
     );
     let tally = campaign.run(
         &mut Rng::from_env_or_clock(&format!("keys generate {key_type}, signal {signal}")),
         generate,
     );
-    eprintln!("keys generate {key_type}, {kills} times signal {signal}: {tally:?}");
+    eprintln!(
+        "{}: keys generate {key_type}, {kills} times signal {signal}: {tally:?}",
+        token.store().name()
+    );
     report_invisible_files(
         &token,
         &format!("keys generate {key_type}, signal {signal}"),

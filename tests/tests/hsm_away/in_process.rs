@@ -132,7 +132,7 @@ fn wait_for_reason(running: &Running, needle: &str) -> String {
 
 fn softhsm_util(token: &TestToken, args: &[&str]) {
     let out = token
-        .with_softhsm_env(&mut std::process::Command::new("softhsm2-util"))
+        .with_module_env(&mut std::process::Command::new("softhsm2-util"))
         .args(args)
         .output()
         .unwrap();

@@ -4,5 +4,6 @@
 //! read in one place.
 
 mod in_process;
+mod p11_kit;
 mod served;
 mod under_load;

@@ -1,91 +1,92 @@
 //! `keys generate`: a key made inside the token, never extractable, with a
 //! certificate carrying its thumbprint; usage errors in the arguments.
 
-use integration_tests::{openssl, sha1_thumbprint, ttd_pfx, OutputExt, TestToken};
+use integration_tests::{on_every_store, openssl, sha1_thumbprint, ttd_pfx, OutputExt, TestToken};
 
 use crate::{assert_token_empty, line_of, object_block, row};
 
-#[test]
-fn generated_key_is_never_extractable_and_carries_its_thumbprint() {
-    let token = TestToken::new();
-    let out = token
-        .agent(&[
-            "keys",
-            "generate",
-            "--issuer",
-            "ttd",
-            "--subject",
-            "CN=ttd signing, O=Digdir, C=NO",
-            "--days",
-            "30",
-        ])
-        .success();
-    let kid = out.stdout_text().trim().to_owned();
-    let summary = out.stderr_text();
-    assert!(
-        summary.contains(&format!(
-            "kid {kid}, rsa2048, CN=ttd signing, O=Digdir, C=NO"
-        )),
-        "{summary}"
-    );
+on_every_store! {
+    fn generated_key_is_never_extractable_and_carries_its_thumbprint() {
+        let token = TestToken::new();
+        let out = token
+            .agent(&[
+                "keys",
+                "generate",
+                "--issuer",
+                "ttd",
+                "--subject",
+                "CN=ttd signing, O=Digdir, C=NO",
+                "--days",
+                "30",
+            ])
+            .success();
+        let kid = out.stdout_text().trim().to_owned();
+        let summary = out.stderr_text();
+        assert!(
+            summary.contains(&format!(
+                "kid {kid}, rsa2048, CN=ttd signing, O=Digdir, C=NO"
+            )),
+            "{summary}"
+        );
 
-    let objects = token.list_objects();
-    let key = object_block(&objects, "Private Key", &kid).expect("the private key object");
-    assert_eq!(line_of(&key, "Usage"), "sign");
-    assert_eq!(
-        line_of(&key, "Access"),
-        "sensitive, always sensitive, never extractable, local"
-    );
-    assert!(
-        object_block(&objects, "Public Key", &kid).is_some(),
-        "{objects}"
-    );
-    assert!(
-        object_block(&objects, "Certificate", &kid).is_some(),
-        "{objects}"
-    );
-    // Only the final CKA_ID is left: three objects, all carrying the kid.
-    assert_eq!(objects.matches(" Object;").count(), 3, "{objects}");
+        let objects = token.list_objects();
+        let key = object_block(&objects, "Private Key", &kid).expect("the private key object");
+        assert_eq!(line_of(&key, "Usage"), "sign");
+        assert_eq!(
+            line_of(&key, "Access"),
+            "sensitive, always sensitive, never extractable, local"
+        );
+        assert!(
+            object_block(&objects, "Public Key", &kid).is_some(),
+            "{objects}"
+        );
+        assert!(
+            object_block(&objects, "Certificate", &kid).is_some(),
+            "{objects}"
+        );
+        // Only the final CKA_ID is left: three objects, all carrying the kid.
+        assert_eq!(objects.matches(" Object;").count(), 3, "{objects}");
 
-    let pem = token
-        .agent(&["keys", "export-cert", "--issuer", "ttd", "--format", "pem"])
-        .success()
-        .stdout;
-    let cert = token.write_file("cert.pem", &pem);
-    assert_eq!(sha1_thumbprint(&cert), kid);
-    let text = openssl(
-        token.path(),
-        &[
-            "x509",
-            "-in",
-            "cert.pem",
-            "-noout",
-            "-subject",
-            "-issuer",
-            "-startdate",
-            "-enddate",
-        ],
-    )
-    .stdout_text();
-    assert!(
-        text.contains("subject=CN = ttd signing, O = Digdir, C = NO"),
-        "{text}"
-    );
-    assert!(
-        text.contains("issuer=CN = ttd signing, O = Digdir, C = NO"),
-        "{text}"
-    );
+        let pem = token
+            .agent(&["keys", "export-cert", "--issuer", "ttd", "--format", "pem"])
+            .success()
+            .stdout;
+        let cert = token.write_file("cert.pem", &pem);
+        assert_eq!(sha1_thumbprint(&cert), kid);
+        let text = openssl(
+            token.path(),
+            &[
+                "x509",
+                "-in",
+                "cert.pem",
+                "-noout",
+                "-subject",
+                "-issuer",
+                "-startdate",
+                "-enddate",
+            ],
+        )
+        .stdout_text();
+        assert!(
+            text.contains("subject=CN = ttd signing, O = Digdir, C = NO"),
+            "{text}"
+        );
+        assert!(
+            text.contains("issuer=CN = ttd signing, O = Digdir, C = NO"),
+            "{text}"
+        );
 
-    let listed = token.keys_json();
-    let listed = row(&listed, &kid);
-    assert_eq!(listed["never_extractable"], true);
-    assert_eq!(listed["always_sensitive"], true);
-    assert_eq!(listed["extractable"], false);
-    assert_eq!(listed["public_key"], true);
-    assert_eq!(listed["active"], true);
-    // Valid for the 30 days asked for, and not a day more.
-    assert!(!expires_within(&token, "cert.pem", 29 * 86_400));
-    assert!(expires_within(&token, "cert.pem", 31 * 86_400));
+        let listed = token.keys_json();
+        let listed = row(&listed, &kid);
+        assert_eq!(listed["never_extractable"], true);
+        assert_eq!(listed["always_sensitive"], true);
+        assert_eq!(listed["extractable"], false);
+        assert_eq!(listed["public_key"], true);
+        assert_eq!(listed["active"], true);
+        // Valid for the 30 days asked for, and not a day more.
+        assert!(!expires_within(&token, "cert.pem", 29 * 86_400));
+        assert!(expires_within(&token, "cert.pem", 31 * 86_400));
+    }
 }
 
 /// `openssl x509 -checkend`: whether the certificate expires within `seconds`.

@@ -5,11 +5,11 @@
 use std::path::Path;
 
 use integration_tests::{
-    cert_der, openssl, pkcs12, rsa_self_signed, sha1_thumbprint, ttd_pem, ttd_pfx, write_private,
-    OutputExt, Pkcs12Kind, TestToken,
+    cert_der, der_with_month_13, on_every_store, openssl, pkcs12, rsa_self_signed, sha1_thumbprint,
+    ttd_pem, ttd_pfx, write_private, OutputExt, Pkcs12Kind, TestToken,
 };
 
-use crate::{assert_token_empty, der_with_month_13, import_ttd, line_of, object_block, row};
+use crate::{assert_token_empty, import_ttd, line_of, object_block, row};
 
 #[test]
 fn rsa_1024_is_refused_and_nothing_remains() {
@@ -123,52 +123,54 @@ fn garbage_file_is_refused_with_the_conversion_hint() {
     assert_token_empty(&token);
 }
 
-#[test]
-fn importing_the_same_certificate_twice_is_refused() {
-    let token = TestToken::new();
-    let kid = import_ttd(&token);
-    let out = token.import("other", &ttd_pfx(), None).exit(1);
-    assert!(
-        out.stderr_text().contains("already on the token"),
-        "{}",
-        out.stderr_text()
-    );
-    assert!(out
-        .stderr_text()
-        .contains(&format!("keys delete --kid {kid}")));
-    let rows = token.keys_json();
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0]["issuer"], "ttd");
+on_every_store! {
+    fn importing_the_same_certificate_twice_is_refused() {
+        let token = TestToken::new();
+        let kid = import_ttd(&token);
+        let out = token.import("other", &ttd_pfx(), None).exit(1);
+        assert!(
+            out.stderr_text().contains("already on the token"),
+            "{}",
+            out.stderr_text()
+        );
+        assert!(out
+            .stderr_text()
+            .contains(&format!("keys delete --kid {kid}")));
+        let rows = token.keys_json();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["issuer"], "ttd");
+    }
 }
 
-#[test]
-fn imported_key_is_sensitive_not_extractable_and_sign_only() {
-    let token = TestToken::new();
-    let kid = import_ttd(&token);
-    assert_eq!(kid, sha1_thumbprint(&ttd_pem()));
+on_every_store! {
+    fn imported_key_is_sensitive_not_extractable_and_sign_only() {
+        let token = TestToken::new();
+        let kid = import_ttd(&token);
+        assert_eq!(kid, sha1_thumbprint(&ttd_pem()));
 
-    let objects = token.list_objects();
-    let key = object_block(&objects, "Private Key", &kid).expect("the private key object");
-    assert_eq!(line_of(&key, "Usage"), "sign");
-    assert_eq!(line_of(&key, "Access"), "sensitive");
-    assert_eq!(line_of(&key, "label"), "ttd");
-    let cert = object_block(&objects, "Certificate", &kid).expect("the certificate object");
-    assert_eq!(line_of(&cert, "label"), "ttd");
-    assert!(line_of(&cert, "subject").ends_with("CN=ttd"), "{cert}");
+        let objects = token.list_objects();
+        let key = object_block(&objects, "Private Key", &kid).expect("the private key object");
+        assert_eq!(line_of(&key, "Usage"), "sign");
+        assert_eq!(line_of(&key, "Access"), "sensitive");
+        assert_eq!(line_of(&key, "label"), "ttd");
+        let cert = object_block(&objects, "Certificate", &kid).expect("the certificate object");
+        assert_eq!(line_of(&cert, "label"), "ttd");
+        assert!(line_of(&cert, "subject").ends_with("CN=ttd"), "{cert}");
 
-    let listed = token.keys_json();
-    let listed = row(&listed, &kid);
-    assert_eq!(listed["issuer"], "ttd");
-    assert_eq!(listed["key_type"], "rsa2048");
-    assert_eq!(listed["not_before"], "2020-05-25T12:21:37Z");
-    assert_eq!(listed["not_after"], "2030-05-24T12:21:37Z");
-    assert_eq!(listed["complete"], true);
-    assert_eq!(listed["private_key"], true);
-    assert_eq!(listed["sensitive"], true);
-    assert_eq!(listed["extractable"], false);
-    // Its bytes existed outside the token once, and the token knows it.
-    assert_eq!(listed["always_sensitive"], false);
-    assert_eq!(listed["never_extractable"], false);
+        let listed = token.keys_json();
+        let listed = row(&listed, &kid);
+        assert_eq!(listed["issuer"], "ttd");
+        assert_eq!(listed["key_type"], "rsa2048");
+        assert_eq!(listed["not_before"], "2020-05-25T12:21:37Z");
+        assert_eq!(listed["not_after"], "2030-05-24T12:21:37Z");
+        assert_eq!(listed["complete"], true);
+        assert_eq!(listed["private_key"], true);
+        assert_eq!(listed["sensitive"], true);
+        assert_eq!(listed["extractable"], false);
+        // Its bytes existed outside the token once, and the token knows it.
+        assert_eq!(listed["always_sensitive"], false);
+        assert_eq!(listed["never_extractable"], false);
+    }
 }
 
 #[test]

@@ -6,9 +6,7 @@ mod generate;
 mod import;
 mod inventory;
 
-use std::path::Path;
-
-use integration_tests::{cert_der, ttd_pfx, OutputExt, TestToken};
+use integration_tests::{ttd_pfx, OutputExt, TestToken};
 use serde_json::Value;
 
 fn import_ttd(token: &TestToken) -> String {
@@ -50,19 +48,4 @@ fn line_of<'a>(block: &'a str, field: &str) -> &'a str {
 fn assert_token_empty(token: &TestToken) {
     assert!(token.keys_json().is_empty());
     assert_eq!(token.list_objects().trim(), "", "objects left on the token");
-}
-
-/// `cert`'s DER with the month of its notBefore (the validity's first
-/// UTCTime, `YYMMDDHHMMSSZ`) set to 13: a date OpenSSL's DER parser accepts
-/// but that is no point in time. The signature no longer matches; nothing
-/// checks it before the dates are read.
-fn der_with_month_13(cert: &Path) -> Vec<u8> {
-    let mut der = cert_der(cert);
-    let at = der
-        .windows(2)
-        .position(|tag_and_length| tag_and_length == [0x17, 0x0d])
-        .expect("a UTCTime in the certificate")
-        + 2;
-    der[at + 2..at + 4].copy_from_slice(b"13");
-    der
 }

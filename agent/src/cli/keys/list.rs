@@ -43,6 +43,14 @@ struct Row {
     expiring: bool,
     /// Certificate and private key are both there.
     complete: bool,
+    /// The pair passes every rule the agent signs by.
+    usable: bool,
+    /// Why it does not, when it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_usable: Option<String>,
+    /// Objects of the pair that play no part in judging it, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ignored: Vec<String>,
     certificate: bool,
     private_key: bool,
     public_key: bool,
@@ -50,6 +58,8 @@ struct Row {
     extractable: Option<bool>,
     always_sensitive: Option<bool>,
     never_extractable: Option<bool>,
+    /// CKA_LOCAL: generated on the token (false: imported).
+    generated_on_token: Option<bool>,
 }
 
 impl Row {
@@ -72,13 +82,26 @@ impl Row {
             active,
             expiring,
             complete: pair.is_complete(),
+            usable: pair.is_usable(),
+            not_usable: (!pair.is_usable()).then(|| pair.why_not_usable()),
+            ignored: pair.ignored.clone(),
             certificate: cert.is_some(),
             private_key: key.is_some(),
             public_key: pair.public_key.is_some(),
-            sensitive: key.map(|k| k.sensitive),
-            extractable: key.map(|k| k.extractable),
-            always_sensitive: key.map(|k| k.always_sensitive),
-            never_extractable: key.map(|k| k.never_extractable),
+            sensitive: key.and_then(|k| k.sensitive),
+            extractable: key.and_then(|k| k.extractable),
+            always_sensitive: key.and_then(|k| k.always_sensitive),
+            never_extractable: key.and_then(|k| k.never_extractable),
+            generated_on_token: key.and_then(|k| k.local),
+        }
+    }
+
+    /// `usable`, `INCOMPLETE` (a member missing) or `NOT USABLE`.
+    fn state(&self) -> &'static str {
+        match (self.usable, self.complete) {
+            (true, _) => "usable",
+            (false, false) if self.certificate != self.private_key => "INCOMPLETE",
+            (false, _) => "NOT USABLE",
         }
     }
 
@@ -168,12 +191,7 @@ fn print_table(rows: &[Row]) -> Result<(), Failure> {
                 or_dash(&row.not_before),
                 or_dash(&row.not_after),
                 if row.active { "yes" } else { "no" }.into(),
-                if row.complete {
-                    "complete"
-                } else {
-                    "INCOMPLETE"
-                }
-                .into(),
+                row.state().into(),
                 row.protection(),
             ]
         })
@@ -196,6 +214,15 @@ fn print_table(rows: &[Row]) -> Result<(), Failure> {
     for row in &cells {
         table.push_str(&line(row));
         table.push('\n');
+    }
+    for row in rows {
+        let notes = row
+            .not_usable
+            .iter()
+            .map(|why| format!("not usable: {why}"));
+        for note in notes.chain(row.ignored.iter().cloned()) {
+            table.push_str(&format!("{} {}: {note}\n", row.issuer, row.kid));
+        }
     }
     write_stdout(table.as_bytes())
 }

@@ -152,6 +152,7 @@ fn chosen_pair<'p>(
                 HsmError::KeyNotFound {
                     issuer: issuer.to_owned(),
                     kid: format!(" with kid {}", crate::token::upper_hex(&id)),
+                    why: String::new(),
                 }
                 .into()
             }),

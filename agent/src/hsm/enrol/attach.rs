@@ -104,9 +104,9 @@ pub(super) fn store(
                     .map_err(crate::cert::CertError::Parse)
             })
             .map_err(|e| EnrolError::Input(e.to_string()))?;
-        let mut template = public_key_policy(&key.issuer, &key.key_id);
+        let mut template = public_key_policy(&key.issuer, &key.key_id, true);
         template.extend(public);
-        pending.create("public key", &private(template))?;
+        pending.create("public key", &template)?;
     }
     let template = certificate_template(&cert.der, &key.issuer, &cert.thumbprint)?;
     pending.create("certificate", &private(template))?;

@@ -145,7 +145,7 @@ fn generate_pair(
     let mut temporary_id = [0u8; 20];
     openssl::rand::rand_bytes(&mut temporary_id)
         .map_err(|e| EnrolError::Input(format!("random key id: {e}")))?;
-    let mut public = public_key_policy(issuer, &temporary_id);
+    let mut public = public_key_policy(issuer, &temporary_id, false);
     let (mechanism, size) = kind.pair_generation();
     public.extend(size);
     let private = private_key_policy(issuer, &temporary_id);

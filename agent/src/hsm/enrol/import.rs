@@ -1,5 +1,6 @@
 //! PKCS#12 import: the private key becomes a sensitive, non-extractable,
-//! sign-only token object and the certificate is stored beside it.
+//! sign-only token object; its public key (a private object) and the
+//! certificate are stored beside it.
 //!
 //! OpenSSL reads every PKCS#12 flavour operators bring: Altinn's files (3DES
 //! key bag, plain certificate bag, SHA-1 MAC over the null password), OpenSSL
@@ -19,7 +20,10 @@ use openssl::x509::X509;
 use zeroize::Zeroizing;
 
 use super::SecretTemplate;
-use super::{certificate_template, ensure_new_kid, private_key_policy, EnrolError, Pending};
+use super::{
+    certificate_template, ensure_new_kid, private_key_policy, public_key_policy, EnrolError,
+    Pending,
+};
 use crate::cert::Certificate;
 use crate::key_type::{self, KeyKind, MIN_RSA_BITS, SUPPORTED_KEYS};
 
@@ -34,6 +38,8 @@ pub struct KeyMaterial {
     pub certificate: Certificate,
     /// The private key's components as PKCS#11 attributes, zeroized on drop.
     components: SecretTemplate,
+    /// The key type and public values of its public key object.
+    public: Vec<Attribute>,
 }
 
 impl std::fmt::Debug for KeyMaterial {
@@ -55,12 +61,16 @@ pub fn import(
     let KeyMaterial {
         certificate: cert,
         mut components,
+        public,
     } = material;
     ensure_new_kid(session, &cert.thumbprint)?;
     let mut key = SecretTemplate(private_key_policy(issuer, &cert.thumbprint));
     key.0.append(&mut components.0);
+    let mut public_key = public_key_policy(issuer, &cert.thumbprint, true);
+    public_key.extend(public);
     let mut pending = Pending::new(session);
     pending.create("private key", &key.0)?;
+    pending.create("public key", &public_key)?;
     pending.create(
         "certificate",
         &certificate_template(&cert.der, issuer, &cert.thumbprint)?,
@@ -77,9 +87,15 @@ pub fn read_pkcs12(pfx: &[u8], password: &str) -> Result<KeyMaterial, EnrolError
     let kind = check_key(&key, &x509)?;
     let certificate = certificate_of(&x509)?;
     let components = key_components(&key, kind)?;
+    let mut public = kind.object_attributes();
+    public.extend(
+        key_type::public_key_values(&key)
+            .map_err(|e| EnrolError::Input(format!("cannot read the public key: {e}")))?,
+    );
     Ok(KeyMaterial {
         certificate,
         components,
+        public,
     })
 }
 

@@ -4,7 +4,8 @@
 //! there ([`renew()`]), a request a CA certifies it from ([`csr`]) and the
 //! certificate the CA issues ([`attach()`]), and deletion ([`delete()`]).
 //!
-//! Every enrolment writes the keys first and the certificate last: the
+//! Every enrolment writes the private key, then its public key, and the
+//! certificate last: the
 //! certificate is the commit marker, and [`super::key_pairs`] never signs with a
 //! pair that lacks it. If any step fails, the objects created so far are
 //! destroyed again (`Pending`), so nothing of a failed enrolment remains.
@@ -161,13 +162,16 @@ fn private_key_policy(issuer: &str, id: &[u8]) -> Vec<Attribute> {
     ]
 }
 
-/// The attributes of a public key object the agent writes: on the token,
-/// public, for verifying only; the key itself is added by the caller.
-fn public_key_policy(issuer: &str, id: &[u8]) -> Vec<Attribute> {
+/// The attributes of the public key object beside it. `private` makes it
+/// readable, and writable, only by a logged-in user: an imported key's
+/// public key object is what proves that its certificate holds it
+/// ([`super::key_pairs::rules`]), so nobody without the PIN may have
+/// written it. A generated one is proven by the token having made it.
+fn public_key_policy(issuer: &str, id: &[u8], private: bool) -> Vec<Attribute> {
     vec![
         Attribute::Class(ObjectClass::PUBLIC_KEY),
         Attribute::Token(true),
-        Attribute::Private(false),
+        Attribute::Private(private),
         Attribute::Verify(true),
         Attribute::Encrypt(false),
         Attribute::Wrap(false),
