@@ -3,7 +3,7 @@ CARGO ?= cargo
 DEV := $(CURDIR)/.dev
 AGENT := target/debug/access-token-agent
 
-.PHONY: run test deps build lint bench soak profile deb systemd-test
+.PHONY: run test deps build lint bench soak profile deb systemd-test hosts-test
 
 ## Run the agent on a development SoftHSM token under .dev/ (created on first use).
 run: deps build
@@ -15,6 +15,7 @@ run: deps build
 ## it cannot run: it needs root).
 test: deps build
 	$(CARGO) test --workspace
+	@$(MAKE) --no-print-directory hosts-test
 	@$(MAKE) --no-print-directory systemd-test
 
 ## target/debian/access-token-agent_<version>_<arch>.deb, checked by lintian.
@@ -22,6 +23,15 @@ deb:
 	hsm-config/install-deps.sh deb
 	packaging/build-deb.sh
 	lintian --fail-on error $$(ls target/debian/access-token-agent_*.deb | tail -n 1)
+
+## Three hosts' agents on one network HSM, each host a network namespace
+## (README.md, "Many hosts, one key").
+hosts-test: build
+	@if [ "$$(id -u)" -ne 0 ]; then \
+		echo "hosts tests: NOT RUN: they need root (network namespaces)"; \
+	else \
+		hsm-config/install-deps.sh hosts && tests/hosts/run.sh; \
+	fi
 
 ## The package installed in a container booted with systemd (systemd-nspawn):
 ## the README's install steps, then the units' promises, each a test.

@@ -10,12 +10,14 @@ set -euo pipefail
 
 # With an argument, what one more make target needs: `deb` (dpkg-shlibdeps,
 # lintian), `systemd` (systemd-nspawn, expect for the README's PIN prompts,
-# p11-kit's server and client module for an HSM that can be made to hang).
+# p11-kit's server and client module for an HSM that can be made to hang),
+# `hosts` (network namespaces, socat forwarders and p11-kit for the many-hosts test).
 packages=(softhsm2 opensc p11-kit p11-kit-modules libssl-dev pkg-config openssl curl python3
     libclang-dev libsqlite3-dev)
 case "${1:-}" in
     deb) packages=(dpkg-dev lintian) ;;
     systemd) packages=(systemd-container expect p11-kit p11-kit-modules) ;;
+    hosts) packages=(iproute2 socat p11-kit p11-kit-modules) ;;
 esac
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
