@@ -10,7 +10,9 @@ use integration_tests::token::TestToken;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn manifest(name: &str) -> Vec<Yaml> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/kubernetes")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{name} is not YAML: {e}"))
 }
@@ -54,22 +56,38 @@ fn the_daemonset_runs_the_agent_unprivileged_with_its_socket_on_the_node() {
     let pod = &spec["securityContext"];
     assert_eq!(pod["runAsNonRoot"].as_bool(), Some(true));
     assert_eq!(pod["runAsUser"].as_i64(), Some(10001));
-    assert_eq!(pod["seccompProfile"]["type"].as_str(), Some("RuntimeDefault"));
+    assert_eq!(
+        pod["seccompProfile"]["type"].as_str(),
+        Some("RuntimeDefault")
+    );
     assert!(spec["hostPID"].is_badvalue() || spec["hostPID"].as_bool() == Some(false));
-    assert!(spec["hostNetwork"].is_badvalue(), "the agent needs no host network");
+    assert!(
+        spec["hostNetwork"].is_badvalue(),
+        "the agent needs no host network"
+    );
     let agent = container(spec, "containers", "agent");
     let security = &agent["securityContext"];
     assert_eq!(security["allowPrivilegeEscalation"].as_bool(), Some(false));
     assert_eq!(security["readOnlyRootFilesystem"].as_bool(), Some(true));
     assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
-    assert!(security["capabilities"]["add"].is_badvalue(), "the agent adds no capability");
+    assert!(
+        security["capabilities"]["add"].is_badvalue(),
+        "the agent adds no capability"
+    );
     assert!(agent["resources"]["requests"]["cpu"].as_str().is_some());
     assert!(agent["resources"]["requests"]["memory"].as_str().is_some());
     assert!(agent["resources"]["limits"]["memory"].as_str().is_some());
     let socket = volume(spec, "socket");
-    assert_eq!(socket["hostPath"]["path"].as_str(), Some("/run/access-token-agent"));
+    assert_eq!(
+        socket["hostPath"]["path"].as_str(),
+        Some("/run/access-token-agent")
+    );
     let readiness = strings(&agent["readinessProbe"]["exec"]["command"]);
-    assert_eq!(readiness[..2], ["access-token", "status"], "readiness comes from /readyz");
+    assert_eq!(
+        readiness[..2],
+        ["access-token", "status"],
+        "readiness comes from /readyz"
+    );
 }
 
 #[test]
@@ -79,11 +97,20 @@ fn the_only_privilege_is_the_socket_directorys_owner_once() {
     let init = container(spec, "initContainers", "socket-dir");
     let added = strings(&init["securityContext"]["capabilities"]["add"]);
     assert_eq!(added, ["CHOWN", "FOWNER"]);
-    assert_eq!(init["securityContext"]["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(
+        init["securityContext"]["allowPrivilegeEscalation"].as_bool(),
+        Some(false)
+    );
     for other in ["hsm-client", "pin"] {
         let security = &container(spec, "initContainers", other)["securityContext"];
-        assert!(security["capabilities"]["add"].is_badvalue(), "{other} adds capabilities");
-        assert!(security["runAsUser"].is_badvalue(), "{other} runs as another user");
+        assert!(
+            security["capabilities"]["add"].is_badvalue(),
+            "{other} adds capabilities"
+        );
+        assert!(
+            security["runAsUser"].is_badvalue(),
+            "{other} runs as another user"
+        );
     }
 }
 
@@ -95,7 +122,10 @@ fn the_pin_comes_from_a_secret_as_a_file_only_the_agent_reads() {
         volume(spec, "pin-secret")["secret"]["secretName"].as_str(),
         Some("access-token-agent-pin")
     );
-    assert_eq!(volume(spec, "pin")["emptyDir"]["medium"].as_str(), Some("Memory"));
+    assert_eq!(
+        volume(spec, "pin")["emptyDir"]["medium"].as_str(),
+        Some("Memory")
+    );
     let copy = strings(&container(spec, "initContainers", "pin")["command"]);
     assert_eq!(copy[..3], ["install", "-m", "0600"], "the PIN file is 0600");
     let agent = container(spec, "containers", "agent");
@@ -103,15 +133,22 @@ fn the_pin_comes_from_a_secret_as_a_file_only_the_agent_reads() {
         .as_vec()
         .map(|vars| vars.iter().filter_map(|v| v["name"].as_str()).collect())
         .unwrap_or_default();
-    assert!(!env.iter().any(|name| name.contains("PIN")), "no PIN in the environment");
+    assert!(
+        !env.iter().any(|name| name.contains("PIN")),
+        "no PIN in the environment"
+    );
 }
 
 #[test]
 fn apps_mount_the_socket_read_only_and_run_as_their_own_uid() {
     let documents = manifest("app-example.yaml");
     let pod = &of_kind(&documents, "Pod")["spec"];
-    let uid = pod["securityContext"]["runAsUser"].as_i64().expect("a runAsUser");
-    let groups = pod["securityContext"]["supplementalGroups"].as_vec().expect("supplementalGroups");
+    let uid = pod["securityContext"]["runAsUser"]
+        .as_i64()
+        .expect("a runAsUser");
+    let groups = pod["securityContext"]["supplementalGroups"]
+        .as_vec()
+        .expect("supplementalGroups");
     assert!(groups.contains(&Yaml::Integer(10002)), "the socket's group");
     let mount = &pod["containers"][0]["volumeMounts"][0];
     assert_eq!(mount["mountPath"].as_str(), Some("/run/access-token-agent"));
@@ -139,13 +176,23 @@ fn the_configmap_holds_a_config_the_agent_accepts() {
     let token = TestToken::new();
     let group = current_group();
     let local = text
-        .replace("/opt/hsm-client/lib/libCryptoki2_64.so", integration_tests::token::MODULE)
-        .replace("/run/access-token-agent-pin/pin", &path_str(token.pin_file()))
+        .replace(
+            "/opt/hsm-client/lib/libCryptoki2_64.so",
+            integration_tests::store::MODULE,
+        )
+        .replace(
+            "/run/access-token-agent-pin/pin",
+            &path_str(token.pin_file()),
+        )
         .replace("\"access-token-clients\"", &format!("{group:?}"));
-    let config = Config::parse(&local).unwrap_or_else(|e| panic!("the ConfigMap's agent.toml: {e}"));
+    let config =
+        Config::parse(&local).unwrap_or_else(|e| panic!("the ConfigMap's agent.toml: {e}"));
     assert_eq!(config.issuers.len(), 1);
     assert_eq!(config.grants.len(), 1);
-    assert_eq!(config.server.socket, PathBuf::from("/run/access-token-agent/agent.sock"));
+    assert_eq!(
+        config.server.socket,
+        PathBuf::from("/run/access-token-agent/agent.sock")
+    );
 }
 
 fn path_str(path: PathBuf) -> String {
@@ -153,6 +200,12 @@ fn path_str(path: PathBuf) -> String {
 }
 
 fn current_group() -> String {
-    let output = std::process::Command::new("id").arg("-gn").output().expect("id");
-    String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned()
+    let output = std::process::Command::new("id")
+        .arg("-gn")
+        .output()
+        .expect("id");
+    String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned()
 }
