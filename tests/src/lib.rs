@@ -11,6 +11,7 @@
 //! | [`daemon`] | a `serve` process with `NOTIFY_SOCKET`, ready exactly when it says READY=1; serve configs, logs, audit lines, socket activation |
 //! | [`http`] | raw HTTP/1.1 on the socket, every answer read strictly |
 //! | [`signer`] | the library's signing back in process, on a real token |
+//! | [`slow_hsm`] | the slow module (`tests/slow-hsm`) in front of a token: delays, a session limit, hangs |
 //! | [`openssl`] | keys, certificates and PKCS#12 files made by the openssl CLI; the shared test data |
 //! | [`jwt`] | tokens decoded and verified as a relying party would |
 //! | [`limits`] | descriptors and resource limits of a process |
@@ -62,6 +63,7 @@ pub mod limits;
 pub mod openssl;
 pub mod process;
 pub mod signer;
+pub mod slow_hsm;
 pub mod token;
 
 pub use jwt::{jws_part, unix_now, verify_all, verify_jwt};
