@@ -51,6 +51,7 @@ pub struct Metrics {
     hsm_errors: Family<Ckr, Counter>,
     sessions_busy: Gauge,
     quick_signatures: Counter,
+    signing_timeouts: Counter,
     cert_not_after: Family<Certificate, Gauge>,
     /// Held while the certificates are replaced and while they are written,
     /// so that a scrape never sees half a set.
@@ -69,6 +70,7 @@ impl Default for Metrics {
             hsm_errors: Family::default(),
             sessions_busy: Gauge::default(),
             quick_signatures: Counter::default(),
+            signing_timeouts: Counter::default(),
             cert_not_after: Family::default(),
             certificates: Mutex::default(),
         };
@@ -111,6 +113,11 @@ impl Default for Metrics {
             "quick_signatures",
             "Signatures begun on the requesting thread instead of a signing thread (keys that sign in under 200 µs)",
             m.quick_signatures.clone(),
+        );
+        r.register(
+            "signing_timeouts",
+            "Requests answered 503 because their signature did not come back within signing.timeout_seconds",
+            m.signing_timeouts.clone(),
         );
         r.register_with_unit(
             "certificate_not_after",
@@ -162,6 +169,11 @@ impl Metrics {
     /// A signature is being made on the requesting thread, not queued.
     pub fn quick_signature(&self) {
         self.quick_signatures.inc();
+    }
+
+    /// A request stopped waiting for its signature at the deadline.
+    pub fn signing_timeout(&self) {
+        self.signing_timeouts.inc();
     }
 
     /// Replaces the set of active certificates: (issuer, kid, not-after).
@@ -236,6 +248,7 @@ mod tests {
             ("hsm_errors_total", "counter"),
             ("sessions_busy", "gauge"),
             ("quick_signatures_total", "counter"),
+            ("signing_timeouts_total", "counter"),
             ("certificate_not_after_seconds", "gauge"),
         ] {
             let name = format!("access_token_agent_{name}");

@@ -2,6 +2,7 @@
 //! read without ever waiting on the HSM.
 
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -102,6 +103,7 @@ impl Snapshot {
             key: Arc::clone(key),
             app: app.into(),
             lifetime: Arc::clone(&self.settings.lifetime),
+            deadline: Instant::now() + self.settings.signing.timeout(),
             reply,
         };
         match &self.serving {
@@ -147,8 +149,12 @@ impl Snapshot {
 }
 
 impl Serving {
-    /// Ready when every configured issuer can sign; otherwise the reasons.
+    /// Ready when the HSM answers and every configured issuer can sign;
+    /// otherwise the reasons.
     pub fn not_ready(&self) -> Result<(), String> {
+        if let Some(reason) = self.pool.not_answering() {
+            return Err(reason);
+        }
         if self.unavailable.is_empty() {
             return Ok(());
         }

@@ -97,10 +97,16 @@ impl Hsm {
     /// is gone (SoftHSM answers CKR_GENERAL_ERROR for a removed token while
     /// the old session still reports itself as logged in).
     pub fn probe(&self) -> Result<(), HsmError> {
-        self.pkcs11
-            .get_token_info(self.slot)
-            .map(drop)
-            .map_err(|e| HsmError::from_cryptoki("C_GetTokenInfo", e))
+        self.token_probe().probe()
+    }
+
+    /// [`Hsm::probe`] for another thread, which may wait on it when the
+    /// HSM does not answer.
+    pub fn token_probe(&self) -> TokenProbe {
+        TokenProbe {
+            pkcs11: self.pkcs11.clone(),
+            slot: self.slot,
+        }
     }
 
     /// How many sessions the token allows at once, when it says so.
@@ -113,6 +119,23 @@ impl Hsm {
             Limit::Max(count) => Some(count),
             Limit::Unavailable | Limit::Infinite => None,
         })
+    }
+}
+
+/// The token's `C_GetTokenInfo`, without a session: see [`Hsm::probe`].
+#[derive(Clone)]
+pub struct TokenProbe {
+    pkcs11: Pkcs11,
+    slot: Slot,
+}
+
+impl TokenProbe {
+    /// Whether the token still answers.
+    pub fn probe(&self) -> Result<(), HsmError> {
+        self.pkcs11
+            .get_token_info(self.slot)
+            .map(drop)
+            .map_err(|e| HsmError::from_cryptoki("C_GetTokenInfo", e))
     }
 }
 
