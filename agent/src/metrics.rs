@@ -50,6 +50,7 @@ pub struct Metrics {
     signing: Histogram,
     hsm_errors: Family<Ckr, Counter>,
     sessions_busy: Gauge,
+    signing_sessions: Gauge,
     quick_signatures: Counter,
     signing_timeouts: Counter,
     cert_not_after: Family<Certificate, Gauge>,
@@ -69,6 +70,7 @@ impl Default for Metrics {
             signing: Histogram::new(LATENCY_BUCKETS),
             hsm_errors: Family::default(),
             sessions_busy: Gauge::default(),
+            signing_sessions: Gauge::default(),
             quick_signatures: Counter::default(),
             signing_timeouts: Counter::default(),
             cert_not_after: Family::default(),
@@ -108,6 +110,11 @@ impl Default for Metrics {
             "sessions_busy",
             "Signing sessions inside a PKCS#11 call",
             m.sessions_busy.clone(),
+        );
+        r.register(
+            "signing_sessions",
+            "Sessions open for signing threads: the cores, more while signatures wait on the HSM",
+            m.signing_sessions.clone(),
         );
         r.register(
             "quick_signatures",
@@ -164,6 +171,11 @@ impl Metrics {
     /// A signing session became busy (+1) or idle (-1).
     pub fn sessions_busy(&self, delta: i64) {
         self.sessions_busy.inc_by(delta);
+    }
+
+    /// A signing thread opened (+1) or closed (-1) its session.
+    pub fn signing_sessions(&self, delta: i64) {
+        self.signing_sessions.inc_by(delta);
     }
 
     /// A signature is being made on the requesting thread, not queued.
@@ -247,6 +259,7 @@ mod tests {
             ("signing_seconds", "histogram"),
             ("hsm_errors_total", "counter"),
             ("sessions_busy", "gauge"),
+            ("signing_sessions", "gauge"),
             ("quick_signatures_total", "counter"),
             ("signing_timeouts_total", "counter"),
             ("certificate_not_after_seconds", "gauge"),

@@ -13,13 +13,13 @@ use super::active_key::{ActiveKey, Keys, Unavailable};
 use super::answering::Answering;
 use super::error::ConnectError;
 use super::pace::Pace;
-use super::pool::{FaultReport, Pool, PoolHandle};
+use super::pool::{FaultReport, Pool, PoolHandle, Sessions};
 use super::prober::Prober;
 use super::selftest;
+use super::sessions;
 use super::settings::Settings;
 use crate::clock::{rfc3339, unix_now};
 use crate::config::IssuerConfig;
-use crate::config::SigningConfig;
 use crate::hsm::pin;
 use crate::hsm::{key_pairs, Access, Hsm, HsmError};
 use crate::metrics::Metrics;
@@ -52,21 +52,24 @@ impl Link {
         let hsm = Hsm::open(&config.module, &config.token_label, Access::ReadOnly)?;
         login(&hsm, settings)?;
         let keys = find_keys(&hsm, &settings.issuers, &settings.lifetime, None)?;
-        let (threads, quick) = session_counts(&hsm, &settings.signing)?;
-        let sessions = open_sessions(&hsm, threads)?;
-        let quick = quick.then(|| quick_session(&hsm)).flatten();
+        let budget = sessions::budget(&hsm, &settings.signing)?;
+        let sessions = Sessions {
+            opened: open_sessions(&hsm, budget.threads)?,
+            quick: budget.quick.then(|| quick_session(&hsm)).flatten(),
+            token: hsm.handle(),
+            cap: budget.cap,
+        };
         let answering = Arc::new(Answering::new(settings.signing.timeout()));
         let pool = Pool::start(
             sessions,
-            quick,
             settings.signing.queue_size,
             Arc::clone(&answering),
             Arc::clone(metrics),
             on_fault,
         )
         .map_err(ConnectError::Threads)?;
-        let prober = Prober::start(hsm.token_probe(), Arc::clone(&answering))
-            .map_err(ConnectError::Threads)?;
+        let prober =
+            Prober::start(hsm.handle(), Arc::clone(&answering)).map_err(ConnectError::Threads)?;
         Ok(Link {
             pool,
             prober,
@@ -179,7 +182,8 @@ impl Link {
         self.pool.handle()
     }
 
-    pub fn threads(&self) -> usize {
+    /// Signing threads kept, and the most there may be.
+    pub fn threads(&self) -> (usize, usize) {
         self.pool.threads()
     }
 }
@@ -266,18 +270,6 @@ fn unusable(
         "issuer {:?} has no usable key ({cause}); {remedy}",
         issuer.name
     )
-}
-
-/// Signing threads and whether there is a session for quick signatures,
-/// within the token's session limit (less the anchor session): threads
-/// first, at least one.
-fn session_counts(hsm: &Hsm, signing: &SigningConfig) -> Result<(usize, bool), HsmError> {
-    let available = match hsm.max_sessions()? {
-        Some(max) => usize::try_from(max.saturating_sub(1)).unwrap_or(usize::MAX),
-        None => usize::MAX,
-    };
-    let threads = signing.threads().min(available).max(1);
-    Ok((threads, available > threads))
 }
 
 /// The session for quick signatures; without one every signature goes to

@@ -12,6 +12,7 @@
 //! | `supervisor` | the thread that owns the link to the token: probes, faults, recovery, reloads |
 //! | `prober` | the thread that asks the token whether it is there, so that the supervisor never waits on it for long |
 //! | `link` | the token brought into service: login, keys, self-test, sessions |
+//! | `sessions` | how the token's sessions are shared out: login, signing threads, quick signatures |
 //! | `active_key` | an issuer's key in service |
 //! | `selftest` | a token signed through the HSM and verified against the certificate |
 //! | `settings` | the part of the config the back works from |
@@ -32,6 +33,7 @@ mod pace;
 mod pool;
 mod prober;
 mod selftest;
+mod sessions;
 mod settings;
 mod snapshot;
 mod supervisor;

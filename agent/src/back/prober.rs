@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::answering::Answering;
-use crate::hsm::{HsmError, TokenProbe};
+use crate::hsm::{HsmError, TokenHandle};
 use crate::sync::lock;
 
 /// The probe thread of one connection; it stops when this is dropped.
@@ -34,7 +34,7 @@ struct State {
 
 impl Prober {
     /// Starts the thread; its calls count in `answering`'s probes.
-    pub fn start(token: TokenProbe, answering: Arc<Answering>) -> std::io::Result<Prober> {
+    pub fn start(token: TokenHandle, answering: Arc<Answering>) -> std::io::Result<Prober> {
         let shared = Arc::new(Shared {
             state: Mutex::default(),
             changed: Condvar::new(),
@@ -86,7 +86,7 @@ impl Drop for Prober {
 }
 
 impl Shared {
-    fn run(&self, token: &TokenProbe) {
+    fn run(&self, token: &TokenHandle) {
         let mut state = lock(&self.state);
         loop {
             if state.stop {

@@ -27,7 +27,8 @@ pub struct Serving {
     /// Issuers that cannot sign, though the HSM answers.
     pub unavailable: Unavailable,
     pub pool: PoolHandle,
-    pub threads: usize,
+    /// Signing threads kept, and the most there may be.
+    pub threads: (usize, usize),
 }
 
 /// State shared by the request path and the supervisor.
@@ -67,11 +68,15 @@ impl Snapshot {
                     .map(|(issuer, key)| format!("{issuer} (kid {})", key.kid))
                     .collect();
                 issuers.sort();
-                let signing = format!(
-                    "signing for {} with {} thread(s)",
-                    issuers.join(", "),
-                    serving.threads
-                );
+                let signing = match serving.threads {
+                    (kept, most) if most > kept => format!(
+                        "signing for {} with {kept} thread(s), up to {most} while signatures wait on the HSM",
+                        issuers.join(", ")
+                    ),
+                    (kept, _) => {
+                        format!("signing for {} with {kept} thread(s)", issuers.join(", "))
+                    }
+                };
                 match serving.not_ready() {
                     Ok(()) => signing,
                     Err(reason) => format!("not ready: {reason}; {signing}"),

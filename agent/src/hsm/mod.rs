@@ -80,7 +80,7 @@ impl Hsm {
 
     /// A new session for one signing thread.
     pub fn open_session(&self) -> Result<Session, HsmError> {
-        open_session(&self.pkcs11, self.slot, self.access)
+        self.handle().open_session()
     }
 
     /// The long-lived session, for look-ups and enrolment.
@@ -97,15 +97,16 @@ impl Hsm {
     /// is gone (SoftHSM answers CKR_GENERAL_ERROR for a removed token while
     /// the old session still reports itself as logged in).
     pub fn probe(&self) -> Result<(), HsmError> {
-        self.token_probe().probe()
+        self.handle().probe()
     }
 
-    /// [`Hsm::probe`] for another thread, which may wait on it when the
-    /// HSM does not answer.
-    pub fn token_probe(&self) -> TokenProbe {
-        TokenProbe {
+    /// The token for other threads: to probe it, or open sessions of their
+    /// own, without the anchor session (and with the login it keeps).
+    pub fn handle(&self) -> TokenHandle {
+        TokenHandle {
             pkcs11: self.pkcs11.clone(),
             slot: self.slot,
+            access: self.access,
         }
     }
 
@@ -122,15 +123,22 @@ impl Hsm {
     }
 }
 
-/// The token's `C_GetTokenInfo`, without a session: see [`Hsm::probe`].
+/// The open token, for threads other than the anchor session's: see
+/// [`Hsm::handle`]. Valid while its [`Hsm`] is.
 #[derive(Clone)]
-pub struct TokenProbe {
+pub struct TokenHandle {
     pkcs11: Pkcs11,
     slot: Slot,
+    access: Access,
 }
 
-impl TokenProbe {
-    /// Whether the token still answers.
+impl TokenHandle {
+    /// A new session, logged in as the anchor session is.
+    pub fn open_session(&self) -> Result<Session, HsmError> {
+        open_session(&self.pkcs11, self.slot, self.access)
+    }
+
+    /// Whether the token still answers: see [`Hsm::probe`].
     pub fn probe(&self) -> Result<(), HsmError> {
         self.pkcs11
             .get_token_info(self.slot)

@@ -16,6 +16,9 @@
 //! ([`quick`]) whenever its one session is idle; otherwise the job is queued
 //! as any other. `make profile` shows the share each way.
 //!
+//! How many threads sign is [`sizing`]'s to say: the cores for signatures
+//! that compute, more for signatures that wait on a network HSM.
+//!
 //! A signature the HSM never returns holds its thread and session, and
 //! nothing else: the request is answered at its deadline (by the caller),
 //! a queued job whose deadline has passed is dropped unsigned, and once no
@@ -29,6 +32,9 @@ mod job;
 mod queue;
 mod quick;
 mod shared;
+mod sizing;
+mod spare_cpu;
+mod thread_clock;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -44,8 +50,11 @@ use self::job::reopening;
 use self::queue::{Queue, Refused};
 use self::quick::QuickClaim;
 use self::shared::Shared;
+use self::sizing::Sizing;
+use self::spare_cpu::SpareCpu;
 use self::worker::Worker;
 use super::answering::Answering;
+use crate::hsm::TokenHandle;
 use crate::issue::IssueError;
 use crate::metrics::Metrics;
 use crate::sync::lock;
@@ -53,7 +62,18 @@ use crate::sync::lock;
 /// The threads and their sessions, owned by the HSM supervisor.
 pub struct Pool {
     handle: PoolHandle,
-    threads: usize,
+}
+
+/// The sessions a pool starts with, and where it opens more.
+pub struct Sessions {
+    /// One per signing thread kept whatever the load (`signing.threads`).
+    pub opened: Vec<Session>,
+    /// For quick signatures, if the token allows one more.
+    pub quick: Option<Session>,
+    /// The token, for the sessions of threads started beyond `opened`.
+    pub token: TokenHandle,
+    /// The most signing sessions at once.
+    pub cap: usize,
 }
 
 /// The submitting side of a [`Pool`], cheap to clone into request paths.
@@ -63,12 +83,10 @@ pub struct PoolHandle {
 }
 
 impl Pool {
-    /// Starts one thread per session in `sessions`; `queue_size` jobs may
-    /// wait. `quick` is the session for quick signatures, if the token
-    /// allows one more. Signatures count in `answering`.
+    /// Starts one thread per opened session; `queue_size` jobs may wait.
+    /// Signatures count in `answering`.
     pub fn start(
-        sessions: Vec<Session>,
-        quick: Option<Session>,
+        sessions: Sessions,
         queue_size: usize,
         answering: Arc<Answering>,
         metrics: Arc<Metrics>,
@@ -76,17 +94,22 @@ impl Pool {
     ) -> std::io::Result<Pool> {
         let shared = Arc::new(Shared {
             queue: Queue::new(queue_size),
-            quick: Mutex::new(quick),
+            quick: Mutex::new(sessions.quick),
             quick_busy: AtomicBool::new(false),
             runtime: OnceLock::new(),
+            sizing: Sizing::new(sessions.opened.len(), sessions.cap),
+            spare_cpu: SpareCpu::default(),
+            token: sessions.token,
+            workers: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
+            names: AtomicUsize::new(0),
+            refusal_logged: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             answering,
             metrics,
             on_fault,
         });
         let mut pool = Pool {
-            threads: sessions.len(),
             handle: PoolHandle { shared },
         };
         if lock(&pool.handle.shared.quick).is_some() {
@@ -99,8 +122,8 @@ impl Pool {
                 return Err(error);
             }
         }
-        for (index, session) in sessions.into_iter().enumerate() {
-            if let Err(error) = Worker::spawn(&pool.handle.shared, session, index) {
+        for session in sessions.opened {
+            if let Err(error) = Worker::start(&pool.handle.shared, session) {
                 pool.shutdown();
                 return Err(error);
             }
@@ -113,9 +136,10 @@ impl Pool {
         self.handle.clone()
     }
 
-    /// How many signing threads were started.
-    pub fn threads(&self) -> usize {
-        self.threads
+    /// Signing threads kept whatever the load, and the most there may be.
+    pub fn threads(&self) -> (usize, usize) {
+        let sizing = &self.handle.shared.sizing;
+        (sizing.base(), sizing.cap())
     }
 
     /// Refuses new jobs and fails the queued ones; the threads stop once

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use super::job::Job;
 use crate::sync::lock;
@@ -21,6 +22,14 @@ struct State {
     /// Threads waiting in [`Queue::pop`]: only they need a wake-up.
     waiting: usize,
     closed: bool,
+}
+
+/// What [`Queue::pop`] found.
+pub enum Popped {
+    Job(Job),
+    /// No job came within the idle time.
+    Idle,
+    Closed,
 }
 
 /// Why [`Queue::push`] handed a job back.
@@ -57,23 +66,35 @@ impl Queue {
         Ok(())
     }
 
-    /// The next job, waiting for one; `None` once the queue is closed.
-    pub fn pop(&self) -> Option<Job> {
+    /// The next job, waiting up to `idle` for one.
+    pub fn pop(&self, idle: Duration) -> Popped {
+        let deadline = Instant::now() + idle;
         let mut state = lock(&self.state);
         loop {
             if state.closed {
-                return None;
+                return Popped::Closed;
             }
             if let Some(job) = state.jobs.pop_front() {
-                return Some(job);
+                return Popped::Job(job);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Popped::Idle;
             }
             state.waiting += 1;
             state = self
                 .available
-                .wait(state)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+                .wait_timeout(state, left)
+                .map_or_else(|poisoned| poisoned.into_inner().0, |(state, _)| state);
             state.waiting -= 1;
         }
+    }
+
+    /// Whether jobs wait with no thread waiting to take them: signing is
+    /// behind.
+    pub fn is_behind(&self) -> bool {
+        let state = lock(&self.state);
+        !state.jobs.is_empty() && state.waiting == 0
     }
 
     /// Refuses further jobs, wakes every waiting thread, and hands back

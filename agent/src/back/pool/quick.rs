@@ -65,7 +65,7 @@ impl QuickClaim {
         match quick.as_ref() {
             Some(session) if !shared.closed.load(Ordering::Relaxed) => {
                 shared.metrics.quick_signature();
-                shared.sign(session, job);
+                shared.sign(session, job, false);
             }
             _ => job.fail(reopening()),
         }

@@ -1,5 +1,5 @@
 //! What the signing threads and the quick path share: the queue, the quick
-//! session, and signing itself.
+//! session, the pool's size, and signing itself.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -9,9 +9,12 @@ use cryptoki::session::Session;
 
 use super::job::Job;
 use super::queue::Queue;
+use super::sizing::Sizing;
+use super::spare_cpu::SpareCpu;
+use super::thread_clock::ThreadClock;
 use crate::back::answering::Answering;
 use crate::hsm::sign::sign_token;
-use crate::hsm::HsmError;
+use crate::hsm::{HsmError, TokenHandle};
 use crate::issue::IssueError;
 use crate::metrics::Metrics;
 
@@ -32,9 +35,22 @@ pub struct Shared {
     pub quick_busy: AtomicBool,
     /// The runtime quick signatures run on, for [`watch`](super::quick::watch) to wake.
     pub runtime: OnceLock<tokio::runtime::Handle>,
-    /// Signing threads still running (they close their session before
-    /// they leave).
+    /// How many sessions signing needs, and may have.
+    pub sizing: Sizing,
+    /// Whether the machine has CPU for more sessions.
+    pub spare_cpu: SpareCpu,
+    /// Where threads started beyond the first open their sessions.
+    pub token: TokenHandle,
+    /// Signing threads counted towards the sizing (a leaving thread is
+    /// uncounted before it closes its session).
+    pub workers: AtomicUsize,
+    /// Signing threads still running: counted until their session is
+    /// closed, so that zero means none is inside the module.
     pub live: AtomicUsize,
+    /// Numbers the threads' names.
+    pub names: AtomicUsize,
+    /// Whether a refused session was logged: once is enough.
+    pub refusal_logged: AtomicBool,
     /// Set when the pool is being torn down: jobs are refused rather than
     /// signed with sessions that are about to close.
     pub closed: AtomicBool,
@@ -45,9 +61,12 @@ pub struct Shared {
 
 impl Shared {
     /// Signs `job` with `session` and replies; a fault that reopening may
-    /// cure is reported to the supervisor.
-    pub fn sign(&self, session: &Session, job: Job) {
+    /// cure is reported to the supervisor. With `measure`, the signature's
+    /// wall and CPU time go to the sizing (signing threads; a quick
+    /// signature says nothing about waiting).
+    pub fn sign(&self, session: &Session, job: Job, measure: bool) {
         self.metrics.sessions_busy(1);
+        let clock = measure.then(ThreadClock::now);
         let started = Instant::now();
         let result = {
             let _in_flight = self.answering.signing.enter();
@@ -60,6 +79,10 @@ impl Shared {
             )
         };
         let elapsed = started.elapsed();
+        if let Some(clock) = clock {
+            let (cpu, preempted) = clock.since();
+            self.sizing.record(elapsed, cpu, preempted);
+        }
         self.metrics.sessions_busy(-1);
         match result {
             Ok(signed) => {

@@ -337,7 +337,7 @@ impl Supervisor {
         match opened {
             Ok(link) => {
                 tracing::info!(
-                    threads = link.threads(),
+                    threads = link.threads().0,
                     "the HSM connection is back; serving tokens again"
                 );
                 self.generation = generation;
