@@ -101,6 +101,7 @@ impl Pool {
             spare_cpu: SpareCpu::default(),
             token: sessions.token,
             workers: AtomicUsize::new(0),
+            leaving: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
             names: AtomicUsize::new(0),
             refusal_logged: AtomicBool::new(false),

@@ -41,9 +41,10 @@ pub struct Shared {
     pub spare_cpu: SpareCpu,
     /// Where threads started beyond the first open their sessions.
     pub token: TokenHandle,
-    /// Signing threads counted towards the sizing (a leaving thread is
-    /// uncounted before it closes its session).
+    /// Signing threads with a session open or being opened: the pool's size.
     pub workers: AtomicUsize,
+    /// Of those, the ones that decided to leave and are closing their session.
+    pub leaving: AtomicUsize,
     /// Signing threads still running: counted until their session is
     /// closed, so that zero means none is inside the module.
     pub live: AtomicUsize,

@@ -13,12 +13,13 @@
 //! pool keeps `threads` sessions (the cores). Beyond that it may grow to
 //! `threads × (wall / CPU)`, enough signatures in flight to keep as many
 //! cores busy as a CPU-bound HSM would, never past `max_sessions` and the
-//! token's own limit. It grows only while jobs queue, and, unless the
-//! signatures wait far longer than they compute ([`CLEARLY_WAITING`]), only
-//! while the machine has CPU to spare ([`SpareCpu`](super::spare_cpu::SpareCpu)):
-//! time off the CPU on a busy machine may be time waiting for a core. It
-//! grows one session at a time; a session beyond the rule's count leaves
-//! after its signature, and sessions idle for [`IDLE_CLOSE`] close again.
+//! token's own limit. It grows only while jobs queue and the machine has CPU
+//! to spare ([`SpareCpu`](super::spare_cpu::SpareCpu)), since time off the
+//! CPU on a busy machine may be time waiting for a core: at once when the
+//! signatures wait far longer than they compute ([`CLEARLY_WAITING`]), else
+//! one session per window; a machine without CPU to spare takes one back
+//! per window. A session beyond the rule's count leaves after its
+//! signature, and sessions idle for [`IDLE_CLOSE`] close again.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;

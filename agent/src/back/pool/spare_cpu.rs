@@ -5,9 +5,13 @@
 //! session, and the kernel does not tell them apart per thread without
 //! scheduler statistics that are often compiled out. But a busy machine
 //! does: when less than half a core is idle, another session could only
-//! take CPU from the sessions already signing, so the pool does not grow.
-//! Read from `/proc/stat`, at most every [`WINDOW`].
+//! take CPU from the sessions already signing. So, once per [`WINDOW`], one
+//! signing thread reads `/proc/stat` and moves the pool one session towards
+//! the machine's limit: one more while half a core is idle, one fewer while
+//! none is. One step per window, because each step changes what the next
+//! window measures.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,13 +27,14 @@ const SPARE_CORES: f64 = 0.5;
 #[derive(Debug, Default)]
 pub struct SpareCpu {
     last: Mutex<Option<Reading>>,
+    /// The last window's verdict was: no CPU to spare.
+    saturated: AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Reading {
     at: Instant,
     ticks: Ticks,
-    spare: bool,
 }
 
 /// CPU time of all cores, in clock ticks: all of it, and the idle part.
@@ -40,35 +45,30 @@ pub struct Ticks {
 }
 
 impl SpareCpu {
-    /// Whether at least half a core was idle over the last window. A
-    /// machine whose `/proc/stat` cannot be read counts as having CPU to
-    /// spare: the signatures' own wait times decide alone.
-    pub fn has_spare(&self) -> bool {
-        // Another thread is reading it: its verdict is as good.
-        let Some(mut last) = try_lock(&self.last) else {
-            return false;
-        };
+    /// Once a window has passed, to the first thread that asks: whether at
+    /// least half a core was idle over it. `None` to every other caller, and
+    /// for the first window. A machine whose `/proc/stat` cannot be read
+    /// always has CPU to spare: the signatures' wait times decide alone.
+    pub fn verdict(&self) -> Option<bool> {
+        // Another thread is taking this window's verdict.
+        let mut last = try_lock(&self.last)?;
         let now = Instant::now();
-        if let Some(reading) = *last {
-            if now.duration_since(reading.at) < WINDOW {
-                return reading.spare;
-            }
+        if last.is_some_and(|reading| now.duration_since(reading.at) < WINDOW) {
+            return None;
         }
         let Some(ticks) = read_ticks() else {
-            return true;
+            return Some(true);
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let spare = match *last {
-            Some(before) => spare_cores(before.ticks, ticks, cores) >= SPARE_CORES,
-            // The first look: nothing to compare with yet.
-            None => false,
-        };
-        *last = Some(Reading {
-            at: now,
-            ticks,
-            spare,
-        });
-        spare
+        let before = last.replace(Reading { at: now, ticks })?;
+        let spare = spare_cores(before.ticks, ticks, cores) >= SPARE_CORES;
+        self.saturated.store(!spare, Ordering::Relaxed);
+        Some(spare)
+    }
+
+    /// Whether the last window had no CPU to spare.
+    pub fn saturated(&self) -> bool {
+        self.saturated.load(Ordering::Relaxed)
     }
 }
 

@@ -3,7 +3,10 @@
 //! pool ([`Sizing`](super::sizing::Sizing)): one that finds jobs still
 //! waiting behind the one it took starts another thread, while the sizing
 //! allows; one beyond what the sizing wants, or idle for
-//! [`IDLE_CLOSE`] beyond `threads`, leaves.
+//! [`IDLE_CLOSE`] beyond `threads`, leaves. Unless signatures clearly wait
+//! on the HSM, growing also needs the machine's CPU to spare, one step per
+//! window, and a machine without any takes a session away
+//! ([`SpareCpu`](super::spare_cpu::SpareCpu)).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,14 +40,35 @@ impl Worker {
         spawn(shared, move || worker.run())
     }
 
-    /// Starts one more thread, which opens its own session, if the sizing
-    /// wants more than there are and another session can sign faster.
-    fn grow(shared: &Arc<Shared>) {
-        let target = shared.sizing.target();
-        let worth_it = shared.sizing.clearly_waiting() || shared.spare_cpu.has_spare();
-        if shared.workers.load(Ordering::Acquire) >= target || !worth_it {
-            return;
+    /// After taking a job: starts another thread when jobs wait behind it
+    /// and one more session can sign faster. Returns how many threads the
+    /// pool should keep once this job is done (this one leaves above that).
+    ///
+    /// A machine without CPU to spare always wins: beyond its cores, waits
+    /// for a core grow with every thread added and would look like waits
+    /// for the HSM.
+    fn resize(shared: &Arc<Shared>) -> usize {
+        let sizing = &shared.sizing;
+        let target = sizing.target();
+        let workers = shared.workers.load(Ordering::Acquire);
+        let wanted = workers < target && shared.queue.is_behind();
+        match shared.spare_cpu.verdict() {
+            Some(false) => {
+                let staying = workers.saturating_sub(shared.leaving.load(Ordering::Acquire));
+                return staying.saturating_sub(1).max(sizing.base());
+            }
+            Some(true) if wanted => Worker::grow(shared, target),
+            None if wanted && sizing.clearly_waiting() && !shared.spare_cpu.saturated() => {
+                Worker::grow(shared, target)
+            }
+            _ => {}
         }
+        target
+    }
+
+    /// Starts one more thread, which opens its own session, unless that
+    /// would make more than `target`.
+    fn grow(shared: &Arc<Shared>, target: usize) {
         let reserved = shared
             .workers
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -78,43 +102,45 @@ impl Worker {
 
     fn run(self) {
         self.shared.metrics.signing_sessions(1);
-        let mut counted = true;
-        loop {
+        let leaving = loop {
             match self.shared.queue.pop(IDLE_CLOSE) {
                 Popped::Job(job) => {
-                    if self.shared.queue.is_behind() {
-                        Worker::grow(&self.shared);
-                    }
+                    let keep = Worker::resize(&self.shared);
                     self.handle(job);
-                    if self.leave_above(self.shared.sizing.target()) {
-                        counted = false;
-                        break;
+                    if self.leave_above(keep) {
+                        break true;
                     }
                 }
-                Popped::Idle if self.leave_above(self.shared.sizing.base()) => {
-                    counted = false;
-                    break;
-                }
+                Popped::Idle if self.leave_above(self.shared.sizing.base()) => break true,
                 Popped::Idle => {}
-                Popped::Closed => break,
+                Popped::Closed => break false,
             }
-        }
+        };
         let Worker { session, shared } = self;
-        // Closed before the supervisor may finalize the module.
+        // Closed before the supervisor may finalize the module, and before
+        // it stops counting, so that the pool never holds more sessions
+        // than its cap, not even for a moment.
         drop(session);
         shared.metrics.signing_sessions(-1);
-        if counted {
-            shared.workers.fetch_sub(1, Ordering::AcqRel);
+        shared.workers.fetch_sub(1, Ordering::AcqRel);
+        if leaving {
+            shared.leaving.fetch_sub(1, Ordering::AcqRel);
         }
         shared.live.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Leaves the pool (uncounts this thread) when it has more than `keep`.
+    /// Decides to leave the pool when it keeps more than `keep` threads not
+    /// already leaving.
     fn leave_above(&self, keep: usize) -> bool {
-        self.shared
-            .workers
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n > keep).then(|| n - 1)
+        let shared = &self.shared;
+        shared
+            .leaving
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |leaving| {
+                let staying = shared
+                    .workers
+                    .load(Ordering::Acquire)
+                    .saturating_sub(leaving);
+                (staying > keep).then_some(leaving + 1)
             })
             .is_ok()
     }
