@@ -56,7 +56,9 @@ pub struct Metrics {
     signing: Histogram,
     hsm_errors: Family<Ckr, Counter>,
     sessions_busy: Gauge,
+    signing_sessions: Gauge,
     quick_signatures: Counter,
+    signing_timeouts: Counter,
     cert_not_after: Family<Certificate, Gauge>,
     reloads: Family<ReloadOutcome, Counter>,
     reload_incomplete: Gauge,
@@ -79,7 +81,9 @@ impl Default for Metrics {
             signing: Histogram::new(LATENCY_BUCKETS),
             hsm_errors: Family::default(),
             sessions_busy: Gauge::default(),
+            signing_sessions: Gauge::default(),
             quick_signatures: Counter::default(),
+            signing_timeouts: Counter::default(),
             cert_not_after: Family::default(),
             reloads: Family::default(),
             reload_incomplete: Gauge::default(),
@@ -123,9 +127,19 @@ impl Default for Metrics {
             m.sessions_busy.clone(),
         );
         r.register(
+            "signing_sessions",
+            "Sessions open for signing threads: the cores, more while signatures wait on the HSM",
+            m.signing_sessions.clone(),
+        );
+        r.register(
             "quick_signatures",
             "Signatures begun on the requesting thread instead of a signing thread (keys that sign in under 200 µs)",
             m.quick_signatures.clone(),
+        );
+        r.register(
+            "signing_timeouts",
+            "Requests answered 503 because their signature did not come back within signing.timeout_seconds",
+            m.signing_timeouts.clone(),
         );
         r.register_with_unit(
             "certificate_not_after",
@@ -195,6 +209,11 @@ impl Metrics {
         self.sessions_busy.inc_by(delta);
     }
 
+    /// A signing thread opened (+1) or closed (-1) its session.
+    pub fn signing_sessions(&self, delta: i64) {
+        self.signing_sessions.inc_by(delta);
+    }
+
     /// A signature is being made on the requesting thread, not queued.
     pub fn quick_signature(&self) {
         self.quick_signatures.inc();
@@ -205,6 +224,11 @@ impl Metrics {
     pub fn reloaded(&self, outcome: &'static str, incomplete: bool) {
         self.reloads.get_or_create(&ReloadOutcome { outcome }).inc();
         self.reload_incomplete.set(i64::from(incomplete));
+    }
+
+    /// A request stopped waiting for its signature at the deadline.
+    pub fn signing_timeout(&self) {
+        self.signing_timeouts.inc();
     }
 
     /// Replaces the set of active certificates, (issuer, kid, not-after),
@@ -298,7 +322,9 @@ mod tests {
             ("signing_seconds", "histogram"),
             ("hsm_errors_total", "counter"),
             ("sessions_busy", "gauge"),
+            ("signing_sessions", "gauge"),
             ("quick_signatures_total", "counter"),
+            ("signing_timeouts_total", "counter"),
             ("certificate_not_after_seconds", "gauge"),
             ("certificate_expiring", "gauge"),
             ("certificate_expiry_warning_seconds", "gauge"),

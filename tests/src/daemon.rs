@@ -13,7 +13,8 @@ use crate::TestToken;
 // Their first home was here; tests still reach them through this module.
 pub use crate::http::{body_of, raw_exchange, status_of};
 pub use crate::limits::{
-    open_fds, proc_limit, raise_open_files_limit, wait_open_fds_at_most, with_open_files_soft_limit,
+    open_fds, proc_limit, raise_open_files_limit, threads, wait_open_fds_at_most,
+    with_open_files_soft_limit,
 };
 pub use crate::process::{client_as, client_binary};
 pub use crate::PATIENCE;
@@ -149,6 +150,19 @@ impl Daemon {
             self.notifications
                 .push(String::from_utf8_lossy(&buffer[..n]).into_owned());
         }
+    }
+
+    /// Counts the WATCHDOG=1 notifications that arrive within `window`.
+    pub fn watchdog_pings(&mut self, window: Duration) -> usize {
+        let start = self.notifications.len();
+        let deadline = Instant::now() + window;
+        while Instant::now() < deadline {
+            self.receive();
+        }
+        self.notifications[start..]
+            .iter()
+            .filter(|n| n.lines().any(|l| l == "WATCHDOG=1"))
+            .count()
     }
 
     /// The agent's pid.

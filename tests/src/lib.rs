@@ -13,6 +13,7 @@
 //! | [`daemon`] | a `serve` process with `NOTIFY_SOCKET`, ready exactly when it says READY=1; serve configs, logs, audit lines, socket activation |
 //! | [`http`] | raw HTTP/1.1 on the socket, every answer read strictly |
 //! | [`signer`] | the library's signing back in process, on a real token |
+//! | [`slow_hsm`] | the slow module (`tests/slow-hsm`) in front of a token: delays, a session limit, hangs |
 //! | [`openssl`] | keys, certificates, PKCS#12 files and a tiny CA made by the openssl CLI; the shared test data |
 //! | [`jwt`] | tokens decoded and verified as a relying party would |
 //! | [`limits`] | descriptors and resource limits of a process |
@@ -70,6 +71,7 @@ pub mod openssl;
 pub mod p11kit;
 pub mod process;
 pub mod signer;
+pub mod slow_hsm;
 pub mod store;
 pub mod token;
 

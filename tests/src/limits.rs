@@ -10,6 +10,17 @@ pub fn open_fds(pid: i32) -> usize {
         .count()
 }
 
+/// How many threads process `pid` runs (`Threads:` in /proc/PID/status).
+pub fn threads(pid: i32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Threads: line in /proc/{pid}/status"))
+}
+
 /// Waits until `pid` has at most `limit` descriptors open, for up to
 /// `patience`; returns the last count.
 pub fn wait_open_fds_at_most(pid: i32, limit: usize, patience: Duration) -> usize {

@@ -43,14 +43,19 @@ pub fn client_binary() -> PathBuf {
     built_binary("access-token")
 }
 
-fn built_binary(name: &str) -> PathBuf {
+/// `target/<profile>`, the directory of the running test or benchmark (or
+/// of its `deps/`).
+pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the running executable's path");
     let dir = exe.parent().expect("an executable lives in a directory");
-    let profile_dir = match dir.file_name() {
-        Some(deps) if deps == "deps" => dir.parent().unwrap_or(dir),
-        _ => dir,
-    };
-    let binary = profile_dir.join(name);
+    match dir.file_name() {
+        Some(deps) if deps == "deps" => dir.parent().unwrap_or(dir).to_path_buf(),
+        _ => dir.to_path_buf(),
+    }
+}
+
+fn built_binary(name: &str) -> PathBuf {
+    let binary = profile_dir().join(name);
     assert!(
         binary.is_file(),
         "{} does not exist: build the binaries first with `cargo build --workspace --bins` (make test and make bench do this)",

@@ -5,28 +5,35 @@
 //! agent is in exactly the state a freshly started one would be.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use cryptoki::session::Session;
 
 use super::active_key::{ActiveKey, Keys, Unavailable};
+use super::answering::Answering;
 use super::error::ConnectError;
 use super::pace::Pace;
-use super::pool::{FaultReport, Pool, PoolHandle};
+use super::pool::{FaultReport, Pool, PoolHandle, Sessions};
+use super::prober::Prober;
 use super::selftest;
+use super::sessions;
 use super::settings::Settings;
 use crate::clock::{rfc3339, unix_now};
 use crate::config::IssuerConfig;
-use crate::config::SigningConfig;
 use crate::hsm::pin;
 use crate::hsm::{key_pairs, Access, Hsm, HsmError};
 use crate::metrics::Metrics;
 
-/// The open token, its keys, and the signing threads. Dropping it stops the
-/// threads and closes every session, the anchor session last.
+/// The open token, its keys, the signing threads and the probe thread.
+/// Dropping it stops the threads and closes every session, the anchor
+/// session last; it waits for signatures still inside the module, so a link
+/// whose HSM may not answer is stopped first ([`Link::stop_within`]).
 pub struct Link {
     /// Declared before `hsm` so that the threads close their sessions before
     /// the anchor session closes.
     pool: Pool,
+    prober: Prober,
+    answering: Arc<Answering>,
     hsm: Hsm,
     keys: Keys,
     unavailable: Unavailable,
@@ -48,19 +55,28 @@ impl Link {
         login(&hsm, settings)?;
         let (keys, unavailable) = first_keys(&hsm, &settings.issuers, &settings.lifetime)?;
         let next_takeover = next_takeover(&hsm.anchor(), &settings.issuers, unix_now())?;
-        let (threads, quick) = session_counts(&hsm, &settings.signing)?;
-        let sessions = open_sessions(&hsm, threads)?;
-        let quick = quick.then(|| quick_session(&hsm)).flatten();
+        let budget = sessions::budget(&hsm, &settings.signing)?;
+        let sessions = Sessions {
+            opened: open_sessions(&hsm, budget.threads)?,
+            quick: budget.quick.then(|| quick_session(&hsm)).flatten(),
+            token: hsm.handle(),
+            cap: budget.cap,
+        };
+        let answering = Arc::new(Answering::new(settings.signing.timeout()));
         let pool = Pool::start(
             sessions,
-            quick,
             settings.signing.queue_size,
+            Arc::clone(&answering),
             Arc::clone(metrics),
             on_fault,
         )
         .map_err(ConnectError::Threads)?;
+        let prober =
+            Prober::start(hsm.handle(), Arc::clone(&answering)).map_err(ConnectError::Threads)?;
         Ok(Link {
             pool,
+            prober,
+            answering,
             hsm,
             keys,
             unavailable,
@@ -135,9 +151,32 @@ impl Link {
         changed
     }
 
-    /// Whether the token still answers.
-    pub fn probe(&self) -> Result<(), HsmError> {
-        self.hsm.probe()
+    /// Asks the token whether it is still there, on the probe thread, and
+    /// waits up to `wait`: `None` when it has not answered yet.
+    pub fn probe(&self, wait: Duration) -> Option<Result<(), Arc<HsmError>>> {
+        self.prober.probe(wait)
+    }
+
+    /// Why the HSM counts as not answering, if it does.
+    pub fn not_answering(&self) -> Option<String> {
+        self.answering.not_answering()
+    }
+
+    /// How long the HSM may leave a call unanswered.
+    pub fn timeout(&self) -> Duration {
+        self.answering.timeout()
+    }
+
+    /// Refuses new signatures and waits up to `patience` until no thread of
+    /// this link is inside the module; says whether that came. Until it
+    /// has, the module must be neither reset nor finalized.
+    pub fn stop_within(&self, patience: Duration) -> bool {
+        self.pool.stop_within(patience) && self.prober.is_idle()
+    }
+
+    /// Whether a stopped link has nothing inside the module any more.
+    pub fn is_stopped(&self) -> bool {
+        self.pool.is_stopped() && self.prober.is_idle()
     }
 
     pub fn keys(&self) -> &Keys {
@@ -158,7 +197,8 @@ impl Link {
         self.pool.handle()
     }
 
-    pub fn threads(&self) -> usize {
+    /// Signing threads kept, and the most there may be.
+    pub fn threads(&self) -> (usize, usize) {
         self.pool.threads()
     }
 }
@@ -298,18 +338,6 @@ fn unusable(
         "issuer {:?} has no usable key ({cause}); {remedy}",
         issuer.name
     )
-}
-
-/// Signing threads and whether there is a session for quick signatures,
-/// within the token's session limit (less the anchor session): threads
-/// first, at least one.
-fn session_counts(hsm: &Hsm, signing: &SigningConfig) -> Result<(usize, bool), HsmError> {
-    let available = match hsm.max_sessions()? {
-        Some(max) => usize::try_from(max.saturating_sub(1)).unwrap_or(usize::MAX),
-        None => usize::MAX,
-    };
-    let threads = signing.threads().min(available).max(1);
-    Ok((threads, available > threads))
 }
 
 /// The session for quick signatures; without one every signature goes to

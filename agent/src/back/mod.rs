@@ -8,8 +8,11 @@
 //! | [`cache`] | signed tokens per issuer, app and kid until their refresh point; one signature per key at a time |
 //! | `pool` | the signing threads, one PKCS#11 session each, behind a bounded queue; quick signatures on the requesting thread |
 //! | `pace` | how long a key's signatures take, and whether they are quick |
+//! | `answering` | whether the HSM answers: its calls in flight, and how long none has come back |
 //! | `supervisor` | the thread that owns the link to the token: probes, faults, recovery, reloads |
+//! | `prober` | the thread that asks the token whether it is there, so that the supervisor never waits on it for long |
 //! | `link` | the token brought into service: login, keys, self-test, sessions |
+//! | `sessions` | how the token's sessions are shared out: login, signing threads, quick signatures |
 //! | `active_key` | an issuer's key in service |
 //! | `selftest` | a token signed through the HSM and verified against the certificate |
 //! | `settings` | the part of the config the back works from |
@@ -17,16 +20,20 @@
 //!
 //! The request path never calls the HSM and never waits on the supervisor:
 //! it reads the latest snapshot (keys, signing queue, or the reason there
-//! are none), answers from the cache, or queues a signature.
+//! are none), answers from the cache, or queues a signature, and waits for
+//! that at most `signing.timeout_seconds`.
 
 mod active_key;
+mod answering;
 mod backoff;
 pub mod cache;
 mod error;
 mod link;
 mod pace;
 mod pool;
+mod prober;
 mod selftest;
+mod sessions;
 mod settings;
 mod snapshot;
 mod supervisor;
@@ -157,7 +164,17 @@ impl TokenSource for Signer {
         place: impl Future<Output = Place> + Send,
     ) -> Result<Issued, IssueError> {
         let snapshot = self.shared.current();
-        let issued = snapshot.issue(issuer, app, place).await;
+        let timeout = snapshot.settings.signing.timeout();
+        // A cache hit is ready at the first poll: its timer is never armed.
+        let issued = tokio::time::timeout(timeout, snapshot.issue(issuer, app, place))
+            .await
+            .unwrap_or_else(|_| {
+                self.shared.metrics.signing_timeout();
+                Err(IssueError::Unavailable(format!(
+                    "the HSM did not sign within {} s (`signing.timeout_seconds`); try again later",
+                    timeout.as_secs()
+                )))
+            });
         // A miss is a token signed for this request (with or without cache).
         match &issued {
             Ok(issued) if issued.cache_hit => self.shared.metrics.cache_hit(),

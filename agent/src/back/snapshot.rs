@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -27,7 +28,8 @@ pub struct Serving {
     /// Issuers that cannot sign, though the HSM answers.
     pub unavailable: Unavailable,
     pub pool: PoolHandle,
-    pub threads: usize,
+    /// Signing threads kept, and the most there may be.
+    pub threads: (usize, usize),
 }
 
 /// State shared by the request path and the supervisor.
@@ -67,11 +69,15 @@ impl Snapshot {
                     .map(|(issuer, key)| format!("{issuer} (kid {})", key.kid))
                     .collect();
                 issuers.sort();
-                let signing = format!(
-                    "signing for {} with {} thread(s)",
-                    issuers.join(", "),
-                    serving.threads
-                );
+                let signing = match serving.threads {
+                    (kept, most) if most > kept => format!(
+                        "signing for {} with {kept} thread(s), up to {most} while signatures wait on the HSM",
+                        issuers.join(", ")
+                    ),
+                    (kept, _) => {
+                        format!("signing for {} with {kept} thread(s)", issuers.join(", "))
+                    }
+                };
                 match serving.not_ready() {
                     Ok(()) => signing,
                     Err(reason) => format!("not ready: {reason}; {signing}"),
@@ -126,6 +132,7 @@ impl Snapshot {
             key: Arc::clone(key),
             app: app.into(),
             lifetime: Arc::clone(&self.settings.lifetime),
+            deadline: Instant::now() + self.settings.signing.timeout(),
             reply,
         };
         match &self.serving {
@@ -187,8 +194,12 @@ impl Snapshot {
 }
 
 impl Serving {
-    /// Ready when every configured issuer can sign; otherwise the reasons.
+    /// Ready when the HSM answers and every configured issuer can sign;
+    /// otherwise the reasons.
     pub fn not_ready(&self) -> Result<(), String> {
+        if let Some(reason) = self.pool.not_answering() {
+            return Err(reason);
+        }
         if self.unavailable.is_empty() {
             return Ok(());
         }

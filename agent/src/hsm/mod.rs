@@ -83,7 +83,7 @@ impl Hsm {
 
     /// A new session for one signing thread.
     pub fn open_session(&self) -> Result<Session, HsmError> {
-        open_session(&self.pkcs11, self.slot, self.access)
+        self.handle().open_session()
     }
 
     /// The long-lived session, for look-ups and enrolment.
@@ -100,10 +100,17 @@ impl Hsm {
     /// is gone (SoftHSM answers CKR_GENERAL_ERROR for a removed token while
     /// the old session still reports itself as logged in).
     pub fn probe(&self) -> Result<(), HsmError> {
-        self.pkcs11
-            .get_token_info(self.slot)
-            .map(drop)
-            .map_err(|e| HsmError::from_cryptoki("C_GetTokenInfo", e))
+        self.handle().probe()
+    }
+
+    /// The token for other threads: to probe it, or open sessions of their
+    /// own, without the anchor session (and with the login it keeps).
+    pub fn handle(&self) -> TokenHandle {
+        TokenHandle {
+            pkcs11: self.pkcs11.clone(),
+            slot: self.slot,
+            access: self.access,
+        }
     }
 
     /// How many sessions the token allows at once, when it says so.
@@ -116,6 +123,30 @@ impl Hsm {
             Limit::Max(count) => Some(count),
             Limit::Unavailable | Limit::Infinite => None,
         })
+    }
+}
+
+/// The open token, for threads other than the anchor session's: see
+/// [`Hsm::handle`]. Valid while its [`Hsm`] is.
+#[derive(Clone)]
+pub struct TokenHandle {
+    pkcs11: Pkcs11,
+    slot: Slot,
+    access: Access,
+}
+
+impl TokenHandle {
+    /// A new session, logged in as the anchor session is.
+    pub fn open_session(&self) -> Result<Session, HsmError> {
+        open_session(&self.pkcs11, self.slot, self.access)
+    }
+
+    /// Whether the token still answers: see [`Hsm::probe`].
+    pub fn probe(&self) -> Result<(), HsmError> {
+        self.pkcs11
+            .get_token_info(self.slot)
+            .map(drop)
+            .map_err(|e| HsmError::from_cryptoki("C_GetTokenInfo", e))
     }
 }
 

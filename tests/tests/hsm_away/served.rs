@@ -1,7 +1,7 @@
 //! Under a real `serve` process, end to end: its socket, its readiness and
 //! its watchdog while SoftHSM's token directory is moved away and back.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use integration_tests::daemon::{body_of, status_of, ttd_token, Daemon};
 use integration_tests::{verify_jwt, OutputExt};
@@ -61,8 +61,8 @@ fn watchdog_pings_stop_while_the_hsm_is_away_and_resume_after() {
     daemon.wait_status(&token, "/readyz", 503);
     // Drain what was sent before the HSM went; then nothing for a while.
     std::thread::sleep(Duration::from_millis(600));
-    let before = pings(&mut daemon, Duration::from_millis(300));
-    let during = pings(&mut daemon, Duration::from_secs(2));
+    let before = daemon.watchdog_pings(Duration::from_millis(300));
+    let during = daemon.watchdog_pings(Duration::from_secs(2));
     assert_eq!(
         during, 0,
         "no pings while the HSM is away ({before} drained)"
@@ -71,20 +71,7 @@ fn watchdog_pings_stop_while_the_hsm_is_away_and_resume_after() {
     token.bring_back();
     daemon.wait_status(&token, "/readyz", 200);
     assert!(
-        pings(&mut daemon, Duration::from_secs(2)) > 0,
+        daemon.watchdog_pings(Duration::from_secs(2)) > 0,
         "pings resume once the HSM answers"
     );
-}
-
-/// Counts WATCHDOG=1 notifications arriving within `window`.
-fn pings(daemon: &mut Daemon, window: Duration) -> usize {
-    let start = daemon.notifications.len();
-    let deadline = Instant::now() + window;
-    while Instant::now() < deadline {
-        daemon.receive();
-    }
-    daemon.notifications[start..]
-        .iter()
-        .filter(|n| n.lines().any(|l| l == "WATCHDOG=1"))
-        .count()
 }

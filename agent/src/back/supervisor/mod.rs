@@ -15,10 +15,17 @@
 //! find the token by label, log in with the PIN read afresh, find and
 //! self-test the keys, open the signing sessions.
 //!
+//! An HSM that stops answering is not a fault: its calls may still come
+//! back. The supervisor never waits on it for long: the probe runs on a
+//! thread of its own (`Prober`), and a link whose signatures are still
+//! inside the module is kept aside until they return ([`retire`]) before
+//! the module is reset, or left to the process's exit at shutdown.
+//!
 //! `schedule` says when it probes, checks keys and retries; `guard` keeps
 //! a panic of this thread from leaving a stale, ready-looking snapshot.
 
 mod guard;
+mod retire;
 mod schedule;
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -29,8 +36,9 @@ use tokio::sync::oneshot;
 
 pub use guard::supervise;
 
+use self::retire::{finish, retire};
 use self::schedule::{
-    key_check_wait, BACKOFF_FIRST, BACKOFF_MAX, KEY_CHECK_INTERVAL, PROBE_INTERVAL,
+    key_check_wait, BACKOFF_FIRST, BACKOFF_MAX, KEY_CHECK_INTERVAL, PROBE_INTERVAL, PROBE_WAIT,
 };
 use super::backoff::Backoff;
 use super::cache::Cache;
@@ -70,6 +78,9 @@ enum LinkState {
         last_error: Option<String>,
         attempts: u32,
         backoff: Backoff,
+        /// The lost link, while signatures it started are still inside the
+        /// module: the module is reset only once they have returned.
+        retiring: Option<Link>,
     },
     /// The token refused the PIN on a new login. Retrying could lock the
     /// PIN, so the supervisor waits for a reload (a fixed PIN file).
@@ -89,6 +100,9 @@ pub struct Supervisor {
     sender: Sender<Command>,
     next_tick: Instant,
     next_key_check: Instant,
+    /// Whether the HSM answered at the last tick, so that a hang and its
+    /// end are logged once each.
+    answering: bool,
 }
 
 impl Supervisor {
@@ -114,6 +128,7 @@ impl Supervisor {
             sender,
             next_tick: Instant::now() + PROBE_INTERVAL,
             next_key_check: Instant::now() + KEY_CHECK_INTERVAL,
+            answering: true,
         };
         supervisor.schedule_key_check();
         supervisor.publish();
@@ -141,12 +156,23 @@ impl Supervisor {
                 Err(RecvTimeoutError::Timeout) => self.tick(),
             }
         }
-        self.link = LinkState::Refused {
-            reason: "the agent is shutting down".into(),
-        };
+        let link = std::mem::replace(
+            &mut self.link,
+            LinkState::Refused {
+                reason: "the agent is shutting down".into(),
+            },
+        );
         self.publish();
-        if let Err(error) = hsm::finalize() {
-            tracing::warn!(%error, "finalizing the PKCS#11 module failed");
+        let quiet = match link {
+            LinkState::Up { link, .. } => finish(link),
+            LinkState::Down { retiring, .. } => retiring.is_none_or(finish),
+            LinkState::Refused { .. } => true,
+        };
+        // A module with calls still inside it is left to the process's exit.
+        if quiet {
+            if let Err(error) = hsm::finalize() {
+                tracing::warn!(%error, "finalizing the PKCS#11 module failed");
+            }
         }
     }
 
@@ -172,20 +198,29 @@ impl Supervisor {
         match &self.link {
             LinkState::Up { link, .. } => {
                 self.next_tick = Instant::now() + PROBE_INTERVAL;
-                if let Err(error) = link.probe() {
-                    self.record(&error);
-                    if error.is_connection_fault() {
-                        self.lose(error.to_string());
+                let answer = link.probe(PROBE_WAIT);
+                let silence = link.not_answering();
+                self.note_answering(silence.as_deref());
+                match answer {
+                    Some(Err(error)) => {
+                        self.record(&error);
+                        if error.is_connection_fault() {
+                            self.lose(error.to_string());
+                        }
                     }
-                } else {
-                    if Instant::now() >= self.next_key_check {
-                        self.check_keys();
+                    // Keys are looked up only while the HSM answers, so
+                    // that the look-up cannot hang this thread.
+                    Some(Ok(())) if silence.is_none() => {
+                        if Instant::now() >= self.next_key_check {
+                            self.check_keys();
+                        }
+                        // A key that takes over at a given second is chosen
+                        // then, not at the probe after it.
+                        if matches!(self.link, LinkState::Up { .. }) {
+                            self.next_tick = self.next_tick.min(self.next_key_check);
+                        }
                     }
-                    // A key that takes over at a given second is chosen
-                    // then, not at the probe after it.
-                    if matches!(self.link, LinkState::Up { .. }) {
-                        self.next_tick = self.next_tick.min(self.next_key_check);
-                    }
+                    _ => {}
                 }
             }
             LinkState::Down { .. } => self.reconnect(),
@@ -225,12 +260,35 @@ impl Supervisor {
         }
     }
 
+    /// Logs the moment the HSM stops answering, and the moment it answers again.
+    fn note_answering(&mut self, silence: Option<&str>) {
+        match (silence, self.answering) {
+            (Some(reason), true) => {
+                tracing::error!(%reason, "the HSM does not answer; new tokens are refused until it does");
+            }
+            (None, false) => tracing::info!("the HSM answers again; signing resumed"),
+            _ => return,
+        }
+        self.answering = silence.is_none();
+    }
+
+    /// Whether the HSM answers: no call unanswered for longer than the
+    /// signing timeout, and the probe not refused. A probe that has not come
+    /// back yet, but within the timeout, counts as an answer to come.
     fn probe(&self) -> Result<(), String> {
         match &self.link {
-            LinkState::Up { link, .. } => link.probe().map_err(|error| {
-                self.record(&error);
-                error.to_string()
-            }),
+            LinkState::Up { link, .. } => {
+                if let Some(reason) = link.not_answering() {
+                    return Err(reason);
+                }
+                match link.probe(PROBE_WAIT) {
+                    Some(Err(error)) => {
+                        self.record(&error);
+                        Err(error.to_string())
+                    }
+                    Some(Ok(())) | None => Ok(()),
+                }
+            }
             // Not logged in, but the module and the token answer.
             LinkState::Refused { .. } => {
                 let hsm = &self.settings.hsm;
@@ -245,7 +303,14 @@ impl Supervisor {
     /// Drops the connection after a fault and schedules reconnection.
     fn lose(&mut self, error: String) {
         tracing::warn!(%error, "the HSM connection failed; closing its sessions and reconnecting");
-        // Dropping the old link joins the signing threads and closes every session.
+        let placeholder = LinkState::Refused {
+            reason: String::new(),
+        };
+        let retiring = match std::mem::replace(&mut self.link, placeholder) {
+            LinkState::Up { link, .. } => retire(link),
+            LinkState::Down { retiring, .. } => retiring,
+            LinkState::Refused { .. } => None,
+        };
         let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
         self.next_tick = Instant::now() + backoff.next_wait();
         self.link = LinkState::Down {
@@ -253,12 +318,22 @@ impl Supervisor {
             last_error: None,
             attempts: 0,
             backoff,
+            retiring,
         };
         self.publish();
     }
 
     /// One reconnection attempt: re-initialise the module and open afresh.
     fn reconnect(&mut self) {
+        if let LinkState::Down { retiring, .. } = &mut self.link {
+            if retiring.as_ref().is_some_and(|link| !link.is_stopped()) {
+                self.retry_later("signatures the HSM has not answered are still inside the module; the connection is reopened once they return".into());
+                self.publish();
+                return;
+            }
+            // Stopped: dropping it closes its sessions before the reset.
+            *retiring = None;
+        }
         let generation = self.generation + 1;
         let opened = hsm::reset().map_err(ConnectError::from).and_then(|()| {
             Link::open(
@@ -270,7 +345,7 @@ impl Supervisor {
         match opened {
             Ok(link) => {
                 tracing::info!(
-                    threads = link.threads(),
+                    threads = link.threads().0,
                     "the HSM connection is back; serving tokens again"
                 );
                 self.generation = generation;
@@ -285,7 +360,7 @@ impl Supervisor {
                 if error.is_pin_refused() {
                     self.refuse(&error);
                 } else {
-                    self.retry_later(error);
+                    self.retry_later(error.to_string());
                 }
             }
         }
@@ -300,8 +375,7 @@ impl Supervisor {
         };
     }
 
-    fn retry_later(&mut self, error: ConnectError) {
-        let error = error.to_string();
+    fn retry_later(&mut self, error: String) {
         let LinkState::Down {
             last_error,
             attempts,
@@ -322,6 +396,9 @@ impl Supervisor {
 
     fn reload(&mut self, settings: Arc<Settings>) -> Result<(), String> {
         if let LinkState::Up { link, .. } = &mut self.link {
+            if let Some(reason) = link.not_answering() {
+                return Err(format!("{reason}; reload once it answers"));
+            }
             if let Err(error) = link.reload_keys(&settings) {
                 if error.is_connection_fault() {
                     self.lose(error.to_string());

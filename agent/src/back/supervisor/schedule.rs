@@ -6,6 +6,10 @@ use std::time::Duration;
 /// How often the supervisor asks an idle token whether it is still there, so
 /// that a removed token shows in `/readyz` before a request trips over it.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// How long the supervisor waits for a probe's answer before moving on; a
+/// probe still unanswered counts against the HSM only once it has been in
+/// flight for `signing.timeout_seconds`.
+pub const PROBE_WAIT: Duration = Duration::from_secs(1);
 /// How often the active keys are chosen again, so that a key enrolled ahead
 /// of time takes over once its certificate's not-before has passed. An
 /// active certificate's expiry is checked the moment it passes, and while an

@@ -1,0 +1,110 @@
+//! The signing queue: jobs waiting for a signing thread, bounded, and closed
+//! at once for every thread when the pool is torn down.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::job::Job;
+use crate::sync::lock;
+
+/// Jobs waiting for a signing thread.
+pub struct Queue {
+    state: Mutex<State>,
+    /// Signalled when a job arrives (one thread) or the queue closes (all).
+    available: Condvar,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    /// Threads waiting in [`Queue::pop`]: only they need a wake-up.
+    waiting: usize,
+    closed: bool,
+}
+
+/// What [`Queue::pop`] found.
+pub enum Popped {
+    Job(Job),
+    /// No job came within the idle time.
+    Idle,
+    Closed,
+}
+
+/// Why [`Queue::push`] handed a job back.
+pub enum Refused {
+    Full(Job),
+    Closed(Job),
+}
+
+impl Queue {
+    /// A queue holding at most `capacity` jobs.
+    pub fn new(capacity: usize) -> Queue {
+        Queue {
+            state: Mutex::default(),
+            available: Condvar::new(),
+            capacity,
+        }
+    }
+
+    /// Queues `job` unless the queue is full or closed.
+    pub fn push(&self, job: Job) -> Result<(), Refused> {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return Err(Refused::Closed(job));
+        }
+        if state.jobs.len() >= self.capacity {
+            return Err(Refused::Full(job));
+        }
+        state.jobs.push_back(job);
+        let wake = state.waiting > 0;
+        drop(state);
+        if wake {
+            self.available.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The next job, waiting up to `idle` for one.
+    pub fn pop(&self, idle: Duration) -> Popped {
+        let deadline = Instant::now() + idle;
+        let mut state = lock(&self.state);
+        loop {
+            if state.closed {
+                return Popped::Closed;
+            }
+            if let Some(job) = state.jobs.pop_front() {
+                return Popped::Job(job);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Popped::Idle;
+            }
+            state.waiting += 1;
+            state = self
+                .available
+                .wait_timeout(state, left)
+                .map_or_else(|poisoned| poisoned.into_inner().0, |(state, _)| state);
+            state.waiting -= 1;
+        }
+    }
+
+    /// Whether jobs wait with no thread waiting to take them: signing is
+    /// behind.
+    pub fn is_behind(&self) -> bool {
+        let state = lock(&self.state);
+        !state.jobs.is_empty() && state.waiting == 0
+    }
+
+    /// Refuses further jobs, wakes every waiting thread, and hands back
+    /// the jobs that were still waiting.
+    pub fn close(&self) -> Vec<Job> {
+        let mut state = lock(&self.state);
+        state.closed = true;
+        let jobs = state.jobs.drain(..).collect();
+        drop(state);
+        self.available.notify_all();
+        jobs
+    }
+}

@@ -1,0 +1,190 @@
+//! How many signing sessions the HSM in use needs.
+//!
+//! SoftHSM signs in the agent's own process: a signature is CPU work, and
+//! more sessions than cores only make them contend. A network HSM is the
+//! other way round: a signature is a millisecond or more of waiting and
+//! almost no local CPU, and the HSM signs dozens at once. Each signing
+//! thread measures what its signatures cost: the wall time, and its own
+//! CPU time (`CLOCK_THREAD_CPUTIME_ID`). A signature during which the
+//! thread was preempted is left out, because its time off the CPU was spent
+//! waiting for a core, not for the HSM.
+//!
+//! The rule: while signatures spend less than half their time waiting, the
+//! pool keeps `threads` sessions (the cores). Beyond that it may grow to
+//! `threads × (wall / CPU)`, enough signatures in flight to keep as many
+//! cores busy as a CPU-bound HSM would, never past `max_sessions` and the
+//! token's own limit. It grows only while jobs queue and the machine has CPU
+//! to spare ([`SpareCpu`](super::spare_cpu::SpareCpu)), since time off the
+//! CPU on a busy machine may be time waiting for a core: at once when the
+//! signatures wait far longer than they compute ([`CLEARLY_WAITING`]), else
+//! one session per window; a machine without CPU to spare takes one back
+//! per window. A session beyond the rule's count leaves after its
+//! signature, and sessions idle for [`IDLE_CLOSE`] close again.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// How long a session beyond `threads` may stay idle before it closes.
+pub const IDLE_CLOSE: Duration = Duration::from_secs(5);
+
+/// Signatures that wait this many times their CPU time are waiting on the
+/// HSM, whatever the machine's load: a core shared by a few busy threads
+/// stretches a signature two to four times (measured with SoftHSM on two
+/// busy cores), a network HSM ten to a hundred.
+const CLEARLY_WAITING: u64 = 7;
+
+/// The pool's measured signing costs and its bounds.
+#[derive(Debug)]
+pub struct Sizing {
+    /// Sessions kept open whatever the load: `signing.threads`.
+    base: usize,
+    /// The most sessions: `signing.max_sessions` within the token's limit,
+    /// lowered should the token refuse a session.
+    cap: AtomicUsize,
+    /// Moving averages over recent signatures, in nanoseconds: time
+    /// waiting (off the CPU, not preempted) and CPU time.
+    waiting: AtomicU64,
+    cpu: AtomicU64,
+}
+
+impl Sizing {
+    pub fn new(base: usize, cap: usize) -> Sizing {
+        Sizing {
+            base,
+            cap: AtomicUsize::new(cap.max(base)),
+            waiting: AtomicU64::new(0),
+            cpu: AtomicU64::new(0),
+        }
+    }
+
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    pub fn cap(&self) -> usize {
+        self.cap.load(Ordering::Relaxed)
+    }
+
+    /// One signature took `wall`, of which `cpu` on this thread's CPU; a
+    /// `preempted` one says nothing about the HSM and is left out.
+    pub fn record(&self, wall: Duration, cpu: Duration, preempted: bool) {
+        if preempted {
+            return;
+        }
+        let waiting = wall.saturating_sub(cpu).as_nanos() as u64;
+        average(&self.waiting, waiting);
+        average(&self.cpu, cpu.as_nanos() as u64);
+    }
+
+    /// How many sessions signing needs now: [`sessions_for`] the averages.
+    pub fn target(&self) -> usize {
+        sessions_for(
+            self.base,
+            self.cap(),
+            self.waiting.load(Ordering::Relaxed),
+            self.cpu.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Whether signatures wait so much longer than they compute that the
+    /// wait cannot be the machine's load.
+    pub fn clearly_waiting(&self) -> bool {
+        let cpu = self.cpu.load(Ordering::Relaxed);
+        cpu > 0 && self.waiting.load(Ordering::Relaxed) >= cpu * CLEARLY_WAITING
+    }
+
+    /// The averages, in microseconds: waiting and CPU time per signature.
+    pub fn averages_micros(&self) -> (u64, u64) {
+        (
+            self.waiting.load(Ordering::Relaxed) / 1_000,
+            self.cpu.load(Ordering::Relaxed) / 1_000,
+        )
+    }
+
+    /// The token refused a session with `open` sessions in use: it stays
+    /// at that.
+    pub fn limit_to(&self, open: usize) {
+        self.cap.fetch_min(open.max(self.base), Ordering::Relaxed);
+    }
+}
+
+/// The rule: `base` while signatures wait less than they compute, else
+/// `base × (waiting + cpu) / cpu`, within `base..=cap`.
+pub fn sessions_for(base: usize, cap: usize, waiting: u64, cpu: u64) -> usize {
+    if cpu == 0 || waiting < cpu {
+        return base;
+    }
+    let wanted = (base as u64).saturating_mul(waiting + cpu).div_ceil(cpu);
+    usize::try_from(wanted)
+        .unwrap_or(usize::MAX)
+        .clamp(base, cap.max(base))
+}
+
+/// Moves `average` 1/8 of the way to `sample`: a few signatures show a
+/// change, one odd one does not.
+fn average(average: &AtomicU64, sample: u64) {
+    let old = average.load(Ordering::Relaxed);
+    let new = if old == 0 {
+        sample
+    } else {
+        (old * 7 + sample) / 8
+    };
+    // Racing threads may overwrite each other's sample: an average loses nothing by it.
+    average.store(new.max(1), Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MICRO: u64 = 1_000;
+
+    #[test]
+    fn cpu_bound_signatures_keep_the_cores() {
+        // SoftHSM: P-256 and RSA-2048, a little waiting on its own locks.
+        assert_eq!(sessions_for(2, 32, 10 * MICRO, 45 * MICRO), 2);
+        assert_eq!(sessions_for(2, 32, 90 * MICRO, 570 * MICRO), 2);
+        assert_eq!(sessions_for(2, 32, 0, 0), 2, "nothing measured yet");
+    }
+
+    #[test]
+    fn waiting_signatures_get_enough_sessions_to_keep_the_cores_busy() {
+        // RSA-2048 behind 2 ms of network: 2 × 2.57 / 0.57, rounded up.
+        assert_eq!(sessions_for(2, 32, 2_000 * MICRO, 570 * MICRO), 10);
+        // P-256 behind 2 ms: far more than the cap allows.
+        assert_eq!(sessions_for(2, 32, 2_000 * MICRO, 45 * MICRO), 32);
+        assert_eq!(sessions_for(2, 6, 2_000 * MICRO, 45 * MICRO), 6);
+    }
+
+    #[test]
+    fn a_cap_below_the_cores_never_takes_the_base_away() {
+        assert_eq!(sessions_for(4, 2, 2_000 * MICRO, 45 * MICRO), 4);
+        let sizing = Sizing::new(2, 32);
+        sizing.limit_to(1);
+        assert_eq!(sizing.cap(), 2);
+    }
+
+    #[test]
+    fn preempted_signatures_are_left_out() {
+        let sizing = Sizing::new(2, 32);
+        let ms = Duration::from_millis;
+        sizing.record(ms(20), ms(1), true);
+        assert_eq!(
+            sizing.target(),
+            2,
+            "a preempted signature waited for a core"
+        );
+        for _ in 0..8 {
+            sizing.record(ms(3), ms(1), false);
+        }
+        assert_eq!(sizing.target(), 6, "2 × (2 + 1) / 1");
+        assert!(
+            !sizing.clearly_waiting(),
+            "twice the CPU time may be a busy machine"
+        );
+        for _ in 0..40 {
+            sizing.record(ms(9), ms(1), false);
+        }
+        assert!(sizing.clearly_waiting());
+    }
+}
