@@ -233,6 +233,12 @@ test_a_cut_link_gives_503s_within_the_deadline_and_every_host_recovers() {
         grep -qv -e '^200$' -e '^503$' "$work/cut$n" && fail "host $n: answers other than 200 and 503 (000: none within 5 s): $counts"
         grep -q '^503$' "$work/cut$n" || fail "host $n: no 503 while the HSM was cut off: $counts"
         [ "$(tail -n 1 "$work/cut$n")" = 200 ] || fail "host $n: the last answer was not 200: $counts"
+        local answer
+        answer="$(get "$n" "/v1/token?issuer=ttd&app=app-of-host-$n")"
+        [ "$(kid_of <<<"$answer")" = "$(head -n 1 "$work/kid" | tr -d '[:space:]')" ] ||
+            fail "host $n signs with another key after the cut: $answer"
+        "$client" verify --cert "$work/ttd.pem" "$(token_of <<<"$answer")" >/dev/null ||
+            fail "host $n's token after the cut does not verify against the one certificate"
         echo "host $n: $counts"
     done
 }
