@@ -18,10 +18,8 @@ loop="$root/target/debug/request-loop"
 module=/usr/lib/softhsm/libsofthsm2.so
 remote=/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so
 
-not_run() {
-    echo "hosts tests: NOT RUN: $1"
-    exit 0
-}
+SUITE=hosts
+. "$root/tests/shell/harness.sh"
 [ "$(id -u)" -eq 0 ] || not_run "they need root (network namespaces)"
 for tool in ip socat p11-kit softhsm2-util curl; do
     command -v "$tool" >/dev/null || not_run "$tool is missing (make hosts-test installs it)"
@@ -49,7 +47,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-fail() { echo "$*" >&2; return 1; }
 on() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 # GET PATH from host N's agent: prints the body, then the status on a line of its own.
 get() { curl -s --unix-socket "$work/h$1/agent.sock" -w '\n%{http_code}\n' "http://agent$2"; }
@@ -141,19 +138,6 @@ setup() {
     for n in "${hosts[@]}"; do start_agent "$n" || return 1; done
 }
 
-passed=0
-failed=()
-run() {
-    local name=$1 output
-    if output="$("$name" 2>&1)"; then
-        echo "test $name ... ok"
-        passed=$((passed + 1))
-    else
-        echo "test $name ... FAILED"
-        printf '%s\n' "$output" | sed 's/^/    /'
-        failed+=("$name")
-    fi
-}
 
 test_every_host_signs_with_the_one_key_and_grants_only_its_own_apps() {
     local kid
@@ -271,5 +255,4 @@ if [ ${#failed[@]} -eq 0 ]; then
     run test_a_cut_link_gives_503s_within_the_deadline_and_every_host_recovers
     run test_a_key_enrolled_from_one_host_serves_on_every_host_after_sighup
 fi
-echo "hosts tests: ${passed} passed, ${#failed[@]} failed${failed:+: ${failed[*]}}"
-[ ${#failed[@]} -eq 0 ]
+summary

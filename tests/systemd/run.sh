@@ -13,10 +13,8 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 readme="$root/systemd/README.md"
 deb="$(ls "$root"/target/debian/access-token-agent_*.deb 2>/dev/null | tail -n 1)"
 
-not_run() {
-    echo "systemd tests: NOT RUN: $1"
-    exit 0
-}
+SUITE=systemd
+. "$root/tests/shell/harness.sh"
 [ "$(id -u)" -eq 0 ] || not_run "they need root (systemd-nspawn, overlay mounts)"
 for tool in systemd-nspawn expect nsenter; do
     command -v "$tool" >/dev/null || not_run "$tool is missing (make systemd-test installs it)"
@@ -51,7 +49,6 @@ token() { as "$1" access-token token --issuer ttd --app "$2"; }
 # A file the container sees at PATH, written from here.
 put() { mkdir -p "$(dirname "$rootfs$1")" && cat >"$rootfs$1"; }
 prop() { inside systemctl show -P "$2" "$1"; }
-fail() { echo "$*" >&2; return 1; }
 
 overlay() {
     mkdir -p "$work/$1-upper" "$work/$1-work" "$2"
@@ -76,19 +73,6 @@ boot() {
     fail "the container's systemd did not reach running within 30 s"
 }
 
-passed=0
-failed=()
-run() {
-    local name=$1 output
-    if output="$("$name" 2>&1)"; then
-        echo "test $name ... ok"
-        passed=$((passed + 1))
-    else
-        echo "test $name ... FAILED"
-        printf '%s\n' "$output" | sed 's/^/    /'
-        failed+=("$name")
-    fi
-}
 
 # The ```sh blocks of the README's "Install on Debian" section, in order.
 readme_steps() {
@@ -440,5 +424,4 @@ if [ ${#failed[@]} -eq 0 ]; then
     run test_remove_stops_and_disables_purge_leaves_only_the_token
 fi
 run test_installing_without_systemd_says_so_and_succeeds
-echo "systemd tests: ${passed} passed, ${#failed[@]} failed${failed:+: ${failed[*]}}"
-[ ${#failed[@]} -eq 0 ]
+summary
