@@ -44,12 +44,8 @@ on_every_store! {
             refused_after < Duration::from_secs(2),
             "refused at once, not after {refused_after:?}"
         );
-        assert!(body_of(&refused).contains("signing.timeout_seconds"), "{refused}");
+        assert!(body_of(&refused).contains("hsm-unavailable"), "{refused}");
         let ready = daemon.wait_status(&token, "/readyz", 503);
-        eprintln!(
-            "DEBUG {refused}\n{ready}\n{}",
-            integration_tests::daemon::log(&token)
-        );
         assert!(
             body_of(&ready).contains("the HSM connection failed") || body_of(&ready).contains("CKR_"),
             "says why: {ready}"
