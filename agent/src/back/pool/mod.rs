@@ -205,7 +205,8 @@ impl PoolHandle {
             Some(job) => job,
             None => return,
         };
-        match shared.queue.push(job) {
+        let workers = shared.workers.load(Ordering::Relaxed);
+        match shared.queue.push(job, workers, shared.sizing.base()) {
             Ok(()) => {}
             Err(Refused::Full(job)) => job.fail(IssueError::Overloaded),
             Err(Refused::Closed(job)) => job.fail(reopening()),
