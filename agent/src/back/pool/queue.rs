@@ -50,11 +50,10 @@ impl Queue {
     }
 
     /// Queues `job` unless the queue is full or closed. It holds
-    /// `capacity × workers / threads` jobs, so that a job waits about as
-    /// long in a full queue whether `threads` sessions sign or more: a
-    /// crowd arriving while the pool grows is queued, not refused.
-    pub fn push(&self, job: Job, workers: usize, threads: usize) -> Result<(), Refused> {
-        let limit = self.capacity * workers.max(threads) / threads.max(1);
+    /// `capacity × sessions / threads` jobs, so that a job waits about as
+    /// long in a full queue whether `threads` sessions sign or more.
+    pub fn push(&self, job: Job, sessions: usize, threads: usize) -> Result<(), Refused> {
+        let limit = self.capacity * sessions.max(threads) / threads.max(1);
         let mut state = lock(&self.state);
         if state.closed {
             return Err(Refused::Closed(job));
