@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use integration_tests::daemon::{issuer_granted_to_me, open_fds, Daemon};
+use integration_tests::daemon::{body_of, issuer_granted_to_me, open_fds, threads, Daemon};
+use integration_tests::http::{get, raw_exchange};
+use integration_tests::slow_hsm::{route_through_slow_hsm, SlowHsm};
 use integration_tests::{OutputExt, TestToken};
 
 pub use integration_tests::{agent_binary, MODULE};
@@ -61,8 +63,14 @@ impl Fixture {
     /// Writes the agent's config with `token_settings` as its `[token]`
     /// section. No audit file: writing one would be part of what is measured.
     pub fn write_config_with(&self, token_settings: &str) {
+        self.write_config_sections(token_settings, "");
+    }
+
+    /// [`Fixture::write_config_with`], followed by `sections` (such as
+    /// `[signing]`).
+    pub fn write_config_sections(&self, token_settings: &str, sections: &str) {
         self.token.write_config(&format!(
-            "[token]\n{token_settings}\n\n[server]\nsocket = {:?}\n\n{}\n{}",
+            "[token]\n{token_settings}\n\n[server]\nsocket = {:?}\n\n{sections}\n{}\n{}",
             self.socket().display().to_string(),
             issuer_granted_to_me(RSA_ISSUER),
             issuer_granted_to_me(EC_ISSUER),
@@ -81,6 +89,25 @@ impl Fixture {
             1,
         );
         std::fs::write(path, config).expect("agent.toml");
+    }
+
+    /// Writes the config as [`Fixture::write_config_sections`] does, with
+    /// the slow module in front of the token, and starts the agent with what
+    /// `slow` asks of the module.
+    pub fn serve_slow(&self, token_settings: &str, sections: &str, slow: &SlowHsm) -> Agent {
+        self.write_config_sections(token_settings, sections);
+        route_through_slow_hsm(&self.token);
+        let daemon = Daemon::spawn(&self.token, |mut command| {
+            command.env("ACCESS_TOKEN_AGENT_LOG", "warn");
+            slow.apply(command)
+        })
+        .ready(&self.token);
+        Agent(daemon)
+    }
+
+    /// A file in the token's directory (for the slow module's hang).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.token.path().join(name)
     }
 
     /// Starts `serve` and waits for READY=1; returns it with the time from
@@ -112,6 +139,11 @@ impl Agent {
     /// Open descriptors.
     pub fn open_fds(&self) -> usize {
         open_fds(self.pid())
+    }
+
+    /// Threads running.
+    pub fn threads(&self) -> usize {
+        threads(self.pid())
     }
 
     /// CPU time the agent has used, user and system, all threads.
@@ -163,4 +195,13 @@ pub fn own_cpu_time() -> Duration {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// The value of the unlabelled metric `name` on the agent at `socket`.
+pub fn metric(socket: &Path, name: &str) -> Option<f64> {
+    let request = get("/metrics", &["Connection: close"]);
+    let answer = raw_exchange(socket, &request, Duration::from_secs(5));
+    body_of(&answer)
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }

@@ -3,6 +3,7 @@
 //! read, or at a steady pace ([`Pattern`]). Only a 200 answer whose body is
 //! a well-formed JWS counts.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,9 @@ pub struct LoadResult {
     pub errors: u64,
     /// The first error seen, for the report.
     pub first_error: Option<String>,
+    /// Errors by kind: the status and problem type of a refusal (`503
+    /// hsm-unavailable`), or what failed (`read`, `connect`).
+    pub kinds: BTreeMap<String, u64>,
     pub elapsed: Duration,
     /// Per-request latency in microseconds, sorted.
     pub latencies: Vec<u32>,
@@ -102,11 +106,7 @@ pub async fn run_pattern(
     }
     let mut total = LoadResult::default();
     for task in tasks {
-        let part = task.await.expect("a load task");
-        total.ok += part.ok;
-        total.errors += part.errors;
-        total.first_error = total.first_error.or(part.first_error);
-        total.latencies.extend(part.latencies);
+        total.merge(task.await.expect("a load task"));
     }
     total.elapsed = start.elapsed();
     total.latencies.sort_unstable();
@@ -170,10 +170,76 @@ async fn connection(socket: &Path, pattern: &Pattern, deadline: Instant) -> Load
 impl LoadResult {
     fn fail(&mut self, error: String) {
         self.errors += 1;
+        *self.kinds.entry(kind(&error)).or_default() += 1;
         if self.first_error.is_none() {
             self.first_error = Some(error);
         }
     }
+
+    /// Adds `part`'s counts to these (latencies left unsorted).
+    fn merge(&mut self, part: LoadResult) {
+        self.ok += part.ok;
+        self.errors += part.errors;
+        self.first_error = self.first_error.take().or(part.first_error);
+        self.latencies.extend(part.latencies);
+        for (kind, count) in part.kinds {
+            *self.kinds.entry(kind).or_default() += count;
+        }
+    }
+}
+
+/// An error's kind: `503 hsm-unavailable` for a refusal, else what failed.
+fn kind(error: &str) -> String {
+    let Some(rest) = error.strip_prefix("status ") else {
+        return error.split(':').next().unwrap_or(error).to_owned();
+    };
+    let status = rest.get(..3).unwrap_or(rest);
+    let problem = rest
+        .split("problem:")
+        .nth(1)
+        .and_then(|tail| tail.split('"').next())
+        .unwrap_or("");
+    format!("{status} {problem}").trim_end().to_owned()
+}
+
+/// One request each on `count` connections opened at once, for apps
+/// `{prefix}0`, `{prefix}1`, …: a host starting a crowd of apps. Latencies
+/// are those of every answer, from the moment all the connections began.
+pub async fn burst(socket: &Path, count: usize, issuer: &str, prefix: &str) -> LoadResult {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..count)
+        .map(|index| {
+            let socket = socket.to_path_buf();
+            let request = request(issuer, &format!("{prefix}{index}"));
+            tokio::spawn(async move {
+                let mut result = LoadResult::default();
+                let answer = match UnixStream::connect(&socket).await {
+                    Ok(mut stream) => exchange(&mut stream, &request, &mut Vec::new()).await,
+                    Err(e) => Err(format!("connect: {e}")),
+                };
+                let elapsed = start.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                match answer {
+                    Ok(()) => result.ok += 1,
+                    Err(error) => result.fail(error),
+                }
+                if result
+                    .kinds
+                    .keys()
+                    .all(|kind| kind.starts_with(char::is_numeric))
+                {
+                    result.latencies.push(elapsed);
+                }
+                result
+            })
+        })
+        .collect();
+    let mut total = LoadResult::default();
+    for task in tasks {
+        total.merge(task.await.expect("a burst task"));
+    }
+    total.elapsed = start.elapsed();
+    total.latencies.sort_unstable();
+    total
 }
 
 /// One request and its answer on a kept-alive connection.
@@ -287,6 +353,15 @@ mod tests {
         assert!(!is_jws(b"eyJhbGciOi.eyJ1cm4"));
         assert!(!is_jws(b"{\"type\":\"x\"}"));
         assert!(!is_jws(b"eyJh..sig"));
+    }
+
+    #[test]
+    fn errors_are_counted_by_status_and_problem_type() {
+        let refusal =
+            r#"status 503: {"type":"urn:access-token-agent:problem:hsm-unavailable","title":"x"}"#;
+        assert_eq!(kind(refusal), "503 hsm-unavailable");
+        assert_eq!(kind("read: connection reset"), "read");
+        assert_eq!(kind("status 500: oops"), "500");
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! 4. In-process signing with the key in memory, and agent-cached / it.
 //! 5. The agent's memory idle, at 1,000 connections and after the run, and
 //!    the time from exec to READY.
+//! 6. Through a slow HSM (the slow module): fresh tokens at 0 to 5 ms per
+//!    signature against the ideal, a crowd of apps starting at once, and a
+//!    hang under load (`--only-slow-hsm`: sections 1 and 6 alone).
 //!
 //! `access-token-bench soak` (`make soak`) runs the agent for minutes at a
 //! steady rate instead, and fails if memory grows or any request fails.
@@ -18,6 +21,7 @@ mod hostile;
 mod load;
 mod profile;
 mod signing;
+mod slow_hsm;
 mod soak;
 
 use std::fmt::Write;
@@ -47,6 +51,10 @@ struct Args {
     /// before/after ratio from one run.
     #[arg(long)]
     before_agent: Option<PathBuf>,
+    /// Only sections 1 (the HSM ceiling, which section 6 compares with) and
+    /// 6 (through a slow HSM).
+    #[arg(long)]
+    only_slow_hsm: bool,
 }
 
 #[derive(clap::Subcommand)]
@@ -115,6 +123,16 @@ fn benchmarks(args: &Args, runtime: &tokio::runtime::Runtime, cores: usize, repo
     header(report, args, cores);
     // Measured in this order, reported in the order of the sections.
     let ceiling = hsm_ceiling(&fixture, cores, step, report);
+    let slow = slow_hsm::Bench {
+        fixture: &fixture,
+        runtime,
+        cores,
+        step,
+    };
+    if args.only_slow_hsm {
+        slow_hsm::run(&slow, &ceiling, report);
+        return;
+    }
     let mut baseline_section = String::new();
     let in_process = in_process(cores, step, &mut baseline_section);
     agent_fresh(&fixture, runtime, cores, step, &ceiling, args, report);
@@ -129,13 +147,15 @@ fn benchmarks(args: &Args, runtime: &tokio::runtime::Runtime, cores: usize, repo
     );
     report.push_str(&baseline_section);
     report.push_str(&memory_section);
+    report.push_str("\n\n");
+    slow_hsm::run(&slow, &ceiling, report);
 }
 
 /// Tokens/s per (alg, threads) for the signing baselines.
-struct Rates(Vec<(Alg, usize, f64)>);
+pub struct Rates(Vec<(Alg, usize, f64)>);
 
 impl Rates {
-    fn get(&self, alg: Alg, threads: usize) -> f64 {
+    pub fn get(&self, alg: Alg, threads: usize) -> f64 {
         self.0
             .iter()
             .find(|(a, t, _)| *a == alg && *t == threads)
@@ -179,11 +199,14 @@ fn header(report: &mut String, args: &Args, cores: usize) {
     let _ = writeln!(report, "# Benchmarks\n");
     let _ = writeln!(report, "- date: {}", date());
     let _ = writeln!(report, "- machine: {}, release build", machine(cores));
-    let _ = writeln!(
-        report,
-        "- command: `make bench` (`access-token-bench --seconds {}`), {} s per measurement",
-        args.seconds, args.seconds
-    );
+    let seconds = args.seconds;
+    let command = match args.only_slow_hsm {
+        true => {
+            format!("`access-token-bench --only-slow-hsm --seconds {seconds}` (sections 1 and 6)")
+        }
+        false => format!("`make bench` (`access-token-bench --seconds {seconds}`)"),
+    };
+    let _ = writeln!(report, "- command: {command}, {seconds} s per measurement");
     if let Some(before) = &args.before_agent {
         let _ = writeln!(
             report,
@@ -395,7 +418,7 @@ fn agent_cached(
     drop(agent);
 }
 
-fn first_error(result: &load::LoadResult) -> String {
+pub fn first_error(result: &load::LoadResult) -> String {
     match &result.first_error {
         Some(error) => format!(" (first: {})", error.chars().take(80).collect::<String>()),
         None => String::new(),

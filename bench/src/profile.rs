@@ -3,13 +3,11 @@
 //! instead of guessed. Prints the load's figures and leaves `perf.data`
 //! (read it with `perf report -i`).
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::agent::{Fixture, EC_ISSUER, RSA_ISSUER};
+use crate::agent::{metric, Fixture, EC_ISSUER, RSA_ISSUER};
 use crate::load::{self, LoadResult};
 
 #[derive(clap::Args)]
@@ -132,16 +130,7 @@ fn report(args: &ProfileArgs, result: &LoadResult, fixture: &Fixture) {
         result.errors,
         result.latency_ms(0.99)
     );
-    let metrics = metrics(fixture);
-    let metric = |name: &str| {
-        metrics.lines().find_map(|line| {
-            line.strip_prefix("access_token_agent_")?
-                .strip_prefix(name)?
-                .strip_prefix(' ')?
-                .parse::<f64>()
-                .ok()
-        })
-    };
+    let metric = |name: &str| metric(&fixture.socket(), &format!("access_token_agent_{name}"));
     if let (Some(quick), Some(signed)) = (
         metric("quick_signatures_total"),
         metric("cache_misses_total"),
@@ -151,16 +140,4 @@ fn report(args: &ProfileArgs, result: &LoadResult, fixture: &Fixture) {
             100.0 * quick / signed.max(1.0)
         );
     }
-}
-
-/// The agent's `/metrics` text, or nothing if it cannot be read.
-fn metrics(fixture: &Fixture) -> String {
-    let Ok(mut stream) = UnixStream::connect(fixture.socket()) else {
-        return String::new();
-    };
-    let mut answer = String::new();
-    let _ = stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
-        .and_then(|()| stream.read_to_string(&mut answer));
-    answer
 }

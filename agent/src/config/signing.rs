@@ -24,7 +24,8 @@ pub struct SigningConfig {
     /// The most signing sessions (and threads) at once, used while
     /// signatures mostly wait on the HSM; also capped by the token's limit.
     pub max_sessions: usize,
-    /// Signatures that may wait for a thread; more are refused as overloaded.
+    /// Signatures that may wait for a thread, per `threads` sessions (the
+    /// queue grows with the pool); more are refused as overloaded.
     pub queue_size: usize,
     /// How long a request waits for its signature before it is answered
     /// 503; also how long the HSM may leave a call unanswered before the

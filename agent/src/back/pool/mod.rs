@@ -205,7 +205,13 @@ impl PoolHandle {
             Some(job) => job,
             None => return,
         };
-        match shared.queue.push(job) {
+        // The sessions there are, or are about to be: a crowd arriving
+        // while the pool grows is queued, not refused.
+        let sessions = shared
+            .workers
+            .load(Ordering::Relaxed)
+            .max(shared.sizing.target());
+        match shared.queue.push(job, sessions, shared.sizing.base()) {
             Ok(()) => {}
             Err(Refused::Full(job)) => job.fail(IssueError::Overloaded),
             Err(Refused::Closed(job)) => job.fail(reopening()),

@@ -13,6 +13,7 @@ pub struct Queue {
     state: Mutex<State>,
     /// Signalled when a job arrives (one thread) or the queue closes (all).
     available: Condvar,
+    /// Jobs that may wait per `threads` signing threads (`signing.queue_size`).
     capacity: usize,
 }
 
@@ -39,7 +40,7 @@ pub enum Refused {
 }
 
 impl Queue {
-    /// A queue holding at most `capacity` jobs.
+    /// A queue holding `capacity` jobs per `threads` signing threads.
     pub fn new(capacity: usize) -> Queue {
         Queue {
             state: Mutex::default(),
@@ -48,13 +49,16 @@ impl Queue {
         }
     }
 
-    /// Queues `job` unless the queue is full or closed.
-    pub fn push(&self, job: Job) -> Result<(), Refused> {
+    /// Queues `job` unless the queue is full or closed. It holds
+    /// `capacity × sessions / threads` jobs, so that a job waits about as
+    /// long in a full queue whether `threads` sessions sign or more.
+    pub fn push(&self, job: Job, sessions: usize, threads: usize) -> Result<(), Refused> {
+        let limit = self.capacity * sessions.max(threads) / threads.max(1);
         let mut state = lock(&self.state);
         if state.closed {
             return Err(Refused::Closed(job));
         }
-        if state.jobs.len() >= self.capacity {
+        if state.jobs.len() >= limit {
             return Err(Refused::Full(job));
         }
         state.jobs.push_back(job);

@@ -13,16 +13,21 @@
 //! pool keeps `threads` sessions (the cores). Beyond that it may grow to
 //! `threads × (wall / CPU)`, enough signatures in flight to keep as many
 //! cores busy as a CPU-bound HSM would, never past `max_sessions` and the
-//! token's own limit. It grows only while jobs queue and the machine has CPU
-//! to spare ([`SpareCpu`](super::spare_cpu::SpareCpu)), since time off the
-//! CPU on a busy machine may be time waiting for a core: at once when the
-//! signatures wait far longer than they compute ([`CLEARLY_WAITING`]), else
-//! one session per window; a machine without CPU to spare takes one back
-//! per window. A session beyond the rule's count leaves after its
-//! signature, and sessions idle for [`IDLE_CLOSE`] close again.
+//! token's own limit. It grows only while jobs queue, and never once its own
+//! signatures keep all but half a core busy ([`Sizing::fills_the_cores`]):
+//! past that, time off the CPU is time waiting for a core. Signatures that
+//! wait far longer than they compute ([`CLEARLY_WAITING`]) grow it at once;
+//! others only while the machine has CPU to spare, one session per window,
+//! and a window without any takes one back
+//! ([`SpareCpu`](super::spare_cpu::SpareCpu)), since on a busy machine their
+//! time off the CPU may be time waiting for a core. A session beyond the
+//! rule's count leaves after its signature, and sessions idle for
+//! [`IDLE_CLOSE`] close again.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+
+use super::spare_cpu::SPARE_CORES;
 
 /// How long a session beyond `threads` may stay idle before it closes.
 pub const IDLE_CLOSE: Duration = Duration::from_secs(5);
@@ -84,6 +89,16 @@ impl Sizing {
             self.waiting.load(Ordering::Relaxed),
             self.cpu.load(Ordering::Relaxed),
         )
+    }
+
+    /// Whether `workers` signing threads, at the measured costs, keep all but
+    /// half a core busy with their own signatures: more could only wait
+    /// for a core.
+    pub fn fills_the_cores(&self, workers: usize) -> bool {
+        let cpu = self.cpu.load(Ordering::Relaxed) as f64;
+        let wall = cpu + self.waiting.load(Ordering::Relaxed) as f64;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        wall > 0.0 && workers as f64 * cpu / wall >= cores - SPARE_CORES
     }
 
     /// Whether signatures wait so much longer than they compute that the
@@ -186,5 +201,15 @@ mod tests {
             sizing.record(ms(9), ms(1), false);
         }
         assert!(sizing.clearly_waiting());
+    }
+
+    #[test]
+    fn the_pool_stops_where_its_own_signatures_fill_the_cores() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let sizing = Sizing::new(1, 1024);
+        // Each signature 1 ms of CPU in 4 ms: four threads fill one core.
+        sizing.record(Duration::from_millis(4), Duration::from_millis(1), false);
+        assert!(!sizing.fills_the_cores(1) || cores == 1);
+        assert!(sizing.fills_the_cores(4 * cores));
     }
 }

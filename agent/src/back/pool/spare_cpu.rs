@@ -11,7 +11,6 @@
 //! none is. One step per window, because each step changes what the next
 //! window measures.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,14 +20,12 @@ use crate::sync::try_lock;
 pub const WINDOW: Duration = Duration::from_millis(100);
 
 /// Idle cores below which the pool does not grow.
-const SPARE_CORES: f64 = 0.5;
+pub const SPARE_CORES: f64 = 0.5;
 
 /// The last reading of `/proc/stat` and the verdict drawn from it.
 #[derive(Debug, Default)]
 pub struct SpareCpu {
     last: Mutex<Option<Reading>>,
-    /// The last window's verdict was: no CPU to spare.
-    saturated: AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -61,14 +58,7 @@ impl SpareCpu {
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let before = last.replace(Reading { at: now, ticks })?;
-        let spare = spare_cores(before.ticks, ticks, cores) >= SPARE_CORES;
-        self.saturated.store(!spare, Ordering::Relaxed);
-        Some(spare)
-    }
-
-    /// Whether the last window had no CPU to spare.
-    pub fn saturated(&self) -> bool {
-        self.saturated.load(Ordering::Relaxed)
+        Some(spare_cores(before.ticks, ticks, cores) >= SPARE_CORES)
     }
 }
 

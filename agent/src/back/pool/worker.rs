@@ -7,6 +7,8 @@
 //! on the HSM, growing also needs the machine's CPU to spare, one step per
 //! window, and a machine without any takes a session away
 //! ([`SpareCpu`](super::spare_cpu::SpareCpu)).
+//!
+//! [`Sizing::fills_the_cores`]: super::sizing::Sizing::fills_the_cores
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -44,23 +46,30 @@ impl Worker {
     /// and one more session can sign faster. Returns how many threads the
     /// pool should keep once this job is done (this one leaves above that).
     ///
-    /// A machine without CPU to spare always wins: beyond its cores, waits
-    /// for a core grow with every thread added and would look like waits
-    /// for the HSM.
+    /// Signatures that clearly wait grow the pool at once; others one step
+    /// per window while the machine has CPU to spare, and a window without
+    /// any takes a session back. Either way the pool stops growing once its
+    /// own signatures keep the cores busy ([`Sizing::fills_the_cores`]):
+    /// beyond that, waits for a core grow with every thread added and would
+    /// look like waits for the HSM.
     fn resize(shared: &Arc<Shared>) -> usize {
         let sizing = &shared.sizing;
         let target = sizing.target();
         let workers = shared.workers.load(Ordering::Acquire);
-        let wanted = workers < target && shared.queue.is_behind();
+        let wanted =
+            workers < target && !sizing.fills_the_cores(workers) && shared.queue.is_behind();
+        if sizing.clearly_waiting() {
+            if wanted {
+                Worker::grow(shared, target);
+            }
+            return target;
+        }
         match shared.spare_cpu.verdict() {
             Some(false) => {
                 let staying = workers.saturating_sub(shared.leaving.load(Ordering::Acquire));
                 return staying.saturating_sub(1).max(sizing.base());
             }
             Some(true) if wanted => Worker::grow(shared, target),
-            None if wanted && sizing.clearly_waiting() && !shared.spare_cpu.saturated() => {
-                Worker::grow(shared, target)
-            }
             _ => {}
         }
         target
