@@ -52,18 +52,15 @@ pub trait TokenSource: Send + Sync + 'static {
         app: &str,
     ) -> impl Future<Output = Result<Issued, IssueError>> + Send;
 
-    /// As [`TokenSource::issue`], for a requester with a share of the
-    /// signing queue: the back awaits `place` before it starts a fresh
-    /// signature (a cache miss it leads, or no cache), never for a cache
-    /// hit, and holds what it gives until the signature is done. A source
-    /// without a queue ignores it.
+    /// As [`TokenSource::issue`], for a requester with a rate and a share
+    /// of the signing queue ([`Turn`]). A source without a queue ignores it.
     fn issue_in_turn(
         &self,
         issuer: &str,
         app: &str,
-        place: impl Future<Output = Place> + Send,
+        turn: Turn<impl Future<Output = ()> + Send, impl Future<Output = Place> + Send>,
     ) -> impl Future<Output = Result<Issued, IssueError>> + Send {
-        drop(place);
+        drop(turn);
         self.issue(issuer, app)
     }
 
@@ -76,6 +73,17 @@ pub trait TokenSource: Send + Sync + 'static {
     fn warnings(&self) -> Vec<String> {
         Vec::new()
     }
+}
+
+/// What a requester waits for before a fresh signature is made for it.
+/// Never awaited for a cache hit.
+pub struct Turn<R, P> {
+    /// Its rate of cache misses: awaited before a miss it leads; not with
+    /// the cache off, where every request signs by the operator's choice.
+    pub rate: R,
+    /// Its share of the signing queue: awaited before any fresh signature;
+    /// the back holds what it gives until the signature is done.
+    pub place: P,
 }
 
 /// A place in a requester's share of the signing queue, given back when

@@ -51,6 +51,7 @@ pub struct Metrics {
     registry: Registry,
     issued: Counter,
     refused: Family<Reason, Counter>,
+    paced: Family<Reason, Counter>,
     cache_hits: Counter,
     cache_misses: Counter,
     signing: Histogram,
@@ -76,6 +77,7 @@ impl Default for Metrics {
             registry: Registry::with_prefix("access_token_agent"),
             issued: Counter::default(),
             refused: Family::default(),
+            paced: Family::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             signing: Histogram::new(LATENCY_BUCKETS),
@@ -99,6 +101,11 @@ impl Default for Metrics {
             "tokens_refused",
             "Requests that got no token, by reason",
             m.refused.clone(),
+        );
+        r.register(
+            "requests_paced",
+            "Requests that waited for their uid's turn, by reason (cache-miss, refusal)",
+            m.paced.clone(),
         );
         r.register(
             "cache_hits",
@@ -181,6 +188,12 @@ impl Metrics {
     /// A request got no token; `reason` is the problem type's short name.
     pub fn token_refused(&self, reason: &'static str) {
         self.refused.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// A request waited for its uid's turn under `server.cache_misses_per_uid`
+    /// (`cache-miss`) or `server.refusals_per_uid` (`refusal`).
+    pub fn request_paced(&self, reason: &'static str) {
+        self.paced.get_or_create(&Reason { reason }).inc();
     }
 
     pub fn cache_hit(&self) {

@@ -52,7 +52,7 @@ use self::settings::Settings;
 use self::snapshot::{Shared, Snapshot};
 use self::supervisor::{supervise, Command, Supervisor};
 use crate::config::Config;
-use crate::issue::{IssueError, Issued, Place, TokenSource};
+use crate::issue::{IssueError, Issued, Place, TokenSource, Turn};
 use crate::metrics::Metrics;
 use crate::sync::lock;
 
@@ -154,19 +154,23 @@ impl Drop for Signer {
 
 impl TokenSource for Signer {
     async fn issue(&self, issuer: &str, app: &str) -> Result<Issued, IssueError> {
-        self.issue_in_turn(issuer, app, async { None }).await
+        let turn = Turn {
+            rate: async {},
+            place: async { None },
+        };
+        self.issue_in_turn(issuer, app, turn).await
     }
 
     async fn issue_in_turn(
         &self,
         issuer: &str,
         app: &str,
-        place: impl Future<Output = Place> + Send,
+        turn: Turn<impl Future<Output = ()> + Send, impl Future<Output = Place> + Send>,
     ) -> Result<Issued, IssueError> {
         let snapshot = self.shared.current();
         let timeout = snapshot.settings.signing.timeout();
         // A cache hit is ready at the first poll: its timer is never armed.
-        let issued = tokio::time::timeout(timeout, snapshot.issue(issuer, app, place))
+        let issued = tokio::time::timeout(timeout, snapshot.issue(issuer, app, turn))
             .await
             .unwrap_or_else(|_| {
                 self.shared.metrics.signing_timeout();

@@ -11,7 +11,7 @@ use super::active_key::{ActiveKey, Keys, Unavailable};
 use super::cache::Cache;
 use super::pool::{Job, PoolHandle, Reply};
 use super::settings::Settings;
-use crate::issue::{IssueError, Issued, Place};
+use crate::issue::{IssueError, Issued, Place, Turn};
 use crate::metrics::Metrics;
 use crate::sync::{read, write};
 
@@ -141,20 +141,21 @@ impl Snapshot {
         }
     }
 
-    /// A token for `issuer` and `app`: from the cache, or signed once
-    /// `place` (the requester's turn in the signing queue) is there.
+    /// A token for `issuer` and `app`: from the cache, or signed once the
+    /// requester's `turn` has come.
     pub async fn issue(
         &self,
         issuer: &str,
         app: &str,
-        place: impl Future<Output = Place> + Send,
+        turn: Turn<impl Future<Output = ()> + Send, impl Future<Output = Place> + Send>,
     ) -> Result<Issued, IssueError> {
         let key = self.key(issuer)?;
         if self.settings.cache {
             if let Some(hit) = self.cache.cached(issuer, app, &key.kid) {
                 return Ok(hit);
             }
-            let place = place.await;
+            turn.rate.await;
+            let place = turn.place.await;
             return self
                 .cache
                 .get_or_sign(issuer, app, &key.kid, |completion| {
@@ -169,7 +170,7 @@ impl Snapshot {
                 })
                 .await;
         }
-        let place = place.await;
+        let place = turn.place.await;
         let (reply, signed) = oneshot::channel();
         self.submit(
             key,

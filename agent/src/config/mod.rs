@@ -24,7 +24,7 @@ pub use certificate::CertificateConfig;
 pub use grant::{Apps, Grant, GrantConfig};
 pub use hsm::HsmConfig;
 pub use issuer::IssuerConfig;
-pub use server::{parse_mode, ServerConfig};
+pub use server::{parse_mode, PerUidRate, ServerConfig};
 pub use signing::SigningConfig;
 pub use token::TokenConfig;
 

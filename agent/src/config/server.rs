@@ -29,6 +29,13 @@ pub struct ServerConfig {
     /// further requests that need one wait their turn, so that one user
     /// asking for new app names cannot fill the signing queue.
     pub max_signing_per_uid: usize,
+    /// Cache misses (fresh signatures) one uid may cause: past the burst,
+    /// spaced at the rate. Not applied with `token.cache = false`, where
+    /// every request signs by the operator's choice.
+    pub cache_misses_per_uid: PerUidRate,
+    /// Refused token requests (4xx) one uid may get: past the burst, each
+    /// further refusal is answered at the rate.
+    pub refusals_per_uid: PerUidRate,
     /// Largest request head (request line and headers); larger gets 431.
     pub max_header_bytes: usize,
     /// Time a request head may take to arrive, from its first byte (or
@@ -49,6 +56,14 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_connections_per_uid: 128,
             max_signing_per_uid: 8,
+            cache_misses_per_uid: PerUidRate {
+                per_second: 50.0,
+                burst: 1000,
+            },
+            refusals_per_uid: PerUidRate {
+                per_second: 10.0,
+                burst: 100,
+            },
             max_header_bytes: 8192,
             header_read_timeout_seconds: 10.0,
             idle_timeout_seconds: 60.0,
@@ -83,6 +98,8 @@ impl ServerConfig {
                 self.max_signing_per_uid
             ));
         }
+        self.cache_misses_per_uid.validate("cache_misses_per_uid")?;
+        self.refusals_per_uid.validate("refusals_per_uid")?;
         if !(1024..=1 << 20).contains(&self.max_header_bytes) {
             return Err(format!(
                 "`server.max_header_bytes` = {} must be between 1024 and 1048576",
@@ -117,6 +134,34 @@ impl ServerConfig {
                 format!("`server.socket_group` = {name:?}: {why}; create the group or fix the name")
             }),
         }
+    }
+}
+
+/// A rate per uid with a burst: `{ per_second = 50, burst = 1000 }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerUidRate {
+    /// The steady rate once the burst is spent.
+    pub per_second: f64,
+    /// How many may go at once, and again after a quiet time.
+    pub burst: u32,
+}
+
+impl PerUidRate {
+    fn validate(&self, key: &str) -> Result<(), String> {
+        if !(self.per_second >= 0.01 && self.per_second <= 1e6) {
+            return Err(format!(
+                "`server.{key}.per_second` = {} must be between 0.01 and 1000000",
+                self.per_second
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.burst) {
+            return Err(format!(
+                "`server.{key}.burst` = {} must be between 1 and 1000000",
+                self.burst
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -169,6 +214,8 @@ mod tests {
         assert_eq!(config.max_connections, 1024);
         assert_eq!(config.max_connections_per_uid, 128);
         assert_eq!(config.max_signing_per_uid, 8);
+        assert_eq!(config.cache_misses_per_uid.burst, 1000);
+        assert_eq!(config.refusals_per_uid.per_second, 10.0);
         assert_eq!(config.header_read_timeout_seconds, 10.0);
     }
 
@@ -192,6 +239,18 @@ mod tests {
             (
                 "max_signing_per_uid = 0",
                 "`server.max_signing_per_uid` = 0",
+            ),
+            (
+                "cache_misses_per_uid = { per_second = 0, burst = 5 }",
+                "`server.cache_misses_per_uid.per_second` = 0",
+            ),
+            (
+                "refusals_per_uid = { per_second = 1, burst = 0 }",
+                "`server.refusals_per_uid.burst` = 0",
+            ),
+            (
+                "refusals_per_uid = { per_second = 1 }",
+                "missing field `burst`",
             ),
             ("max_header_bytes = 100", "`server.max_header_bytes` = 100"),
             (

@@ -17,6 +17,7 @@
 //! | `deadlines` | header and idle deadlines per connection |
 //! | `hyper_answers` | problem+json in place of hyper's own refusals |
 //! | `routes` | the routes and what each answers |
+//! | `rates` | each uid's rate of cache misses and of refusals |
 //! | `shares` | each uid's share of the signing queue |
 //! | [`query`] | parsing and checking `issuer` and `app` |
 //! | [`policy`] | grants: which peer may have which issuer and app |
@@ -35,6 +36,7 @@ mod per_uid;
 pub mod policy;
 mod problem;
 pub mod query;
+mod rates;
 mod routes;
 mod shares;
 #[cfg(test)]
@@ -52,6 +54,7 @@ use self::admission::Admission;
 use self::audit::Audit;
 use self::deadlines::Timeouts;
 use self::policy::Policy;
+use self::rates::Rate;
 use self::shares::Shares;
 use crate::config::ServerConfig;
 use crate::issue::TokenSource;
@@ -94,6 +97,12 @@ pub enum Reloaded {
     Refused(String),
 }
 
+/// The two rates each uid is held to.
+struct Rates {
+    misses: Rate,
+    refusals: Rate,
+}
+
 /// The HTTP front: routes, limits, peer checks, audit.
 pub struct Front<S: TokenSource> {
     source: Arc<S>,
@@ -103,6 +112,8 @@ pub struct Front<S: TokenSource> {
     audit: Audit,
     /// Each uid's share of the signing queue.
     shares: Shares,
+    /// Each uid's rates of cache misses and refusals.
+    rates: Rates,
     metrics: Arc<Metrics>,
     config: ServerConfig,
     timeouts: Timeouts,
@@ -123,6 +134,10 @@ impl<S: TokenSource> Front<S> {
             reload_note: RwLock::new(None),
             audit,
             shares: Shares::new(config.max_signing_per_uid),
+            rates: Rates {
+                misses: Rate::new(&config.cache_misses_per_uid),
+                refusals: Rate::new(&config.refusals_per_uid),
+            },
             metrics,
             config: config.clone(),
             timeouts: timeouts(config),

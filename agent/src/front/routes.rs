@@ -13,7 +13,7 @@ use super::policy::{Refusal, Target};
 use super::problem::{Problem, ProblemKind};
 use super::query;
 use super::Front;
-use crate::issue::{IssueError, Issued, TokenSource};
+use crate::issue::{IssueError, Issued, TokenSource, Turn};
 
 /// Media type of a bare compact JWS (RFC 7519).
 const JWT: &str = "application/jwt";
@@ -97,7 +97,7 @@ impl<S: TokenSource> Front<S> {
                 "GET requests take no body; put the parameters in the query",
             );
             return match route {
-                Route::Token => self.refuse(peer, None, None, problem),
+                Route::Token => self.refuse(peer, None, None, problem).await,
                 _ => problem.response(),
             };
         }
@@ -120,12 +120,8 @@ impl<S: TokenSource> Front<S> {
             Ok(query) => query,
             Err(detail) => {
                 let detail = format!("{detail} (GET /v1/token?issuer=ISS&app=APP)");
-                return self.refuse(
-                    peer,
-                    None,
-                    None,
-                    Problem::new(ProblemKind::BadRequest, detail),
-                );
+                let problem = Problem::new(ProblemKind::BadRequest, detail);
+                return self.refuse(peer, None, None, problem).await;
             }
         };
         let (issuer, app) = (query.issuer.as_deref(), query.app.as_deref());
@@ -133,18 +129,25 @@ impl<S: TokenSource> Front<S> {
         let Target { issuer, app } = match policy.resolve(peer, issuer, app) {
             Ok(target) => target,
             Err(refusal) => {
-                return self.refuse(peer, issuer, app, refused(refusal, peer, issuer, app))
+                let problem = refused(refusal, peer, issuer, app);
+                return self.refuse(peer, issuer, app, problem).await;
             }
         };
-        let in_turn = self.shares.place(peer.uid);
-        match self.source.issue_in_turn(issuer, app, in_turn).await {
+        let turn = Turn {
+            rate: self.miss_turn(peer.uid),
+            place: self.shares.place(peer.uid),
+        };
+        match self.source.issue_in_turn(issuer, app, turn).await {
             Ok(issued) => {
                 self.metrics.token_issued();
                 self.audit
                     .record(&Record::issued(peer, issuer, app, &issued));
                 token_response(&issued, issuer, app, wants_jwt(&parts.headers))
             }
-            Err(error) => self.refuse(peer, Some(issuer), Some(app), not_issued(error)),
+            Err(error) => {
+                self.refuse(peer, Some(issuer), Some(app), not_issued(error))
+                    .await
+            }
         }
     }
 
@@ -184,8 +187,16 @@ impl<S: TokenSource> Front<S> {
         }
     }
 
-    /// A token request that gets no token: counted, audited, answered.
-    fn refuse(
+    /// Waits for `uid`'s turn under `server.cache_misses_per_uid`.
+    async fn miss_turn(&self, uid: u32) {
+        if self.rates.misses.turn(uid).await {
+            self.metrics.request_paced("cache-miss");
+        }
+    }
+
+    /// A token request that gets no token: counted, audited, answered;
+    /// a refusal the client caused (4xx) once its uid's turn has come.
+    async fn refuse(
         &self,
         peer: &Peer,
         issuer: Option<&str>,
@@ -196,6 +207,9 @@ impl<S: TokenSource> Front<S> {
         self.metrics.token_refused(reason);
         self.audit
             .record(&Record::refused(peer, issuer, app, reason));
+        if problem.kind.status().is_client_error() && self.rates.refusals.turn(peer.uid).await {
+            self.metrics.request_paced("refusal");
+        }
         problem.response()
     }
 }

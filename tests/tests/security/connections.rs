@@ -44,7 +44,12 @@ pub fn exchange(stream: &mut UnixStream, request: &[u8]) -> Option<Reply> {
 fn one_uid_holding_idle_connections_leaves_room_for_others() {
     raise_open_files_limit();
     let token = ttd_token("p256", "");
-    add_server_settings(&token, "socket_group = \"nogroup\"\nmax_connections = 200");
+    // Each held connection's one request is refused (the connections cap
+    // alone here; `rates` paces refusals).
+    add_server_settings(
+        &token,
+        "socket_group = \"nogroup\"\nmax_connections = 200\nrefusals_per_uid = { per_second = 1000000, burst = 1000000 }",
+    );
     open_directory_to_others(&token);
     let daemon = Daemon::start(&token);
 

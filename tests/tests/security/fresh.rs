@@ -53,7 +53,11 @@ fn new_app_names_from_one_uid_leave_the_signing_queue_to_the_others() {
         "rsa2048",
         &format!("[[grant]]\nuid = {NOBODY}\nissuer = \"ttd\"\napps = [\"*\"]\n\n[signing]\nqueue_size = 64\n"),
     );
-    add_server_settings(&token, "socket_group = \"nogroup\"");
+    // The share alone (see `rates` for the pacing of new names).
+    add_server_settings(
+        &token,
+        "socket_group = \"nogroup\"\ncache_misses_per_uid = { per_second = 1000000, burst = 1000000 }",
+    );
     open_directory_to_others(&token);
     let daemon = Daemon::start(&token);
     // SAFETY: getuid cannot fail.

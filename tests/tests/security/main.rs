@@ -9,5 +9,6 @@ mod files;
 mod fresh;
 mod peer;
 mod pids;
+mod rates;
 mod reload;
 mod signals;
