@@ -74,7 +74,7 @@ pub fn flood(args: &FloodArgs, runtime: &tokio::runtime::Runtime) -> bool {
 }
 
 pub fn run(args: &HostileArgs, runtime: &tokio::runtime::Runtime, report: &mut String) -> bool {
-    let step = Duration::from_secs(args.seconds);
+    let step_time = Duration::from_secs(args.seconds);
     let fixture = Fixture::new();
     fixture.write_config(true);
     open_to_nobody(&fixture);
@@ -91,26 +91,22 @@ pub fn run(args: &HostileArgs, runtime: &tokio::runtime::Runtime, report: &mut S
     );
     let _ = writeln!(report, "A well-behaved client (this uid) alone, then beside a hostile load of uid 65534, {} s each; latencies in ms. Target: within 2× of alone.\n", args.seconds);
     let _ = writeln!(report, "| well-behaved client | hostile load | tokens | errors | p50 | p99 | p50 / alone | p99 / alone |\n|---|---|---|---|---|---|---|---|");
-    let cached = Pattern::cycling(&[(EC_ISSUER, "mine")]);
-    let names: Vec<String> = (0..10_000).map(|n| format!("mine-{n}")).collect();
-    let mut fresh = Pattern::cycling(
-        &names
-            .iter()
-            .map(|n| (RSA_ISSUER, n.as_str()))
-            .collect::<Vec<_>>(),
-    );
-    fresh.interval = Some(Duration::from_millis(20));
+    let cached = |_: &str| Pattern::cycling(&[(EC_ISSUER, "mine")]);
     for (name, pattern) in [
-        ("cached token, back to back", &cached),
-        ("new app every 20 ms (RSA)", &fresh),
+        (
+            "cached token, back to back",
+            &cached as &dyn Fn(&str) -> Pattern,
+        ),
+        ("new app every 20 ms (RSA)", &new_names),
     ] {
-        let probe = || runtime.block_on(load::run_pattern(&socket, 1, step, pattern));
-        let alone = probe();
+        let probe =
+            |step: &str| runtime.block_on(load::run_pattern(&socket, 1, step_time, &pattern(step)));
+        let alone = probe("none");
         row(report, name, "none", &alone, &alone);
         for kind in ["idle", "fresh", "refused"] {
             let mut hostile = spawn_flood(&socket, kind, args.seconds + 2);
             std::thread::sleep(Duration::from_millis(1500));
-            let beside = probe();
+            let beside = probe(kind);
             let _ = hostile.kill();
             let _ = hostile.wait();
             row(report, name, kind, &beside, &alone);
@@ -120,6 +116,16 @@ pub fn run(args: &HostileArgs, runtime: &tokio::runtime::Runtime, report: &mut S
     report.push('\n');
     cache_misses(report);
     true
+}
+
+/// A new RSA app name every 20 ms, none asked for in an earlier `step`:
+/// each one a fresh signature.
+fn new_names(step: &str) -> Pattern {
+    let names: Vec<String> = (0..10_000).map(|n| format!("mine-{step}-{n}")).collect();
+    let targets: Vec<(&str, &str)> = names.iter().map(|n| (RSA_ISSUER, n.as_str())).collect();
+    let mut pattern = Pattern::cycling(&targets);
+    pattern.interval = Some(Duration::from_millis(20));
+    pattern
 }
 
 fn row(report: &mut String, name: &str, kind: &str, result: &LoadResult, alone: &LoadResult) {
