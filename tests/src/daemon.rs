@@ -58,6 +58,10 @@ pub fn exported_cert(token: &TestToken, format: &str) -> Vec<u8> {
 
 /// Adds `settings` (lines such as `max_connections = 10`) to the `[server]`
 /// section of the token's config.
+/// `[server]` settings that put the per-uid rates out of the way, for tests
+/// of what a flood meets behind them (the share, the caps, the audit).
+pub const UNPACED: &str = "cache_misses_per_uid = { per_second = 1000000, burst = 1000000 }\nrefusals_per_uid = { per_second = 1000000, burst = 1000000 }";
+
 pub fn add_server_settings(token: &TestToken, settings: &str) {
     let config = std::fs::read_to_string(token.config_path()).expect("read agent.toml");
     assert!(config.contains("[server]\n"), "a serve config: {config}");

@@ -8,7 +8,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use integration_tests::daemon::{
-    audit_lines, body_of, log_tail, open_socket_to_others, ttd_token, Daemon,
+    add_server_settings, audit_lines, body_of, log_tail, open_socket_to_others, ttd_token, Daemon,
+    UNPACED,
 };
 use integration_tests::OutputExt;
 
@@ -41,6 +42,8 @@ fn tally(output: std::process::Output) -> serde_json::Value {
 #[test]
 fn thousands_of_refusals_beside_granted_requests_give_no_token_and_are_all_audited() {
     let token = ttd_token("p256", "");
+    // The refusals are answered at once (`security::rates` paces them).
+    add_server_settings(&token, UNPACED);
     open_socket_to_others(&token);
     let mut daemon = Daemon::start(&token);
     // SAFETY: getuid cannot fail.

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use integration_tests::daemon::{
-    add_server_settings, audit_lines, log, open_directory_to_others, ttd_token, Daemon,
+    add_server_settings, audit_lines, log, open_directory_to_others, ttd_token, Daemon, UNPACED,
 };
 
 use crate::fresh::{request_loop, tally};
@@ -27,10 +27,7 @@ fn identical_refusals_are_counted_and_every_token_keeps_its_line() {
     let token = ttd_token("p256", "");
     // The flood is answered at once here (see `rates` for its pacing): the
     // audit has to keep up with all of it.
-    add_server_settings(
-        &token,
-        "socket_group = \"nogroup\"\nrefusals_per_uid = { per_second = 1000000, burst = 1000000 }",
-    );
+    add_server_settings(&token, &format!("socket_group = \"nogroup\"\n{UNPACED}"));
     open_directory_to_others(&token);
     let daemon = Daemon::start(&token);
     // SAFETY: getuid cannot fail.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use integration_tests::daemon::{
     add_server_settings, client_as, log_tail, open_directory_to_others, raise_open_files_limit,
-    ttd_token, Daemon,
+    ttd_token, Daemon, UNPACED,
 };
 use integration_tests::http::{parse_reply, Parsed, Reply};
 
@@ -48,7 +48,7 @@ fn one_uid_holding_idle_connections_leaves_room_for_others() {
     // alone here; `rates` paces refusals).
     add_server_settings(
         &token,
-        "socket_group = \"nogroup\"\nmax_connections = 200\nrefusals_per_uid = { per_second = 1000000, burst = 1000000 }",
+        &format!("socket_group = \"nogroup\"\nmax_connections = 200\n{UNPACED}"),
     );
     open_directory_to_others(&token);
     let daemon = Daemon::start(&token);

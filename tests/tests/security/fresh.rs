@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use integration_tests::daemon::Daemon;
 use integration_tests::daemon::{
-    add_server_settings, log_tail, open_directory_to_others, ttd_token,
+    add_server_settings, log_tail, open_directory_to_others, ttd_token, UNPACED,
 };
 use integration_tests::OutputExt;
 
@@ -54,10 +54,7 @@ fn new_app_names_from_one_uid_leave_the_signing_queue_to_the_others() {
         &format!("[[grant]]\nuid = {NOBODY}\nissuer = \"ttd\"\napps = [\"*\"]\n\n[signing]\nqueue_size = 64\n"),
     );
     // The share alone (see `rates` for the pacing of new names).
-    add_server_settings(
-        &token,
-        "socket_group = \"nogroup\"\ncache_misses_per_uid = { per_second = 1000000, burst = 1000000 }",
-    );
+    add_server_settings(&token, &format!("socket_group = \"nogroup\"\n{UNPACED}"));
     open_directory_to_others(&token);
     let daemon = Daemon::start(&token);
     // SAFETY: getuid cannot fail.
