@@ -14,8 +14,9 @@
 //! | `over_cap` | the 503 past either cap |
 //! | [`peer`] | who is on the other end: credentials, groups, unit, executable |
 //! | `accepted` | one accepted connection: keep-alive, deadlines, graceful end |
+//! | `parked` | a connection between requests holds its socket, not hyper's buffers |
 //! | `deadlines` | header and idle deadlines per connection |
-//! | `hyper_answers` | problem+json in place of hyper's own refusals |
+//! | `hyper_answers` | the stream hyper sees: activity, bytes a parked connection had read, problem+json in place of hyper's own refusals |
 //! | `routes` | the routes and what each answers |
 //! | `shares` | each uid's share of the signing queue |
 //! | [`query`] | parsing and checking `issuer` and `app` |
@@ -30,6 +31,7 @@ mod deadlines;
 mod hyper_answers;
 mod listener;
 mod over_cap;
+mod parked;
 pub mod peer;
 mod per_uid;
 pub mod policy;
