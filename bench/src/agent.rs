@@ -81,13 +81,14 @@ impl Fixture {
     /// standing for many clients. Only for this build's steps: older builds
     /// (`make bench BEFORE=`) do not know the key.
     pub fn allow_one_uid_every_connection(&self) {
+        self.set_server("max_connections_per_uid = 1024\n");
+    }
+
+    /// Adds `settings` (lines of TOML) to the written config's `[server]`.
+    pub fn set_server(&self, settings: &str) {
         let path = self.token.config_path();
         let config = std::fs::read_to_string(&path).expect("agent.toml");
-        let config = config.replacen(
-            "[server]\n",
-            "[server]\nmax_connections_per_uid = 1024\n",
-            1,
-        );
+        let config = config.replacen("[server]\n", &format!("[server]\n{settings}"), 1);
         std::fs::write(path, config).expect("agent.toml");
     }
 

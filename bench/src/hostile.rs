@@ -52,8 +52,7 @@ pub fn flood(args: &FloodArgs, runtime: &tokio::runtime::Runtime) -> bool {
     let time = Duration::from_secs(args.seconds);
     match args.kind.as_str() {
         "idle" => {
-            let held =
-                runtime.block_on(load::hold_connections_asking(&args.socket, 1100, EC_ISSUER));
+            let held = runtime.block_on(load::hold_connections(&args.socket, 1100, EC_ISSUER));
             std::thread::sleep(time);
             drop(held);
         }

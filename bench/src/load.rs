@@ -321,14 +321,10 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
-/// Opens `count` connections, sends one request on each, and keeps them all
-/// open until the returned guard is dropped (for memory at many connections).
-pub async fn hold_connections(socket: &Path, count: usize) -> Vec<UnixStream> {
-    hold_connections_asking(socket, count, "ttd").await
-}
-
-/// [`hold_connections`], asking for a token of `issuer`.
-pub async fn hold_connections_asking(socket: &Path, count: usize, issuer: &str) -> Vec<UnixStream> {
+/// Opens `count` connections, asks for a token of `issuer` on each, and
+/// keeps those answered open until the returned streams are dropped (for
+/// memory at many connections).
+pub async fn hold_connections(socket: &Path, count: usize, issuer: &str) -> Vec<UnixStream> {
     let request = request(issuer, "hold");
     let mut held = Vec::with_capacity(count);
     let mut buffer = Vec::new();

@@ -7,8 +7,9 @@
 //!    connections, as a ratio to (1) at the same number of sessions.
 //! 3. The agent serving from its cache at 1, 16, 64, 256 connections.
 //! 4. In-process signing with the key in memory, and agent-cached / it.
-//! 5. The agent's memory idle, at 1,000 connections and after the run, and
-//!    the time from exec to READY.
+//! 5. The agent's memory idle, with 10,000 connections held open and a few
+//!    seconds after they closed (`memory`: this section alone), and the
+//!    time from exec to READY.
 //! 6. Through a slow HSM (the slow module): fresh tokens at 0 to 5 ms per
 //!    signature against the ideal, a crowd of apps starting at once, and a
 //!    hang under load (`--only-slow-hsm`: sections 1 and 6 alone).
@@ -19,6 +20,7 @@
 mod agent;
 mod hostile;
 mod load;
+mod memory;
 mod profile;
 mod signing;
 mod slow_hsm;
@@ -68,6 +70,13 @@ enum Command {
     /// A well-behaved client's latency alone and beside hostile loads of
     /// another user (root only), and the cost of a miss in a full cache.
     Hostile(hostile::HostileArgs),
+    /// Section 5 alone: the agent's memory idle, with 10,000 connections
+    /// held open, and after they closed.
+    Memory {
+        /// Another build of the agent, measured in turn with this one.
+        #[arg(long)]
+        before_agent: Option<PathBuf>,
+    },
     /// The hostile side of `hostile`, run by it as uid 65534.
     #[command(hide = true)]
     Flood(hostile::FloodArgs),
@@ -107,6 +116,16 @@ fn main() {
             print!("{report}");
             passed
         }
+        Some(Command::Memory { before_agent }) => {
+            memory::run(
+                &Fixture::new(),
+                &runtime,
+                before_agent.as_deref(),
+                &mut report,
+            );
+            print!("{report}");
+            true
+        }
         Some(Command::Flood(flood)) => hostile::flood(flood, &runtime),
     };
     if let Some(path) = &args.write {
@@ -136,17 +155,9 @@ fn benchmarks(args: &Args, runtime: &tokio::runtime::Runtime, cores: usize, repo
     let mut baseline_section = String::new();
     let in_process = in_process(cores, step, &mut baseline_section);
     agent_fresh(&fixture, runtime, cores, step, &ceiling, args, report);
-    let mut memory_section = String::new();
-    agent_cached(
-        &fixture,
-        runtime,
-        step,
-        &in_process,
-        report,
-        &mut memory_section,
-    );
+    agent_cached(&fixture, runtime, step, &in_process, report);
     report.push_str(&baseline_section);
-    report.push_str(&memory_section);
+    memory::run(&fixture, runtime, args.before_agent.as_deref(), report);
     report.push_str("\n\n");
     slow_hsm::run(&slow, &ceiling, report);
 }
@@ -354,12 +365,10 @@ fn agent_cached(
     step: Duration,
     in_process: &Rates,
     report: &mut String,
-    memory: &mut String,
 ) {
     fixture.write_config(true);
     fixture.allow_one_uid_every_connection();
-    let (agent, ready) = fixture.serve();
-    let idle = agent.rss_kib();
+    let (_agent, _) = fixture.serve();
     let _ = writeln!(report, "## 3. Agent, cached tokens\n");
     let _ = writeln!(report, "Target: ≥ 50,000 tokens/s at 64 connections with p99 under 1 ms. Ratio: agent-cached over in-process RS256 signing (4) with all cores.\n");
     let _ = writeln!(report, "| connections | tokens/s | p50 ms | p99 ms | p99.9 ms | errors | ratio to in-process RS256 |\n|---|---|---|---|---|---|---|");
@@ -387,35 +396,6 @@ fn agent_cached(
             result.per_second() / baseline
         );
     }
-    let held = runtime.block_on(load::hold_connections(&fixture.socket(), 1000));
-    let at_thousand = agent.rss_kib();
-    let held_count = held.len();
-    drop(held);
-    std::thread::sleep(Duration::from_millis(500));
-    let after = agent.rss_kib();
-    let _ = writeln!(memory, "## 5. Agent memory and start-up\n");
-    let _ = writeln!(memory, "| moment | resident memory |\n|---|---|");
-    let _ = writeln!(
-        memory,
-        "| idle after READY | {:.1} MiB |",
-        idle as f64 / 1024.0
-    );
-    let _ = writeln!(
-        memory,
-        "| {held_count} concurrent connections held open | {:.1} MiB |",
-        at_thousand as f64 / 1024.0
-    );
-    let _ = writeln!(
-        memory,
-        "| after the run | {:.1} MiB |",
-        after as f64 / 1024.0
-    );
-    let _ = writeln!(
-        memory,
-        "\nTime from exec to READY=1 (cached config): {:.0} ms",
-        ready.as_secs_f64() * 1000.0
-    );
-    drop(agent);
 }
 
 pub fn first_error(result: &load::LoadResult) -> String {

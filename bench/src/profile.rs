@@ -65,7 +65,14 @@ pub fn run(args: &ProfileArgs, runtime: &tokio::runtime::Runtime) -> bool {
     fixture.write_config_with(&settings);
     let (agent, _) = fixture.serve();
     if args.without_perf {
-        report(args, &load_step(args, runtime, &fixture, issuer), &fixture);
+        let cpu = agent.cpu_time();
+        let result = load_step(args, runtime, &fixture, issuer);
+        report(args, &result, &fixture);
+        // Less swayed than tokens/s by other processes sharing the cores.
+        println!(
+            "agent CPU: {:.2} µs per token",
+            (agent.cpu_time() - cpu).as_secs_f64() * 1e6 / result.ok.max(1) as f64
+        );
         return true;
     }
     // A stale file from an earlier run must not pass for this one's samples.

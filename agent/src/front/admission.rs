@@ -2,6 +2,7 @@
 //! `server.max_connections` and one under its uid's
 //! `server.max_connections_per_uid`; the others get 503 and are closed.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,9 +26,38 @@ const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 pub struct Admission {
     max: usize,
     slots: Arc<Semaphore>,
+    occupancy: Occupancy,
     per_uid: Arc<PerUid>,
     refusals: Arc<Semaphore>,
     warned: [Option<Instant>; 2],
+}
+
+/// How many connections are open, and the most that were since
+/// [`Occupancy::reset_peak`].
+#[derive(Clone)]
+pub struct Occupancy {
+    max: usize,
+    slots: Arc<Semaphore>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Occupancy {
+    pub fn open(&self) -> usize {
+        self.max - self.slots.available_permits()
+    }
+
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Counts the peak from the connections open now.
+    pub fn reset_peak(&self) {
+        self.peak.store(self.open(), Ordering::Relaxed);
+    }
+
+    fn admitted(&self) {
+        self.peak.fetch_max(self.open(), Ordering::Relaxed);
+    }
 }
 
 /// A served connection's places under both caps, given back when dropped.
@@ -39,9 +69,15 @@ pub struct Places {
 impl Admission {
     pub fn new(config: &ServerConfig) -> Admission {
         let max = config.max_connections;
+        let slots = Arc::new(Semaphore::new(max));
         Admission {
             max,
-            slots: Arc::new(Semaphore::new(max)),
+            occupancy: Occupancy {
+                max,
+                slots: Arc::clone(&slots),
+                peak: Arc::new(AtomicUsize::new(0)),
+            },
+            slots,
             per_uid: PerUid::new(config.max_connections_per_uid.min(max)),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
             warned: [None; 2],
@@ -76,7 +112,12 @@ impl Admission {
             _slot: slot,
             _uid: uid_slot,
         };
+        self.occupancy.admitted();
         Some((stream, places))
+    }
+
+    pub fn occupancy(&self) -> Occupancy {
+        self.occupancy.clone()
     }
 
     /// Resolves once every served connection has ended.

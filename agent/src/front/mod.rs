@@ -11,11 +11,13 @@
 //! | `listener` | the listening socket: systemd's, or bound with mode and group |
 //! | `admission` | a place under `server.max_connections` and the uid's `server.max_connections_per_uid`, or 503 |
 //! | `per_uid` | connections open per uid |
+//! | `give_back` | memory given back to the system after many connections closed |
 //! | `over_cap` | the 503 past either cap |
 //! | [`peer`] | who is on the other end: credentials, groups, unit, executable |
 //! | `accepted` | one accepted connection: keep-alive, deadlines, graceful end |
+//! | `parked` | a connection between requests holds its socket, not hyper's buffers |
 //! | `deadlines` | header and idle deadlines per connection |
-//! | `hyper_answers` | problem+json in place of hyper's own refusals |
+//! | `hyper_answers` | the stream hyper sees: activity, bytes a parked connection had read, problem+json in place of hyper's own refusals |
 //! | `routes` | the routes and what each answers |
 //! | `rates` | each uid's rate of cache misses and of refusals |
 //! | `shares` | each uid's share of the signing queue |
@@ -28,9 +30,11 @@ mod accepted;
 mod admission;
 pub mod audit;
 mod deadlines;
+mod give_back;
 mod hyper_answers;
 mod listener;
 mod over_cap;
+mod parked;
 pub mod peer;
 mod per_uid;
 pub mod policy;
@@ -192,6 +196,7 @@ impl<S: TokenSource> Front<S> {
     ) -> io::Result<()> {
         let mut admission = Admission::new(&self.config);
         let counts = tokio::spawn(Arc::clone(&self).flush_repeated_refusals());
+        let give_back = tokio::spawn(give_back::after_closes(admission.occupancy()));
         let (stop, stopped) = watch::channel(false);
         tokio::pin!(shutdown);
         let result = loop {
@@ -217,6 +222,7 @@ impl<S: TokenSource> Front<S> {
         };
         drop(listener);
         counts.abort();
+        give_back.abort();
         let _ = stop.send(true);
         let grace = Duration::from_secs_f64(self.config.shutdown_timeout_seconds);
         if tokio::time::timeout(grace, admission.all_closed())

@@ -1,12 +1,14 @@
 //! Tokens over the socket: what `mint` makes, as JSON or a bare JWT, from
-//! the cache until its refresh point or signed anew; bad requests as
-//! problem documents; health, readiness and metrics.
+//! the cache until its refresh point or signed anew; on one connection
+//! kept alive through pauses; bad requests as problem documents; health,
+//! readiness and metrics.
 
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use integration_tests::daemon::{body_of, status_of, ttd_token, Daemon};
+use integration_tests::http::{get, Connection, Reply};
 use integration_tests::on_every_store;
 use integration_tests::{unix_now, OutputExt};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -67,6 +69,68 @@ fn accept_jwt_gives_the_bare_token() {
     let body = body_of(&answer).trim();
     assert_eq!(body.split('.').count(), 3, "{body}");
     assert_eq!(claims(body)["urn:altinn:app"], "a");
+}
+
+/// Longer than a connection waits for its next request before the agent
+/// sets hyper's buffers aside (100 ms); what is asserted holds either way.
+const PAUSE: Duration = Duration::from_millis(300);
+
+/// `reply` is a token for app `app`.
+fn assert_token_for(reply: Option<Reply>, app: &str) {
+    let reply = reply.unwrap_or_else(|| panic!("closed before answering for {app}"));
+    let token = reply.token().unwrap_or_else(|| panic!("{app}: {reply:?}"));
+    assert_eq!(claims(&token)["urn:altinn:app"], app);
+}
+
+#[test]
+fn a_connection_kept_alive_through_pauses_loses_no_bytes() {
+    let token = ttd_token("p256", "");
+    let daemon = Daemon::start(&token);
+    let ask = |app: &str, extra: &[&str]| get(&format!("/v1/token?issuer=ttd&app={app}"), extra);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = Connection::connect(&daemon.socket).await.unwrap();
+        tokio::time::sleep(PAUSE).await;
+        client.send(ask("first", &[])).await;
+        assert_token_for(client.reply().await, "first");
+
+        // A whole request and the start of the next; the rest after a pause.
+        tokio::time::sleep(PAUSE).await;
+        let third = ask("third", &[]);
+        let (start, rest) = third.split_at(20);
+        client
+            .send([ask("second", &[]), start.to_vec()].concat())
+            .await;
+        assert_token_for(client.reply().await, "second");
+        tokio::time::sleep(PAUSE).await;
+        client.send(rest).await;
+        assert_token_for(client.reply().await, "third");
+
+        // A head one byte under `server.max_header_bytes` (8192).
+        tokio::time::sleep(PAUSE).await;
+        let filler = format!(
+            "X-Filler: {}",
+            "a".repeat(8191 - ask("big", &[]).len() - 12)
+        );
+        let big = ask("big", &[&filler]);
+        assert_eq!(big.len(), 8191);
+        client.send(big).await;
+        assert_token_for(client.reply().await, "big");
+
+        // A hundred requests in one write.
+        tokio::time::sleep(PAUSE).await;
+        let apps: Vec<String> = (0..100).map(|i| format!("p{i}")).collect();
+        client
+            .send(
+                apps.iter()
+                    .flat_map(|app| ask(app, &[]))
+                    .collect::<Vec<u8>>(),
+            )
+            .await;
+        for app in &apps {
+            assert_token_for(client.reply().await, app);
+        }
+    });
 }
 
 #[test]
