@@ -58,7 +58,7 @@ use self::admission::Admission;
 use self::audit::Audit;
 use self::deadlines::Timeouts;
 use self::policy::Policy;
-use self::rates::Rate;
+use self::rates::Rates;
 use self::shares::Shares;
 use crate::config::ServerConfig;
 use crate::issue::TokenSource;
@@ -101,12 +101,6 @@ pub enum Reloaded {
     Refused(String),
 }
 
-/// The two rates each uid is held to.
-struct Rates {
-    misses: Rate,
-    refusals: Rate,
-}
-
 /// The HTTP front: routes, limits, peer checks, audit.
 pub struct Front<S: TokenSource> {
     source: Arc<S>,
@@ -138,10 +132,7 @@ impl<S: TokenSource> Front<S> {
             reload_note: RwLock::new(None),
             audit,
             shares: Shares::new(config.max_signing_per_uid),
-            rates: Rates {
-                misses: Rate::new(&config.cache_misses_per_uid),
-                refusals: Rate::new(&config.refusals_per_uid),
-            },
+            rates: Rates::new(config),
             metrics,
             config: config.clone(),
             timeouts: timeouts(config),

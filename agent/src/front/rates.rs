@@ -1,5 +1,5 @@
 //! Each uid's rate of cache misses and of refusals
-//! (`server.cache_misses_per_uid_*`, `server.refusals_per_uid_*`). Past its
+//! (`server.cache_misses_per_uid`, `server.refusals_per_uid`). Past its
 //! burst, a uid's further misses and refusals are spaced at the steady
 //! rate: the request waits for its turn and is then answered. A client that
 //! asks again the moment it is answered (a new app name each time, or a
@@ -16,11 +16,27 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::PerUidRate;
+use crate::config::{PerUidRate, ServerConfig};
 use crate::sync::lock;
 
 /// Past this many uids, those back to their full burst are forgotten.
 const REMEMBERED_UIDS: usize = 1024;
+
+/// The two rates each uid is held to.
+#[derive(Debug)]
+pub struct Rates {
+    pub misses: Rate,
+    pub refusals: Rate,
+}
+
+impl Rates {
+    pub fn new(config: &ServerConfig) -> Rates {
+        Rates {
+            misses: Rate::new(&config.cache_misses_per_uid),
+            refusals: Rate::new(&config.refusals_per_uid),
+        }
+    }
+}
 
 /// One rate, kept per uid.
 #[derive(Debug)]
@@ -44,8 +60,9 @@ impl Rate {
     /// Waits for `uid`'s turn: at once within its burst.
     /// Returns whether it had to wait.
     pub async fn turn(&self, uid: u32) -> bool {
-        let at = self.take(uid, Instant::now());
-        if at <= Instant::now() {
+        let now = Instant::now();
+        let at = self.take(uid, now);
+        if at == now {
             return false;
         }
         tokio::time::sleep_until(at).await;
