@@ -14,6 +14,7 @@
 //! | [`http`] | raw HTTP/1.1 on the socket, every answer read strictly |
 //! | [`signer`] | the library's signing back in process, on a real token |
 //! | [`slow_hsm`] | the slow module (`tests/slow-hsm`) in front of a token: delays, a session limit, hangs |
+//! | [`hanging`] | an agent whose HSM calls hang on demand, and the hang-and-resume story `hsm_away` and `quick_hang` both tell |
 //! | [`openssl`] | keys, certificates, PKCS#12 files and a tiny CA made by the openssl CLI; the shared test data |
 //! | [`jwt`] | tokens decoded and verified as a relying party would |
 //! | [`limits`] | descriptors and resource limits of a process |
@@ -49,7 +50,9 @@
 //!   library's signing back on a real token) live here, in `tests/tests/`:
 //!   one file per surface, or a folder `tests/tests/<surface>/main.rs` with
 //!   one module per part once a file would pass 400 lines of code. The HSM
-//!   going away, in every form, is one target: `hsm_away`.
+//!   going away, in every form, is one target: `hsm_away`; only a P-256
+//!   signature that hangs on the quick path is a target of its own
+//!   (`quick_hang`), to run while nothing else loads the cores.
 //! - **Benchmarks** (`bench/`) and **fuzz targets** (`fuzz/`, a workspace of
 //!   its own) depend on this crate by path and start their tokens and
 //!   agents, and read their answers, with it.
@@ -63,6 +66,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod daemon;
+pub mod hanging;
 pub mod http;
 pub mod jwt;
 pub mod kryoptic;

@@ -2,127 +2,19 @@
 //! a file exists, as a network HSM's would on a dead link. Requests get 503
 //! at their deadline, `/readyz` and the watchdog say the HSM does not
 //! answer, the agent's threads stay as they were, and service resumes by
-//! itself once the HSM answers again.
+//! itself once the HSM answers again. The P-256 case (signed on the
+//! requesting thread) is `tests/quick_hang.rs`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use integration_tests::daemon::{body_of, log_tail, status_of, threads, ttd_token, Daemon};
-use integration_tests::http::{get, raw_exchange};
-use integration_tests::slow_hsm::{route_through_slow_hsm, SlowHsm};
-use integration_tests::TestToken;
-
-/// Seconds a signature may take: short, so the tests wait little. Two
-/// signing threads, and room for two more while signatures wait.
-const SIGNING: &str = "[signing]\ntimeout_seconds = 2\nthreads = 2\nmax_sessions = 4\n";
-/// Threads the pool may add beyond those it keeps.
-const GROWTH: usize = 2;
-
-/// An agent on a `key_type` token through the slow module, whose `calls`
-/// hang while the returned file exists (it does not yet).
-fn hanging_agent(key_type: &str, calls: &str, extra: &str) -> (TestToken, Daemon, PathBuf) {
-    let token = ttd_token(key_type, &format!("[token]\ncache = false\n{SIGNING}"));
-    route_through_slow_hsm(&token);
-    let hang = token.path().join("hang");
-    let slow = SlowHsm::new().hang_while(&hang, calls);
-    let daemon = Daemon::spawn(&token, |command| {
-        let mut command = slow.apply(command);
-        if !extra.is_empty() {
-            command.env("WATCHDOG_USEC", extra);
-        }
-        command
-    })
-    .ready(&token);
-    (token, daemon, hang)
-}
-
-fn request_token(daemon: &Daemon) -> String {
-    // Ten seconds: an answer that waited for the HSM would not come in time.
-    raw_exchange(
-        &daemon.socket,
-        &get("/v1/token?issuer=ttd&app=a", &["Connection: close"]),
-        Duration::from_secs(10),
-    )
-}
-
-fn assert_unavailable(answer: &str) {
-    assert_eq!(status_of(answer), 503, "{answer}");
-    assert!(body_of(answer).contains("hsm-unavailable"), "{answer}");
-}
+use integration_tests::daemon::{body_of, log_tail};
+use integration_tests::hanging::{
+    assert_unavailable, hang_and_resume, hanging_agent, request_token,
+};
 
 #[test]
 fn a_signature_that_hangs_gets_503_at_the_deadline_and_service_resumes() {
     hang_and_resume("rsa2048");
-}
-
-/// P-256 signatures are made on the requesting I/O thread: a hang there
-/// must not keep that request, or any other, from its answer.
-#[test]
-fn a_quick_signature_that_hangs_gets_503_at_the_deadline_and_service_resumes() {
-    hang_and_resume("p256");
-}
-
-fn hang_and_resume(key_type: &str) {
-    let (token, daemon, hang) = hanging_agent(key_type, "C_Sign", "");
-    // Enough signatures for P-256 to be known as quick (a debug build on a
-    // busy machine may need a few before one comes in under the limit).
-    let client = daemon.client();
-    let quick = || daemon.metric("access_token_agent_quick_signatures_total");
-    for _ in 0..200 {
-        client.token(Some("ttd"), Some("a")).expect("a token");
-        if quick() > 0.0 {
-            break;
-        }
-    }
-    assert_eq!(quick() > 0.0, key_type == "p256", "quick: {}", quick());
-    let before = threads(daemon.pid());
-
-    std::fs::write(&hang, "").unwrap();
-    let first = request_token(&daemon);
-    assert_unavailable(&first);
-    assert!(
-        body_of(&first).contains("signing.timeout_seconds"),
-        "answered at the deadline: {first}"
-    );
-    let not_ready = daemon.wait_status(&token, "/readyz", 503);
-    assert!(
-        body_of(&not_ready).contains("has not answered a signature"),
-        "{not_ready}"
-    );
-    // Many more requests while it hangs: each answered, and the threads
-    // stay within what the pool may ever have, however many ask.
-    for round in 1..=2 {
-        let answers: Vec<String> = std::thread::scope(|scope| {
-            let clients: Vec<_> = (0..20)
-                .map(|_| scope.spawn(|| request_token(&daemon)))
-                .collect();
-            clients.into_iter().map(|c| c.join().unwrap()).collect()
-        });
-        answers.iter().for_each(|answer| assert_unavailable(answer));
-        let during = threads(daemon.pid());
-        assert!(
-            during <= before + GROWTH,
-            "threads: {before} before the hang, {during} after {} requests during it",
-            20 * round
-        );
-    }
-    assert_eq!(
-        status_of(&daemon.get("/healthz", &[])),
-        200,
-        "alive all along"
-    );
-
-    std::fs::remove_file(&hang).unwrap();
-    daemon.wait_status(&token, "/readyz", 200);
-    daemon
-        .client()
-        .token(Some("ttd"), Some("b"))
-        .unwrap_or_else(|e| panic!("served again without a restart: {e}\n{}", log_tail(&token)));
-    assert!(
-        threads(daemon.pid()) <= before + GROWTH,
-        "no thread left over"
-    );
-    assert!(daemon.metric("access_token_agent_signing_timeouts_total") >= 1.0);
 }
 
 /// The supervisor's probe (C_GetTokenInfo) hangs: the agent says so on
