@@ -149,19 +149,7 @@ impl Agent {
 
     /// CPU time the agent has used, user and system, all threads.
     pub fn cpu_time(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields 14 and 15 (utime, stime), counted after the command name,
-        // which may contain spaces but ends at the last ')'.
-        let ticks: u64 = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().skip(11).take(2))
-            .into_iter()
-            .flatten()
-            .filter_map(|field| field.parse::<u64>().ok())
-            .sum();
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Duration::from_secs_f64(ticks as f64 / per_second as f64)
+        cpu_time_of(self.pid())
     }
 
     /// Resident memory in KiB (VmRSS).
@@ -183,6 +171,22 @@ impl Drop for Agent {
         self.0.signal(libc::SIGTERM);
         self.0.wait_exit_within(Duration::from_secs(10));
     }
+}
+
+/// CPU time process `pid` has used, user and system, all threads.
+pub fn cpu_time_of(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields 14 and 15 (utime, stime), counted after the command name,
+    // which may contain spaces but ends at the last ')'.
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().skip(11).take(2))
+        .into_iter()
+        .flatten()
+        .filter_map(|field| field.parse::<u64>().ok())
+        .sum();
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
 }
 
 /// Reads the PIN as the agent does.

@@ -5,7 +5,8 @@
 //! 1. HSM ceiling: raw `C_Sign` tokens/s through cryptoki, 1 and N sessions.
 //! 2. The agent signing every request (`cache = false`) at 1, 16, 64
 //!    connections, as a ratio to (1) at the same number of sessions.
-//! 3. The agent serving from its cache at 1, 16, 64, 256 connections.
+//! 3. The agent serving from its cache at 1, 16, 64, 256 connections, and
+//!    beside its floor, a bare hyper server (`--only-floor`: this part alone).
 //! 4. In-process signing with the key in memory, and agent-cached / it.
 //! 5. The agent's memory idle, with 10,000 connections held open and a few
 //!    seconds after they closed (`memory`: this section alone), and the
@@ -17,7 +18,9 @@
 //! `access-token-bench soak` (`make soak`) runs the agent for minutes at a
 //! steady rate instead, and fails if memory grows or any request fails.
 
+mod against_floor;
 mod agent;
+mod floor;
 mod hostile;
 mod load;
 mod memory;
@@ -57,6 +60,10 @@ struct Args {
     /// 6 (through a slow HSM).
     #[arg(long)]
     only_slow_hsm: bool,
+    /// Only the agent's cached tokens beside their floor (section 3's last
+    /// part).
+    #[arg(long)]
+    only_floor: bool,
 }
 
 #[derive(clap::Subcommand)]
@@ -80,6 +87,9 @@ enum Command {
     /// The hostile side of `hostile`, run by it as uid 65534.
     #[command(hide = true)]
     Flood(hostile::FloodArgs),
+    /// The floor a cached token is measured against, run by the bench.
+    #[command(hide = true)]
+    FloorServer(floor::FloorArgs),
 }
 
 fn main() {
@@ -127,6 +137,7 @@ fn main() {
             true
         }
         Some(Command::Flood(flood)) => hostile::flood(flood, &runtime),
+        Some(Command::FloorServer(floor)) => floor::serve(floor),
     };
     if let Some(path) = &args.write {
         std::fs::write(path, &report).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
@@ -140,6 +151,10 @@ fn benchmarks(args: &Args, runtime: &tokio::runtime::Runtime, cores: usize, repo
     let step = Duration::from_secs(args.seconds);
     let fixture = Fixture::new();
     header(report, args, cores);
+    if args.only_floor {
+        against_floor::run(&fixture, step, report);
+        return;
+    }
     // Measured in this order, reported in the order of the sections.
     let ceiling = hsm_ceiling(&fixture, cores, step, report);
     let slow = slow_hsm::Bench {
@@ -156,6 +171,7 @@ fn benchmarks(args: &Args, runtime: &tokio::runtime::Runtime, cores: usize, repo
     let in_process = in_process(cores, step, &mut baseline_section);
     agent_fresh(&fixture, runtime, cores, step, &ceiling, args, report);
     agent_cached(&fixture, runtime, step, &in_process, report);
+    against_floor::run(&fixture, step, report);
     report.push_str(&baseline_section);
     memory::run(&fixture, runtime, args.before_agent.as_deref(), report);
     report.push_str("\n\n");
