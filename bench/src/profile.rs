@@ -58,11 +58,15 @@ pub fn run(args: &ProfileArgs, runtime: &tokio::runtime::Runtime) -> bool {
         }
     };
     let fixture = Fixture::new();
-    let mut settings = format!("cache = {}", args.cached);
+    // Every audit line to a file, as in production.
+    let mut sections = format!(
+        "[audit]\nfile = {:?}\n",
+        fixture.path("audit.jsonl").display().to_string()
+    );
     if let Some(threads) = args.signing_threads {
-        settings.push_str(&format!("\n\n[signing]\nthreads = {threads}"));
+        sections.push_str(&format!("\n[signing]\nthreads = {threads}\n"));
     }
-    fixture.write_config_with(&settings);
+    fixture.write_config_sections(&format!("cache = {}", args.cached), &sections);
     let (agent, _) = fixture.serve();
     if args.without_perf {
         let cpu = agent.cpu_time();

@@ -268,13 +268,29 @@ pub fn log_tail(token: &TestToken) -> String {
 
 /// The audit lines written so far, parsed.
 pub fn audit_lines(token: &TestToken) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(token.path().join("audit.jsonl"))
-        .unwrap_or_default()
+    settled_text(&token.path().join("audit.jsonl"))
         .lines()
         .map(|line| {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("audit line {line:?}: {e}"))
         })
         .collect()
+}
+
+/// The text of `path` (empty if it does not exist) once it has stopped
+/// growing: the agent appends audit lines in batches, a moment after the
+/// answers they record.
+pub fn settled_text(path: &Path) -> String {
+    let read = || std::fs::read_to_string(path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = read();
+    loop {
+        std::thread::sleep(Duration::from_millis(30));
+        let now = read();
+        if now == text || Instant::now() > deadline {
+            return now;
+        }
+        text = now;
+    }
 }
 
 fn unique() -> u64 {

@@ -224,7 +224,7 @@ impl<S: TokenSource> Front<S> {
                 "connections still open after {grace:?} (`server.shutdown_timeout_seconds`); stopping anyway"
             );
         }
-        self.audit.flush_repeats(true);
+        self.audit.finish();
         result
     }
 

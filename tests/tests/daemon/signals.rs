@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use integration_tests::daemon::{
-    client_as, log, open_socket_to_others, pass_listener, status_of, ttd_token, Daemon,
+    client_as, log, open_socket_to_others, pass_listener, settled_text, status_of, ttd_token,
+    Daemon,
 };
 use integration_tests::on_every_store;
 use integration_tests::OutputExt;
@@ -84,8 +85,8 @@ fn sighup_reopens_the_audit_file_after_rotation() {
     client.token(Some("ttd"), Some("after")).unwrap();
 
     let apps_in = |file: &std::path::Path| -> Vec<String> {
-        std::fs::read_to_string(file)
-            .unwrap_or_else(|e| panic!("{}: {e}\n{}", file.display(), log(&token)))
+        assert!(file.exists(), "{}\n{}", file.display(), log(&token));
+        settled_text(file)
             .lines()
             .map(|line| {
                 let json: serde_json::Value = serde_json::from_str(line).unwrap();

@@ -149,6 +149,7 @@ impl Server {
     }
 
     fn audit_lines(&self) -> Vec<serde_json::Value> {
+        self.front.audit().flush();
         std::fs::read_to_string(&self.audit_file)
             .unwrap()
             .lines()

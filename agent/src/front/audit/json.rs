@@ -1,0 +1,138 @@
+//! One JSON object written field by field into a byte buffer: an audit
+//! line costs a copy of its fields, not a serializer's walk over a
+//! struct. Strings are escaped as RFC 8259 requires.
+
+use std::io::Write as _;
+
+/// An object being written into `out`; [`Object::end`] closes it.
+pub struct Object<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Object<'a> {
+    pub fn begin(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Object { out, first: true }
+    }
+
+    fn key(&mut self, key: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        string(self.out, key);
+        self.out.push(b':');
+    }
+
+    pub fn str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+        self.key(key);
+        match value {
+            Some(value) => string(self.out, value),
+            None => self.out.extend_from_slice(b"null"),
+        }
+        self
+    }
+
+    pub fn int(&mut self, key: &str, value: Option<i64>) -> &mut Self {
+        self.key(key);
+        match value {
+            Some(value) => {
+                let _ = write!(self.out, "{value}");
+            }
+            None => self.out.extend_from_slice(b"null"),
+        }
+        self
+    }
+
+    pub fn bool(&mut self, key: &str, value: Option<bool>) -> &mut Self {
+        self.key(key);
+        let text: &[u8] = match value {
+            Some(true) => b"true",
+            Some(false) => b"false",
+            None => b"null",
+        };
+        self.out.extend_from_slice(text);
+        self
+    }
+
+    pub fn end(&mut self) {
+        self.out.push(b'}');
+    }
+}
+
+/// `text` as a JSON string, quotes included.
+fn string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut plain = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain..i]);
+        plain = i + 1;
+        if escaped.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.extend_from_slice(escaped);
+        }
+    }
+    out.extend_from_slice(&bytes[plain..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(text: &str) -> String {
+        let mut out = Vec::new();
+        Object::begin(&mut out).str("k", Some(text)).end();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn every_string_reads_back_as_itself() {
+        for text in [
+            "",
+            "plain",
+            "quote \" and backslash \\",
+            "new\nline\r\ttab",
+            "\u{0}\u{1}\u{1f}\u{7f}",
+            "ünïcødé ✓ 🦀",
+            "/usr/bin/my app (deleted)",
+        ] {
+            let line = written(text);
+            let json: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(json["k"], text, "{line}");
+        }
+    }
+
+    #[test]
+    fn fields_of_every_kind_and_null() {
+        let mut out = Vec::new();
+        Object::begin(&mut out)
+            .str("s", Some("x"))
+            .str("none", None)
+            .int("n", Some(-42))
+            .int("big", Some(i64::MAX))
+            .int("no", None)
+            .bool("t", Some(true))
+            .bool("f", Some(false))
+            .bool("b", None)
+            .end();
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"s": "x", "none": null, "n": -42, "big": i64::MAX, "no": null, "t": true, "f": false, "b": null})
+        );
+    }
+}

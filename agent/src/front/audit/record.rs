@@ -1,0 +1,218 @@
+//! One audit line: who asked for what, and what they got; never the token.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::json::Object;
+use crate::front::peer::Peer;
+use crate::issue::Issued;
+
+/// What became of a token request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Issued,
+    Refused,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Issued => "issued",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
+/// One audit line: who asked for what, and what they got (never the token).
+#[derive(Debug)]
+pub struct Record<'a> {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+    /// The peer's systemd unit, when known (whatever the grant matched on).
+    pub unit: Option<&'a str>,
+    /// The peer's executable, when known: another user's needs CAP_SYS_PTRACE.
+    pub exe: Option<Cow<'a, str>>,
+    pub issuer: Option<&'a str>,
+    pub app: Option<&'a str>,
+    pub kid: Option<&'a str>,
+    /// The token's `exp`, Unix seconds.
+    pub exp: Option<i64>,
+    pub cache_hit: Option<bool>,
+    pub outcome: Outcome,
+    /// The problem type's short name when refused.
+    pub reason: Option<&'static str>,
+    /// On a line that sums up a window: how many more refusals like it
+    /// came, and were not written, after the ones written in the window.
+    pub repeated: Option<u64>,
+}
+
+impl<'a> Record<'a> {
+    /// A token handed out. Takes the whole [`Issued`] and keeps all of it but the token.
+    pub fn issued(peer: &'a Peer, issuer: &'a str, app: &'a str, issued: &'a Issued) -> Self {
+        Record {
+            kid: Some(&issued.kid),
+            exp: Some(issued.expires_at),
+            cache_hit: Some(issued.cache_hit),
+            outcome: Outcome::Issued,
+            ..Record::about(peer, Some(issuer), Some(app))
+        }
+    }
+
+    /// A request that got no token, for `reason` (a problem short name).
+    pub fn refused(
+        peer: &'a Peer,
+        issuer: Option<&'a str>,
+        app: Option<&'a str>,
+        reason: &'static str,
+    ) -> Self {
+        Record {
+            reason: Some(reason),
+            ..Record::about(peer, issuer, app)
+        }
+    }
+
+    fn about(peer: &'a Peer, issuer: Option<&'a str>, app: Option<&'a str>) -> Self {
+        let process = peer.process();
+        Record {
+            time: now_rfc3339(),
+            uid: peer.uid,
+            gid: peer.gid,
+            pid: peer.pid,
+            unit: process.unit.as_deref(),
+            exe: process.exe.as_deref().map(Path::to_string_lossy),
+            issuer,
+            app,
+            kid: None,
+            exp: None,
+            cache_hit: None,
+            outcome: Outcome::Refused,
+            reason: None,
+            repeated: None,
+        }
+    }
+
+    /// The JSON line, newline included.
+    pub fn line(&self) -> String {
+        let mut line = Vec::with_capacity(256);
+        self.write_line(&mut line);
+        String::from_utf8(line).expect("JSON written from strs is UTF-8")
+    }
+
+    /// Appends the JSON line, newline included, to `out`.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        let mut object = Object::begin(out);
+        object
+            .str("time", Some(&self.time))
+            .int("uid", Some(i64::from(self.uid)))
+            .int("gid", Some(i64::from(self.gid)))
+            .int("pid", self.pid.map(i64::from))
+            .str("unit", self.unit)
+            .str("exe", self.exe.as_deref())
+            .str("issuer", self.issuer)
+            .str("app", self.app)
+            .str("kid", self.kid)
+            .int("exp", self.exp)
+            .bool("cache_hit", self.cache_hit)
+            .str("outcome", Some(self.outcome.as_str()))
+            .str("reason", self.reason);
+        if let Some(repeated) = self.repeated {
+            object.int("repeated", i64::try_from(repeated).ok());
+        }
+        object.end();
+        out.push(b'\n');
+    }
+}
+
+/// Now, as audit lines write it: RFC 3339, UTC.
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::front::peer::Process;
+    use std::sync::Arc;
+
+    pub const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ0dGQifQ.c2lnbmF0dXJl";
+
+    pub fn issued() -> Issued {
+        Issued {
+            token: Arc::from(TOKEN),
+            kid: Arc::from("C5726728C38CFE6C16988454206B99CA29AE025E"),
+            expires_at: 1_767_225_900,
+            cache_hit: true,
+        }
+    }
+
+    pub fn peer() -> Peer {
+        Peer::new(1000, 1001, Some(4242)).with_process(Process {
+            unit: Some("my-app.service".into()),
+            exe: Some("/usr/bin/my-app".into()),
+            groups: vec![],
+        })
+    }
+
+    #[test]
+    fn issued_line_has_every_field_and_not_the_token() {
+        let (peer, issued) = (peer(), issued());
+        let line = Record::issued(&peer, "ttd", "my-app", &issued).line();
+        assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+        for part in TOKEN.split('.') {
+            assert!(!line.contains(part), "token part {part} in {line}");
+        }
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(json["uid"], 1000);
+        assert_eq!(json["gid"], 1001);
+        assert_eq!(json["pid"], 4242);
+        assert_eq!(json["unit"], "my-app.service");
+        assert_eq!(json["exe"], "/usr/bin/my-app");
+        assert_eq!(json["issuer"], "ttd");
+        assert_eq!(json["app"], "my-app");
+        assert_eq!(json["kid"], "C5726728C38CFE6C16988454206B99CA29AE025E");
+        assert_eq!(json["exp"], 1_767_225_900);
+        assert_eq!(json["cache_hit"], true);
+        assert_eq!(json["outcome"], "issued");
+        assert!(json["reason"].is_null());
+        let time = json["time"].as_str().unwrap();
+        assert!(is_rfc3339_utc(time), "{time}");
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, this year.
+    fn is_rfc3339_utc(time: &str) -> bool {
+        let year = OffsetDateTime::now_utc().year().to_string();
+        let shape = time.bytes().take(19).enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b'T',
+            13 | 16 => b == b':',
+            _ => b.is_ascii_digit(),
+        });
+        let rest = &time[19..];
+        let fraction = rest.strip_prefix('.').unwrap_or("0Z");
+        shape
+            && time.starts_with(&year)
+            && rest.ends_with('Z')
+            && fraction[..fraction.len() - 1]
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+    }
+
+    #[test]
+    fn refused_line_names_the_reason() {
+        let peer = Peer::new(65534, 65534, None);
+        let line = Record::refused(&peer, Some("ttd"), None, "not-granted").line();
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(json["outcome"], "refused");
+        assert_eq!(json["reason"], "not-granted");
+        assert_eq!(json["uid"], 65534);
+        assert!(json["app"].is_null() && json["kid"].is_null() && json["unit"].is_null());
+    }
+}

@@ -1,0 +1,267 @@
+//! The audit file's writer: one thread appends what requests queued, in
+//! batches, so that a request pays for copying its line, not for a write
+//! to the file. Lines keep the order they were queued in; none is dropped:
+//! past [`MAX_PENDING`] bytes queued, requests wait for the file instead.
+//! A clean stop ([`Writer::flush`], then drop) writes every queued line;
+//! a SIGKILL loses what was queued in the last moment (about a
+//! millisecond's lines, see [`GATHER`]).
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::sync::lock;
+
+/// Mode of a newly created audit file: the agent writes, its group reads.
+const FILE_MODE: u32 = 0o640;
+
+/// Bytes queued past which requests wait for the writer: a stalled disk
+/// slows token requests down rather than costing memory or lines.
+pub const MAX_PENDING: usize = 4 << 20;
+
+/// How long the writer lets lines gather after writing a batch: at high
+/// rates one write carries many lines, at low rates a line waits at most
+/// this long before it is written.
+const GATHER: Duration = Duration::from_millis(1);
+
+/// The audit file and the thread that appends to it.
+#[derive(Debug)]
+pub struct Writer {
+    path: PathBuf,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// The writer waits on it for lines; requests and [`Writer::flush`]
+    /// wait on it for the writer.
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Lines queued and not yet taken by the writer.
+    pending: Vec<u8>,
+    /// Batches taken by the writer and not yet written.
+    writing: bool,
+    /// The file to use from the next batch on (after [`Writer::reopen`]).
+    replacement: Option<File>,
+    stopping: bool,
+}
+
+impl State {
+    fn is_idle(&self) -> bool {
+        self.pending.is_empty() && !self.writing
+    }
+}
+
+impl Writer {
+    /// Opens (or creates, mode 0640) `path` for appending and starts the
+    /// writer; the error names the key and the path.
+    pub fn open(path: &Path) -> std::io::Result<Writer> {
+        let file = open_append(path)?;
+        let shared = Arc::new(Shared::default());
+        let (writer, named) = (Arc::clone(&shared), path.to_path_buf());
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(file, named))?;
+        Ok(Writer {
+            path: path.to_path_buf(),
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `line` (newline included) with `build`, which appends it to
+    /// the queue; waits while the queue is full.
+    pub fn queue(&self, build: impl FnOnce(&mut Vec<u8>)) {
+        let mut state = lock(&self.shared.state);
+        while state.pending.len() >= MAX_PENDING && !state.stopping {
+            state = self.wait(state);
+        }
+        let was_idle = state.is_idle();
+        build(&mut state.pending);
+        drop(state);
+        if was_idle {
+            self.shared.changed.notify_all();
+        }
+    }
+
+    /// Opens the file at its path again (after log rotation moved it);
+    /// lines queued from now on go to the new file.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let fresh = open_append(&self.path)?;
+        let mut state = lock(&self.shared.state);
+        // What was queued before belongs to the old file.
+        while !state.is_idle() {
+            state = self.wait(state);
+        }
+        state.replacement = Some(fresh);
+        Ok(())
+    }
+
+    /// Returns once every line queued so far is in the file.
+    pub fn flush(&self) {
+        let mut state = lock(&self.shared.state);
+        while !state.is_idle() {
+            state = self.wait(state);
+        }
+    }
+
+    fn wait<'a>(&self, state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.shared
+            .changed
+            .wait(state)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for Writer {
+    /// Writes what is queued and stops the thread.
+    fn drop(&mut self) {
+        lock(&self.shared.state).stopping = true;
+        self.shared.changed.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Shared {
+    /// The writer thread: takes what is queued, writes it in one go, lets
+    /// the next lines gather, until told to stop with nothing queued.
+    fn run(&self, mut file: File, path: PathBuf) {
+        let mut batch = Vec::new();
+        loop {
+            {
+                let mut state = lock(&self.state);
+                while state.pending.is_empty() && !state.stopping {
+                    state = self
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                if state.pending.is_empty() {
+                    return;
+                }
+                if let Some(fresh) = state.replacement.take() {
+                    file = fresh;
+                }
+                std::mem::swap(&mut batch, &mut state.pending);
+                state.writing = true;
+            }
+            // Waiting requests may queue again: the queue is empty.
+            self.changed.notify_all();
+            if let Err(e) = file.write_all(&batch) {
+                tracing::error!("cannot append to the audit file {}: {e}", path.display());
+            }
+            batch.clear();
+            lock(&self.state).writing = false;
+            self.changed.notify_all();
+            std::thread::sleep(GATHER);
+        }
+    }
+}
+
+/// Opens `path` for appending. A file it creates gets [`FILE_MODE`] set on
+/// the descriptor, so that systemd's `UMask=0077` does not leave the group
+/// unable to read it; an existing file keeps the mode it has.
+fn open_append(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::PermissionsExt;
+    let append = |create_new: bool| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create_new(create_new)
+            .mode(FILE_MODE)
+            .open(path)
+    };
+    let opened = match append(true) {
+        Ok(file) => file
+            .set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
+            .map(|()| file),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => append(false),
+        Err(e) => Err(e),
+    };
+    opened.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "`audit.file` = {}: cannot open it for appending ({e}); create its directory or fix the path",
+                path.display()
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(n: usize) -> impl FnOnce(&mut Vec<u8>) {
+        move |queue: &mut Vec<u8>| queue.extend_from_slice(format!("{{\"n\":{n}}}\n").as_bytes())
+    }
+
+    #[test]
+    fn lines_from_many_threads_are_all_written_whole_in_each_threads_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let writer = Writer::open(&path).unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let writer = &writer;
+                scope.spawn(move || (0..5_000).for_each(|i| writer.queue(line(t * 10_000 + i))));
+            }
+        });
+        drop(writer);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let numbers: Vec<usize> = text
+            .lines()
+            .map(|l| {
+                let json: serde_json::Value = serde_json::from_str(l).unwrap();
+                json["n"].as_u64().unwrap() as usize
+            })
+            .collect();
+        assert_eq!(numbers.len(), 20_000);
+        for t in 0..4 {
+            let mine: Vec<usize> = numbers
+                .iter()
+                .copied()
+                .filter(|n| n / 10_000 == t)
+                .collect();
+            assert_eq!(mine, (0..5_000).map(|i| t * 10_000 + i).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn flush_returns_with_every_line_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let writer = Writer::open(&path).unwrap();
+        (0..100).for_each(|i| writer.queue(line(i)));
+        writer.flush();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 100);
+    }
+
+    #[test]
+    fn a_line_written_alone_reaches_the_file_without_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let writer = Writer::open(&path).unwrap();
+        writer.queue(line(1));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(&path).unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the line was never written"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(writer);
+    }
+}
