@@ -141,8 +141,20 @@ impl Snapshot {
         }
     }
 
-    /// A token for `issuer` and `app`: from the cache, or signed once the
-    /// requester's `turn` has come.
+    /// The cached token for `issuer` and `app`, if the cache is on and
+    /// holds a fresh one from the issuer's current key.
+    pub fn hit(&self, issuer: &str, app: &str) -> Option<Issued> {
+        if !self.settings.cache {
+            return None;
+        }
+        let key = self.key(issuer).ok()?;
+        self.cache.cached(issuer, app, &key.kid)
+    }
+
+    /// A token for `issuer` and `app` that was not a [`Snapshot::hit`]:
+    /// signed once the requester's `turn` has come (and cached if the
+    /// cache is on; a request for the same token already under way is
+    /// joined).
     pub async fn issue(
         &self,
         issuer: &str,
@@ -151,9 +163,6 @@ impl Snapshot {
     ) -> Result<Issued, IssueError> {
         let key = self.key(issuer)?;
         if self.settings.cache {
-            if let Some(hit) = self.cache.cached(issuer, app, &key.kid) {
-                return Ok(hit);
-            }
             turn.rate.await;
             let place = turn.place.await;
             return self

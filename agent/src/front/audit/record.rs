@@ -1,7 +1,9 @@
 //! One audit line: who asked for what, and what they got; never the token.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -129,11 +131,34 @@ impl<'a> Record<'a> {
     }
 }
 
-/// Now, as audit lines write it: RFC 3339, UTC.
+/// Now, as audit lines write it: RFC 3339, UTC, to the microsecond. The
+/// date and time of the current second are formatted once per second and
+/// thread, since every line needs them.
 pub fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    SECOND.with(|second| {
+        let mut second = second.borrow_mut();
+        if second.0 != now.as_secs() {
+            *second = (now.as_secs(), whole_second(now.as_secs()));
+        }
+        format!("{}.{:06}Z", second.1, now.subsec_micros())
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of the Unix second `secs`.
+fn whole_second(secs: u64) -> String {
+    let time = i64::try_from(secs)
+        .ok()
+        .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok())
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let mut text = time.format(&Rfc3339).unwrap_or_default();
+    text.truncate("YYYY-MM-DDTHH:MM:SS".len());
+    text
 }
 
 #[cfg(test)]
@@ -214,5 +239,23 @@ pub(super) mod tests {
         assert_eq!(json["reason"], "not-granted");
         assert_eq!(json["uid"], 65534);
         assert!(json["app"].is_null() && json["kid"].is_null() && json["unit"].is_null());
+    }
+
+    #[test]
+    fn the_time_is_rfc_3339_and_now() {
+        for _ in 0..3 {
+            let before = OffsetDateTime::now_utc();
+            let text = now_rfc3339();
+            let after = OffsetDateTime::now_utc();
+            let parsed =
+                OffsetDateTime::parse(&text, &Rfc3339).unwrap_or_else(|e| panic!("{text}: {e}"));
+            // To the microsecond: truncated, never later than the clock.
+            let micro = time::Duration::microseconds(1);
+            assert!(
+                parsed + micro > before && parsed <= after,
+                "{before} <= {text} <= {after}"
+            );
+            assert!(text.ends_with('Z') && is_rfc3339_utc(&text), "{text}");
+        }
     }
 }
