@@ -79,11 +79,15 @@ fn service<S: TokenSource>(
     activity: Arc<Activity>,
 ) -> impl HttpService<Incoming, ResBody = Full<Bytes>, Error = Infallible, Future: Send> + Unpin + Send
 {
+    // One handle of the connection's own per request: cloning `front`
+    // itself would write to a count every connection's requests share.
+    let connection = Arc::new((front, peer, activity));
     service_fn(move |request| {
-        let (front, peer, activity) = (front.clone(), peer.clone(), activity.clone());
+        let connection = Arc::clone(&connection);
         async move {
+            let (front, peer, activity) = &*connection;
             activity.request_started();
-            let response = front.respond(request, &peer).await;
+            let response = front.respond(request, peer).await;
             activity.request_finished();
             Ok::<_, Infallible>(response)
         }
