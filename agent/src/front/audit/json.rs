@@ -66,7 +66,7 @@ fn string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     let bytes = text.as_bytes();
     // Most fields (kids, names, paths, times) need no escape: one scan, one copy.
-    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !needs_escape(bytes) {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
@@ -92,6 +92,30 @@ fn string(out: &mut Vec<u8>, text: &str) {
     }
     out.extend_from_slice(&bytes[plain..]);
     out.push(b'"');
+}
+
+/// Whether any byte of `bytes` is a control character, `"` or `\\`; eight
+/// bytes at a time, with the usual bit tricks for "some byte is zero" and
+/// "some byte is below n".
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let v = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+        let below_space = v.wrapping_sub(ONES * 0x20) & !v & HIGHS != 0;
+        if below_space
+            || has_zero(v ^ (ONES * u64::from(b'"')))
+            || has_zero(v ^ (ONES * u64::from(b'\\')))
+        {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 #[cfg(test)]
@@ -140,5 +164,20 @@ mod tests {
             json,
             serde_json::json!({"s": "x", "none": null, "n": -42, "big": i64::MAX, "no": null, "t": true, "f": false, "b": null})
         );
+    }
+
+    #[test]
+    fn an_escape_is_found_at_every_place_in_strings_of_every_length() {
+        for special in [b'"', b'\\', b'\n', 0, 0x1f] {
+            for len in 1..40 {
+                for at in 0..len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    assert!(needs_escape(&bytes), "{special:#x} at {at} of {len}");
+                }
+                assert!(!needs_escape(&vec![b'a'; len]));
+                assert!(!needs_escape("é ✓ ~ \u{7f} ".repeat(len).as_bytes()));
+            }
+        }
     }
 }
