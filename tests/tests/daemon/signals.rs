@@ -143,3 +143,45 @@ fn socket_activation_serves_on_the_inherited_listener() {
     assert_eq!(daemon.wait_exit().code(), Some(0));
     assert!(socket.exists(), "a socket systemd owns is left in place");
 }
+
+/// Audit lines are written in batches, a moment after the answers they
+/// record: a clean stop in the middle of a stream of answers still leaves
+/// a line for every token handed out.
+#[test]
+fn sigterm_under_load_leaves_an_audit_line_for_every_token_handed_out() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const CLIENTS: usize = 4;
+    let token = ttd_token("rsa2048", "");
+    let mut daemon = Daemon::start(&token);
+    let answered = AtomicUsize::new(0);
+    let clients: Vec<_> = (0..CLIENTS).map(|_| daemon.client()).collect();
+    std::thread::scope(|scope| {
+        for client in clients {
+            let answered = &answered;
+            // Until the agent has stopped and the request fails.
+            scope.spawn(move || {
+                while client.token(Some("ttd"), Some("a")).is_ok() {
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        while answered.load(Ordering::Relaxed) < 500 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        daemon.signal(libc::SIGTERM);
+    });
+    assert_eq!(daemon.wait_exit().code(), Some(0), "{}", log(&token));
+    let answered = answered.into_inner();
+    // Read as the agent left it: it has exited.
+    let text = std::fs::read_to_string(token.path().join("audit.jsonl")).unwrap();
+    let issued = text
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|line| line["outcome"] == "issued")
+        .count();
+    // A token may have been sent to a client that left before reading it.
+    assert!(
+        (answered..=answered + CLIENTS).contains(&issued),
+        "{answered} tokens answered, {issued} issued lines"
+    );
+}
