@@ -1,5 +1,7 @@
 //! The routes: `GET /v1/token`, `/v1/grants`, `/healthz`, `/readyz`, `/metrics`.
 
+use std::sync::Arc;
+
 use http_body_util::Full;
 use hyper::body::{Body, Bytes, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
@@ -216,7 +218,7 @@ impl<S: TokenSource> Front<S> {
 
 fn token_response(issued: &Issued, issuer: &str, app: &str, jwt: bool) -> Response<Full<Bytes>> {
     let (content_type, body) = if jwt {
-        (JWT, Bytes::copy_from_slice(issued.token.as_bytes()))
+        (JWT, Bytes::from_owner(SharedToken(Arc::clone(&issued.token))))
     } else {
         let body = TokenBody {
             token: &issued.token,
@@ -234,6 +236,15 @@ fn token_response(issued: &Issued, issuer: &str, app: &str, jwt: bool) -> Respon
     // A bearer credential: no cache on the way may keep it.
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// A token's bytes as an answer's body: shared with the cache, not copied.
+struct SharedToken(Arc<str>);
+
+impl AsRef<[u8]> for SharedToken {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 fn plain(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
