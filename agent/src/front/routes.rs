@@ -218,7 +218,10 @@ impl<S: TokenSource> Front<S> {
 
 fn token_response(issued: &Issued, issuer: &str, app: &str, jwt: bool) -> Response<Full<Bytes>> {
     let (content_type, body) = if jwt {
-        (JWT, Bytes::from_owner(SharedToken(Arc::clone(&issued.token))))
+        (
+            JWT,
+            Bytes::from_owner(SharedToken(Arc::clone(&issued.token))),
+        )
     } else {
         let body = TokenBody {
             token: &issued.token,

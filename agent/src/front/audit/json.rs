@@ -34,6 +34,15 @@ impl<'a> Object<'a> {
         self
     }
 
+    /// A string that `write` appends itself, with nothing to escape.
+    pub fn raw_str(&mut self, key: &str, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
+        self.key(key);
+        self.out.push(b'"');
+        write(self.out);
+        self.out.push(b'"');
+        self
+    }
+
     pub fn int(&mut self, key: &str, value: Option<i64>) -> &mut Self {
         self.key(key);
         match value {

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -32,7 +32,7 @@ impl Outcome {
 #[derive(Debug)]
 pub struct Record<'a> {
     /// RFC 3339, UTC.
-    pub time: String,
+    pub time: Stamp,
     pub uid: u32,
     pub gid: u32,
     pub pid: Option<i32>,
@@ -82,7 +82,7 @@ impl<'a> Record<'a> {
     fn about(peer: &'a Peer, issuer: Option<&'a str>, app: Option<&'a str>) -> Self {
         let process = peer.process();
         Record {
-            time: now_rfc3339(),
+            time: Stamp::now(),
             uid: peer.uid,
             gid: peer.gid,
             pid: peer.pid,
@@ -110,7 +110,7 @@ impl<'a> Record<'a> {
     pub fn write_line(&self, out: &mut Vec<u8>) {
         let mut object = Object::begin(out);
         object
-            .str("time", Some(&self.time))
+            .raw_str("time", |out| self.time.write(out))
             .int("uid", Some(i64::from(self.uid)))
             .int("gid", Some(i64::from(self.gid)))
             .int("pid", self.pid.map(i64::from))
@@ -131,23 +131,47 @@ impl<'a> Record<'a> {
     }
 }
 
-/// Now, as audit lines write it: RFC 3339, UTC, to the microsecond. The
-/// date and time of the current second are formatted once per second and
-/// thread, since every line needs them.
-pub fn now_rfc3339() -> String {
-    thread_local! {
-        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+/// When a line's request was decided. Written as RFC 3339, UTC, to the
+/// microsecond; the date and time of the current second are formatted once
+/// per second and thread, since every line needs them.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp(Duration);
+
+impl Stamp {
+    pub fn now() -> Stamp {
+        Stamp(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+        )
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    SECOND.with(|second| {
-        let mut second = second.borrow_mut();
-        if second.0 != now.as_secs() {
-            *second = (now.as_secs(), whole_second(now.as_secs()));
+
+    /// Appends the RFC 3339 text to `out`.
+    pub fn write(self, out: &mut Vec<u8>) {
+        thread_local! {
+            static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
         }
-        format!("{}.{:06}Z", second.1, now.subsec_micros())
-    })
+        let secs = self.0.as_secs();
+        SECOND.with(|second| {
+            let mut second = second.borrow_mut();
+            if second.0 != secs {
+                *second = (secs, whole_second(secs));
+            }
+            out.extend_from_slice(second.1.as_bytes());
+        });
+        let micros = self.0.subsec_micros();
+        out.push(b'.');
+        for place in [100_000, 10_000, 1_000, 100, 10, 1] {
+            out.push(b'0' + (micros / place % 10) as u8);
+        }
+        out.push(b'Z');
+    }
+
+    pub fn text(self) -> String {
+        let mut out = Vec::with_capacity(27);
+        self.write(&mut out);
+        String::from_utf8(out).expect("digits and punctuation")
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` of the Unix second `secs`.
@@ -245,7 +269,7 @@ pub(super) mod tests {
     fn the_time_is_rfc_3339_and_now() {
         for _ in 0..3 {
             let before = OffsetDateTime::now_utc();
-            let text = now_rfc3339();
+            let text = Stamp::now().text();
             let after = OffsetDateTime::now_utc();
             let parsed =
                 OffsetDateTime::parse(&text, &Rfc3339).unwrap_or_else(|e| panic!("{text}: {e}"));

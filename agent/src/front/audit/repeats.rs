@@ -52,7 +52,7 @@ impl Kind {
     /// The line that reports `repeated` more refusals of this kind.
     pub fn summary(&self, repeated: u64) -> Record<'_> {
         Record {
-            time: super::record::now_rfc3339(),
+            time: super::record::Stamp::now(),
             uid: self.uid,
             gid: self.gid,
             pid: self.pid,
