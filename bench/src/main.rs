@@ -93,7 +93,12 @@ enum Command {
 }
 
 fn main() {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    // The agent runs in its token's directory: a relative path would miss.
+    args.before_agent = args.before_agent.as_deref().map(absolute);
+    if let Some(Command::Memory { before_agent }) = &mut args.command {
+        *before_agent = before_agent.as_deref().map(absolute);
+    }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -419,6 +424,12 @@ pub fn first_error(result: &load::LoadResult) -> String {
         Some(error) => format!(" (first: {})", error.chars().take(80).collect::<String>()),
         None => String::new(),
     }
+}
+
+/// `path` made absolute, or the bench stops naming it.
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|e| panic!("--before-agent {}: {e}", path.display()))
 }
 
 fn now() -> i64 {
