@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use integration_tests::daemon::{body_of, issuer_granted_to_me, open_fds, threads, Daemon};
+use integration_tests::daemon::{
+    body_of, issuer_granted_to_me, open_fds, threads, Daemon, UNPACED,
+};
 use integration_tests::http::{get, raw_exchange};
 use integration_tests::slow_hsm::{route_through_slow_hsm, SlowHsm};
 use integration_tests::{OutputExt, TestToken};
@@ -84,6 +86,15 @@ impl Fixture {
         self.set_server("max_connections_per_uid = 1024\n");
     }
 
+    /// Puts every per-uid limit out of the way (connections, the share of
+    /// the signing queue, the rates of misses and refusals): the slow-HSM
+    /// steps measure the pool, and their one uid stands for a host's apps.
+    pub fn allow_one_uid_everything(&self) {
+        self.set_server(&format!(
+            "max_connections_per_uid = 1024\nmax_signing_per_uid = 100000\n{UNPACED}\n"
+        ));
+    }
+
     /// Adds `settings` (lines of TOML) to the written config's `[server]`.
     pub fn set_server(&self, settings: &str) {
         let path = self.token.config_path();
@@ -97,6 +108,7 @@ impl Fixture {
     /// `slow` asks of the module.
     pub fn serve_slow(&self, token_settings: &str, sections: &str, slow: &SlowHsm) -> Agent {
         self.write_config_sections(token_settings, sections);
+        self.allow_one_uid_everything();
         route_through_slow_hsm(&self.token);
         let daemon = Daemon::spawn(&self.token, |mut command| {
             command.env("ACCESS_TOKEN_AGENT_LOG", "warn");

@@ -428,8 +428,7 @@ pub fn first_error(result: &load::LoadResult) -> String {
 
 /// `path` made absolute, or the bench stops naming it.
 fn absolute(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path)
-        .unwrap_or_else(|e| panic!("--before-agent {}: {e}", path.display()))
+    std::fs::canonicalize(path).unwrap_or_else(|e| panic!("--before-agent {}: {e}", path.display()))
 }
 
 fn now() -> i64 {
