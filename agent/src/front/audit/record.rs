@@ -100,6 +100,7 @@ impl<'a> Record<'a> {
     }
 
     /// The JSON line, newline included.
+    #[cfg(test)]
     pub fn line(&self) -> String {
         let mut line = Vec::with_capacity(256);
         self.write_line(&mut line);
@@ -167,6 +168,7 @@ impl Stamp {
         out.push(b'Z');
     }
 
+    #[cfg(test)]
     pub fn text(self) -> String {
         let mut out = Vec::with_capacity(27);
         self.write(&mut out);

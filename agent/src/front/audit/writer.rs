@@ -6,6 +6,7 @@
 //! a SIGKILL loses what was queued in the last moment (about a
 //! millisecond's lines, see [`GATHER`]).
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -48,17 +49,15 @@ struct Shared {
 struct State {
     /// Lines queued and not yet taken by the writer.
     pending: Vec<u8>,
-    /// Batches taken by the writer and not yet written.
-    writing: bool,
-    /// The file to use from the next batch on (after [`Writer::reopen`]).
-    replacement: Option<File>,
+    /// Bytes ever queued, and bytes the writer has written (or failed
+    /// to): [`Writer::flush`] waits for the second to reach the first as
+    /// it was, so a steady stream of new lines cannot hold it up.
+    queued: u64,
+    written: u64,
+    /// Files to switch to (after [`Writer::reopen`]), each with the
+    /// queued total at which it takes over.
+    replacements: VecDeque<(u64, File)>,
     stopping: bool,
-}
-
-impl State {
-    fn is_idle(&self) -> bool {
-        self.pending.is_empty() && !self.writing
-    }
 }
 
 impl Writer {
@@ -85,31 +84,32 @@ impl Writer {
         while state.pending.len() >= MAX_PENDING && !state.stopping {
             state = self.wait(state);
         }
-        let was_idle = state.is_idle();
+        let before = state.pending.len();
         build(&mut state.pending);
+        state.queued += (state.pending.len() - before) as u64;
         drop(state);
-        if was_idle {
+        // Only an empty queue can have left the writer waiting.
+        if before == 0 {
             self.shared.changed.notify_all();
         }
     }
 
-    /// Opens the file at its path again (after log rotation moved it);
-    /// lines queued from now on go to the new file.
+    /// Opens the file at its path again (after log rotation moved it):
+    /// lines queued before this call still go to the old file, lines
+    /// queued from now on to the new one. Does not wait for the writer.
     pub fn reopen(&self) -> std::io::Result<()> {
         let fresh = open_append(&self.path)?;
         let mut state = lock(&self.shared.state);
-        // What was queued before belongs to the old file.
-        while !state.is_idle() {
-            state = self.wait(state);
-        }
-        state.replacement = Some(fresh);
+        let at = state.queued;
+        state.replacements.push_back((at, fresh));
         Ok(())
     }
 
-    /// Returns once every line queued so far is in the file.
+    /// Returns once every line queued before the call is in the file.
     pub fn flush(&self) {
         let mut state = lock(&self.shared.state);
-        while !state.is_idle() {
+        let target = state.queued;
+        while state.written < target {
             state = self.wait(state);
         }
     }
@@ -138,8 +138,9 @@ impl Shared {
     /// the next lines gather, until told to stop with nothing queued.
     fn run(&self, mut file: File, path: PathBuf) {
         let mut batch = Vec::new();
+        let mut switches = VecDeque::new();
         loop {
-            {
+            let start = {
                 let mut state = lock(&self.state);
                 while state.pending.is_empty() && !state.stopping {
                     state = self
@@ -150,22 +151,56 @@ impl Shared {
                 if state.pending.is_empty() {
                     return;
                 }
-                if let Some(fresh) = state.replacement.take() {
-                    file = fresh;
-                }
                 std::mem::swap(&mut batch, &mut state.pending);
-                state.writing = true;
-            }
+                std::mem::swap(&mut switches, &mut state.replacements);
+                state.written
+            };
             // Waiting requests may queue again: the queue is empty.
             self.changed.notify_all();
-            if let Err(e) = file.write_all(&batch) {
-                tracing::error!("cannot append to the audit file {}: {e}", path.display());
+            write_batch(&mut file, &batch, start, &mut switches, &path);
+            let mut state = lock(&self.state);
+            state.written = start + batch.len() as u64;
+            // Switches for lines not queued yet wait for a later batch.
+            while let Some(later) = switches.pop_back() {
+                state.replacements.push_front(later);
             }
+            drop(state);
             batch.clear();
-            lock(&self.state).writing = false;
             self.changed.notify_all();
             std::thread::sleep(GATHER);
         }
+    }
+}
+
+/// Writes `batch`, which begins at queued total `start`, switching to each
+/// replacement file where its part of the batch begins.
+fn write_batch(
+    file: &mut File,
+    batch: &[u8],
+    start: u64,
+    switches: &mut VecDeque<(u64, File)>,
+    path: &Path,
+) {
+    let end = start + batch.len() as u64;
+    let mut from = 0;
+    while switches.front().is_some_and(|(at, _)| *at < end) {
+        let (at, fresh) = switches.pop_front().expect("checked above");
+        let to = (at.saturating_sub(start) as usize).max(from);
+        append(file, &batch[from..to], path);
+        *file = fresh;
+        from = to;
+    }
+    append(file, &batch[from..], path);
+}
+
+/// Appends `bytes` to the audit file, logging (not returning) a failure:
+/// the writer has no request to hand the error to.
+fn append(file: &mut File, bytes: &[u8], path: &Path) {
+    if bytes.is_empty() {
+        return;
+    }
+    if let Err(e) = file.write_all(bytes) {
+        tracing::error!("cannot append to the audit file {}: {e}", path.display());
     }
 }
 
@@ -246,6 +281,97 @@ mod tests {
         (0..100).for_each(|i| writer.queue(line(i)));
         writer.flush();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 100);
+    }
+
+    /// Queues numbered lines on a thread of its own until told to stop;
+    /// returns how many it queued.
+    fn queue_steadily<'a>(
+        scope: &'a std::thread::Scope<'a, '_>,
+        writer: &'a Writer,
+        stop: &'a std::sync::atomic::AtomicBool,
+    ) -> std::thread::ScopedJoinHandle<'a, usize> {
+        scope.spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                writer.queue(line(n));
+                n += 1;
+            }
+            n
+        })
+    }
+
+    fn numbers_in(path: &Path) -> Vec<usize> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                l.trim_start_matches("{\"n\":")
+                    .trim_end_matches('}')
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn flush_returns_while_lines_keep_coming() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let writer = Writer::open(&path).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let producer = queue_steadily(scope, &writer, &stop);
+            for _ in 0..50 {
+                writer.flush();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            producer.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn reopen_under_load_splits_the_lines_where_it_was_called() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, rotated) = (dir.path().join("audit.log"), dir.path().join("audit.log.1"));
+        let writer = Writer::open(&path).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let total = std::thread::scope(|scope| {
+            let producer = queue_steadily(scope, &writer, &stop);
+            std::thread::sleep(Duration::from_millis(20));
+            std::fs::rename(&path, &rotated).unwrap();
+            writer.reopen().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            producer.join().unwrap()
+        });
+        drop(writer);
+        let (old, new) = (numbers_in(&rotated), numbers_in(&path));
+        assert!(
+            !old.is_empty() && !new.is_empty(),
+            "old {} new {}",
+            old.len(),
+            new.len()
+        );
+        let both: Vec<usize> = old.iter().chain(&new).copied().collect();
+        assert_eq!(
+            both,
+            (0..total).collect::<Vec<_>>(),
+            "lines lost, doubled or out of order"
+        );
+    }
+
+    #[test]
+    fn lines_queued_before_reopen_go_to_the_old_file_even_if_not_yet_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, rotated) = (dir.path().join("audit.log"), dir.path().join("audit.log.1"));
+        let writer = Writer::open(&path).unwrap();
+        (0..10_000).for_each(|i| writer.queue(line(i)));
+        std::fs::rename(&path, &rotated).unwrap();
+        writer.reopen().unwrap();
+        (10_000..20_000).for_each(|i| writer.queue(line(i)));
+        drop(writer);
+        assert_eq!(numbers_in(&rotated), (0..10_000).collect::<Vec<_>>());
+        assert_eq!(numbers_in(&path), (10_000..20_000).collect::<Vec<_>>());
     }
 
     #[test]
