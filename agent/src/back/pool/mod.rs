@@ -33,7 +33,6 @@ mod queue;
 mod quick;
 mod shared;
 mod sizing;
-mod spare_cpu;
 mod thread_clock;
 mod worker;
 
@@ -51,7 +50,6 @@ use self::queue::{Queue, Refused};
 use self::quick::QuickClaim;
 use self::shared::Shared;
 use self::sizing::Sizing;
-use self::spare_cpu::SpareCpu;
 use self::worker::Worker;
 use super::answering::Answering;
 use crate::hsm::TokenHandle;
@@ -98,7 +96,6 @@ impl Pool {
             quick_busy: AtomicBool::new(false),
             runtime: OnceLock::new(),
             sizing: Sizing::new(sessions.opened.len(), sessions.cap),
-            spare_cpu: SpareCpu::default(),
             token: sessions.token,
             workers: AtomicUsize::new(0),
             leaving: AtomicUsize::new(0),

@@ -10,7 +10,6 @@ use cryptoki::session::Session;
 use super::job::Job;
 use super::queue::Queue;
 use super::sizing::Sizing;
-use super::spare_cpu::SpareCpu;
 use super::thread_clock::ThreadClock;
 use crate::back::answering::Answering;
 use crate::hsm::sign::sign_token;
@@ -37,8 +36,6 @@ pub struct Shared {
     pub runtime: OnceLock<tokio::runtime::Handle>,
     /// How many sessions signing needs, and may have.
     pub sizing: Sizing,
-    /// Whether the machine has CPU for more sessions.
-    pub spare_cpu: SpareCpu,
     /// Where threads started beyond the first open their sessions.
     pub token: TokenHandle,
     /// Signing threads with a session open or being opened: the pool's size.

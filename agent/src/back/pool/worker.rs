@@ -3,10 +3,7 @@
 //! pool ([`Sizing`](super::sizing::Sizing)): one that finds jobs still
 //! waiting behind the one it took starts another thread, while the sizing
 //! allows; one beyond what the sizing wants, or idle for
-//! [`IDLE_CLOSE`] beyond `threads`, leaves. Unless signatures clearly wait
-//! on the HSM, growing also needs the machine's CPU to spare, one step per
-//! window, and a machine without any takes a session away
-//! ([`SpareCpu`](super::spare_cpu::SpareCpu)).
+//! [`IDLE_CLOSE`] beyond `threads`, leaves.
 //!
 //! [`Sizing::fills_the_cores`]: super::sizing::Sizing::fills_the_cores
 
@@ -35,42 +32,29 @@ impl Worker {
     pub fn start(shared: &Arc<Shared>, session: Session) -> std::io::Result<()> {
         shared.workers.fetch_add(1, Ordering::AcqRel);
         shared.live.fetch_add(1, Ordering::AcqRel);
+        // Counted before the thread runs, so that /metrics shows the session
+        // as soon as the pool is ready.
+        shared.metrics.signing_sessions(1);
         let worker = Worker {
             session,
             shared: Arc::clone(shared),
         };
-        spawn(shared, move || worker.run())
+        spawn(shared, move || worker.run()).inspect_err(|_| shared.metrics.signing_sessions(-1))
     }
 
     /// After taking a job: starts another thread when jobs wait behind it
     /// and one more session can sign faster. Returns how many threads the
     /// pool should keep once this job is done (this one leaves above that).
-    ///
-    /// Signatures that clearly wait grow the pool at once; others one step
-    /// per window while the machine has CPU to spare, and a window without
-    /// any takes a session back. Either way the pool stops growing once its
-    /// own signatures keep the cores busy ([`Sizing::fills_the_cores`]):
-    /// beyond that, waits for a core grow with every thread added and would
-    /// look like waits for the HSM.
+    /// It never grows once its own signatures keep the cores busy
+    /// ([`Sizing::fills_the_cores`]): more could only wait for a core.
     fn resize(shared: &Arc<Shared>) -> usize {
         let sizing = &shared.sizing;
         let target = sizing.target();
         let workers = shared.workers.load(Ordering::Acquire);
         let wanted =
             workers < target && !sizing.fills_the_cores(workers) && shared.queue.is_behind();
-        if sizing.clearly_waiting() {
-            if wanted {
-                Worker::grow(shared, target);
-            }
-            return target;
-        }
-        match shared.spare_cpu.verdict() {
-            Some(false) => {
-                let staying = workers.saturating_sub(shared.leaving.load(Ordering::Acquire));
-                return staying.saturating_sub(1).max(sizing.base());
-            }
-            Some(true) if wanted => Worker::grow(shared, target),
-            _ => {}
+        if wanted {
+            Worker::grow(shared, target);
         }
         target
     }
@@ -96,11 +80,14 @@ impl Worker {
         );
         let opener = Arc::clone(shared);
         let _ = spawn(shared, move || match opener.token.open_session() {
-            Ok(session) => Worker {
-                session,
-                shared: opener,
+            Ok(session) => {
+                opener.metrics.signing_sessions(1);
+                Worker {
+                    session,
+                    shared: opener,
+                }
+                .run()
             }
-            .run(),
             Err(error) => {
                 opener.session_refused(&error);
                 opener.workers.fetch_sub(1, Ordering::AcqRel);
@@ -110,7 +97,6 @@ impl Worker {
     }
 
     fn run(self) {
-        self.shared.metrics.signing_sessions(1);
         let leaving = loop {
             match self.shared.queue.pop(IDLE_CLOSE) {
                 Popped::Job(job) => {
