@@ -97,7 +97,7 @@ impl Sizing {
     }
 
     /// The estimates, in microseconds: waiting and CPU time per signature.
-    pub fn averages_micros(&self) -> (u64, u64) {
+    pub fn estimates_micros(&self) -> (u64, u64) {
         (
             self.waiting.load(Ordering::Relaxed) / 1_000,
             self.cpu.load(Ordering::Relaxed) / 1_000,
@@ -123,34 +123,32 @@ pub fn sessions_for(base: usize, cap: usize, waiting: u64, cpu: u64) -> usize {
         .clamp(base, cap.max(base))
 }
 
-/// Follows the lower edge of the samples: half the way down to a lower
-/// one, 1/32 of the way up to a higher one. It settles near the few
+/// Follows the lower edge of the waits: half the way down to a lower
+/// sample, 1/32 of the way up to a higher one. It settles near the few
 /// lowest samples of the last hundred or so, and follows an HSM that slows
 /// down within a few hundred signatures.
 fn floor(floor: &AtomicU64, sample: u64) {
-    let old = floor.load(Ordering::Relaxed);
-    let new = if old == 0 {
-        sample
-    } else if sample < old {
-        (old + sample) / 2
-    } else {
-        old + (sample - old) / 32
-    };
-    // Racing threads may overwrite each other's sample, as in `average`.
-    floor.store(new.max(1), Ordering::Relaxed);
+    follow(floor, sample, 2, 32);
 }
 
 /// Moves `average` 1/8 of the way to `sample`: a few signatures show a
 /// change, one odd one does not.
 fn average(average: &AtomicU64, sample: u64) {
-    let old = average.load(Ordering::Relaxed);
-    let new = if old == 0 {
-        sample
-    } else {
-        (old * 7 + sample) / 8
+    follow(average, sample, 8, 8);
+}
+
+/// Moves `estimate` towards `sample`: 1/`down` of the way to a lower one,
+/// 1/`up` to a higher one; the first sample is taken as it is.
+fn follow(estimate: &AtomicU64, sample: u64, down: u64, up: u64) {
+    let old = estimate.load(Ordering::Relaxed);
+    let new = match old {
+        0 => sample,
+        _ if sample < old => old - (old - sample) / down,
+        _ => old + (sample - old) / up,
     };
-    // Racing threads may overwrite each other's sample: an average loses nothing by it.
-    average.store(new.max(1), Ordering::Relaxed);
+    // Racing threads may overwrite each other's sample: an estimate loses
+    // nothing by it.
+    estimate.store(new.max(1), Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -210,7 +208,7 @@ mod tests {
             let for_a_core = if i % 10 < 3 { 0 } else { (i * 337) % 6_000 };
             sizing.record(us(2_800 + for_a_core), us(800), false);
         }
-        let (waiting, _) = sizing.averages_micros();
+        let (waiting, _) = sizing.estimates_micros();
         assert!((2_000..2_500).contains(&waiting), "{waiting} µs");
         // 2 × 2.8 / 0.8 is 7; the mean wait (4 ms) would have made it 13.
         assert!((7..=8).contains(&sizing.target()), "{}", sizing.target());
@@ -226,7 +224,7 @@ mod tests {
         for _ in 0..300 {
             sizing.record(us(5_050), us(50), false);
         }
-        let (waiting, _) = sizing.averages_micros();
+        let (waiting, _) = sizing.estimates_micros();
         assert!(waiting > 4_500, "{waiting} µs");
     }
 

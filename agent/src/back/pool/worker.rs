@@ -51,9 +51,7 @@ impl Worker {
         let sizing = &shared.sizing;
         let target = sizing.target();
         let workers = shared.workers.load(Ordering::Acquire);
-        let wanted =
-            workers < target && !sizing.fills_the_cores(workers) && shared.queue.is_behind();
-        if wanted {
+        if workers < target && !sizing.fills_the_cores(workers) && shared.queue.is_behind() {
             Worker::grow(shared, target);
         }
         target
@@ -71,7 +69,7 @@ impl Worker {
             return;
         }
         shared.live.fetch_add(1, Ordering::AcqRel);
-        let (waiting, cpu) = shared.sizing.averages_micros();
+        let (waiting, cpu) = shared.sizing.estimates_micros();
         tracing::debug!(
             waiting_us = waiting,
             cpu_us = cpu,
