@@ -6,8 +6,8 @@
 //! accepting), and only if the file at that path is still the one it bound.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -87,10 +87,11 @@ pub fn adopt(fd: OwnedFd) -> io::Result<Listener> {
 
 /// Binds `config.socket`, replacing a stale socket file but never one that
 /// a live agent serves; mode and group are set before anyone can connect.
-/// The mode comes from the umask in force during `bind` (a socket file
-/// has no descriptor to `fchmod`), and the group is set without following
-/// a symlink; the directory is one nobody else can write, so nobody can
-/// put another file in the socket's place in between.
+/// The file is born with at most the configured mode (Linux gives a socket
+/// file the mode of its socket, less the umask), and is then given exactly
+/// that mode and its group; the directory is one nobody else can write, so
+/// nobody can put another file in the socket's place in between. The
+/// process-wide umask is left alone: other threads create files too.
 fn bind(config: &ServerConfig) -> io::Result<Listener> {
     let path = config.socket.as_path();
     let mode = parse_mode(&config.socket_mode).map_err(invalid)?;
@@ -100,13 +101,11 @@ fn bind(config: &ServerConfig) -> io::Result<Listener> {
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
     let address = SockAddr::unix(path)
         .map_err(|e| invalid(format!("`server.socket` = {}: {e}", path.display())))?;
-    // SAFETY: umask has no preconditions. It is process-wide: a file another
-    // thread creates in this instant gets at most the socket's own mode.
-    let umask = unsafe { libc::umask(!mode & 0o777) };
-    let bound = socket.bind(&address);
-    // SAFETY: as above, restoring the previous mask.
-    unsafe { libc::umask(umask) };
-    bound.map_err(|e| {
+    // SAFETY: fchmod on a descriptor this function owns.
+    if unsafe { libc::fchmod(socket.as_raw_fd(), mode) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    socket.bind(&address).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!(
@@ -117,6 +116,8 @@ fn bind(config: &ServerConfig) -> io::Result<Listener> {
     })?;
     // From here on a failure removes the half-made socket file.
     let socket_file = SocketFile::new(path)?;
+    // The bits the umask took off: still nothing beyond the configured mode.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     if let Some(gid) = group {
         std::os::unix::fs::lchown(path, None, Some(gid)).map_err(|e| {
             io::Error::new(
@@ -313,11 +314,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.sock");
         let mut config = config(&path);
-        config.socket_mode = "0600".into();
+        // Group-writable: a umask as common as 022 would take that bit off.
+        config.socket_mode = "0660".into();
         let listener = Listener::open(&config).unwrap();
         assert_eq!(listener.bound_path.as_deref(), Some(path.as_path()));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        assert_eq!(mode, 0o660, "{mode:o}");
         tokio::net::UnixStream::connect(&path).await.unwrap();
         drop(listener);
         assert!(!path.exists());
