@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use integration_tests::slow_hsm::SlowHsm;
+
 use crate::agent::{metric, Fixture, EC_ISSUER, RSA_ISSUER};
 use crate::load::{self, LoadResult};
 
@@ -30,6 +32,10 @@ pub struct ProfileArgs {
     /// The agent's `[signing] threads` (default: one per core).
     #[arg(long)]
     signing_threads: Option<usize>,
+    /// Signatures through the slow module, sleeping this long in each C_Sign
+    /// (section 6's HSM that answers in milliseconds).
+    #[arg(long)]
+    delay_ms: Option<u64>,
     /// Where perf writes its samples.
     #[arg(long, default_value = "target/perf.data")]
     output: PathBuf,
@@ -66,8 +72,17 @@ pub fn run(args: &ProfileArgs, runtime: &tokio::runtime::Runtime) -> bool {
     if let Some(threads) = args.signing_threads {
         sections.push_str(&format!("\n[signing]\nthreads = {threads}\n"));
     }
-    fixture.write_config_sections(&format!("cache = {}", args.cached), &sections);
-    let (agent, _) = fixture.serve();
+    let cache = format!("cache = {}", args.cached);
+    let agent = match args.delay_ms {
+        Some(ms) => {
+            let slow = SlowHsm::new().sign_delay(Duration::from_millis(ms));
+            fixture.serve_slow(&cache, &sections, &slow)
+        }
+        None => {
+            fixture.write_config_sections(&cache, &sections);
+            fixture.serve().0
+        }
+    };
     if args.without_perf {
         let cpu = agent.cpu_time();
         let result = load_step(args, runtime, &fixture, issuer);
@@ -150,5 +165,8 @@ fn report(args: &ProfileArgs, result: &LoadResult, fixture: &Fixture) {
             "signed on the requesting thread: {:.0} % of {signed} signatures",
             100.0 * quick / signed.max(1.0)
         );
+    }
+    if let Some(sessions) = metric("signing_sessions") {
+        println!("signing sessions at the end: {sessions}");
     }
 }
