@@ -45,6 +45,9 @@ pub struct Sizing {
     /// off the CPU (not preempted), and the mean CPU time.
     waiting: AtomicU64,
     cpu: AtomicU64,
+    /// The cores this process may use, read once: the standard library
+    /// reads cgroup files for it on every call (a dozen system calls).
+    cores: f64,
 }
 
 impl Sizing {
@@ -54,6 +57,7 @@ impl Sizing {
             cap: AtomicUsize::new(cap.max(base)),
             waiting: AtomicU64::new(0),
             cpu: AtomicU64::new(0),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
         }
     }
 
@@ -92,8 +96,7 @@ impl Sizing {
     pub fn fills_the_cores(&self, workers: usize) -> bool {
         let cpu = self.cpu.load(Ordering::Relaxed) as f64;
         let wall = cpu + self.waiting.load(Ordering::Relaxed) as f64;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        wall > 0.0 && workers as f64 * cpu / wall >= cores
+        wall > 0.0 && workers as f64 * cpu / wall >= self.cores
     }
 
     /// The estimates, in microseconds: waiting and CPU time per signature.
