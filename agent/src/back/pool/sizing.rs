@@ -24,8 +24,8 @@
 //! cores busy as a CPU-bound HSM would, never past `max_sessions` and the
 //! token's own limit, and never once its own signatures keep the cores
 //! busy ([`Sizing::fills_the_cores`]). It grows only while jobs queue. A
-//! session beyond the rule's count leaves after its signature, and
-//! sessions idle for [`IDLE_CLOSE`] close again.
+//! session beyond the rule's count by more than an eighth ([`kept`]) leaves
+//! after its signature, and sessions idle for [`IDLE_CLOSE`] close again.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -126,6 +126,14 @@ pub fn sessions_for(base: usize, cap: usize, waiting: u64, cpu: u64) -> usize {
         .clamp(base, cap.max(base))
 }
 
+/// How many threads the pool keeps when its target is `target`: an eighth
+/// more, at least one. The target moves with its estimates by a session or
+/// two from one signature to the next; leaving at once above it closed and
+/// reopened hundreds of sessions a second.
+pub fn kept(target: usize) -> usize {
+    target + (target / 8).max(1)
+}
+
 /// Follows the lower edge of the waits: half the way down to a lower
 /// sample, 1/32 of the way up to a higher one. It settles near the few
 /// lowest samples of the last hundred or so, and follows an HSM that slows
@@ -134,10 +142,11 @@ fn floor(floor: &AtomicU64, sample: u64) {
     follow(floor, sample, 2, 32);
 }
 
-/// Moves `average` 1/8 of the way to `sample`: a few signatures show a
-/// change, one odd one does not.
+/// Moves `average` 1/64 of the way to `sample`: a change shows within a
+/// few hundred signatures. Contended signatures' CPU time varies by half
+/// from one to the next, and at 1/8 the pool's target swung with it.
 fn average(average: &AtomicU64, sample: u64) {
-    follow(average, sample, 8, 8);
+    follow(average, sample, 64, 64);
 }
 
 /// Moves `estimate` towards `sample`: 1/`down` of the way to a lower one,
@@ -229,6 +238,13 @@ mod tests {
         }
         let (waiting, _) = sizing.estimates_micros();
         assert!(waiting > 4_500, "{waiting} µs");
+    }
+
+    #[test]
+    fn a_target_that_wobbles_keeps_its_sessions() {
+        assert_eq!(kept(2), 3);
+        assert_eq!(kept(15), 16);
+        assert_eq!(kept(32), 36);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use cryptoki::session::Session;
 use super::job::{reopening, Job};
 use super::queue::Popped;
 use super::shared::Shared;
-use super::sizing::IDLE_CLOSE;
+use super::sizing::{kept, IDLE_CLOSE};
 use cryptoki::error::RvError;
 
 use crate::hsm::{Ckr, HsmError};
@@ -44,9 +44,10 @@ impl Worker {
 
     /// After taking a job: starts another thread when jobs wait behind it
     /// and one more session can sign faster. Returns how many threads the
-    /// pool should keep once this job is done (this one leaves above that).
-    /// It never grows once its own signatures keep the cores busy
-    /// ([`Sizing::fills_the_cores`]): more could only wait for a core.
+    /// pool should keep once this job is done (this one leaves above that):
+    /// the target and a margin ([`kept`]). It never grows once its own
+    /// signatures keep the cores busy ([`Sizing::fills_the_cores`]): more
+    /// could only wait for a core.
     fn resize(shared: &Arc<Shared>) -> usize {
         let sizing = &shared.sizing;
         let target = sizing.target();
@@ -54,7 +55,7 @@ impl Worker {
         if workers < target && !sizing.fills_the_cores(workers) && shared.queue.is_behind() {
             Worker::grow(shared, target);
         }
-        target
+        kept(target)
     }
 
     /// Starts one more thread, which opens its own session, unless that
