@@ -58,6 +58,7 @@ pub struct Metrics {
     hsm_errors: Family<Ckr, Counter>,
     sessions_busy: Gauge,
     signing_sessions: Gauge,
+    sessions_opened: Counter,
     quick_signatures: Counter,
     signing_timeouts: Counter,
     cert_not_after: Family<Certificate, Gauge>,
@@ -84,6 +85,7 @@ impl Default for Metrics {
             hsm_errors: Family::default(),
             sessions_busy: Gauge::default(),
             signing_sessions: Gauge::default(),
+            sessions_opened: Counter::default(),
             quick_signatures: Counter::default(),
             signing_timeouts: Counter::default(),
             cert_not_after: Family::default(),
@@ -137,6 +139,11 @@ impl Default for Metrics {
             "signing_sessions",
             "Sessions open for signing threads: the cores, more while signatures wait on the HSM",
             m.signing_sessions.clone(),
+        );
+        r.register(
+            "signing_sessions_opened",
+            "Sessions signing threads opened since start: a count that climbs under steady load means sessions are closed and reopened",
+            m.sessions_opened.clone(),
         );
         r.register(
             "quick_signatures",
@@ -225,6 +232,9 @@ impl Metrics {
     /// A signing thread opened (+1) or closed (-1) its session.
     pub fn signing_sessions(&self, delta: i64) {
         self.signing_sessions.inc_by(delta);
+        if delta > 0 {
+            self.sessions_opened.inc_by(delta.unsigned_abs());
+        }
     }
 
     /// A signature is being made on the requesting thread, not queued.
@@ -296,6 +306,9 @@ mod tests {
         metrics.signed(Duration::from_micros(700));
         metrics.hsm_error("CKR_DEVICE_REMOVED");
         metrics.sessions_busy(1);
+        for delta in [1, 1, -1, 1] {
+            metrics.signing_sessions(delta);
+        }
         metrics.set_active_certificates([("ttd".into(), "ABC".into(), 42)], 86_400);
         metrics.reloaded("grants-only", true);
         let text = metrics.render();
@@ -309,6 +322,8 @@ mod tests {
             "access_token_agent_signing_seconds_count 1\n",
             "access_token_agent_hsm_errors_total{ckr=\"CKR_DEVICE_REMOVED\"} 1\n",
             "access_token_agent_sessions_busy 1\n",
+            "access_token_agent_signing_sessions 2\n",
+            "access_token_agent_signing_sessions_opened_total 3\n",
             "access_token_agent_certificate_not_after_seconds{issuer=\"ttd\",kid=\"ABC\"} 42\n",
             "access_token_agent_reloads_total{outcome=\"grants-only\"} 1\n",
             "access_token_agent_reload_incomplete 1\n",
@@ -336,6 +351,7 @@ mod tests {
             ("hsm_errors_total", "counter"),
             ("sessions_busy", "gauge"),
             ("signing_sessions", "gauge"),
+            ("signing_sessions_opened_total", "counter"),
             ("quick_signatures_total", "counter"),
             ("signing_timeouts_total", "counter"),
             ("certificate_not_after_seconds", "gauge"),

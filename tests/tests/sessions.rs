@@ -1,7 +1,7 @@
 //! Signing sessions: as many as the HSM needs. Signatures that wait on the
 //! HSM (the slow module, 2 ms each) get more sessions than `threads` under
-//! load, within the token's own session limit, and the extra ones close
-//! again when the load is gone; signatures that are CPU work (SoftHSM in
+//! load, within the token's own session limit, and the extra ones stay open
+//! while the load lasts and close again when it is gone; signatures that are CPU work (SoftHSM in
 //! the agent's process) stay on `threads`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,6 +14,7 @@ use integration_tests::{TestToken, PATIENCE};
 /// Signing threads kept whatever the load.
 const THREADS: f64 = 2.0;
 const SESSIONS: &str = "access_token_agent_signing_sessions";
+const OPENED: &str = "access_token_agent_signing_sessions_opened_total";
 
 /// A P-256 key, no cache (every request signs), two threads kept.
 fn token() -> TestToken {
@@ -83,6 +84,30 @@ fn signatures_that_wait_get_more_sessions_than_threads_which_close_again() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn steady_load_keeps_its_sessions_open() {
+    // RSA: each signature is also ~0.6 ms of SoftHSM's CPU, contended, so
+    // the rule's count moves with it by a session or two.
+    let token = ttd_token(
+        "rsa2048",
+        "[token]\ncache = false\n[signing]\nthreads = 2\n",
+    );
+    let daemon = slow_agent(&token, SlowHsm::new().sign_delay(Duration::from_millis(2)));
+    let (served, (opened, open)) = under_load(&daemon, 24, || {
+        peak_sessions(&daemon, THREADS + 4.0);
+        std::thread::sleep(Duration::from_secs(1));
+        let before = daemon.metric(OPENED);
+        std::thread::sleep(Duration::from_secs(3));
+        (daemon.metric(OPENED) - before, daemon.metric(SESSIONS))
+    });
+    // A pool still growing opens sessions it keeps; one that churns opens
+    // more than it has.
+    assert!(
+        opened <= open,
+        "{opened} sessions opened in 3 s of steady load with {open} open at its end ({served} tokens)"
+    );
 }
 
 #[test]
