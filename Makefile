@@ -54,7 +54,8 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-## Benchmarks (release build): writes BENCHMARKS.md. Never part of `make test`.
+## Benchmarks (release build): writes BENCHMARKS.md (its hand-written part, from
+## "Reading these figures", is kept). Never part of `make test`.
 ## `make bench BEFORE=<commit>` also builds that commit's agent and measures
 ## fresh signing on both in turn, for a before/after ratio from one run.
 bench: deps

@@ -1,6 +1,7 @@
 //! `make bench`: the agent against its limits, measured side by side in one
 //! run on this machine, printed as Markdown (and written to BENCHMARKS.md
-//! with `--write`).
+//! with `--write`, which keeps the file's hand-written part: see
+//! [`report_file`]).
 //!
 //! 1. HSM ceiling: raw `C_Sign` tokens/s through cryptoki, 1 and N sessions.
 //! 2. The agent signing every request (`cache = false`) at 1, 16, 64
@@ -25,6 +26,7 @@ mod hostile;
 mod load;
 mod memory;
 mod profile;
+mod report_file;
 mod signing;
 mod slow_hsm;
 mod soak;
@@ -145,7 +147,8 @@ fn main() {
         Some(Command::FloorServer(floor)) => floor::serve(floor),
     };
     if let Some(path) = &args.write {
-        std::fs::write(path, &report).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        report_file::write(path, &report)
+            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
     if !passed {
         std::process::exit(1);
