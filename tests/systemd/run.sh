@@ -20,6 +20,10 @@ for tool in systemd-nspawn expect nsenter; do
     command -v "$tool" >/dev/null || not_run "$tool is missing (make systemd-test installs it)"
 done
 [ -n "$deb" ] || { echo "systemd tests: no package in target/debian; run make deb" >&2; exit 1; }
+# Where the container and the chroot see the package: a copy in their own
+# /root, since the checkout may be under a path the container mounts over
+# (its /tmp is a tmpfs of its own).
+package="/root/packages/$(basename "$deb")"
 
 work="$(mktemp -d /var/tmp/access-token-agent-systemd.XXXXXX)"
 rootfs="$work/root"
@@ -49,6 +53,8 @@ token() { as "$1" access-token token --issuer ttd --app "$2"; }
 # A file the container sees at PATH, written from here.
 put() { mkdir -p "$(dirname "$rootfs$1")" && cat >"$rootfs$1"; }
 prop() { inside systemctl show -P "$2" "$1"; }
+# Copies the package to $package under the root ROOT.
+put_package() { mkdir -p "$1$(dirname "$package")" && cp "$deb" "$1$package"; }
 
 overlay() {
     mkdir -p "$work/$1-upper" "$work/$1-work" "$2"
@@ -87,7 +93,7 @@ install_as_the_readme_says() {
     inside useradd --system --shell /usr/sbin/nologin other-app || return 1
     inside useradd --create-home --shell /bin/bash other-user || return 1
     inside useradd --system --shell /usr/sbin/nologin stranger || return 1
-    { echo "set -ex"; echo "cd $(dirname "$deb")"; readme_steps; } | put /root/install.sh
+    { echo "set -ex"; echo "cd $(dirname "$package")"; readme_steps; } | put /root/install.sh
     put /root/install.exp <<'EXPECT'
 set timeout 300
 spawn bash /root/install.sh
@@ -113,7 +119,7 @@ add_to_config() {
 }
 
 test_a_fresh_install_leaves_no_failed_unit() {
-    inside apt-get install -y -qq "$deb" >"$work/fresh.log" 2>&1 || { cat "$work/fresh.log" >&2; fail "apt-get install failed"; }
+    inside apt-get install -y -qq "$package" >"$work/fresh.log" 2>&1 || { cat "$work/fresh.log" >&2; fail "apt-get install failed"; }
     grep -q 'write /etc/access-token-agent/agent.toml' "$work/fresh.log" ||
         fail "the install does not say what to do next: $(cat "$work/fresh.log")"
     [ "$(inside systemctl is-enabled access-token-agent.socket)" = enabled ] || fail "the socket is not enabled"
@@ -398,14 +404,16 @@ test_remove_stops_and_disables_purge_leaves_only_the_token() {
 test_installing_without_systemd_says_so_and_succeeds() {
     local chroot="$work/chroot"
     overlay chroot "$chroot" || return 1
+    put_package "$chroot" || return 1
     local output
-    output="$(chroot "$chroot" dpkg -i "$deb" 2>&1)" || fail "dpkg -i failed without systemd: $output"
+    output="$(chroot "$chroot" dpkg -i "$package" 2>&1)" || fail "dpkg -i failed without systemd: $output"
     [[ "$output" == *"systemd is not running"* ]] || fail "no message about systemd: $output"
     umount "$chroot"
 }
 
 echo "systemd tests: booting a container on an overlay of / ($work)"
 boot || exit 1
+put_package "$rootfs" || exit 1
 inside mkdir -m 1777 -p /opt/att-test
 run test_a_fresh_install_leaves_no_failed_unit
 run install_as_the_readme_says
