@@ -1,8 +1,8 @@
 //! Signing sessions: as many as the HSM needs. Signatures that wait on the
 //! HSM (the slow module, 2 ms each) get more sessions than `threads` under
 //! load, within the token's own session limit, and the extra ones stay open
-//! while the load lasts and close again when it is gone; signatures that are CPU work (SoftHSM in
-//! the agent's process) stay on `threads`.
+//! while the load lasts and close again when it is gone; signatures that
+//! are CPU work (SoftHSM in the agent's process) stay on `threads`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -16,9 +16,10 @@ const THREADS: f64 = 2.0;
 const SESSIONS: &str = "access_token_agent_signing_sessions";
 const OPENED: &str = "access_token_agent_signing_sessions_opened_total";
 
-/// A P-256 key, no cache (every request signs), two threads kept.
-fn token() -> TestToken {
-    ttd_token("p256", "[token]\ncache = false\n[signing]\nthreads = 2\n")
+/// A `key` ("p256" or "rsa2048"), no cache (every request signs), two
+/// threads kept.
+fn token(key: &str) -> TestToken {
+    ttd_token(key, "[token]\ncache = false\n[signing]\nthreads = 2\n")
 }
 
 fn slow_agent(token: &TestToken, slow: SlowHsm) -> Daemon {
@@ -65,7 +66,7 @@ fn peak_sessions(daemon: &Daemon, at_least: f64) -> f64 {
 
 #[test]
 fn signatures_that_wait_get_more_sessions_than_threads_which_close_again() {
-    let token = token();
+    let token = token("p256");
     let daemon = slow_agent(&token, SlowHsm::new().sign_delay(Duration::from_millis(2)));
     assert_eq!(daemon.metric(SESSIONS), THREADS, "idle: the threads kept");
     let (served, peak) = under_load(&daemon, 24, || peak_sessions(&daemon, THREADS + 4.0));
@@ -90,10 +91,7 @@ fn signatures_that_wait_get_more_sessions_than_threads_which_close_again() {
 fn steady_load_keeps_its_sessions_open() {
     // RSA: each signature is also ~0.6 ms of SoftHSM's CPU, contended, so
     // the rule's count moves with it by a session or two.
-    let token = ttd_token(
-        "rsa2048",
-        "[token]\ncache = false\n[signing]\nthreads = 2\n",
-    );
+    let token = token("rsa2048");
     let daemon = slow_agent(&token, SlowHsm::new().sign_delay(Duration::from_millis(2)));
     let (served, (opened, open)) = under_load(&daemon, 24, || {
         peak_sessions(&daemon, THREADS + 4.0);
@@ -112,7 +110,7 @@ fn steady_load_keeps_its_sessions_open() {
 
 #[test]
 fn a_token_that_allows_few_sessions_is_used_within_its_limit_and_the_log_says_so_once() {
-    let token = token();
+    let token = token("p256");
     // The anchor, the quick session, and room for 4 signing sessions.
     let slow = SlowHsm::new()
         .sign_delay(Duration::from_millis(2))
@@ -134,10 +132,7 @@ fn a_token_that_allows_few_sessions_is_used_within_its_limit_and_the_log_says_so
 #[test]
 fn signatures_that_compute_stay_on_the_threads() {
     // SoftHSM in the agent's process, RSA on the signing threads: CPU work.
-    let token = ttd_token(
-        "rsa2048",
-        "[token]\ncache = false\n[signing]\nthreads = 2\n",
-    );
+    let token = token("rsa2048");
     let daemon = Daemon::start(&token);
     let (served, peak) = under_load(&daemon, 16, || {
         let mut peak: f64 = 0.0;
