@@ -5,6 +5,7 @@
 //! dropped (which [`super::Front::serve`] does as soon as it stops
 //! accepting), and only if the file at that path is still the one it bound.
 
+use std::fmt::Display;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -100,24 +101,23 @@ fn bind(config: &ServerConfig) -> io::Result<Listener> {
     clear_stale(path)?;
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
     let address = SockAddr::unix(path)
-        .map_err(|e| invalid(format!("`server.socket` = {}: {e}", path.display())))?;
+        .map_err(|e| at_socket(path, io::ErrorKind::InvalidInput, &e.to_string()))?;
     // SAFETY: fchmod on a descriptor this function owns.
     if unsafe { libc::fchmod(socket.as_raw_fd(), mode) } != 0 {
-        return Err(io::Error::last_os_error());
+        let cannot = failed(path, format!("cannot give the socket mode {mode:o}"));
+        return Err(cannot(io::Error::last_os_error()));
     }
     socket.bind(&address).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!(
-                "`server.socket` = {}: cannot bind ({e}); the agent's user needs write access to the directory",
-                path.display()
-            ),
-        )
+        let detail =
+            format!("cannot bind ({e}); the agent's user needs write access to the directory");
+        at_socket(path, e.kind(), &detail)
     })?;
     // From here on a failure removes the half-made socket file.
-    let socket_file = SocketFile::new(path)?;
+    let socket_file =
+        SocketFile::new(path).map_err(failed(path, "cannot read the bound socket file"))?;
     // The bits the umask took off: still nothing beyond the configured mode.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(failed(path, format!("cannot set its mode to {mode:o}")))?;
     if let Some(gid) = group {
         std::os::unix::fs::lchown(path, None, Some(gid)).map_err(|e| {
             io::Error::new(
@@ -131,8 +131,24 @@ fn bind(config: &ServerConfig) -> io::Result<Listener> {
         })?;
     }
     // Only now can peers connect: before listen() a connect is refused.
-    socket.listen(BACKLOG)?;
+    socket
+        .listen(BACKLOG)
+        .map_err(failed(path, "cannot listen"))?;
     into_listener(socket, Some(path.to_path_buf()), Some(socket_file))
+}
+
+/// A failed step of binding `server.socket`, naming the setting and its
+/// path, so the operator knows which line of the config to look at.
+fn at_socket(path: &Path, kind: io::ErrorKind, detail: &str) -> io::Error {
+    io::Error::new(
+        kind,
+        format!("`server.socket` = {}: {detail}", path.display()),
+    )
+}
+
+/// [`at_socket`] for a system call's error: says what failed, then why.
+fn failed<'a>(path: &'a Path, what: impl Display + 'a) -> impl FnOnce(io::Error) -> io::Error + 'a {
+    move |e| at_socket(path, e.kind(), &format!("{what} ({e})"))
 }
 
 fn into_listener(
@@ -162,14 +178,11 @@ fn check_directory(path: &Path) -> io::Result<()> {
     let meta = match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => meta,
         _ => {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!(
-                    "`server.socket` = {}: directory {} does not exist; create it (systemd: RuntimeDirectory=) or change `server.socket`",
-                    path.display(),
-                    dir.display()
-                ),
-            ))
+            let detail = format!(
+                "directory {} does not exist; create it (systemd: RuntimeDirectory=) or change `server.socket`",
+                dir.display()
+            );
+            return Err(at_socket(path, io::ErrorKind::NotFound, &detail));
         }
     };
     // SAFETY: geteuid cannot fail.
@@ -179,16 +192,13 @@ fn check_directory(path: &Path) -> io::Result<()> {
     if sticky || !others_write {
         return Ok(());
     }
-    Err(io::Error::new(
-        io::ErrorKind::PermissionDenied,
-        format!(
-            "`server.socket` = {}: directory {} (mode {:04o}, owner uid {}) can be written by other users, who could replace the socket file while the agent sets it up; use a directory only the agent's user can write (systemd: RuntimeDirectory=) or make it sticky (chmod +t)",
-            path.display(),
-            dir.display(),
-            meta.mode() & 0o7777,
-            meta.uid()
-        ),
-    ))
+    let detail = format!(
+        "directory {} (mode {:04o}, owner uid {}) can be written by other users, who could replace the socket file while the agent sets it up; use a directory only the agent's user can write (systemd: RuntimeDirectory=) or make it sticky (chmod +t)",
+        dir.display(),
+        meta.mode() & 0o7777,
+        meta.uid()
+    );
+    Err(at_socket(path, io::ErrorKind::PermissionDenied, &detail))
 }
 
 /// Removes a socket file nobody answers on; refuses one a live agent serves
@@ -196,15 +206,14 @@ fn check_directory(path: &Path) -> io::Result<()> {
 fn clear_stale(path: &Path) -> io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        other => other?,
+        Err(e) => return Err(failed(path, "cannot look at the path")(e)),
+        Ok(meta) => meta,
     };
     if !meta.file_type().is_socket() {
-        return Err(io::Error::new(
+        return Err(at_socket(
+            path,
             io::ErrorKind::AlreadyExists,
-            format!(
-                "`server.socket` = {}: the path exists and is not a socket; remove it or change `server.socket`",
-                path.display()
-            ),
+            "the path exists and is not a socket; remove it or change `server.socket`",
         ));
     }
     match std::os::unix::net::UnixStream::connect(path) {
@@ -215,14 +224,10 @@ fn clear_stale(path: &Path) -> io::Result<()> {
                 path.display()
             ),
         )),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
-        Err(e) => Err(io::Error::new(
-            e.kind(),
-            format!(
-                "`server.socket` = {}: cannot tell whether another agent serves it ({e})",
-                path.display()
-            ),
-        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            std::fs::remove_file(path).map_err(failed(path, "cannot remove the stale socket file"))
+        }
+        Err(e) => Err(failed(path, "cannot tell whether another agent serves it")(e)),
     }
 }
 
@@ -376,6 +381,17 @@ mod tests {
             err.to_string().contains("no-such-dir does not exist"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_path_too_long_for_a_socket_names_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = dir.path().join(format!("{}.sock", "a".repeat(120)));
+        let err = Listener::open(&config(&long)).err().unwrap();
+        let message = err.to_string();
+        assert!(message.starts_with("`server.socket` = "), "{message}");
+        assert!(message.contains(&"a".repeat(120)), "{message}");
+        assert!(!long.exists(), "nothing is left at the path");
     }
 
     #[tokio::test]
