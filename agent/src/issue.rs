@@ -1,5 +1,6 @@
-//! The contract between the socket front (server, policy) and the signing
-//! back (cache, signer pool): what a request for a token gets back.
+//! The contract between the socket front (`front`: routes, policy, limits)
+//! and the signing back (`back`: cache, snapshot, signing pool): what a
+//! request for a token gets back.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -78,8 +79,9 @@ pub trait TokenSource: Send + Sync + 'static {
 /// What a requester waits for before a fresh signature is made for it.
 /// Never awaited for a cache hit.
 pub struct Turn<R, P> {
-    /// Its rate of cache misses: awaited before a miss it leads; not with
-    /// the cache off, where every request signs by the operator's choice.
+    /// Its rate of cache misses: awaited before every miss, also one that
+    /// then joins a signature already under way; not with the cache off,
+    /// where every request signs by the operator's choice.
     pub rate: R,
     /// Its share of the signing queue: awaited before any fresh signature;
     /// the back holds what it gives until the signature is done.

@@ -26,7 +26,7 @@
 //! | [`config`] | the TOML file, every section in a file of its own; messages name the key |
 //! | [`metrics`] | counters and histograms for `/metrics`, written by front and back |
 //! | [`accounts`] | user and group names to ids |
-//! | [`clock`], [`sync`], [`exit`], [`hardening`] | the wall clock; locks that survive a panic; exit codes; no core dumps |
+//! | [`clock`], [`sync`], [`exit`], [`hardening`] | the wall clock; locks that survive a panic; exit codes; process limits (no core dumps, no ptrace, room for a descriptor per connection) |
 //!
 //! Dependencies point one way: `front` and `back` meet only in [`issue`] (and
 //! the [`daemon`] that wires them); `cli`, `hsm`, `config`, `token` and
@@ -36,7 +36,8 @@
 //! Unit tests live inline (`mod tests`) while their file stays under 400
 //! lines of code, and beyond that in a sibling `tests.rs` (or a `tests/`
 //! folder, one file per surface); a test that sets environment variables
-//! runs alone in a process of its own (`own_process`, built for tests only).
+//! runs alone in a process of its own (`own_process`), and keys made fresh
+//! for a test come from `test_keys` (both built for tests only).
 //! Black-box tests
 //! (a real agent process, a real SoftHSM token) live in the workspace's
 //! `tests/` crate, which also owns the fixture every test, benchmark and

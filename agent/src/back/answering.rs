@@ -55,7 +55,7 @@ impl Answering {
 #[derive(Debug, Default)]
 pub struct Calls {
     in_flight: AtomicUsize,
-    /// When `in_flight` last went from 0 to 1 (nanoseconds since [`epoch`]).
+    /// When `in_flight` last went from 0 to 1 (nanoseconds since the first [`now`]).
     busy_since: AtomicU64,
     /// When a call last came back.
     answered: AtomicU64,

@@ -230,8 +230,9 @@ impl Daemon {
 }
 
 /// The first setting that a running agent cannot change, if one changed:
-/// the token it is logged in to, the socket it listens on, the audit sink,
-/// and its signing threads.
+/// the module and token it is logged in to (and the module's environment),
+/// anything in `[server]` (the socket and the limits its front was built
+/// with), the audit sink, and `[signing]`.
 fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
     let differs =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");

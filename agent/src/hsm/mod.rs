@@ -10,6 +10,17 @@
 //! - C_Login rewrites SoftHSM's `token.object` in place, and a process ended
 //!   in that instant loses the whole token, so logins hold termination
 //!   signals ([`held_signals`]).
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`environment`] | `[hsm] environment`: variables for the module's client library |
+//! | [`pin`] | the user PIN, from a file or a systemd credential, zeroized |
+//! | [`error`] | PKCS#11 failures as messages a person can act on |
+//! | [`held_signals`] | termination signals held while the token's storage is written |
+//! | [`key_pairs`] | the key pairs on the token, judged, and the active one per issuer |
+//! | [`shared_key`] | several certificates for one key (renewed, CA-issued) |
+//! | [`sign`] | a signature in its JWS form |
+//! | [`enrol`] | import, generation, renewal, CSRs, attaching and deleting certificates |
 
 pub mod enrol;
 pub mod environment;

@@ -25,6 +25,16 @@
 //! signature has come back for `signing.timeout_seconds` ([`Answering`])
 //! new jobs are refused at once instead of joining the wait.
 //!
+//! | module | what it is |
+//! |---|---|
+//! | [`job`] | one token to sign, and where its result goes |
+//! | [`queue`] | the bounded queue the signing threads take jobs from |
+//! | [`worker`] | a signing thread and its session; it grows and shrinks the pool |
+//! | [`sizing`] | how many sessions the HSM in use needs |
+//! | [`quick`] | quick signatures on the requesting thread, and their watch |
+//! | [`shared`] | what threads and quick path share, and signing itself |
+//! | [`thread_clock`] | a thread's CPU time and preemptions around a signature |
+//!
 //! [`Pace`]: super::pace::Pace
 //! [`QUICK_SIGNATURE`]: super::pace::QUICK_SIGNATURE
 

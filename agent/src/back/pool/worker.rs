@@ -4,8 +4,6 @@
 //! waiting behind the one it took starts another thread, while the sizing
 //! allows; one beyond what the sizing wants, or idle for
 //! [`IDLE_CLOSE`] beyond `threads`, leaves.
-//!
-//! [`Sizing::fills_the_cores`]: super::sizing::Sizing::fills_the_cores
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -46,7 +44,8 @@ impl Worker {
     /// and one more session can sign faster. Returns how many threads the
     /// pool should keep once this job is done (this one leaves above that):
     /// the target and a margin ([`kept`]). It never grows once its own
-    /// signatures keep the cores busy ([`Sizing::fills_the_cores`]): more
+    /// signatures keep the cores busy
+    /// ([`Sizing::fills_the_cores`](super::sizing::Sizing::fills_the_cores)): more
     /// could only wait for a core.
     fn resize(shared: &Arc<Shared>) -> usize {
         let sizing = &shared.sizing;
@@ -153,8 +152,9 @@ impl Worker {
     }
 }
 
-/// Starts thread `signer-<n>` running `run`; the pool's counts are the
-/// caller's to undo should that fail.
+/// Starts thread `signer-<n>` running `run`; should that fail, takes back
+/// the `workers` and `live` counts the caller added (other counts, such as
+/// the metrics' gauge, are the caller's to undo).
 fn spawn(shared: &Arc<Shared>, run: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
     let index = shared.names.fetch_add(1, Ordering::Relaxed);
     std::thread::Builder::new()

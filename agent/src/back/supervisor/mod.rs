@@ -18,7 +18,7 @@
 //! An HSM that stops answering is not a fault: its calls may still come
 //! back. The supervisor never waits on it for long: the probe runs on a
 //! thread of its own (`Prober`), and a link whose signatures are still
-//! inside the module is kept aside until they return ([`retire`]) before
+//! inside the module is kept aside until they return ([`retire()`]) before
 //! the module is reset, or left to the process's exit at shutdown.
 //!
 //! `schedule` says when it probes, checks keys and retries; `guard` keeps

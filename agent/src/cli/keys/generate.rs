@@ -20,7 +20,7 @@ pub struct GenerateArgs {
     /// The key to generate inside the HSM.
     #[arg(long, value_enum, default_value = "rsa2048")]
     pub key_type: KeyKind,
-    /// The certificate's subject, e.g. "CN=ttd, O=Digdir, C=NO" [default: CN=<issuer>]
+    /// The certificate's subject, e.g. "CN=ttd, O=Digdir, C=NO" [default: CN=ISSUER, e.g. CN=ttd]
     #[arg(long)]
     pub subject: Option<String>,
     /// Days the self-signed certificate is valid, from now (or from --not-before).

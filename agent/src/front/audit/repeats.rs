@@ -1,9 +1,9 @@
 //! Identical refusals from one peer, counted instead of written: the first
-//! of its kind opens a window of [`WINDOW`], the ones
-//! like it inside the window only add to its count, and when the window
-//! ends the count is written as one line. A client repeating a refused
-//! request in a loop then costs the log two lines per window, not one per
-//! request, and cannot push other peers' lines past journald's rate limit.
+//! of its kind opens a window of [`WINDOW`], the first [`BURST`] like it
+//! inside the window are written, the rest only add to its count, and when
+//! the window ends the count is written as one line. A client repeating a
+//! refused request in a loop then costs the log `BURST + 1` lines per
+//! window, not one per request, and cannot push other peers' lines past journald's rate limit.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

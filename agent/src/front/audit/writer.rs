@@ -4,7 +4,7 @@
 //! past [`MAX_PENDING`] bytes queued, requests wait for the file instead.
 //! A clean stop ([`Writer::flush`], then drop) writes every queued line;
 //! a SIGKILL loses what was queued in the last moment (about a
-//! millisecond's lines, see [`GATHER`]).
+//! millisecond's lines, see `GATHER`).
 
 use std::collections::VecDeque;
 use std::fs::File;

@@ -35,7 +35,7 @@
 //! The executable link of another user's process is readable only with
 //! CAP_SYS_PTRACE (or as root); without it `exe` stays unknown. It stays
 //! unknown too for a process being traced, and for one whose running file
-//! is not the file at the linked path as the agent sees it ([`procfs`]).
+//! is not the file at the linked path as the agent sees it (`procfs`).
 //! Neither check stops the peer's own user, who can preload code into the
 //! granted program or attach to it once it has connected.
 //!

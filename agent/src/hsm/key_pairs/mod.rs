@@ -12,7 +12,7 @@
 //!
 //! A key may have more certificates than the one it was enrolled with
 //! (renewed, or issued by a CA): each is a pair of its own, with its own
-//! kid, that borrows the key's objects before it is judged ([`lend`]).
+//! kid, that borrows the key's objects before it is judged (`lend`).
 
 mod lend;
 mod objects;
