@@ -2,10 +2,6 @@
 //! documents with stable types, what is audited, `/v1/grants`, health,
 //! readiness and metrics.
 
-use std::time::{Duration, Instant};
-
-use integration_tests::http::Connection;
-
 use super::{grant, my_uid, status, token_for, wide_grants, Server};
 
 #[tokio::test]
@@ -168,47 +164,5 @@ async fn health_readiness_and_metrics() {
         text.contains("access_token_agent_tokens_issued_total 1\n"),
         "{text}"
     );
-    server.shut_down().await.unwrap();
-}
-
-/// Requests per second on the token route with a source that answers at
-/// once (what a cache hit costs the front), over 64 keep-alive connections,
-/// clients on the same cores. Run:
-/// `cargo test --release -p access-token-agent --lib throughput -- --ignored --nocapture`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement; run it in release mode"]
-async fn throughput_of_the_token_route() {
-    const CONNECTIONS: usize = 64;
-    let run_for = Duration::from_secs(3);
-    let server = Server::start(wide_grants(), |_| {}).await;
-    let clients: Vec<_> = (0..CONNECTIONS)
-        .map(|_| {
-            let socket = server.socket.clone();
-            tokio::spawn(async move {
-                let mut client = Connection::connect(&socket).await.unwrap();
-                let begun = Instant::now();
-                let mut served = 0u64;
-                while begun.elapsed() < run_for {
-                    client
-                        .send("GET /v1/token?issuer=ttd&app=my-app HTTP/1.1\r\nHost: x\r\n\r\n")
-                        .await;
-                    assert_eq!(client.reply().await.unwrap().status, 200);
-                    served += 1;
-                }
-                served
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for client in clients {
-        total += client.await.unwrap();
-    }
-    assert_eq!(
-        server.audit_lines().len() as u64,
-        total,
-        "one audit line each"
-    );
-    let rate = total as f64 / run_for.as_secs_f64();
-    println!("{CONNECTIONS} connections: {rate:.0} tokens/s ({total} in {run_for:?})");
     server.shut_down().await.unwrap();
 }
