@@ -95,94 +95,139 @@ impl Default for Metrics {
             expiry_warning: Gauge::default(),
             certificates: Mutex::default(),
         };
-        // Counters are named without `_total`, help without its final
-        // period: the library adds both.
-        let r = &mut m.registry;
-        r.register("tokens_issued", "Tokens handed out", m.issued.clone());
+        m.register_requests();
+        m.register_signing();
+        m.register_certificates();
+        m
+    }
+}
+
+// Counters are named without `_total`, help without its final period: the
+// library adds both.
+impl Metrics {
+    /// Tokens issued and refused, pacing, and the cache.
+    fn register_requests(&mut self) {
+        let Metrics {
+            registry: r,
+            issued,
+            refused,
+            paced,
+            cache_hits,
+            cache_misses,
+            ..
+        } = self;
+        r.register("tokens_issued", "Tokens handed out", issued.clone());
         r.register(
             "tokens_refused",
             "Requests that got no token, by reason",
-            m.refused.clone(),
+            refused.clone(),
         );
         r.register(
             "requests_paced",
             "Requests that waited for their uid's turn, by reason (cache-miss, refusal)",
-            m.paced.clone(),
+            paced.clone(),
         );
         r.register(
             "cache_hits",
             "Tokens served from the cache",
-            m.cache_hits.clone(),
+            cache_hits.clone(),
         );
         r.register(
             "cache_misses",
             "Requests that needed a fresh signature",
-            m.cache_misses.clone(),
+            cache_misses.clone(),
         );
+    }
+
+    /// Signing: its time, HSM errors, sessions, quick signatures, deadlines.
+    fn register_signing(&mut self) {
+        let Metrics {
+            registry: r,
+            signing,
+            hsm_errors,
+            sessions_busy,
+            signing_sessions,
+            sessions_opened,
+            quick_signatures,
+            signing_timeouts,
+            ..
+        } = self;
         r.register_with_unit(
             "signing",
             "Time spent in C_Sign",
             Unit::Seconds,
-            m.signing.clone(),
+            signing.clone(),
         );
         r.register(
             "hsm_errors",
             "Failed PKCS#11 calls, by return value",
-            m.hsm_errors.clone(),
+            hsm_errors.clone(),
         );
         r.register(
             "sessions_busy",
             "Signing sessions inside a PKCS#11 call",
-            m.sessions_busy.clone(),
+            sessions_busy.clone(),
         );
         r.register(
             "signing_sessions",
             "Sessions open for signing threads: the cores, more while signatures wait on the HSM",
-            m.signing_sessions.clone(),
+            signing_sessions.clone(),
         );
         r.register(
             "signing_sessions_opened",
             "Sessions signing threads opened since start: a count that climbs under steady load means sessions are closed and reopened",
-            m.sessions_opened.clone(),
+            sessions_opened.clone(),
         );
         r.register(
             "quick_signatures",
             "Signatures begun on the requesting thread instead of a signing thread (keys that sign in under 200 µs)",
-            m.quick_signatures.clone(),
+            quick_signatures.clone(),
         );
         r.register(
             "signing_timeouts",
             "Requests answered 503 because their signature did not come back within signing.timeout_seconds",
-            m.signing_timeouts.clone(),
+            signing_timeouts.clone(),
         );
+    }
+
+    /// Certificates and reloads.
+    fn register_certificates(&mut self) {
+        let Metrics {
+            registry: r,
+            cert_not_after,
+            reloads,
+            reload_incomplete,
+            cert_expiring,
+            expiry_warning,
+            ..
+        } = self;
         r.register_with_unit(
             "certificate_not_after",
             "Expiry of each active certificate, Unix seconds",
             Unit::Seconds,
-            m.cert_not_after.clone(),
+            cert_not_after.clone(),
         );
         r.register(
             "reloads",
             "Reloads (SIGHUP), by how much of the new configuration took effect: whole, grants-only, refused",
-            m.reloads.clone(),
+            reloads.clone(),
         );
         r.register(
             "reload_incomplete",
             "1 while the last reload left part of the configuration on disk out of force (see /readyz)",
-            m.reload_incomplete.clone(),
+            reload_incomplete.clone(),
         );
         r.register(
             "certificate_expiring",
             "Whether each active certificate expires within the warning window (1) or not (0)",
-            m.cert_expiring.clone(),
+            cert_expiring.clone(),
         );
         r.register_with_unit(
             "certificate_expiry_warning",
             "How long before its expiry a certificate counts as expiring ([certificate] expiry_warning_days)",
             Unit::Seconds,
-            m.expiry_warning.clone(),
+            expiry_warning.clone(),
         );
-        m
     }
 }
 
