@@ -107,126 +107,100 @@ impl Default for Metrics {
 impl Metrics {
     /// Tokens issued and refused, pacing, and the cache.
     fn register_requests(&mut self) {
-        let Metrics {
-            registry: r,
-            issued,
-            refused,
-            paced,
-            cache_hits,
-            cache_misses,
-            ..
-        } = self;
-        r.register("tokens_issued", "Tokens handed out", issued.clone());
+        let r = &mut self.registry;
+        r.register("tokens_issued", "Tokens handed out", self.issued.clone());
         r.register(
             "tokens_refused",
             "Requests that got no token, by reason",
-            refused.clone(),
+            self.refused.clone(),
         );
         r.register(
             "requests_paced",
             "Requests that waited for their uid's turn, by reason (cache-miss, refusal)",
-            paced.clone(),
+            self.paced.clone(),
         );
         r.register(
             "cache_hits",
             "Tokens served from the cache",
-            cache_hits.clone(),
+            self.cache_hits.clone(),
         );
         r.register(
             "cache_misses",
             "Requests that needed a fresh signature",
-            cache_misses.clone(),
+            self.cache_misses.clone(),
         );
     }
 
     /// Signing: its time, HSM errors, sessions, quick signatures, deadlines.
     fn register_signing(&mut self) {
-        let Metrics {
-            registry: r,
-            signing,
-            hsm_errors,
-            sessions_busy,
-            signing_sessions,
-            sessions_opened,
-            quick_signatures,
-            signing_timeouts,
-            ..
-        } = self;
+        let r = &mut self.registry;
         r.register_with_unit(
             "signing",
             "Time spent in C_Sign",
             Unit::Seconds,
-            signing.clone(),
+            self.signing.clone(),
         );
         r.register(
             "hsm_errors",
             "Failed PKCS#11 calls, by return value",
-            hsm_errors.clone(),
+            self.hsm_errors.clone(),
         );
         r.register(
             "sessions_busy",
             "Signing sessions inside a PKCS#11 call",
-            sessions_busy.clone(),
+            self.sessions_busy.clone(),
         );
         r.register(
             "signing_sessions",
             "Sessions open for signing threads: the cores, more while signatures wait on the HSM",
-            signing_sessions.clone(),
+            self.signing_sessions.clone(),
         );
         r.register(
             "signing_sessions_opened",
             "Sessions signing threads opened since start: a count that climbs under steady load means sessions are closed and reopened",
-            sessions_opened.clone(),
+            self.sessions_opened.clone(),
         );
         r.register(
             "quick_signatures",
             "Signatures begun on the requesting thread instead of a signing thread (keys that sign in under 200 µs)",
-            quick_signatures.clone(),
+            self.quick_signatures.clone(),
         );
         r.register(
             "signing_timeouts",
             "Requests answered 503 because their signature did not come back within signing.timeout_seconds",
-            signing_timeouts.clone(),
+            self.signing_timeouts.clone(),
         );
     }
 
     /// Certificates and reloads.
     fn register_certificates(&mut self) {
-        let Metrics {
-            registry: r,
-            cert_not_after,
-            reloads,
-            reload_incomplete,
-            cert_expiring,
-            expiry_warning,
-            ..
-        } = self;
+        let r = &mut self.registry;
         r.register_with_unit(
             "certificate_not_after",
             "Expiry of each active certificate, Unix seconds",
             Unit::Seconds,
-            cert_not_after.clone(),
+            self.cert_not_after.clone(),
         );
         r.register(
             "reloads",
             "Reloads (SIGHUP), by how much of the new configuration took effect: whole, grants-only, refused",
-            reloads.clone(),
+            self.reloads.clone(),
         );
         r.register(
             "reload_incomplete",
             "1 while the last reload left part of the configuration on disk out of force (see /readyz)",
-            reload_incomplete.clone(),
+            self.reload_incomplete.clone(),
         );
         r.register(
             "certificate_expiring",
             "Whether each active certificate expires within the warning window (1) or not (0)",
-            cert_expiring.clone(),
+            self.cert_expiring.clone(),
         );
         r.register_with_unit(
             "certificate_expiry_warning",
             "How long before its expiry a certificate counts as expiring ([certificate] expiry_warning_days)",
             Unit::Seconds,
-            expiry_warning.clone(),
+            self.expiry_warning.clone(),
         );
     }
 }
