@@ -122,6 +122,22 @@ impl Row {
         };
         format!("{sensitive}, {extractable}")
     }
+
+    /// The row's cells, in [`HEADER`]'s order; `-` for what is unknown.
+    fn cells(&self) -> [String; 9] {
+        let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
+        [
+            self.issuer.clone(),
+            self.kid.clone(),
+            self.key_id.chars().take(KEY_ID_DIGITS).collect(),
+            or_dash(&self.key_type),
+            or_dash(&self.not_before),
+            or_dash(&self.not_after),
+            if self.active { "yes" } else { "no" }.into(),
+            self.state().into(),
+            self.protection(),
+        ]
+    }
 }
 
 pub(super) fn run(config: &Config, args: &ListArgs) -> Result<(), Failure> {
@@ -163,41 +179,43 @@ pub(super) fn run(config: &Config, args: &ListArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The columns of the table `keys list` prints.
+const HEADER: [&str; 9] = [
+    "ISSUER",
+    "KID",
+    "KEY",
+    "TYPE",
+    "NOT BEFORE",
+    "NOT AFTER",
+    "ACTIVE",
+    "STATE",
+    "PRIVATE KEY",
+];
+
 fn print_table(rows: &[Row]) -> Result<(), Failure> {
     if rows.is_empty() {
         eprintln!("no keys on the token; enrol one with `access-token-agent keys import` or `keys generate`");
         return Ok(());
     }
-    let header = [
-        "ISSUER",
-        "KID",
-        "KEY",
-        "TYPE",
-        "NOT BEFORE",
-        "NOT AFTER",
-        "ACTIVE",
-        "STATE",
-        "PRIVATE KEY",
-    ];
-    let cells: Vec<[String; 9]> = rows
-        .iter()
-        .map(|row| {
-            let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
-            [
-                row.issuer.clone(),
-                row.kid.clone(),
-                row.key_id.chars().take(KEY_ID_DIGITS).collect(),
-                or_dash(&row.key_type),
-                or_dash(&row.not_before),
-                or_dash(&row.not_after),
-                if row.active { "yes" } else { "no" }.into(),
-                row.state().into(),
-                row.protection(),
-            ]
-        })
-        .collect();
-    let mut widths = header.map(str::len);
-    for row in &cells {
+    let cells: Vec<[String; 9]> = rows.iter().map(Row::cells).collect();
+    let mut table = aligned(&cells);
+    for row in rows {
+        let notes = row
+            .not_usable
+            .iter()
+            .map(|why| format!("not usable: {why}"));
+        for note in notes.chain(row.ignored.iter().cloned()) {
+            table.push_str(&format!("{} {}: {note}\n", row.issuer, row.kid));
+        }
+    }
+    write_stdout(table.as_bytes())
+}
+
+/// [`HEADER`] and `cells` in columns as wide as their widest cell, two
+/// spaces apart, one line each.
+fn aligned(cells: &[[String; 9]]) -> String {
+    let mut widths = HEADER.map(str::len);
+    for row in cells {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
@@ -210,19 +228,10 @@ fn print_table(rows: &[Row]) -> Result<(), Failure> {
             .collect();
         padded.join("  ").trim_end().to_owned()
     };
-    let mut table = line(&header.map(String::from)) + "\n";
-    for row in &cells {
+    let mut table = line(&HEADER.map(String::from)) + "\n";
+    for row in cells {
         table.push_str(&line(row));
         table.push('\n');
     }
-    for row in rows {
-        let notes = row
-            .not_usable
-            .iter()
-            .map(|why| format!("not usable: {why}"));
-        for note in notes.chain(row.ignored.iter().cloned()) {
-            table.push_str(&format!("{} {}: {note}\n", row.issuer, row.kid));
-        }
-    }
-    write_stdout(table.as_bytes())
+    table
 }
