@@ -104,8 +104,8 @@ fn bind(config: &ServerConfig) -> io::Result<Listener> {
         .map_err(|e| at_socket(path, io::ErrorKind::InvalidInput, &e.to_string()))?;
     // SAFETY: fchmod on a descriptor this function owns.
     if unsafe { libc::fchmod(socket.as_raw_fd(), mode) } != 0 {
-        let cannot = failed(path, format!("cannot give the socket mode {mode:o}"));
-        return Err(cannot(io::Error::last_os_error()));
+        let cannot = format!("cannot give the socket mode {mode:o}");
+        return Err(failed(path, cannot)(io::Error::last_os_error()));
     }
     socket.bind(&address).map_err(|e| {
         let detail =

@@ -3,7 +3,8 @@
 //! inside the window are written, the rest only add to its count, and when
 //! the window ends the count is written as one line. A client repeating a
 //! refused request in a loop then costs the log `BURST + 1` lines per
-//! window, not one per request, and cannot push other peers' lines past journald's rate limit.
+//! window, not one per request, and cannot push other peers' lines past
+//! journald's rate limit.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
