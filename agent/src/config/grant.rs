@@ -23,7 +23,7 @@ pub struct GrantConfig {
     pub group: Option<String>,
     /// The systemd unit the system manager (PID 1) runs the peer in, e.g.
     /// `my-app.service`: the first service or scope on the peer's cgroup
-    /// path. Units a user's own systemd starts all run inside
+    /// path, when only slices lead to it. Units a user's own systemd starts all run inside
     /// `user@UID.service` and match only that, whatever they are named.
     pub unit: Option<String>,
     /// The program the peer ran when it connected, an absolute path;

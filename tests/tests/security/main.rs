@@ -12,3 +12,4 @@ mod pids;
 mod rates;
 mod reload;
 mod signals;
+mod units;

@@ -111,6 +111,13 @@ pub(super) fn installed_path(link: PathBuf) -> PathBuf {
 /// `/user.slice/user-1000.slice/user@1000.service/app.slice/x.service` and
 /// reads as `user@1000.service`.
 ///
+/// Only PID 1 makes units, and it makes them under slices alone: a service
+/// or scope counts only when every component before it is a `.slice`.
+/// Container runtimes make cgroups outside systemd's slices
+/// (`/docker/<id>/…`, `/lxc.payload.c1/…`, `/kubepods/…`) and hand them to
+/// whoever runs inside, who may name a child `my-app.service`; such a path
+/// has no unit.
+///
 /// The unified hierarchy's line (`0::`) is read first; on a host with
 /// systemd's legacy v1 hierarchy that line is `/` for every process, and
 /// the `name=systemd` line holds the path instead.
@@ -121,11 +128,18 @@ pub fn unit_from_cgroup(text: &str) -> Option<String> {
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
         (controllers == "name=systemd").then_some(path)
     });
-    [unified, legacy].into_iter().flatten().find_map(|path| {
-        path.split('/')
-            .find(|part| part.ends_with(".service") || part.ends_with(".scope"))
-            .map(str::to_owned)
-    })
+    [unified, legacy]
+        .into_iter()
+        .flatten()
+        .find_map(unit_of_path)
+}
+
+/// The first service or scope of a cgroup path, if only slices lead to it.
+fn unit_of_path(path: &str) -> Option<String> {
+    let mut parts = path.split('/').filter(|part| !part.is_empty());
+    let first_other = parts.find(|part| !part.ends_with(".slice"))?;
+    let is_unit = first_other.ends_with(".service") || first_other.ends_with(".scope");
+    is_unit.then(|| first_other.to_owned())
 }
 
 /// Supplementary groups from the `Groups:` line of /proc/PID/status.
@@ -234,6 +248,28 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn a_unit_named_in_a_containers_cgroup_does_not_count() {
+        for path in [
+            "/docker/0123abcd/my-app.service",
+            "/lxc.payload.c1/system.slice/my-app.service",
+            "/kubepods/besteffort/pod1234/my-app.service",
+            "/machine.slice/libpod-ab12.scope/container/system.slice/my-app.service",
+            "/my-app.service.d/my-app.service",
+        ] {
+            let found = unit_from_cgroup(&format!("0::{path}\n"));
+            let expected = path
+                .starts_with("/machine.slice/")
+                .then(|| "libpod-ab12.scope".to_owned());
+            assert_eq!(found, expected, "{path}");
+        }
+        // PID 1's own scope sits at the root, with no slice before it.
+        assert_eq!(
+            unit_from_cgroup("0::/init.scope\n").as_deref(),
+            Some("init.scope")
+        );
     }
 
     #[test]
