@@ -44,26 +44,35 @@ pub enum IssueError {
     Overloaded,
 }
 
-/// Where the server gets tokens and readiness from.
-pub trait TokenSource: Send + Sync + 'static {
-    /// A token for `issuer` and `app` (empty app: no app claim).
-    fn issue(
-        &self,
-        issuer: &str,
-        app: &str,
-    ) -> impl Future<Output = Result<Issued, IssueError>> + Send;
+/// What the back holds for an issuer and app, found without waiting.
+pub enum Found<M> {
+    /// A cached token, still fresh, from the issuer's current key.
+    Cached(Issued),
+    /// Nothing cached: a fresh signature is needed, and counts against the
+    /// requester's rate of cache misses.
+    Missing(M),
+    /// The cache is off: every request signs, by the operator's choice.
+    Uncached(M),
+}
 
-    /// As [`TokenSource::issue`], for a requester with a rate and a share
-    /// of the signing queue ([`Turn`]). A source without a queue ignores it.
-    fn issue_in_turn(
-        &self,
-        issuer: &str,
-        app: &str,
-        turn: Turn<impl Future<Output = ()> + Send, impl Future<Output = Place> + Send>,
-    ) -> impl Future<Output = Result<Issued, IssueError>> + Send {
-        drop(turn);
-        self.issue(issuer, app)
-    }
+/// Where the front gets tokens and readiness from. A token request asks
+/// [`TokenSource::find`] first and, on a miss, waits for the requester's
+/// turn (the front's business) before [`TokenSource::sign`].
+pub trait TokenSource: Send + Sync + 'static {
+    /// What a fresh signature needs: the issuer's key, found once.
+    type Miss: Send;
+
+    /// The cached token for `issuer` and `app` (empty app: no app claim),
+    /// or what a fresh one needs, or why there is none. Never waits.
+    fn find(&self, issuer: &str, app: &str) -> Result<Found<Self::Miss>, IssueError>;
+
+    /// A fresh token for `miss`, or the one a request for the same token
+    /// already under way gets; bounded by `signing.timeout_seconds`.
+    fn sign(&self, miss: Self::Miss) -> impl Future<Output = Result<Issued, IssueError>> + Send;
+
+    /// How many fresh signatures the source takes at once; more wait in
+    /// the front for a place, where each uid gets its share.
+    fn signing_places(&self) -> usize;
 
     /// `Ok` when logged in and every configured issuer has a usable key;
     /// otherwise the reason, for `/readyz`.
@@ -75,22 +84,6 @@ pub trait TokenSource: Send + Sync + 'static {
         Vec::new()
     }
 }
-
-/// What a requester waits for before a fresh signature is made for it.
-/// Never awaited for a cache hit.
-pub struct Turn<R, P> {
-    /// Its rate of cache misses: awaited before every miss, also one that
-    /// then joins a signature already under way; not with the cache off,
-    /// where every request signs by the operator's choice.
-    pub rate: R,
-    /// Its share of the signing queue: awaited before any fresh signature;
-    /// the back holds what it gives until the signature is done.
-    pub place: P,
-}
-
-/// A place in a requester's share of the signing queue, given back when
-/// dropped; `None` when the requester has no bound.
-pub type Place = Option<tokio::sync::OwnedSemaphorePermit>;
 
 #[cfg(test)]
 mod tests {

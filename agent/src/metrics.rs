@@ -59,7 +59,6 @@ pub struct Metrics {
     sessions_busy: Gauge,
     signing_sessions: Gauge,
     sessions_opened: Counter,
-    quick_signatures: Counter,
     signing_timeouts: Counter,
     cert_not_after: Family<Certificate, Gauge>,
     reloads: Family<ReloadOutcome, Counter>,
@@ -86,7 +85,6 @@ impl Default for Metrics {
             sessions_busy: Gauge::default(),
             signing_sessions: Gauge::default(),
             sessions_opened: Counter::default(),
-            quick_signatures: Counter::default(),
             signing_timeouts: Counter::default(),
             cert_not_after: Family::default(),
             reloads: Family::default(),
@@ -131,7 +129,7 @@ impl Metrics {
         );
     }
 
-    /// Signing: its time, HSM errors, sessions, quick signatures, deadlines.
+    /// Signing: its time, HSM errors, sessions, deadlines.
     fn register_signing(&mut self) {
         let r = &mut self.registry;
         r.register_with_unit(
@@ -159,11 +157,6 @@ impl Metrics {
             "signing_sessions_opened",
             "Sessions signing threads opened since start: a count that climbs under steady load means sessions are closed and reopened",
             self.sessions_opened.clone(),
-        );
-        r.register(
-            "quick_signatures",
-            "Signatures begun on the requesting thread instead of a signing thread (keys that sign in under 200 µs)",
-            self.quick_signatures.clone(),
         );
         r.register(
             "signing_timeouts",
@@ -217,7 +210,8 @@ impl Metrics {
     }
 
     /// A request waited for its uid's turn under `server.cache_misses_per_uid`
-    /// (`cache-miss`) or `server.refusals_per_uid` (`refusal`).
+    /// (`cache-miss`), `server.refusals_per_uid` (`refusal`) or
+    /// a place to sign (`signing`).
     pub fn request_paced(&self, reason: &'static str) {
         self.paced.get_or_create(&Reason { reason }).inc();
     }
@@ -254,11 +248,6 @@ impl Metrics {
         if delta > 0 {
             self.sessions_opened.inc_by(delta.unsigned_abs());
         }
-    }
-
-    /// A signature is being made on the requesting thread, not queued.
-    pub fn quick_signature(&self) {
-        self.quick_signatures.inc();
     }
 
     /// A reload ended as `outcome` (`whole`, `grants-only`, `refused`);
@@ -371,7 +360,6 @@ mod tests {
             ("sessions_busy", "gauge"),
             ("signing_sessions", "gauge"),
             ("signing_sessions_opened_total", "counter"),
-            ("quick_signatures_total", "counter"),
             ("signing_timeouts_total", "counter"),
             ("certificate_not_after_seconds", "gauge"),
             ("certificate_expiring", "gauge"),

@@ -157,15 +157,6 @@ fn report(args: &ProfileArgs, result: &LoadResult, fixture: &Fixture) {
         result.latency_ms(0.99)
     );
     let metric = |name: &str| metric(&fixture.socket(), &format!("access_token_agent_{name}"));
-    if let (Some(quick), Some(signed)) = (
-        metric("quick_signatures_total"),
-        metric("cache_misses_total"),
-    ) {
-        println!(
-            "signed on the requesting thread: {:.0} % of {signed} signatures",
-            100.0 * quick / signed.max(1.0)
-        );
-    }
     if let Some(sessions) = metric("signing_sessions") {
         println!("signing sessions at the end: {sessions}");
     }

@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use access_token_agent::front::audit::Audit;
-use access_token_agent::issue::{IssueError, Issued, TokenSource};
+use access_token_agent::issue::{Found, IssueError, Issued, TokenSource};
 use access_token_agent::metrics::Metrics;
 use access_token_agent::front::policy::Policy;
 use access_token_agent::token::name::check_name;
@@ -40,18 +40,30 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 struct StandIn;
 
 impl TokenSource for StandIn {
-    async fn issue(&self, issuer: &str, app: &str) -> Result<Issued, IssueError> {
+    type Miss = (String, String);
+
+    fn find(&self, issuer: &str, app: &str) -> Result<Found<Self::Miss>, IssueError> {
         match issuer {
-            "ttd" => Ok(Issued {
-                token: format!("token-for.{issuer}.{app}").into(),
-                kid: "KID".into(),
-                expires_at: 2_000_000_000,
-                cache_hit: false,
-            }),
+            "ttd" | "busy" => Ok(Found::Missing((issuer.into(), app.into()))),
             "down" => Err(IssueError::Unavailable("the token is not present".into())),
-            "busy" => Err(IssueError::Overloaded),
             other => Err(IssueError::UnknownIssuer(other.into())),
         }
+    }
+
+    async fn sign(&self, (issuer, app): Self::Miss) -> Result<Issued, IssueError> {
+        if issuer == "busy" {
+            return Err(IssueError::Overloaded);
+        }
+        Ok(Issued {
+            token: format!("token-for.{issuer}.{app}").into(),
+            kid: "KID".into(),
+            expires_at: 2_000_000_000,
+            cache_hit: false,
+        })
+    }
+
+    fn signing_places(&self) -> usize {
+        8
     }
 
     fn readiness(&self) -> Result<(), String> {

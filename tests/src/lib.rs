@@ -14,7 +14,7 @@
 //! | [`http`] | raw HTTP/1.1 on the socket, every answer read strictly |
 //! | [`signer`] | the library's signing back in process, on a real token |
 //! | [`slow_hsm`] | the slow module (`tests/slow-hsm`) in front of a token: delays, a session limit, hangs |
-//! | [`hanging`] | an agent whose HSM calls hang on demand, and the hang-and-resume story `hsm_away` and `quick_hang` both tell |
+//! | [`hanging`] | an agent whose HSM calls hang on demand, and the hang-and-resume story `hsm_away` tells for each key type |
 //! | [`openssl`] | keys, certificates, PKCS#12 files and a tiny CA made by the openssl CLI; the shared test data |
 //! | [`jwt`] | tokens decoded and verified as a relying party would |
 //! | [`limits`] | descriptors and resource limits of a process |

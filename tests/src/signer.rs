@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use access_token_agent::back::{ConnectError, Signer};
 use access_token_agent::config::Config;
-use access_token_agent::issue::{IssueError, Issued, TokenSource};
+use access_token_agent::issue::{Found, IssueError, Issued, TokenSource};
 use access_token_agent::metrics::Metrics;
 
 use crate::{OutputExt, TestToken, PATIENCE};
@@ -64,8 +64,14 @@ impl Running {
         })
     }
 
+    /// The cached token, or a fresh one: what the token route gets from
+    /// the back, without the route's per-uid turn.
     pub fn issue(&self, issuer: &str, app: &str) -> Result<Issued, IssueError> {
-        self.runtime.block_on(self.signer.issue(issuer, app))
+        let miss = match self.signer.find(issuer, app)? {
+            Found::Cached(issued) => return Ok(issued),
+            Found::Missing(miss) | Found::Uncached(miss) => miss,
+        };
+        self.runtime.block_on(self.signer.sign(miss))
     }
 
     pub fn reload(&self, token: &TestToken) -> Result<(), String> {

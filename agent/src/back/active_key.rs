@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::pace::Pace;
 use crate::cert::Certificate;
 use crate::hsm::key_pairs::SigningKey;
 
@@ -16,9 +15,6 @@ pub struct ActiveKey {
     pub certificate: Certificate,
     /// The kid, shared by every token issued with this key.
     pub kid: Arc<str>,
-    /// How long its signatures take: quick ones are made on the requesting
-    /// thread.
-    pub pace: Pace,
 }
 
 /// Every configured issuer's active key, by issuer name.

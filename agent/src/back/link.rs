@@ -4,7 +4,8 @@
 //! The same steps serve the first start and every recovery, so a recovered
 //! agent is in exactly the state a freshly started one would be.
 
-use std::sync::Arc;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cryptoki::session::Session;
@@ -12,9 +13,7 @@ use cryptoki::session::Session;
 use super::active_key::{ActiveKey, Keys, Unavailable};
 use super::answering::Answering;
 use super::error::ConnectError;
-use super::pace::Pace;
-use super::pool::{FaultReport, Pool, PoolHandle, Sessions};
-use super::prober::Prober;
+use super::pool::{FaultReport, Pool, PoolHandle, ProbeAnswer, Sessions};
 use super::selftest;
 use super::sessions;
 use super::settings::Settings;
@@ -23,8 +22,9 @@ use crate::config::IssuerConfig;
 use crate::hsm::pin;
 use crate::hsm::{key_pairs, Access, Hsm, HsmError};
 use crate::metrics::Metrics;
+use crate::sync::lock;
 
-/// The open token, its keys, the signing threads and the probe thread.
+/// The open token, its keys, and the signing threads.
 /// Dropping it stops the threads and closes every session, the anchor
 /// session last; it waits for signatures still inside the module, so a link
 /// whose HSM may not answer is stopped first ([`Link::stop_within`]).
@@ -32,7 +32,9 @@ pub struct Link {
     /// Declared before `hsm` so that the threads close their sessions before
     /// the anchor session closes.
     pool: Pool,
-    prober: Prober,
+    /// The probe asked and not yet answered: no second one is asked
+    /// meanwhile, so a token that never answers holds one thread with it.
+    probe: Mutex<Option<Receiver<ProbeAnswer>>>,
     answering: Arc<Answering>,
     hsm: Hsm,
     keys: Keys,
@@ -58,7 +60,6 @@ impl Link {
         let budget = sessions::budget(&hsm, &settings.signing)?;
         let sessions = Sessions {
             opened: open_sessions(&hsm, budget.threads)?,
-            quick: budget.quick.then(|| quick_session(&hsm)).flatten(),
             token: hsm.handle(),
             cap: budget.cap,
         };
@@ -71,11 +72,9 @@ impl Link {
             on_fault,
         )
         .map_err(ConnectError::Threads)?;
-        let prober =
-            Prober::start(hsm.handle(), Arc::clone(&answering)).map_err(ConnectError::Threads)?;
         Ok(Link {
             pool,
-            prober,
+            probe: Mutex::new(None),
             answering,
             hsm,
             keys,
@@ -151,10 +150,28 @@ impl Link {
         changed
     }
 
-    /// Asks the token whether it is still there, on the probe thread, and
-    /// waits up to `wait`: `None` when it has not answered yet.
-    pub fn probe(&self, wait: Duration) -> Option<Result<(), Arc<HsmError>>> {
-        self.prober.probe(wait)
+    /// Asks the token whether it is still there, on a signing thread, and
+    /// waits up to `wait`: `None` when it has not answered yet (the probe
+    /// stays asked, and a later call waits for the same answer).
+    pub fn probe(&self, wait: Duration) -> Option<ProbeAnswer> {
+        let mut asked = lock(&self.probe);
+        let answer = asked.get_or_insert_with(|| {
+            let (reply, answer) = sync_channel(1);
+            self.pool.handle().probe(reply);
+            answer
+        });
+        match answer.recv_timeout(wait) {
+            Ok(result) => {
+                *asked = None;
+                Some(result)
+            }
+            Err(RecvTimeoutError::Timeout) => None,
+            // The pool stopped before a thread took it.
+            Err(RecvTimeoutError::Disconnected) => {
+                *asked = None;
+                None
+            }
+        }
     }
 
     /// Why the HSM counts as not answering, if it does.
@@ -171,12 +188,12 @@ impl Link {
     /// this link is inside the module; says whether that came. Until it
     /// has, the module must be neither reset nor finalized.
     pub fn stop_within(&self, patience: Duration) -> bool {
-        self.pool.stop_within(patience) && self.prober.is_idle()
+        self.pool.stop_within(patience)
     }
 
     /// Whether a stopped link has nothing inside the module any more.
     pub fn is_stopped(&self) -> bool {
-        self.pool.is_stopped() && self.prober.is_idle()
+        self.pool.is_stopped()
     }
 
     pub fn keys(&self) -> &Keys {
@@ -283,7 +300,6 @@ fn find_key(
         signing,
         certificate,
         kid,
-        pace: Pace::default(),
     }))
 }
 
@@ -343,14 +359,6 @@ fn unusable(
 /// The session for quick signatures; without one every signature goes to
 /// the signing threads, so a token that refuses it (its session limit
 /// shared with other processes) is no reason to fail.
-fn quick_session(hsm: &Hsm) -> Option<Session> {
-    hsm.open_session()
-        .inspect_err(|error| {
-            tracing::warn!(%error, "no session for quick signatures; every signature goes to the signing threads");
-        })
-        .ok()
-}
-
 fn open_sessions(hsm: &Hsm, count: usize) -> Result<Vec<Session>, HsmError> {
     (0..count).map(|_| hsm.open_session()).collect()
 }

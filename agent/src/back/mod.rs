@@ -6,13 +6,11 @@
 //! | [`Signer`] | the [`TokenSource`]: cache first, then the signing pool |
 //! | `snapshot` | what the request path reads: keys, the pool, or why there are none |
 //! | [`cache`] | signed tokens per issuer, app and kid until their refresh point; one signature per key at a time |
-//! | `pool` | the signing threads, one PKCS#11 session each, behind a bounded queue; quick signatures on the requesting thread |
-//! | `pace` | how long a key's signatures take, and whether they are quick |
+//! | `pool` | the signing threads, one PKCS#11 session each, behind a bounded queue |
 //! | `answering` | whether the HSM answers: its calls in flight, and how long none has come back |
 //! | `supervisor` | the thread that owns the link to the token: probes, faults, recovery, reloads |
-//! | `prober` | the thread that asks the token whether it is there, so that the supervisor never waits on it for long |
 //! | `link` | the token brought into service: login, keys, self-test, sessions |
-//! | `sessions` | how the token's sessions are shared out: login, signing threads, quick signatures |
+//! | `sessions` | how the token's sessions are shared out: login, signing threads |
 //! | `active_key` | an issuer's key in service |
 //! | `selftest` | a token signed through the HSM and verified against the certificate |
 //! | `settings` | the part of the config the back works from |
@@ -29,16 +27,13 @@ mod backoff;
 pub mod cache;
 mod error;
 mod link;
-mod pace;
 mod pool;
-mod prober;
 mod selftest;
 mod sessions;
 mod settings;
 mod snapshot;
 mod supervisor;
 
-use std::future::Future;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -49,10 +44,11 @@ pub use error::ConnectError;
 
 use self::link::Link;
 use self::settings::Settings;
+pub use self::snapshot::Miss;
 use self::snapshot::{Shared, Snapshot};
 use self::supervisor::{supervise, Command, Supervisor};
 use crate::config::Config;
-use crate::issue::{IssueError, Issued, Place, TokenSource, Turn};
+use crate::issue::{Found, IssueError, Issued, TokenSource};
 use crate::metrics::Metrics;
 use crate::sync::lock;
 
@@ -153,28 +149,26 @@ impl Drop for Signer {
 }
 
 impl TokenSource for Signer {
-    async fn issue(&self, issuer: &str, app: &str) -> Result<Issued, IssueError> {
-        let turn = Turn {
-            rate: async {},
-            place: async { None },
-        };
-        self.issue_in_turn(issuer, app, turn).await
+    type Miss = Miss;
+
+    fn find(&self, issuer: &str, app: &str) -> Result<Found<Miss>, IssueError> {
+        let snapshot = self.shared.current();
+        let key = Arc::clone(snapshot.key(issuer)?);
+        if !snapshot.settings.cache {
+            return Ok(Found::Uncached(Miss::new(snapshot, key, issuer, app)));
+        }
+        match snapshot.cache.cached(issuer, app, &key.kid) {
+            Some(hit) => {
+                self.shared.metrics.cache_hit();
+                Ok(Found::Cached(hit))
+            }
+            None => Ok(Found::Missing(Miss::new(snapshot, key, issuer, app))),
+        }
     }
 
-    async fn issue_in_turn(
-        &self,
-        issuer: &str,
-        app: &str,
-        turn: Turn<impl Future<Output = ()> + Send, impl Future<Output = Place> + Send>,
-    ) -> Result<Issued, IssueError> {
-        let snapshot = self.shared.current();
-        // A hit first, without the deadline's timer and clock reading.
-        if let Some(hit) = snapshot.hit(issuer, app) {
-            self.shared.metrics.cache_hit();
-            return Ok(hit);
-        }
-        let timeout = snapshot.settings.signing.timeout();
-        let issued = tokio::time::timeout(timeout, snapshot.issue(issuer, app, turn))
+    async fn sign(&self, miss: Miss) -> Result<Issued, IssueError> {
+        let timeout = miss.timeout();
+        let issued = tokio::time::timeout(timeout, miss.sign())
             .await
             .unwrap_or_else(|_| {
                 self.shared.metrics.signing_timeout();
@@ -183,13 +177,23 @@ impl TokenSource for Signer {
                     timeout.as_secs()
                 )))
             });
-        // A miss is a token signed for this request (with or without cache).
+        // A miss is a token signed for this request; one that joined a
+        // signature under way for the same token counts as a hit.
         match &issued {
             Ok(issued) if issued.cache_hit => self.shared.metrics.cache_hit(),
             Ok(_) => self.shared.metrics.cache_miss(),
             Err(_) => {}
         }
         issued
+    }
+
+    /// The pool's cap: `signing.max_sessions` within the token's limit.
+    fn signing_places(&self) -> usize {
+        let snapshot = self.shared.current();
+        match &snapshot.serving {
+            Ok(serving) => serving.threads.1,
+            Err(_) => snapshot.settings.signing.max_sessions,
+        }
     }
 
     fn readiness(&self) -> Result<(), String> {

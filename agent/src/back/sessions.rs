@@ -1,8 +1,8 @@
 //! How the token's sessions are shared out: one anchor session (it holds
-//! the login), the signing threads (`signing.threads` kept, up to
-//! `signing.max_sessions` while signatures wait), and one for quick
-//! signatures when there is room. A token that allows fewer sessions than
-//! asked for is used within its limit, and the log says so once.
+//! the login), then the signing threads (`signing.threads` kept, up to
+//! `signing.max_sessions` while signatures wait). A token that allows fewer
+//! sessions than asked for is used within its limit, and the log says so
+//! once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,8 +16,6 @@ pub struct Budget {
     pub threads: usize,
     /// The most signing threads at once.
     pub cap: usize,
-    /// Whether a session for quick signatures fits.
-    pub quick: bool,
 }
 
 /// The budget for `hsm` under `signing`, within the token's session limit.
@@ -31,9 +29,8 @@ pub fn budget(hsm: &Hsm, signing: &SigningConfig) -> Result<Budget, HsmError> {
                 token_limit = limit,
                 signing_sessions = budget.cap,
                 max_sessions = signing.max_sessions,
-                "the token allows {limit} sessions at once, fewer than `signing.max_sessions` asks for: signing uses at most {} of them (one more holds the login{})",
+                "the token allows {limit} sessions at once, fewer than `signing.max_sessions` asks for: signing uses at most {} of them (one more holds the login)",
                 budget.cap,
-                if budget.quick { ", one signs quick signatures" } else { "" }
             );
         }
     }
@@ -41,25 +38,21 @@ pub fn budget(hsm: &Hsm, signing: &SigningConfig) -> Result<Budget, HsmError> {
 }
 
 /// The rule, for a token that allows `limit` sessions (`None`: no limit
-/// said): the anchor first, then `threads` (at least one), then the quick
-/// session if one more fits, then growth up to `max_sessions` in what is left.
+/// said): the anchor first, then `threads` (at least one), then growth up
+/// to `max_sessions` in what is left.
 pub fn share(limit: Option<u64>, signing: &SigningConfig) -> Budget {
     let threads = signing.threads();
     let Some(limit) = limit else {
         return Budget {
             threads,
             cap: signing.max_sessions,
-            quick: true,
         };
     };
     let available = usize::try_from(limit.saturating_sub(1)).unwrap_or(usize::MAX);
-    let quick = available > threads;
-    let room = available - usize::from(quick);
-    let cap = signing.max_sessions.min(room).max(1);
+    let cap = signing.max_sessions.min(available).max(1);
     Budget {
         threads: threads.min(cap),
         cap,
-        quick,
     }
 }
 
@@ -67,37 +60,37 @@ pub fn share(limit: Option<u64>, signing: &SigningConfig) -> Budget {
 mod tests {
     use super::*;
 
-    /// (threads, cap, quick) for a token allowing `limit` sessions.
-    fn share_of(limit: Option<u64>, threads: usize, max_sessions: usize) -> (usize, usize, bool) {
+    /// (threads, cap) for a token allowing `limit` sessions.
+    fn share_of(limit: Option<u64>, threads: usize, max_sessions: usize) -> (usize, usize) {
         let signing = SigningConfig {
             threads: Some(threads),
             max_sessions,
             ..SigningConfig::default()
         };
         let budget = share(limit, &signing);
-        (budget.threads, budget.cap, budget.quick)
+        (budget.threads, budget.cap)
     }
 
     #[test]
     fn a_token_without_a_limit_gets_what_is_asked() {
-        assert_eq!(share_of(None, 2, 32), (2, 32, true));
+        assert_eq!(share_of(None, 2, 32), (2, 32));
     }
 
     #[test]
-    fn a_small_limit_keeps_the_anchor_the_threads_and_the_quick_session() {
-        // 6: the anchor, 4 signing sessions, the quick one.
-        assert_eq!(share_of(Some(6), 2, 32), (2, 4, true));
-        // 3: the anchor and 2 threads; no room for a quick session.
-        assert_eq!(share_of(Some(3), 2, 32), (2, 2, false));
+    fn a_small_limit_keeps_the_anchor_and_the_threads() {
+        // 6: the anchor and up to 5 signing sessions.
+        assert_eq!(share_of(Some(6), 2, 32), (2, 5));
+        // 3: the anchor and 2 threads.
+        assert_eq!(share_of(Some(3), 2, 32), (2, 2));
         // 2: the anchor and one thread, fewer than asked.
-        assert_eq!(share_of(Some(2), 2, 32), (1, 1, false));
+        assert_eq!(share_of(Some(2), 2, 32), (1, 1));
         // 1: one thread all the same; opening it fails with CKR_SESSION_COUNT,
         // which names the cause.
-        assert_eq!(share_of(Some(1), 2, 32), (1, 1, false));
+        assert_eq!(share_of(Some(1), 2, 32), (1, 1));
     }
 
     #[test]
     fn max_sessions_caps_a_generous_token() {
-        assert_eq!(share_of(Some(1000), 2, 8), (2, 8, true));
+        assert_eq!(share_of(Some(1000), 2, 8), (2, 8));
     }
 }

@@ -1,7 +1,6 @@
 //! What the request path sees: the latest state the supervisor published,
 //! read without ever waiting on the HSM.
 
-use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -11,7 +10,7 @@ use super::active_key::{ActiveKey, Keys, Unavailable};
 use super::cache::Cache;
 use super::pool::{Job, PoolHandle, Reply};
 use super::settings::Settings;
-use crate::issue::{IssueError, Issued, Place, Turn};
+use crate::issue::{IssueError, Issued};
 use crate::metrics::Metrics;
 use crate::sync::{read, write};
 
@@ -140,52 +139,58 @@ impl Snapshot {
             Err(reason) => (job.reply)(Err(IssueError::Unavailable(reason.to_string()))),
         }
     }
+}
 
-    /// The cached token for `issuer` and `app`, if the cache is on and
-    /// holds a fresh one from the issuer's current key.
-    pub fn hit(&self, issuer: &str, app: &str) -> Option<Issued> {
-        if !self.settings.cache {
-            return None;
-        }
-        let key = self.key(issuer).ok()?;
-        self.cache.cached(issuer, app, &key.kid)
-    }
+/// What a fresh signature needs: the snapshot it was found in, the issuer's
+/// key, and the token's app.
+pub struct Miss {
+    snapshot: Arc<Snapshot>,
+    key: Arc<ActiveKey>,
+    issuer: Box<str>,
+    app: Box<str>,
+}
 
-    /// A token for `issuer` and `app` that was not a [`Snapshot::hit`]:
-    /// signed once the requester's `turn` has come (and cached if the
-    /// cache is on; a request for the same token already under way is
-    /// joined).
-    pub async fn issue(
-        &self,
+impl Miss {
+    pub(super) fn new(
+        snapshot: Arc<Snapshot>,
+        key: Arc<ActiveKey>,
         issuer: &str,
         app: &str,
-        turn: Turn<impl Future<Output = ()> + Send, impl Future<Output = Place> + Send>,
-    ) -> Result<Issued, IssueError> {
-        let key = self.key(issuer)?;
-        if self.settings.cache {
-            turn.rate.await;
-            let place = turn.place.await;
-            return self
+    ) -> Miss {
+        Miss {
+            snapshot,
+            key,
+            issuer: issuer.into(),
+            app: app.into(),
+        }
+    }
+
+    pub(super) fn timeout(&self) -> std::time::Duration {
+        self.snapshot.settings.signing.timeout()
+    }
+
+    /// Signs the token, through the cache when it is on (a signature under
+    /// way for the same token is joined, and the result kept).
+    pub(super) async fn sign(self) -> Result<Issued, IssueError> {
+        let Miss {
+            snapshot,
+            key,
+            issuer,
+            app,
+        } = self;
+        if snapshot.settings.cache {
+            return snapshot
                 .cache
-                .get_or_sign(issuer, app, &key.kid, |completion| {
-                    self.submit(
-                        key,
-                        app,
-                        Box::new(move |result| {
-                            drop(place);
-                            completion.complete(result)
-                        }),
-                    )
+                .get_or_sign(&issuer, &app, &key.kid, |completion| {
+                    snapshot.submit(&key, &app, Box::new(|result| completion.complete(result)))
                 })
                 .await;
         }
-        let place = turn.place.await;
         let (reply, signed) = oneshot::channel();
-        self.submit(
-            key,
-            app,
+        snapshot.submit(
+            &key,
+            &app,
             Box::new(move |result| {
-                drop(place);
                 let _ = reply.send(result);
             }),
         );

@@ -1,7 +1,7 @@
 //! Per-connection deadlines, so that slow or idle connections cannot tie
 //! the agent up.
 //!
-//! A connection is in one of five phases. A fresh connection must deliver
+//! A connection is in one of four phases. A fresh connection must deliver
 //! its first request head within `header_read_timeout` of connecting.
 //! Waiting for a further request (while its last answer goes out, and
 //! after) it may stay idle for `idle_timeout`; once the first byte of that
@@ -30,9 +30,6 @@ const HEAD: u8 = 1;
 const BUSY: u8 = 2;
 /// Waiting for the next request on a kept-alive connection.
 const IDLE: u8 = 3;
-/// [`IDLE`], with the answer written out: hyper has nothing left to do
-/// until bytes arrive.
-const ANSWERED: u8 = 4;
 
 /// Which phase a connection is in and since when.
 #[derive(Debug)]
@@ -68,33 +65,14 @@ impl Activity {
         match self.phase.load(Ordering::Relaxed) {
             // The head's deadline still counts from the connection's start.
             FRESH => self.phase.store(HEAD, Ordering::Relaxed),
-            IDLE | ANSWERED => self.enter(HEAD),
+            IDLE => self.enter(HEAD),
             _ => {}
-        }
-    }
-
-    /// hyper flushed the stream: once the answer is ready, that means it
-    /// is out (hyper flushes only what it has written whole).
-    pub(super) fn flushed(&self) {
-        // Not `enter`: the idle deadline counts from the answer. Only the
-        // connection's own task changes the phase, so no compare-exchange.
-        if self.phase.load(Ordering::Relaxed) == IDLE {
-            self.phase.store(ANSWERED, Ordering::Relaxed);
         }
     }
 
     /// Whether nothing at all has arrived on the connection yet.
     pub fn is_fresh(&self) -> bool {
         self.phase.load(Ordering::Relaxed) == FRESH
-    }
-
-    /// Since when hyper has owed the connection nothing, if it owes it
-    /// nothing now: nothing has arrived since it connected, or the last
-    /// answer is out and no byte of the next request has come.
-    pub fn owed_nothing_since(&self) -> Option<Instant> {
-        let phase = self.phase.load(Ordering::Relaxed);
-        let since = Duration::from_millis(self.since.load(Ordering::Relaxed));
-        matches!(phase, FRESH | ANSWERED).then(|| self.start + since)
     }
 
     fn enter(&self, phase: u8) {
@@ -110,7 +88,7 @@ impl Activity {
             let since = Duration::from_millis(self.since.load(Ordering::Relaxed));
             let deadline = match phase {
                 FRESH | HEAD => self.start + since + timeouts.header_read,
-                IDLE | ANSWERED => self.start + since + timeouts.idle,
+                IDLE => self.start + since + timeouts.idle,
                 _ => Instant::now() + timeouts.header_read,
             };
             if phase != BUSY && Instant::now() >= deadline {
@@ -172,37 +150,11 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn hyper_owes_nothing_once_the_answer_is_out() {
-        let activity = Activity::new();
-        assert_eq!(activity.owed_nothing_since(), Some(activity.start));
-        activity.bytes_read();
-        activity.flushed();
-        assert_eq!(activity.owed_nothing_since(), None, "a head is being read");
-        activity.request_started();
-        activity.flushed();
-        assert_eq!(activity.owed_nothing_since(), None, "no answer yet");
-        tokio::time::sleep(Duration::from_secs(20)).await;
-        activity.request_finished();
-        assert_eq!(activity.owed_nothing_since(), None, "the answer is not out");
-        activity.flushed();
-        let answered = activity.start + Duration::from_secs(20);
-        assert_eq!(activity.owed_nothing_since(), Some(answered));
-        activity.overdue(TIMEOUTS).await;
-        assert_eq!(
-            Instant::now(),
-            answered + TIMEOUTS.idle,
-            "idle counts from the answer"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
     async fn bytes_after_the_answer_start_a_head() {
         let activity = Activity::new();
         activity.request_started();
         activity.request_finished();
-        activity.flushed();
         activity.bytes_read();
-        assert_eq!(activity.owed_nothing_since(), None);
         let begun = Instant::now();
         activity.overdue(TIMEOUTS).await;
         assert_eq!(begun.elapsed().as_secs(), 5);

@@ -9,40 +9,28 @@
 //! | file | its one job |
 //! |---|---|
 //! | `listener` | the listening socket: systemd's, or bound with mode and group |
-//! | `admission` | a place under `server.max_connections` and the uid's `server.max_connections_per_uid`, or 503 |
-//! | `per_uid` | connections open per uid |
-//! | `give_back` | memory given back to the system after many connections closed |
-//! | `over_cap` | the 503 past either cap |
+//! | `limits` | all that limits a uid: connections, rates of misses and refusals, share of signing |
+//! | `connection` | one accepted connection: keep-alive and deadlines, or 503 past a cap |
 //! | [`peer`] | who is on the other end: credentials, groups, unit, executable |
-//! | `accepted` | one accepted connection: keep-alive, deadlines, graceful end |
-//! | `parked` | a connection between requests holds its socket, not hyper's buffers |
 //! | `deadlines` | header and idle deadlines per connection |
-//! | `hyper_answers` | the stream hyper sees: activity, bytes a parked connection had read, problem+json in place of hyper's own refusals |
-//! | `routes` | the routes and what each answers |
-//! | `rates` | each uid's rate of cache misses and of refusals |
-//! | `shares` | each uid's share of the signing queue |
+//! | `stream` | the stream hyper sees: activity for the deadlines, problem+json in place of hyper's own refusals |
+//! | `routes` | the routes; the token route reads: parse, judge, cached?, the uid's turn, sign, audit, answer |
 //! | [`query`] | parsing and checking `issuer` and `app` |
 //! | [`policy`] | grants: which peer may have which issuer and app |
 //! | [`audit`] | one line per issued or refused request |
 //! | `problem` | RFC 9457 problem+json bodies with a stable `type` each |
 
-mod accepted;
-mod admission;
 pub mod audit;
+mod connection;
 mod deadlines;
-mod give_back;
-mod hyper_answers;
+mod limits;
 mod listener;
-mod over_cap;
-mod parked;
 pub mod peer;
-mod per_uid;
 pub mod policy;
 mod problem;
 pub mod query;
-mod rates;
 mod routes;
-mod shares;
+mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -54,12 +42,11 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use tokio::sync::watch;
 
-use self::admission::Admission;
 use self::audit::Audit;
+use self::connection::Refusals;
 use self::deadlines::Timeouts;
+use self::limits::Limits;
 use self::policy::Policy;
-use self::rates::Rates;
-use self::shares::Shares;
 use crate::config::ServerConfig;
 use crate::issue::TokenSource;
 use crate::metrics::Metrics;
@@ -108,10 +95,7 @@ pub struct Front<S: TokenSource> {
     /// What the last reload left out of force, for `/readyz`; never grants.
     reload_note: RwLock<Option<Arc<str>>>,
     audit: Audit,
-    /// Each uid's share of the signing queue.
-    shares: Shares,
-    /// Each uid's rates of cache misses and refusals.
-    rates: Rates,
+    limits: Arc<Limits>,
     metrics: Arc<Metrics>,
     config: ServerConfig,
     timeouts: Timeouts,
@@ -131,8 +115,7 @@ impl<S: TokenSource> Front<S> {
             policy: RwLock::new(Arc::new(policy)),
             reload_note: RwLock::new(None),
             audit,
-            shares: Shares::new(config.max_signing_per_uid),
-            rates: Rates::new(config),
+            limits: Limits::new(config),
             metrics,
             config: config.clone(),
             timeouts: timeouts(config),
@@ -185,9 +168,8 @@ impl<S: TokenSource> Front<S> {
         listener: Listener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> io::Result<()> {
-        let mut admission = Admission::new(&self.config);
+        let mut refusals = Refusals::new();
         let counts = tokio::spawn(Arc::clone(&self).flush_repeated_refusals());
-        let give_back = tokio::spawn(give_back::after_closes(admission.occupancy()));
         let (stop, stopped) = watch::channel(false);
         tokio::pin!(shutdown);
         let result = loop {
@@ -205,18 +187,32 @@ impl<S: TokenSource> Front<S> {
                     continue;
                 }
             };
-            if let Some((stream, places)) = admission.admit(stream) {
-                let serve =
-                    accepted::serve(self.clone(), stream, accepted_at, stopped.clone(), places);
-                tokio::spawn(serve);
+            let uid = match stream.peer_cred() {
+                Ok(cred) => cred.uid(),
+                Err(e) => {
+                    tracing::debug!("dropping a connection without peer credentials: {e}");
+                    continue;
+                }
+            };
+            match self.limits.connect(uid) {
+                Ok(place) => {
+                    let serve = connection::serve(
+                        self.clone(),
+                        stream,
+                        accepted_at,
+                        stopped.clone(),
+                        place,
+                    );
+                    tokio::spawn(serve);
+                }
+                Err(full) => refusals.refuse(stream, full),
             }
         };
         drop(listener);
         counts.abort();
-        give_back.abort();
         let _ = stop.send(true);
         let grace = Duration::from_secs_f64(self.config.shutdown_timeout_seconds);
-        if tokio::time::timeout(grace, admission.all_closed())
+        if tokio::time::timeout(grace, self.limits.all_closed())
             .await
             .is_err()
         {

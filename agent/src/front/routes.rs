@@ -15,7 +15,7 @@ use super::policy::{Refusal, Target};
 use super::problem::{Problem, ProblemKind};
 use super::query;
 use super::Front;
-use crate::issue::{IssueError, Issued, TokenSource, Turn};
+use crate::issue::{Found, IssueError, Issued, TokenSource};
 
 /// Media type of a bare compact JWS (RFC 7519).
 const JWT: &str = "application/jwt";
@@ -117,6 +117,8 @@ impl<S: TokenSource> Front<S> {
         }
     }
 
+    /// `GET /v1/token`: parse, judge, the cached token or else the uid's
+    /// turn and a fresh signature, audit, answer.
     async fn token(&self, parts: &Parts, peer: &Peer) -> Response<Full<Bytes>> {
         let query = match query::parse(parts.uri.query()) {
             Ok(query) => query,
@@ -135,11 +137,18 @@ impl<S: TokenSource> Front<S> {
                 return self.refuse(peer, issuer, app, problem).await;
             }
         };
-        let turn = Turn {
-            rate: self.miss_turn(peer.uid),
-            place: self.shares.place(peer.uid),
+        let issued = match self.source.find(issuer, app) {
+            Ok(Found::Cached(issued)) => Ok(issued),
+            Ok(Found::Missing(miss)) => {
+                if self.limits.miss_turn(peer.uid).await {
+                    self.metrics.request_paced("cache-miss");
+                }
+                self.sign(peer, miss).await
+            }
+            Ok(Found::Uncached(miss)) => self.sign(peer, miss).await,
+            Err(error) => Err(error),
         };
-        match self.source.issue_in_turn(issuer, app, turn).await {
+        match issued {
             Ok(issued) => {
                 self.metrics.token_issued();
                 self.audit
@@ -151,6 +160,19 @@ impl<S: TokenSource> Front<S> {
                     .await
             }
         }
+    }
+
+    /// A fresh signature, once `peer`'s uid may start one.
+    async fn sign(&self, peer: &Peer, miss: S::Miss) -> Result<Issued, IssueError> {
+        let places = self.source.signing_places();
+        let _place = match self.limits.try_signature(peer.uid, places) {
+            Some(place) => place,
+            None => {
+                self.metrics.request_paced("signing");
+                self.limits.signature(peer.uid, places).await
+            }
+        };
+        self.source.sign(miss).await
     }
 
     fn grants(&self, peer: &Peer) -> Response<Full<Bytes>> {
@@ -189,13 +211,6 @@ impl<S: TokenSource> Front<S> {
         }
     }
 
-    /// Waits for `uid`'s turn under `server.cache_misses_per_uid`.
-    async fn miss_turn(&self, uid: u32) {
-        if self.rates.misses.turn(uid).await {
-            self.metrics.request_paced("cache-miss");
-        }
-    }
-
     /// A token request that gets no token: counted, audited, answered;
     /// a refusal the client caused (4xx) once its uid's turn has come.
     async fn refuse(
@@ -209,7 +224,7 @@ impl<S: TokenSource> Front<S> {
         self.metrics.token_refused(reason);
         self.audit
             .record(&Record::refused(peer, issuer, app, reason));
-        if problem.kind.status().is_client_error() && self.rates.refusals.turn(peer.uid).await {
+        if problem.kind.status().is_client_error() && self.limits.refusal_turn(peer.uid).await {
             self.metrics.request_paced("refusal");
         }
         problem.response()

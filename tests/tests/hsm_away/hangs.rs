@@ -2,8 +2,7 @@
 //! a file exists, as a network HSM's would on a dead link. Requests get 503
 //! at their deadline, `/readyz` and the watchdog say the HSM does not
 //! answer, the agent's threads stay as they were, and service resumes by
-//! itself once the HSM answers again. The P-256 case (signed on the
-//! requesting thread) is `tests/quick_hang.rs`.
+//! itself once the HSM answers again.
 
 use std::time::Duration;
 
@@ -15,6 +14,11 @@ use integration_tests::hanging::{
 #[test]
 fn a_signature_that_hangs_gets_503_at_the_deadline_and_service_resumes() {
     hang_and_resume("rsa2048");
+}
+
+#[test]
+fn a_p256_signature_that_hangs_gets_503_at_the_deadline_and_service_resumes() {
+    hang_and_resume("p256");
 }
 
 /// The supervisor's probe (C_GetTokenInfo) hangs: the agent says so on

@@ -116,7 +116,8 @@ impl<C: TimeSource> Cache<C> {
         }
     }
 
-    /// The cached token for `issuer` and `app` signed by `kid`, or one signed
+    /// The cached token for `issuer` and `app` signed by `kid` (one that
+    /// arrived since [`Cache::cached`] said there was none), or one signed
     /// now by `sign`. `sign` is called at most once per entry at a time; it
     /// must hand the [`Completion`] to whatever signs, which completes it (or
     /// drops it, which fails every waiter).
@@ -127,9 +128,6 @@ impl<C: TimeSource> Cache<C> {
         kid: &Arc<str>,
         sign: impl FnOnce(Completion),
     ) -> IssueResult {
-        if let Some(hit) = self.lookup(issuer, app, kid) {
-            return Ok(hit);
-        }
         let entry = self.entry(issuer, app);
         let (mut receiver, leader) = {
             let mut flight = lock(&entry.flight);
@@ -183,10 +181,6 @@ impl<C: TimeSource> Cache<C> {
     /// The cached token for `issuer` and `app` signed by `kid`, if one is
     /// served now; nothing is signed.
     pub fn cached(&self, issuer: &str, app: &str, kid: &str) -> Option<Issued> {
-        self.lookup(issuer, app, kid)
-    }
-
-    fn lookup(&self, issuer: &str, app: &str, kid: &str) -> Option<Issued> {
         let entries = read(&self.entries);
         let entry = entries.by_issuer.get(issuer)?.get(app)?;
         let hit = self.fresh(entry, kid)?;

@@ -1,15 +1,18 @@
-//! One token to sign, and where its result goes.
+//! The pool's work: a token to sign and where its result goes, or a probe
+//! of the token.
 
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::back::active_key::ActiveKey;
 use crate::hsm::sign::SignedToken;
+use crate::hsm::HsmError;
 use crate::issue::IssueError;
 use crate::token::Lifetime;
 
 /// Where a signature's result goes; called exactly once, on a signing thread
-/// or on the requesting thread (a quick signature, or a refused job). Dropping
+/// or on the requesting thread (a refused job). Dropping
 /// it uncalled must tell the requester the job was abandoned.
 pub type Reply = Box<dyn FnOnce(Result<SignedToken, IssueError>) + Send>;
 
@@ -33,3 +36,18 @@ impl Job {
 pub fn reopening() -> IssueError {
     IssueError::Unavailable("the HSM connection is being reopened".into())
 }
+
+/// What a signing thread takes from the queue.
+pub enum Work {
+    Sign(Job),
+    /// Ask the token whether it is still there (`C_GetTokenInfo`); the
+    /// answer goes to the sender, which is dropped unanswered if the pool
+    /// stops first.
+    Probe(ProbeReply),
+}
+
+/// A probe's answer: the token answered, or how it failed.
+pub type ProbeAnswer = Result<(), Arc<HsmError>>;
+
+/// Where a probe's answer goes.
+pub type ProbeReply = SyncSender<ProbeAnswer>;

@@ -1,23 +1,16 @@
-//! The signing threads: dedicated OS threads, each owning one PKCS#11
-//! session, fed by one bounded queue; and the quick path that lets a request
-//! sign on its own I/O thread with a session no signing thread is using.
+//! The signing pool: OS threads, each owning one PKCS#11 session, fed by
+//! one bounded queue.
 //!
-//! `C_Sign` blocks (RSA-2048 takes about 0.6 ms in SoftHSM), so a slow
-//! signature never runs on the async workers. A session is `Send` but not
-//! `Sync`, and sharing one behind a lock halves throughput, so every thread
-//! has its own. A full queue refuses at once ([`IssueError::Overloaded`])
-//! instead of letting latency grow without bound.
+//! The rule: the pool keeps `signing.threads` sessions; it opens another
+//! when a job waits and no thread is free to take it, up to
+//! `signing.max_sessions` and the token's own limit; a session beyond
+//! `signing.threads` that has been idle for [`IDLE_CLOSE`] closes.
 //!
-//! Handing a job to a signing thread and the result back costs two thread
-//! wake-ups, which on two cores took more time than a P-256 signature in
-//! SoftHSM (about 45 µs): ES256 reached 0.6 of the HSM's own rate. So each
-//! key keeps an estimate of its signing time ([`Pace`]), and a key that
-//! signs in under [`QUICK_SIGNATURE`] is signed on the requesting I/O thread
-//! ([`quick`]) whenever its one session is idle; otherwise the job is queued
-//! as any other. `make profile` shows the share each way.
-//!
-//! How many threads sign is [`sizing`]'s to say: the cores for signatures
-//! that compute, more for signatures that wait on a network HSM.
+//! `C_Sign` blocks (RSA-2048 takes about 0.6 ms in SoftHSM, a network HSM
+//! milliseconds), so no signature runs on the async workers. A session is
+//! `Send` but not `Sync`, so every thread has its own. A full queue refuses
+//! at once ([`IssueError::Overloaded`]) instead of letting latency grow
+//! without bound.
 //!
 //! A signature the HSM never returns holds its thread and session, and
 //! nothing else: the request is answered at its deadline (by the caller),
@@ -27,45 +20,36 @@
 //!
 //! | module | what it is |
 //! |---|---|
-//! | [`job`] | one token to sign, and where its result goes |
+//! | [`job`] | the work: one token to sign and where its result goes, or a probe of the token |
 //! | [`queue`] | the bounded queue the signing threads take jobs from |
-//! | [`worker`] | a signing thread and its session; it grows and shrinks the pool |
-//! | [`sizing`] | how many sessions the HSM in use needs |
-//! | [`quick`] | quick signatures on the requesting thread, and their watch |
-//! | [`shared`] | what threads and quick path share, and signing itself |
-//! | [`thread_clock`] | a thread's CPU time and preemptions around a signature |
-//!
-//! [`Pace`]: super::pace::Pace
-//! [`QUICK_SIGNATURE`]: super::pace::QUICK_SIGNATURE
+//! | [`worker`] | a signing thread and its session: it signs and probes, opens another when jobs wait, and leaves when idle |
 
 mod job;
 mod queue;
-mod quick;
-mod shared;
-mod sizing;
-mod thread_clock;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cryptoki::session::Session;
 
-pub use self::job::{Job, Reply};
-pub use self::shared::FaultReport;
+pub use self::job::{Job, ProbeAnswer, ProbeReply, Reply};
 
 use self::job::reopening;
 use self::queue::{Queue, Refused};
-use self::quick::QuickClaim;
-use self::shared::Shared;
-use self::sizing::Sizing;
 use self::worker::Worker;
 use super::answering::Answering;
-use crate::hsm::TokenHandle;
+use crate::hsm::{HsmError, TokenHandle};
 use crate::issue::IssueError;
 use crate::metrics::Metrics;
-use crate::sync::lock;
+
+/// How long a session beyond `signing.threads` may stay idle before it closes.
+pub const IDLE_CLOSE: Duration = Duration::from_secs(5);
+
+/// Called on the thread that signed when the HSM fails in a way that
+/// reopening the connection may cure.
+pub type FaultReport = Arc<dyn Fn(&HsmError) + Send + Sync>;
 
 /// The threads and their sessions, owned by the HSM supervisor.
 pub struct Pool {
@@ -76,8 +60,6 @@ pub struct Pool {
 pub struct Sessions {
     /// One per signing thread kept whatever the load (`signing.threads`).
     pub opened: Vec<Session>,
-    /// For quick signatures, if the token allows one more.
-    pub quick: Option<Session>,
     /// The token, for the sessions of threads started beyond `opened`.
     pub token: TokenHandle,
     /// The most signing sessions at once.
@@ -87,12 +69,39 @@ pub struct Sessions {
 /// The submitting side of a [`Pool`], cheap to clone into request paths.
 #[derive(Clone)]
 pub struct PoolHandle {
-    shared: Arc<Shared>,
+    state: Arc<PoolState>,
+}
+
+/// What the pool's threads and its submitters share.
+struct PoolState {
+    queue: Queue,
+    /// Where threads started beyond the first open their sessions.
+    token: TokenHandle,
+    /// Sessions kept whatever the load: `signing.threads`.
+    base: usize,
+    /// The most sessions: `signing.max_sessions` within the token's limit,
+    /// lowered should the token refuse a session.
+    cap: AtomicUsize,
+    /// Signing threads with a session open or being opened: the pool's size.
+    workers: AtomicUsize,
+    /// Signing threads still running: counted until their session is
+    /// closed, so that zero means none is inside the module.
+    live: AtomicUsize,
+    /// Numbers the threads' names.
+    names: AtomicUsize,
+    /// Whether a refused session was logged: once is enough.
+    refusal_logged: AtomicBool,
+    /// Set when the pool is being torn down: jobs are refused rather than
+    /// signed with sessions that are about to close.
+    closed: AtomicBool,
+    answering: Arc<Answering>,
+    metrics: Arc<Metrics>,
+    on_fault: FaultReport,
 }
 
 impl Pool {
-    /// Starts one thread per opened session; `queue_size` jobs may wait.
-    /// Signatures count in `answering`.
+    /// Starts one thread per opened session; `queue_size` jobs may wait
+    /// per `signing.threads` sessions. Signatures count in `answering`.
     pub fn start(
         sessions: Sessions,
         queue_size: usize,
@@ -100,15 +109,13 @@ impl Pool {
         metrics: Arc<Metrics>,
         on_fault: FaultReport,
     ) -> std::io::Result<Pool> {
-        let shared = Arc::new(Shared {
+        let base = sessions.opened.len();
+        let state = Arc::new(PoolState {
             queue: Queue::new(queue_size),
-            quick: Mutex::new(sessions.quick),
-            quick_busy: AtomicBool::new(false),
-            runtime: OnceLock::new(),
-            sizing: Sizing::new(sessions.opened.len(), sessions.cap),
             token: sessions.token,
+            base,
+            cap: AtomicUsize::new(sessions.cap.max(base)),
             workers: AtomicUsize::new(0),
-            leaving: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
             names: AtomicUsize::new(0),
             refusal_logged: AtomicBool::new(false),
@@ -118,20 +125,10 @@ impl Pool {
             on_fault,
         });
         let mut pool = Pool {
-            handle: PoolHandle { shared },
+            handle: PoolHandle { state },
         };
-        if lock(&pool.handle.shared.quick).is_some() {
-            let watched = Arc::clone(&pool.handle.shared);
-            let watch = std::thread::Builder::new()
-                .name("quick-watch".into())
-                .spawn(move || quick::watch(&watched));
-            if let Err(error) = watch {
-                pool.shutdown();
-                return Err(error);
-            }
-        }
         for session in sessions.opened {
-            if let Err(error) = Worker::start(&pool.handle.shared, session) {
+            if let Err(error) = Worker::start(&pool.handle.state, session) {
                 pool.shutdown();
                 return Err(error);
             }
@@ -146,26 +143,24 @@ impl Pool {
 
     /// Signing threads kept whatever the load, and the most there may be.
     pub fn threads(&self) -> (usize, usize) {
-        let sizing = &self.handle.shared.sizing;
-        (sizing.base(), sizing.cap())
+        let state = &self.handle.state;
+        (state.base, state.cap.load(Ordering::Relaxed))
     }
 
     /// Refuses new jobs and fails the queued ones; the threads stop once
     /// their signature (if any) is done. Does not wait.
     pub fn stop(&self) {
-        let shared = &self.handle.shared;
-        shared.closed.store(true, Ordering::SeqCst);
-        for job in shared.queue.close() {
+        let state = &self.handle.state;
+        state.closed.store(true, Ordering::SeqCst);
+        for job in state.queue.close() {
             job.fail(reopening());
         }
     }
 
-    /// Whether every thread has stopped and closed its session, and no
-    /// quick signature is under way: nothing of the pool is inside the
-    /// module any more.
+    /// Whether every thread has stopped and closed its session: nothing of
+    /// the pool is inside the module any more.
     pub fn is_stopped(&self) -> bool {
-        let shared = &self.handle.shared;
-        shared.live.load(Ordering::Acquire) == 0 && !shared.quick_busy.load(Ordering::Acquire)
+        self.handle.state.live.load(Ordering::Acquire) == 0
     }
 
     /// [`Pool::stop`], then waits up to `patience` for [`Pool::is_stopped`];
@@ -182,11 +177,9 @@ impl Pool {
         true
     }
 
-    /// Stops the pool, waits until nothing of it is inside the module, and
-    /// closes the quick session.
+    /// Stops the pool and waits until nothing of it is inside the module.
     pub fn shutdown(&mut self) {
         while !self.stop_within(Duration::from_secs(1)) {}
-        drop(lock(&self.handle.shared.quick).take());
     }
 }
 
@@ -197,36 +190,32 @@ impl Drop for Pool {
 }
 
 impl PoolHandle {
-    /// Signs `job` on the requesting thread when its key signs quickly and
-    /// the quick session is idle; otherwise queues it. When it cannot be
-    /// queued its reply gets the reason at once.
+    /// Queues `job` for a signing thread; when it cannot be queued its
+    /// reply gets the reason at once.
     pub fn submit(&self, job: Job) {
-        let shared = &self.shared;
-        if shared.closed.load(Ordering::Relaxed) {
+        let state = &self.state;
+        if state.closed.load(Ordering::Relaxed) {
             return job.fail(reopening());
         }
-        if let Some(reason) = shared.answering.not_answering() {
+        if let Some(reason) = state.answering.not_answering() {
             return job.fail(IssueError::Unavailable(reason));
         }
-        let job = match QuickClaim::sign_if_quick(shared, job) {
-            Some(job) => job,
-            None => return,
-        };
-        // The sessions there are, or are about to be: a crowd arriving
-        // while the pool grows is queued, not refused.
-        let sessions = shared
-            .workers
-            .load(Ordering::Relaxed)
-            .max(shared.sizing.target());
-        match shared.queue.push(job, sessions, shared.sizing.base()) {
+        let sessions = state.workers.load(Ordering::Relaxed);
+        match state.queue.push(job, sessions, state.base) {
             Ok(()) => {}
             Err(Refused::Full(job)) => job.fail(IssueError::Overloaded),
             Err(Refused::Closed(job)) => job.fail(reopening()),
         }
     }
 
+    /// Asks a signing thread to probe the token; the answer goes to
+    /// `reply`, which is dropped unanswered if the pool stops first.
+    pub fn probe(&self, reply: ProbeReply) {
+        self.state.queue.push_probe(reply);
+    }
+
     /// Why the HSM counts as not answering, if it does.
     pub fn not_answering(&self) -> Option<String> {
-        self.shared.answering.not_answering()
+        self.state.answering.not_answering()
     }
 }

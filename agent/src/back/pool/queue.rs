@@ -1,11 +1,11 @@
-//! The signing queue: jobs waiting for a signing thread, bounded, and closed
+//! The signing queue: work waiting for a signing thread, bounded, and closed
 //! at once for every thread when the pool is torn down.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::job::Job;
+use super::job::{Job, ProbeReply, Work};
 use crate::sync::lock;
 
 /// Jobs waiting for a signing thread.
@@ -19,7 +19,7 @@ pub struct Queue {
 
 #[derive(Default)]
 struct State {
-    jobs: VecDeque<Job>,
+    jobs: VecDeque<Work>,
     /// Threads waiting in [`Queue::pop`]: only they need a wake-up.
     waiting: usize,
     closed: bool,
@@ -27,7 +27,7 @@ struct State {
 
 /// What [`Queue::pop`] found.
 pub enum Popped {
-    Job(Job),
+    Work(Work),
     /// No job came within the idle time.
     Idle,
     Closed,
@@ -61,7 +61,7 @@ impl Queue {
         if state.jobs.len() >= limit {
             return Err(Refused::Full(job));
         }
-        state.jobs.push_back(job);
+        state.jobs.push_back(Work::Sign(job));
         let wake = state.waiting > 0;
         drop(state);
         if wake {
@@ -70,7 +70,22 @@ impl Queue {
         Ok(())
     }
 
-    /// The next job, waiting up to `idle` for one.
+    /// Puts a probe first in line, whatever the queue holds: it is one
+    /// call, and no more than one is asked at a time. Dropped if closed.
+    pub fn push_probe(&self, reply: ProbeReply) {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return;
+        }
+        state.jobs.push_front(Work::Probe(reply));
+        let wake = state.waiting > 0;
+        drop(state);
+        if wake {
+            self.available.notify_one();
+        }
+    }
+
+    /// The next work, waiting up to `idle` for some.
     pub fn pop(&self, idle: Duration) -> Popped {
         let deadline = Instant::now() + idle;
         let mut state = lock(&self.state);
@@ -79,7 +94,7 @@ impl Queue {
                 return Popped::Closed;
             }
             if let Some(job) = state.jobs.pop_front() {
-                return Popped::Job(job);
+                return Popped::Work(job);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -106,7 +121,14 @@ impl Queue {
     pub fn close(&self) -> Vec<Job> {
         let mut state = lock(&self.state);
         state.closed = true;
-        let jobs = state.jobs.drain(..).collect();
+        let jobs = state
+            .jobs
+            .drain(..)
+            .filter_map(|work| match work {
+                Work::Sign(job) => Some(job),
+                Work::Probe(_) => None,
+            })
+            .collect();
         drop(state);
         self.available.notify_all();
         jobs

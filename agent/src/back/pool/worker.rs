@@ -1,145 +1,98 @@
 //! A signing thread: takes jobs from the queue and signs them with its own
-//! session, which it closes before it leaves. The threads also size the
-//! pool ([`Sizing`](super::sizing::Sizing)): one that finds jobs still
-//! waiting behind the one it took starts another thread, while the sizing
-//! allows; one beyond what the sizing wants, or idle for
-//! [`IDLE_CLOSE`] beyond `threads`, leaves.
+//! session, which it closes before it leaves; it also answers the
+//! supervisor's probes. One that takes a job while
+//! more wait and no thread is free starts another thread (up to the cap);
+//! one idle for [`IDLE_CLOSE`] leaves while the pool has more than
+//! `signing.threads`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use cryptoki::error::RvError;
 use cryptoki::session::Session;
 
-use super::job::{reopening, Job};
+use super::job::{reopening, Job, ProbeReply, Work};
 use super::queue::Popped;
-use super::shared::Shared;
-use super::sizing::{kept, IDLE_CLOSE};
-use cryptoki::error::RvError;
-
+use super::{PoolState, IDLE_CLOSE};
+use crate::hsm::sign::sign_token;
 use crate::hsm::{Ckr, HsmError};
 use crate::issue::IssueError;
 
 pub struct Worker {
     session: Session,
-    shared: Arc<Shared>,
+    state: Arc<PoolState>,
 }
 
 impl Worker {
     /// Starts a thread with `session`, one of the pool's first.
-    pub fn start(shared: &Arc<Shared>, session: Session) -> std::io::Result<()> {
-        shared.workers.fetch_add(1, Ordering::AcqRel);
-        shared.live.fetch_add(1, Ordering::AcqRel);
+    pub fn start(state: &Arc<PoolState>, session: Session) -> std::io::Result<()> {
+        state.workers.fetch_add(1, Ordering::AcqRel);
+        state.live.fetch_add(1, Ordering::AcqRel);
         // Counted before the thread runs, so that /metrics shows the session
         // as soon as the pool is ready.
-        shared.metrics.signing_sessions(1);
+        state.metrics.signing_sessions(1);
         let worker = Worker {
             session,
-            shared: Arc::clone(shared),
+            state: Arc::clone(state),
         };
-        spawn(shared, move || worker.run()).inspect_err(|_| shared.metrics.signing_sessions(-1))
-    }
-
-    /// After taking a job: starts another thread when jobs wait behind it
-    /// and one more session can sign faster. Returns how many threads the
-    /// pool should keep once this job is done (this one leaves above that):
-    /// the target and a margin ([`kept`]). It never grows once its own
-    /// signatures keep the cores busy
-    /// ([`Sizing::fills_the_cores`](super::sizing::Sizing::fills_the_cores)): more
-    /// could only wait for a core.
-    fn resize(shared: &Arc<Shared>) -> usize {
-        let sizing = &shared.sizing;
-        let target = sizing.target();
-        let workers = shared.workers.load(Ordering::Acquire);
-        if workers < target && !sizing.fills_the_cores(workers) && shared.queue.is_behind() {
-            Worker::grow(shared, target);
-        }
-        kept(target)
-    }
-
-    /// Starts one more thread, which opens its own session, unless that
-    /// would make more than `target`.
-    fn grow(shared: &Arc<Shared>, target: usize) {
-        let reserved = shared
-            .workers
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < target).then_some(n + 1)
-            });
-        if reserved.is_err() {
-            return;
-        }
-        shared.live.fetch_add(1, Ordering::AcqRel);
-        let (waiting, cpu) = shared.sizing.estimates_micros();
-        tracing::debug!(
-            waiting_us = waiting,
-            cpu_us = cpu,
-            target,
-            "signatures wait on the HSM: one more signing session"
-        );
-        let opener = Arc::clone(shared);
-        let _ = spawn(shared, move || match opener.token.open_session() {
-            Ok(session) => {
-                opener.metrics.signing_sessions(1);
-                Worker {
-                    session,
-                    shared: opener,
-                }
-                .run()
-            }
-            Err(error) => {
-                opener.session_refused(&error);
-                opener.workers.fetch_sub(1, Ordering::AcqRel);
-                opener.live.fetch_sub(1, Ordering::AcqRel);
-            }
-        });
+        spawn(state, move || worker.run()).inspect_err(|_| state.metrics.signing_sessions(-1))
     }
 
     fn run(self) {
-        let leaving = loop {
-            match self.shared.queue.pop(IDLE_CLOSE) {
-                Popped::Job(job) => {
-                    let keep = Worker::resize(&self.shared);
-                    self.handle(job);
-                    if self.leave_above(keep) {
-                        break true;
+        // Idle counts from the last signature: the supervisor's probes,
+        // every few seconds, would otherwise keep every thread open.
+        let mut busy_at = Instant::now();
+        let counted_out = loop {
+            match self
+                .state
+                .queue
+                .pop(IDLE_CLOSE.saturating_sub(busy_at.elapsed()))
+            {
+                Popped::Work(work) => {
+                    if self.state.queue.is_behind() {
+                        grow(&self.state);
+                    }
+                    match work {
+                        Work::Sign(job) => {
+                            self.handle(job);
+                            busy_at = Instant::now();
+                        }
+                        Work::Probe(reply) => self.probe(reply),
                     }
                 }
-                Popped::Idle if self.leave_above(self.shared.sizing.base()) => break true,
-                Popped::Idle => {}
+                Popped::Idle if self.leaves() => break true,
+                Popped::Idle => busy_at = Instant::now(),
                 Popped::Closed => break false,
             }
         };
-        let Worker { session, shared } = self;
-        // Closed before the supervisor may finalize the module, and before
-        // it stops counting, so that the pool never holds more sessions
-        // than its cap, not even for a moment.
+        let Worker { session, state } = self;
+        // Closed before it stops counting as live, so that the pool never
+        // holds more sessions than its cap, not even for a moment, and
+        // none once the supervisor finalizes the module.
         drop(session);
-        shared.metrics.signing_sessions(-1);
-        shared.workers.fetch_sub(1, Ordering::AcqRel);
-        if leaving {
-            shared.leaving.fetch_sub(1, Ordering::AcqRel);
+        state.metrics.signing_sessions(-1);
+        if !counted_out {
+            state.workers.fetch_sub(1, Ordering::AcqRel);
         }
-        shared.live.fetch_sub(1, Ordering::AcqRel);
+        state.live.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Decides to leave the pool when it keeps more than `keep` threads not
-    /// already leaving.
-    fn leave_above(&self, keep: usize) -> bool {
-        let shared = &self.shared;
-        shared
-            .leaving
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |leaving| {
-                let staying = shared
-                    .workers
-                    .load(Ordering::Acquire)
-                    .saturating_sub(leaving);
-                (staying > keep).then_some(leaving + 1)
+    /// Whether this idle thread leaves: while the pool has more than
+    /// `signing.threads`. It counts itself out at once, so that two idle
+    /// threads cannot both take the last place above that.
+    fn leaves(&self) -> bool {
+        let state = &self.state;
+        state
+            .workers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > state.base).then_some(n - 1)
             })
             .is_ok()
     }
 
     fn handle(&self, job: Job) {
-        if self.shared.closed.load(Ordering::Relaxed) {
+        if self.state.closed.load(Ordering::Relaxed) {
             return job.fail(reopening());
         }
         if Instant::now() >= job.deadline {
@@ -148,26 +101,105 @@ impl Worker {
                 "the signature waited past its deadline".into(),
             ));
         }
-        self.shared.sign(&self.session, job, true);
+        self.sign(job);
     }
+
+    fn probe(&self, reply: ProbeReply) {
+        let answer = {
+            let _in_flight = self.state.answering.probing.enter();
+            self.state.token.probe()
+        };
+        let _ = reply.try_send(answer.map_err(Arc::new));
+    }
+
+    /// Signs `job` and replies; a fault that reopening may cure is
+    /// reported to the supervisor.
+    fn sign(&self, job: Job) {
+        let state = &self.state;
+        state.metrics.sessions_busy(1);
+        let started = Instant::now();
+        let result = {
+            let _in_flight = state.answering.signing.enter();
+            sign_token(
+                &self.session,
+                &job.key.signing,
+                &job.app,
+                crate::clock::unix_now(),
+                &job.lifetime,
+            )
+        };
+        state.metrics.sessions_busy(-1);
+        match result {
+            Ok(signed) => {
+                state.metrics.signed(started.elapsed());
+                (job.reply)(Ok(signed));
+            }
+            Err(error) => {
+                if let Some(ckr) = error.ckr() {
+                    state.metrics.hsm_error(&ckr.name());
+                }
+                if error.is_connection_fault() {
+                    (state.on_fault)(&error);
+                }
+                job.fail(IssueError::Unavailable(error.to_string()));
+            }
+        }
+    }
+}
+
+/// Starts one more thread, which opens its own session, unless the pool
+/// is at its cap.
+fn grow(state: &Arc<PoolState>) {
+    // Reserved against the live threads, which include those still
+    // closing their session on the way out.
+    let cap = state.cap.load(Ordering::Relaxed);
+    let reserved = state
+        .live
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < cap).then_some(n + 1)
+        });
+    if reserved.is_err() {
+        return;
+    }
+    state.workers.fetch_add(1, Ordering::AcqRel);
+    tracing::debug!(
+        cap,
+        "signatures wait for a session: one more signing session"
+    );
+    let opener = Arc::clone(state);
+    let _ = spawn(state, move || match opener.token.open_session() {
+        Ok(session) => {
+            opener.metrics.signing_sessions(1);
+            Worker {
+                session,
+                state: opener,
+            }
+            .run()
+        }
+        Err(error) => {
+            opener.session_refused(&error);
+            opener.workers.fetch_sub(1, Ordering::AcqRel);
+            opener.live.fetch_sub(1, Ordering::AcqRel);
+        }
+    });
 }
 
 /// Starts thread `signer-<n>` running `run`; should that fail, takes back
 /// the `workers` and `live` counts the caller added (other counts, such as
 /// the metrics' gauge, are the caller's to undo).
-fn spawn(shared: &Arc<Shared>, run: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
-    let index = shared.names.fetch_add(1, Ordering::Relaxed);
+fn spawn(state: &Arc<PoolState>, run: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    let index = state.names.fetch_add(1, Ordering::Relaxed);
     std::thread::Builder::new()
         .name(format!("signer-{index}"))
         .spawn(run)
         .map(drop)
         .inspect_err(|_| {
-            shared.workers.fetch_sub(1, Ordering::AcqRel);
-            shared.live.fetch_sub(1, Ordering::AcqRel);
+            state.workers.fetch_sub(1, Ordering::AcqRel);
+            state.live.fetch_sub(1, Ordering::AcqRel);
         })
 }
 
-impl Shared {
+impl PoolState {
     /// A new session was refused: the pool stays at the sessions it has
     /// when the token counts them out, and says so once.
     fn session_refused(&self, error: &HsmError) {
@@ -176,7 +208,7 @@ impl Shared {
         }
         let open = self.workers.load(Ordering::Acquire).saturating_sub(1);
         if error.ckr() == Some(Ckr(RvError::SessionCount)) {
-            self.sizing.limit_to(open);
+            self.cap.fetch_min(open.max(self.base), Ordering::Relaxed);
         }
         if !self.refusal_logged.swap(true, Ordering::Relaxed) {
             tracing::warn!(%error, sessions = open, "the token refused another signing session; signing goes on with the sessions it has");

@@ -16,8 +16,9 @@
 //! self-test the keys, open the signing sessions.
 //!
 //! An HSM that stops answering is not a fault: its calls may still come
-//! back. The supervisor never waits on it for long: the probe runs on a
-//! thread of its own (`Prober`), and a link whose signatures are still
+//! back. The supervisor never waits on it for long: a signing thread makes
+//! the probe and the supervisor waits for its answer only so long, and a
+//! link whose signatures are still
 //! inside the module is kept aside until they return ([`retire()`]) before
 //! the module is reset, or left to the process's exit at shutdown.
 //!

@@ -7,8 +7,10 @@ mod limits;
 mod peers;
 mod routes;
 mod shutdown;
+mod turns;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use integration_tests::http::Connection;
@@ -19,7 +21,7 @@ use super::audit::Audit;
 use super::policy::Policy;
 use super::{Front, Listener};
 use crate::config::{AuditConfig, GrantConfig, ServerConfig};
-use crate::issue::{IssueError, Issued, TokenSource};
+use crate::issue::{Found, IssueError, Issued, TokenSource};
 use crate::metrics::Metrics;
 
 /// The status of `GET target` on `client`'s connection.
@@ -27,37 +29,70 @@ async fn status(client: &mut Connection, target: &str) -> u16 {
     client.get(target, &[]).await.status
 }
 
-/// Issues `token-for.ISSUER.APP` for `ttd`, fails as told for `down` and
-/// `busy`, waits for a release for `slow`, and knows no other issuer.
+/// Signs `token-for.ISSUER.APP` afresh for `ttd` and has it cached for
+/// `cached`; waits for a release for `slow`; fails as told for `down` and
+/// `busy`; and knows no other issuer.
 #[derive(Default)]
 struct Source {
     not_ready: Mutex<Option<String>>,
+    /// Signatures of `slow` begun, and their release.
     entered: Notify,
     release: Notify,
+    /// Signatures of `slow` under way, and the apps of those begun, in order.
+    slow_in_flight: AtomicUsize,
+    slow_begun: Mutex<Vec<String>>,
+    /// What [`TokenSource::signing_places`] says: 8 unless a test sets it.
+    places: AtomicUsize,
 }
 
 fn token_for(issuer: &str, app: &str) -> String {
     format!("token-for.{issuer}.{app}")
 }
 
+fn issued(issuer: &str, app: &str, cache_hit: bool) -> Issued {
+    Issued {
+        token: token_for(issuer, app).into(),
+        kid: "KID1".into(),
+        expires_at: 2_000_000_000,
+        cache_hit,
+    }
+}
+
 impl TokenSource for Source {
-    async fn issue(&self, issuer: &str, app: &str) -> Result<Issued, IssueError> {
+    type Miss = (String, String);
+
+    fn find(&self, issuer: &str, app: &str) -> Result<Found<Self::Miss>, IssueError> {
         match issuer {
-            "ttd" => {}
-            "slow" => {
-                self.entered.notify_one();
-                self.release.notified().await;
-            }
-            "down" => return Err(IssueError::Unavailable("the token is not present".into())),
-            "busy" => return Err(IssueError::Overloaded),
-            other => return Err(IssueError::UnknownIssuer(other.into())),
+            "cached" => Ok(Found::Cached(issued(issuer, app, true))),
+            "ttd" | "slow" | "busy" => Ok(Found::Missing((issuer.into(), app.into()))),
+            "down" => Err(IssueError::Unavailable("the token is not present".into())),
+            other => Err(IssueError::UnknownIssuer(other.into())),
         }
-        Ok(Issued {
-            token: token_for(issuer, app).into(),
-            kid: "KID1".into(),
-            expires_at: 2_000_000_000,
-            cache_hit: false,
-        })
+    }
+
+    async fn sign(&self, (issuer, app): Self::Miss) -> Result<Issued, IssueError> {
+        match issuer.as_str() {
+            "busy" => return Err(IssueError::Overloaded),
+            "slow" => {
+                let released = self.release.notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                self.slow_begun.lock().unwrap().push(app.clone());
+                self.slow_in_flight.fetch_add(1, Ordering::SeqCst);
+                self.entered.notify_one();
+                released.await;
+                self.slow_in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+        Ok(issued(&issuer, &app, false))
+    }
+
+    fn signing_places(&self) -> usize {
+        match self.places.load(Ordering::SeqCst) {
+            0 => 8,
+            set => set,
+        }
     }
 
     fn readiness(&self) -> Result<(), String> {
@@ -89,6 +124,7 @@ fn wide_grants() -> Vec<GrantConfig> {
         grant(uid, "ttd", &["my-app", "other"]),
         grant(uid, "down", &["*"]),
         grant(uid, "busy", &["*"]),
+        grant(uid, "cached", &["*"]),
         grant(uid, "slow", &["*"]),
         grant(uid, "nowhere", &["*"]),
     ]

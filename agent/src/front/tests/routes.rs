@@ -134,7 +134,7 @@ async fn grants_lists_what_the_caller_may_have() {
     let json = reply.json();
     assert_eq!(json["uid"], my_uid());
     let listed: Vec<_> = json["grants"].as_array().unwrap().iter().collect();
-    assert_eq!(listed.len(), 5, "{json}");
+    assert_eq!(listed.len(), 6, "{json}");
     assert_eq!(listed[0]["issuer"], "ttd");
     assert_eq!(listed[0]["apps"], serde_json::json!(["my-app", "other"]));
     assert_eq!(listed[1]["apps"], serde_json::json!(["*"]));

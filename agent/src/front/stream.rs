@@ -1,5 +1,6 @@
-//! problem+json answers in place of the ones hyper writes itself, on the
-//! connection's stream as hyper sees it ([`Watched`]).
+//! A connection's stream as hyper sees it ([`Watched`]): bytes arriving
+//! tell the connection's deadlines, and problem+json answers go out in
+//! place of the ones hyper writes itself.
 //!
 //! hyper answers a request it cannot read (a head over the size limit, not
 //! HTTP/1.1) by itself, with an empty body, and closes the connection. The
@@ -12,21 +13,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use hyper::body::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::deadlines::Activity;
 use super::problem::{Problem, ProblemKind};
 
-/// A stream that tells its connection's [`Activity`] when bytes arrive and
-/// when hyper flushes, that writes a problem+json answer in place of
-/// hyper's own, and that hands a new hyper connection what the one before
-/// had read and not parsed ([`super::parked`]).
+/// A stream that tells its connection's [`Activity`] when bytes arrive,
+/// and writes a problem+json answer in place of hyper's own.
 pub struct Watched<S> {
     inner: S,
     activity: Arc<Activity>,
-    /// Read before `inner`.
-    unread: Bytes,
     /// `server.max_header_bytes`, for the detail of a 431.
     max_header_bytes: usize,
     /// The answer written in place of hyper's, and how much of it is out;
@@ -39,21 +35,9 @@ impl<S> Watched<S> {
         Watched {
             inner,
             activity,
-            unread: Bytes::new(),
             max_header_bytes,
             replacement: None,
         }
-    }
-
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// Hands `bytes` to the next reads, before anything newer. They are
-    /// copied: even empty, hyper's leftover holds its whole read buffer.
-    pub fn replay(&mut self, bytes: &[u8]) {
-        debug_assert!(self.unread.is_empty());
-        self.unread = Bytes::copy_from_slice(bytes);
     }
 }
 
@@ -128,13 +112,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let polled = if this.unread.is_empty() {
-            Pin::new(&mut this.inner).poll_read(cx, buf)
-        } else {
-            let n = this.unread.len().min(buf.remaining());
-            buf.put_slice(&this.unread.split_to(n));
-            Poll::Ready(Ok(()))
-        };
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             this.activity.bytes_read();
         }
@@ -173,36 +151,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
-        if let Poll::Ready(Ok(())) = flushed {
-            this.activity.flushed();
-        }
-        flushed
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::UnixStream;
-
-    #[tokio::test]
-    async fn replayed_bytes_come_before_the_streams_own() {
-        let (near, mut far) = UnixStream::pair().unwrap();
-        let mut watched = Watched::new(near, Activity::new(), 8192);
-        watched.replay(b"GET / HT");
-        far.write_all(b"TP/1.1\r\n").await.unwrap();
-        let mut first = [0; 5];
-        watched.read_exact(&mut first).await.unwrap();
-        assert_eq!(&first, b"GET /");
-        let mut rest = [0; 11];
-        watched.read_exact(&mut rest).await.unwrap();
-        assert_eq!(&rest, b" HTTP/1.1\r\n");
     }
 }
