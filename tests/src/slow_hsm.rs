@@ -66,6 +66,12 @@ impl SlowHsm {
             .var("SLOW_HSM_HANG", calls)
     }
 
+    /// Every session open when `file` appears is dropped (the module
+    /// removes the file: write it again for another drop).
+    pub fn drop_when(self, file: &Path) -> SlowHsm {
+        self.var("SLOW_HSM_DROP_FILE", file.display())
+    }
+
     /// Sets the variables on `command`.
     pub fn apply(&self, mut command: Command) -> Command {
         command.envs(self.vars.iter().map(|(name, value)| (name, value)));

@@ -12,11 +12,13 @@
 //! | `SLOW_HSM_MAX_SESSIONS` | `ulMaxSessionCount` in C_GetTokenInfo; C_OpenSession answers CKR_SESSION_COUNT beyond it |
 //! | `SLOW_HSM_HANG_FILE` | while this file exists, the calls in `SLOW_HSM_HANG` block |
 //! | `SLOW_HSM_HANG` | which calls hang: C_Sign (default), C_SignInit, C_GetTokenInfo, C_OpenSession, comma-separated |
+//! | `SLOW_HSM_DROP_FILE` | when this file appears, every session open then is dropped: C_SignInit and C_Sign on it answer CKR_SESSION_HANDLE_INVALID; sessions opened later work (the module removes the file) |
 //!
 //! Every wait is a sleep, so a thread in a slow call uses no CPU, as one
 //! waiting on a network HSM would. The session count is the module's, over
 //! all slots: enough for one token.
 
+mod dropped;
 mod settings;
 mod wait;
 
@@ -27,9 +29,9 @@ use std::sync::OnceLock;
 
 use cryptoki_sys::{
     CKR_ARGUMENTS_BAD, CKR_FUNCTION_NOT_SUPPORTED, CKR_GENERAL_ERROR, CKR_OK, CKR_SESSION_COUNT,
-    CK_BYTE_PTR, CK_FLAGS, CK_FUNCTION_LIST, CK_FUNCTION_LIST_PTR_PTR, CK_MECHANISM_PTR, CK_NOTIFY,
-    CK_OBJECT_HANDLE, CK_RV, CK_SESSION_HANDLE, CK_SESSION_HANDLE_PTR, CK_SLOT_ID,
-    CK_TOKEN_INFO_PTR, CK_ULONG, CK_ULONG_PTR, CK_VOID_PTR,
+    CKR_SESSION_HANDLE_INVALID, CK_BYTE_PTR, CK_FLAGS, CK_FUNCTION_LIST, CK_FUNCTION_LIST_PTR_PTR,
+    CK_MECHANISM_PTR, CK_NOTIFY, CK_OBJECT_HANDLE, CK_RV, CK_SESSION_HANDLE, CK_SESSION_HANDLE_PTR,
+    CK_SLOT_ID, CK_TOKEN_INFO_PTR, CK_ULONG, CK_ULONG_PTR, CK_VOID_PTR,
 };
 
 use settings::{Call, Settings};
@@ -154,6 +156,7 @@ fn hang_point(call: Call) {
 
 unsafe extern "C" fn finalize(reserved: CK_VOID_PTR) -> CK_RV {
     let rv = forward!(C_Finalize(reserved));
+    dropped::forget_all();
     if rv == CKR_OK {
         OPEN_SESSIONS.store(0, Ordering::SeqCst);
     }
@@ -177,14 +180,18 @@ unsafe extern "C" fn open_session(
     session: CK_SESSION_HANDLE_PTR,
 ) -> CK_RV {
     hang_point(Call::OpenSession);
+    dropped::check(&module().settings);
     let Some(max) = module().settings.max_sessions else {
-        return forward!(C_OpenSession(slot, flags, application, notify, session));
+        let rv = forward!(C_OpenSession(slot, flags, application, notify, session));
+        dropped::opened(rv, session);
+        return rv;
     };
     if OPEN_SESSIONS.fetch_add(1, Ordering::SeqCst) >= max {
         OPEN_SESSIONS.fetch_sub(1, Ordering::SeqCst);
         return CKR_SESSION_COUNT;
     }
     let rv = forward!(C_OpenSession(slot, flags, application, notify, session));
+    dropped::opened(rv, session);
     if rv != CKR_OK {
         OPEN_SESSIONS.fetch_sub(1, Ordering::SeqCst);
     }
@@ -192,6 +199,7 @@ unsafe extern "C" fn open_session(
 }
 
 unsafe extern "C" fn close_session(session: CK_SESSION_HANDLE) -> CK_RV {
+    dropped::closed(session);
     let rv = forward!(C_CloseSession(session));
     if rv == CKR_OK && module().settings.max_sessions.is_some() {
         let _ =
@@ -202,6 +210,7 @@ unsafe extern "C" fn close_session(session: CK_SESSION_HANDLE) -> CK_RV {
 
 unsafe extern "C" fn close_all_sessions(slot: CK_SLOT_ID) -> CK_RV {
     let rv = forward!(C_CloseAllSessions(slot));
+    dropped::forget_all();
     if rv == CKR_OK {
         OPEN_SESSIONS.store(0, Ordering::SeqCst);
     }
@@ -215,6 +224,9 @@ unsafe extern "C" fn sign_init(
 ) -> CK_RV {
     hang_point(Call::SignInit);
     let settings = &module().settings;
+    if dropped::is_dropped(settings, session) {
+        return CKR_SESSION_HANDLE_INVALID;
+    }
     wait::sleep(settings.sign_init_delay, settings.jitter);
     forward!(C_SignInit(session, mechanism, key))
 }
@@ -227,6 +239,9 @@ unsafe extern "C" fn sign(
     signature_len: CK_ULONG_PTR,
 ) -> CK_RV {
     // A call without a buffer only asks for the signature's length.
+    if dropped::is_dropped(&module().settings, session) {
+        return CKR_SESSION_HANDLE_INVALID;
+    }
     if !signature.is_null() {
         hang_point(Call::Sign);
         let settings = &module().settings;

@@ -50,6 +50,11 @@ pub struct Settings {
     pub hang_file: Option<PathBuf>,
     /// `SLOW_HSM_HANG`: comma-separated call names [default: C_Sign].
     pub hang: Vec<Call>,
+    /// `SLOW_HSM_DROP_FILE`: when this file appears, every session open
+    /// at that moment is dropped, as a network HSM's are when its link or
+    /// appliance restarts; the module removes the file, so that each
+    /// appearance is one drop.
+    pub drop_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -86,6 +91,7 @@ impl Settings {
             max_sessions,
             hang_file: var("SLOW_HSM_HANG_FILE").map(PathBuf::from),
             hang,
+            drop_file: var("SLOW_HSM_DROP_FILE").map(PathBuf::from),
         })
     }
 
@@ -126,6 +132,7 @@ mod tests {
             ("SLOW_HSM_MAX_SESSIONS", "6"),
             ("SLOW_HSM_HANG_FILE", "/tmp/hang"),
             ("SLOW_HSM_HANG", "C_Sign, C_GetTokenInfo"),
+            ("SLOW_HSM_DROP_FILE", "/tmp/drop"),
         ])
         .unwrap();
         assert_eq!(all.module, PathBuf::from("/opt/hsm.so"));
@@ -135,6 +142,7 @@ mod tests {
         assert_eq!(all.max_sessions, Some(6));
         assert!(all.hangs(Call::Sign) && all.hangs(Call::GetTokenInfo));
         assert!(!all.hangs(Call::OpenSession));
+        assert_eq!(all.drop_file, Some(PathBuf::from("/tmp/drop")));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use cryptoki::session::Session;
 use super::job::{reopening, Job, ProbeReply, Work};
 use super::queue::Popped;
 use super::{PoolState, IDLE_CLOSE};
-use crate::hsm::sign::sign_token;
+use crate::hsm::sign::{sign_token, SignedToken};
 use crate::hsm::{Ckr, HsmError};
 use crate::issue::IssueError;
 
@@ -39,7 +39,7 @@ impl Worker {
         spawn(state, move || worker.run()).inspect_err(|_| state.metrics.signing_sessions(-1))
     }
 
-    fn run(self) {
+    fn run(mut self) {
         // Idle counts from the last signature: the supervisor's probes,
         // every few seconds, would otherwise keep every thread open.
         let mut busy_at = Instant::now();
@@ -91,7 +91,7 @@ impl Worker {
             .is_ok()
     }
 
-    fn handle(&self, job: Job) {
+    fn handle(&mut self, job: Job) {
         if self.state.closed.load(Ordering::Relaxed) {
             return job.fail(reopening());
         }
@@ -104,6 +104,29 @@ impl Worker {
         self.sign(job);
     }
 
+    fn sign_once(&self, job: &Job) -> Result<SignedToken, HsmError> {
+        let _in_flight = self.state.answering.signing.enter();
+        sign_token(
+            &self.session,
+            &job.key.signing,
+            &job.app,
+            crate::clock::unix_now(),
+            &job.lifetime,
+        )
+    }
+
+    /// Opens a session in place of one the HSM dropped (a network HSM's
+    /// restart, fail-over or idle timeout); the old one is closed.
+    fn renew_session(&mut self) -> Result<(), HsmError> {
+        let state = &self.state;
+        let session = state.token.open_session()?;
+        tracing::info!("the HSM dropped a signing session; signing again on a new one");
+        self.session = session;
+        state.metrics.signing_sessions(-1);
+        state.metrics.signing_sessions(1);
+        Ok(())
+    }
+
     fn probe(&self, reply: ProbeReply) {
         let answer = {
             let _in_flight = self.state.answering.probing.enter();
@@ -112,22 +135,17 @@ impl Worker {
         let _ = reply.try_send(answer.map_err(Arc::new));
     }
 
-    /// Signs `job` and replies; a fault that reopening may cure is
-    /// reported to the supervisor.
-    fn sign(&self, job: Job) {
-        let state = &self.state;
+    /// Signs `job` and replies. A session the HSM dropped is replaced and
+    /// the signature tried once more, within the job's deadline; a fault
+    /// that reopening the connection may cure is reported to the supervisor.
+    fn sign(&mut self, job: Job) {
+        let state = Arc::clone(&self.state);
         state.metrics.sessions_busy(1);
         let started = Instant::now();
-        let result = {
-            let _in_flight = state.answering.signing.enter();
-            sign_token(
-                &self.session,
-                &job.key.signing,
-                &job.app,
-                crate::clock::unix_now(),
-                &job.lifetime,
-            )
-        };
+        let mut result = self.sign_once(&job);
+        if result.as_ref().is_err_and(is_session_lost) && Instant::now() < job.deadline {
+            result = self.renew_session().and_then(|()| self.sign_once(&job));
+        }
         state.metrics.sessions_busy(-1);
         match result {
             Ok(signed) => {
@@ -145,6 +163,14 @@ impl Worker {
             }
         }
     }
+}
+
+/// Whether the HSM dropped the session itself, while a new one may work.
+fn is_session_lost(error: &HsmError) -> bool {
+    matches!(
+        error.ckr().map(|c| c.0),
+        Some(RvError::SessionHandleInvalid | RvError::SessionClosed)
+    )
 }
 
 /// Starts one more thread, which opens its own session, unless the pool
