@@ -10,7 +10,7 @@
 //! | `answering` | whether the HSM answers: its calls in flight, and how long none has come back |
 //! | `supervisor` | the thread that owns the link to the token: probes, faults, recovery, reloads |
 //! | `link` | the token brought into service: login, keys, self-test, sessions |
-//! | `sessions` | how the token's sessions are shared out: login, signing threads |
+//! | `sessions` | how the token's sessions are latest out: login, signing threads |
 //! | `active_key` | an issuer's key in service |
 //! | `selftest` | a token signed through the HSM and verified against the certificate |
 //! | `settings` | the part of the config the back works from |
@@ -45,7 +45,7 @@ pub use error::ConnectError;
 use self::link::Link;
 use self::settings::Settings;
 pub use self::snapshot::Miss;
-use self::snapshot::{Shared, Snapshot};
+use self::snapshot::{Latest, Snapshot};
 use self::supervisor::{supervise, Command, Supervisor};
 use crate::config::Config;
 use crate::issue::{Found, IssueError, Issued, TokenSource};
@@ -55,7 +55,7 @@ use crate::sync::lock;
 /// The signing back: cache, signing threads, and the supervisor that keeps
 /// the HSM connection alive.
 pub struct Signer {
-    shared: Arc<Shared>,
+    latest: Arc<Latest>,
     commands: mpsc::Sender<Command>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
 }
@@ -74,7 +74,7 @@ impl Signer {
         .inspect_err(|_| {
             let _ = crate::hsm::finalize();
         })?;
-        let shared = Arc::new(Shared {
+        let latest = Arc::new(Latest {
             snapshot: RwLock::new(Arc::new(Snapshot {
                 cache: Arc::new(settings.new_cache()),
                 settings: Arc::clone(&settings),
@@ -83,19 +83,19 @@ impl Signer {
             metrics,
         });
         let supervisor = Supervisor::new(
-            Arc::clone(&shared),
+            Arc::clone(&latest),
             settings,
             connection,
             receiver,
             commands.clone(),
         );
-        let watched = Arc::clone(&shared);
+        let watched = Arc::clone(&latest);
         let thread = std::thread::Builder::new()
             .name("hsm-supervisor".into())
             .spawn(move || supervise(&watched, || supervisor.run()))
             .map_err(ConnectError::Threads)?;
         Ok(Signer {
-            shared,
+            latest,
             commands,
             supervisor: Mutex::new(Some(thread)),
         })
@@ -116,7 +116,7 @@ impl Signer {
 
     /// A one-line summary for systemd's STATUS=.
     pub fn status(&self) -> String {
-        self.shared.current().status()
+        self.latest.current().status()
     }
 
     /// Closes every session and finalizes the module; waits for it.
@@ -152,14 +152,14 @@ impl TokenSource for Signer {
     type Miss = Miss;
 
     fn find(&self, issuer: &str, app: &str) -> Result<Found<Miss>, IssueError> {
-        let snapshot = self.shared.current();
+        let snapshot = self.latest.current();
         let key = Arc::clone(snapshot.key(issuer)?);
         if !snapshot.settings.cache {
             return Ok(Found::Uncached(Miss::new(snapshot, key, issuer, app)));
         }
         match snapshot.cache.cached(issuer, app, &key.kid) {
             Some(hit) => {
-                self.shared.metrics.cache_hit();
+                self.latest.metrics.cache_hit();
                 Ok(Found::Cached(hit))
             }
             None => Ok(Found::Missing(Miss::new(snapshot, key, issuer, app))),
@@ -171,7 +171,7 @@ impl TokenSource for Signer {
         let issued = tokio::time::timeout(timeout, miss.sign())
             .await
             .unwrap_or_else(|_| {
-                self.shared.metrics.signing_timeout();
+                self.latest.metrics.signing_timeout();
                 Err(IssueError::Unavailable(format!(
                     "the HSM did not sign within {} s (`signing.timeout_seconds`); try again later",
                     timeout.as_secs()
@@ -180,8 +180,8 @@ impl TokenSource for Signer {
         // A miss is a token signed for this request; one that joined a
         // signature under way for the same token counts as a hit.
         match &issued {
-            Ok(issued) if issued.cache_hit => self.shared.metrics.cache_hit(),
-            Ok(_) => self.shared.metrics.cache_miss(),
+            Ok(issued) if issued.cache_hit => self.latest.metrics.cache_hit(),
+            Ok(_) => self.latest.metrics.cache_miss(),
             Err(_) => {}
         }
         issued
@@ -189,7 +189,7 @@ impl TokenSource for Signer {
 
     /// The pool's cap: `signing.max_sessions` within the token's limit.
     fn signing_places(&self) -> usize {
-        let snapshot = self.shared.current();
+        let snapshot = self.latest.current();
         match &snapshot.serving {
             Ok(serving) => serving.threads.1,
             Err(_) => snapshot.settings.signing.max_sessions,
@@ -197,14 +197,14 @@ impl TokenSource for Signer {
     }
 
     fn readiness(&self) -> Result<(), String> {
-        match &self.shared.current().serving {
+        match &self.latest.current().serving {
             Ok(serving) => serving.not_ready(),
             Err(reason) => Err(reason.to_string()),
         }
     }
 
     fn warnings(&self) -> Vec<String> {
-        self.shared
+        self.latest
             .current()
             .expiry_warnings(crate::clock::unix_now())
     }

@@ -31,13 +31,14 @@ pub struct Serving {
     pub threads: (usize, usize),
 }
 
-/// State shared by the request path and the supervisor.
-pub struct Shared {
+/// The latest snapshot the supervisor published, which the request path
+/// reads, and the metrics both write.
+pub struct Latest {
     pub snapshot: RwLock<Arc<Snapshot>>,
     pub metrics: Arc<Metrics>,
 }
 
-impl Shared {
+impl Latest {
     pub fn current(&self) -> Arc<Snapshot> {
         Arc::clone(&read(&self.snapshot))
     }

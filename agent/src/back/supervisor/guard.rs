@@ -1,13 +1,13 @@
 //! The supervisor thread fails safe: a panic leaves the agent not ready,
 //! with the reason, instead of a stale snapshot that says ready.
 
-use crate::back::snapshot::Shared;
+use crate::back::snapshot::Latest;
 
 /// Runs the supervisor. Should it panic, nothing would probe, reconnect or
 /// reload any more while the last snapshot kept saying ready; instead the
 /// agent says it is not ready and why, and the watchdog, whose probes now go
 /// unanswered, lets systemd restart it.
-pub fn supervise(shared: &Shared, run: impl FnOnce()) {
+pub fn supervise(latest: &Latest, run: impl FnOnce()) {
     let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) else {
         return;
     };
@@ -17,7 +17,7 @@ pub fn supervise(shared: &Shared, run: impl FnOnce()) {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "no message".into());
     tracing::error!(panic = %message, "the HSM supervisor stopped; no more tokens are signed");
-    shared.fail(format!(
+    latest.fail(format!(
         "the HSM supervisor stopped after an internal error ({message}); restart the agent (systemctl restart access-token-agent)"
     ));
 }
@@ -31,7 +31,7 @@ mod tests {
     use crate::back::snapshot::Snapshot;
     use crate::config::Config;
 
-    fn shared() -> Arc<Shared> {
+    fn latest() -> Arc<Latest> {
         let dir = tempfile::tempdir().unwrap();
         let pin = dir.path().join("pin");
         std::fs::write(&pin, "1234").unwrap();
@@ -39,7 +39,7 @@ mod tests {
             "[hsm]\nmodule = \"/bin/sh\"\ntoken_label = \"t\"\npin_file = {pin:?}\n[[issuer]]\nname = \"ttd\"\n"
         );
         let settings = Settings::from_config(&Config::parse(&text).unwrap());
-        Arc::new(Shared {
+        Arc::new(Latest {
             snapshot: RwLock::new(Arc::new(Snapshot {
                 cache: Arc::new(settings.new_cache()),
                 settings: Arc::new(settings),
@@ -51,14 +51,14 @@ mod tests {
 
     #[test]
     fn a_panicking_supervisor_leaves_the_agent_not_ready_and_says_why() {
-        let shared = shared();
-        let watched = Arc::clone(&shared);
+        let latest = latest();
+        let watched = Arc::clone(&latest);
         std::thread::spawn(move || {
             supervise(&watched, || panic!("certificate times are comparable"))
         })
         .join()
         .expect("the panic does not escape the thread");
-        let reason = match &shared.current().serving {
+        let reason = match &latest.current().serving {
             Ok(_) => panic!("a stopped supervisor must not leave the agent ready"),
             Err(reason) => reason.to_string(),
         };
@@ -71,8 +71,8 @@ mod tests {
 
     #[test]
     fn a_supervisor_that_returns_changes_nothing() {
-        let shared = shared();
-        supervise(&shared, || {});
-        assert!(matches!(&shared.current().serving, Err(reason) if &**reason == "starting"));
+        let latest = latest();
+        supervise(&latest, || {});
+        assert!(matches!(&latest.current().serving, Err(reason) if &**reason == "starting"));
     }
 }

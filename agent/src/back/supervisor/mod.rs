@@ -47,7 +47,7 @@ use super::error::ConnectError;
 use super::link::Link;
 use super::pool::FaultReport;
 use super::settings::Settings;
-use super::snapshot::{Serving, Shared, Snapshot};
+use super::snapshot::{Serving, Latest, Snapshot};
 use crate::clock::unix_now;
 use crate::hsm::{self, Access, Hsm, HsmError};
 
@@ -91,7 +91,7 @@ enum LinkState {
 }
 
 pub struct Supervisor {
-    shared: Arc<Shared>,
+    latest: Arc<Latest>,
     settings: Arc<Settings>,
     cache: Arc<Cache>,
     link: LinkState,
@@ -110,14 +110,14 @@ impl Supervisor {
     /// Supervises `link`, opened as generation 1 with
     /// [`Supervisor::fault_report`]`(sender, 1)`.
     pub fn new(
-        shared: Arc<Shared>,
+        latest: Arc<Latest>,
         settings: Arc<Settings>,
         link: Link,
         commands: Receiver<Command>,
         sender: Sender<Command>,
     ) -> Supervisor {
         let mut supervisor = Supervisor {
-            shared,
+            latest,
             cache: Arc::new(settings.new_cache()),
             settings,
             link: LinkState::Up {
@@ -240,11 +240,11 @@ impl Supervisor {
             Ok(false) => {}
             Ok(true) if link.unavailable().is_empty() => {
                 self.publish();
-                tracing::info!(status = %self.shared.current().status(), "another key became active");
+                tracing::info!(status = %self.latest.current().status(), "another key became active");
             }
             Ok(true) => {
                 self.publish();
-                tracing::error!(status = %self.shared.current().status(), "an issuer has no usable key; its requests are refused until one is enrolled");
+                tracing::error!(status = %self.latest.current().status(), "an issuer has no usable key; its requests are refused until one is enrolled");
             }
             Err(error) => self.lose(error.to_string()),
         }
@@ -339,7 +339,7 @@ impl Supervisor {
         let opened = hsm::reset().map_err(ConnectError::from).and_then(|()| {
             Link::open(
                 &self.settings,
-                &self.shared.metrics,
+                &self.latest.metrics,
                 Supervisor::fault_report(self.sender.clone(), generation),
             )
         });
@@ -422,7 +422,7 @@ impl Supervisor {
 
     fn record(&self, error: &HsmError) {
         if let Some(ckr) = error.ckr() {
-            self.shared.metrics.hsm_error(&ckr.name());
+            self.latest.metrics.hsm_error(&ckr.name());
         }
     }
 
@@ -450,7 +450,7 @@ impl Supervisor {
         let serving = match &self.link {
             LinkState::Up { link, .. } => {
                 let keys = link.keys();
-                self.shared.metrics.set_active_certificates(
+                self.latest.metrics.set_active_certificates(
                     keys.iter().map(|(issuer, key)| {
                         (
                             issuer.to_string(),
@@ -469,7 +469,7 @@ impl Supervisor {
             }
             LinkState::Down { .. } | LinkState::Refused { .. } => Err(Arc::from(self.reason())),
         };
-        self.shared.publish(Snapshot {
+        self.latest.publish(Snapshot {
             settings: Arc::clone(&self.settings),
             cache: Arc::clone(&self.cache),
             serving,
