@@ -21,7 +21,7 @@ use crate::agent::{Fixture, EC_ISSUER};
 use crate::floor::Floor;
 use crate::load::{self, LoadResult};
 
-/// The section's heading.
+/// The section's heading, by which `--only-instructions --write` finds it.
 pub const HEADING: &str = "## 7. Instructions per token (callgrind)";
 
 /// Kept-alive connections each step sends on.

@@ -17,7 +17,8 @@
 //!    hang under load (`--only-slow-hsm`: sections 1 and 6 alone).
 //! 7. Instructions per token under callgrind, cached and fresh, beside the
 //!    floor's per answer: repeatable where (2) and (3) are not
-//!    (`--only-instructions`: this section alone).
+//!    (`--only-instructions`: this section alone, replacing only it in the
+//!    file `--write` names).
 //!
 //! `access-token-bench soak` (`make soak`) runs the agent for minutes at a
 //! steady rate instead, and fails if memory grows or any request fails.
@@ -70,7 +71,8 @@ struct Args {
     /// part).
     #[arg(long)]
     only_floor: bool,
-    /// Only section 7 (instructions per token under callgrind).
+    /// Only section 7 (instructions per token under callgrind); with
+    /// `--write`, only that section of the file is replaced.
     #[arg(long)]
     only_instructions: bool,
 }
@@ -154,8 +156,11 @@ fn main() {
         Some(Command::FloorServer(floor)) => floor::serve(floor),
     };
     if let Some(path) = &args.write {
-        report_file::write(path, &report)
-            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        let written = match args.only_instructions && args.command.is_none() {
+            true => report_file::write_section(path, instructions::HEADING, &report),
+            false => report_file::write(path, &report),
+        };
+        written.unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
     if !passed {
         std::process::exit(1);
