@@ -92,10 +92,14 @@ pub fn run(fixture: &Fixture, runtime: &Runtime, alone: Option<&str>, report: &m
     let started = Instant::now();
     let measured = bench.measure();
     write_report(report, &measured);
+    // Relative to the checkout, as `make bench` runs it: the report is
+    // committed, and an absolute path names one machine's checkout.
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let dir = &bench.callgrind.dir;
     let _ = writeln!(
         report,
-        "Dumps kept in `{}` for `callgrind_annotate --inclusive=yes`; the section took {:.0} s.\n",
-        bench.callgrind.dir.display(),
+        "Dumps kept in `{}/` for `callgrind_annotate --inclusive=yes`; the section took {:.0} s.\n",
+        dir.strip_prefix(&cwd).unwrap_or(dir).display(),
         started.elapsed().as_secs_f64()
     );
 }
