@@ -267,6 +267,8 @@ impl Callgrind {
         let mut valgrind = Command::new("valgrind");
         valgrind
             .arg("--tool=callgrind")
+            // Only errors on stderr: the floor's is the bench's own.
+            .arg("--quiet")
             // One count for all threads: a token's work is shared between
             // the I/O threads, the signing threads and the audit writer.
             .arg("--separate-threads=no")
