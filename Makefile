@@ -58,7 +58,11 @@ lint:
 ## "Reading these figures", is kept). Never part of `make test`.
 ## `make bench BEFORE=<commit>` also builds that commit's agent and measures
 ## fresh signing on both in turn, for a before/after ratio from one run.
+## Its last section counts instructions per token under valgrind (callgrind),
+## which repeat where tokens/s do not; alone, replacing only that section:
+## target/release/access-token-bench --only-instructions --write BENCHMARKS.md
 bench: deps
+	command -v valgrind >/dev/null || apt-get install -y valgrind
 	$(CARGO) build --release --workspace --bins
 ifneq ($(BEFORE),)
 	rm -rf target/before/$(BEFORE) && mkdir -p target/before/$(BEFORE)

@@ -61,7 +61,7 @@ pub fn run(fixture: &Fixture, step: Duration, report: &mut String) {
     let (mut agent_side, mut floor_side) = (Side::default(), Side::default());
     {
         let (agent, _) = fixture.serve();
-        let body = cached_token(&fixture.socket());
+        let body = cached_token(&fixture.socket(), RSA_ISSUER);
         let floor = Floor::start(
             fixture.token().path(),
             &fixture.path("floor.sock"),
@@ -83,10 +83,10 @@ pub fn run(fixture: &Fixture, step: Duration, report: &mut String) {
     write_report(report, &agent_side, &floor_side, lines);
 }
 
-/// The bare JWS the agent answers for the cached token (one request, so
-/// that the cache holds it).
-fn cached_token(socket: &Path) -> String {
-    let target = format!("/v1/token?issuer={RSA_ISSUER}&app=cached");
+/// The bare JWS the agent answers for `issuer`'s cached token (one
+/// request, so that the cache holds it).
+pub fn cached_token(socket: &Path, issuer: &str) -> String {
+    let target = format!("/v1/token?issuer={issuer}&app=cached");
     let answer = raw_exchange(
         socket,
         &get(&target, &["Accept: application/jwt", "Connection: close"]),

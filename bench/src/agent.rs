@@ -3,6 +3,7 @@
 //! and `serve` processes started on it.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use integration_tests::daemon::{
@@ -127,6 +128,19 @@ impl Fixture {
     /// exec to READY.
     pub fn serve(&self) -> (Agent, Duration) {
         self.serve_from(&agent_binary())
+    }
+
+    /// Like [`Fixture::serve`], logging at `log` (`warn`, or `info`, the
+    /// agent's default, with a line per token), after `wrap` has had its say
+    /// on the command (run under valgrind, say); returns once it said
+    /// READY=1.
+    pub fn serve_wrapped(&self, log: &str, wrap: impl FnOnce(Command) -> Command) -> Agent {
+        let daemon = Daemon::spawn(&self.token, |mut command| {
+            command.env("ACCESS_TOKEN_AGENT_LOG", log);
+            wrap(command)
+        })
+        .ready(&self.token);
+        Agent(daemon)
     }
 
     /// Like [`Fixture::serve`], with another build of the agent.

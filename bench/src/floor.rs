@@ -71,18 +71,32 @@ impl Floor {
     /// Starts a floor on `socket` answering with `body`, kept in `dir`;
     /// returns once the socket accepts connections.
     pub fn start(dir: &Path, socket: &Path, body: &[u8]) -> Floor {
+        Floor::start_with(dir, socket, body, |command| command)
+    }
+
+    /// [`Floor::start`] after `wrap` has had its say on the command (run
+    /// under valgrind, say).
+    pub fn start_with(
+        dir: &Path,
+        socket: &Path,
+        body: &[u8],
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Floor {
         let body_file = dir.join("floor-body");
         std::fs::write(&body_file, body).expect("write the floor's body");
-        let child = Command::new(std::env::current_exe().expect("the bench's own path"))
+        let mut command = Command::new(std::env::current_exe().expect("the bench's own path"));
+        command
             .arg("floor-server")
             .arg("--socket")
             .arg(socket)
             .arg("--body")
-            .arg(&body_file)
+            .arg(&body_file);
+        let child = wrap(command)
             .stdin(Stdio::null())
             .spawn()
             .expect("start the floor server");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Under valgrind, starting takes seconds.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while std::os::unix::net::UnixStream::connect(socket).is_err() {
             assert!(Instant::now() < deadline, "the floor server did not listen");
             std::thread::sleep(Duration::from_millis(10));

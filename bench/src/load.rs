@@ -59,6 +59,9 @@ pub struct Pattern {
     pub interval: Option<Duration>,
     /// Requests sent on one connection before it is replaced; `None`: kept.
     pub reuse: Option<u64>,
+    /// Requests each connection sends in all before it stops; `None`: until
+    /// the step's time is up.
+    pub limit: Option<u64>,
 }
 
 impl Pattern {
@@ -68,8 +71,27 @@ impl Pattern {
             requests: targets.iter().map(|(i, a)| request(i, a)).collect(),
             interval: None,
             reuse: None,
+            limit: None,
         }
     }
+}
+
+/// `per_connection` requests on each of `connections` kept-alive
+/// connections, each sent as soon as the last is answered: a fixed amount
+/// of work, for counts that are divided by it (instructions per token).
+pub async fn run_count(
+    socket: &Path,
+    connections: usize,
+    per_connection: u64,
+    issuer: &str,
+    app: &str,
+) -> LoadResult {
+    let pattern = Pattern {
+        limit: Some(per_connection),
+        ..Pattern::cycling(&[(issuer, app)])
+    };
+    // The count ends the step; the time only bounds a stalled server.
+    run_pattern(socket, connections, Duration::from_secs(3600), &pattern).await
 }
 
 /// Runs `connections` connections against `socket` for `duration`, each
@@ -123,7 +145,7 @@ async fn connection(socket: &Path, pattern: &Pattern, deadline: Instant) -> Load
         ticks
     });
     let (mut sent, mut on_this_connection) = (0usize, 0u64);
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && pattern.limit.is_none_or(|limit| (sent as u64) < limit) {
         if let Some(ticks) = ticks.as_mut() {
             ticks.tick().await;
         }

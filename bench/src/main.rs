@@ -15,6 +15,10 @@
 //! 6. Through a slow HSM (the slow module): fresh tokens at 0 to 5 ms per
 //!    signature against the ideal, a crowd of apps starting at once, and a
 //!    hang under load (`--only-slow-hsm`: sections 1 and 6 alone).
+//! 7. Instructions per token under callgrind, cached and fresh, beside the
+//!    floor's per answer: repeatable where (2) and (3) are not
+//!    (`--only-instructions`: this section alone, replacing only it in the
+//!    file `--write` names).
 //!
 //! `access-token-bench soak` (`make soak`) runs the agent for minutes at a
 //! steady rate instead, and fails if memory grows or any request fails.
@@ -23,6 +27,7 @@ mod against_floor;
 mod agent;
 mod floor;
 mod hostile;
+mod instructions;
 mod load;
 mod memory;
 mod profile;
@@ -66,6 +71,10 @@ struct Args {
     /// part).
     #[arg(long)]
     only_floor: bool,
+    /// Only section 7 (instructions per token under callgrind); with
+    /// `--write`, only that section of the file is replaced.
+    #[arg(long)]
+    only_instructions: bool,
 }
 
 #[derive(clap::Subcommand)]
@@ -147,8 +156,11 @@ fn main() {
         Some(Command::FloorServer(floor)) => floor::serve(floor),
     };
     if let Some(path) = &args.write {
-        report_file::write(path, &report)
-            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        let written = match args.only_instructions && args.command.is_none() {
+            true => report_file::write_section(path, instructions::HEADING, &report),
+            false => report_file::write(path, &report),
+        };
+        written.unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
     if !passed {
         std::process::exit(1);
@@ -158,6 +170,17 @@ fn main() {
 fn benchmarks(args: &Args, runtime: &tokio::runtime::Runtime, cores: usize, report: &mut String) {
     let step = Duration::from_secs(args.seconds);
     let fixture = Fixture::new();
+    if args.only_instructions {
+        // The rest of the report stays the full run's: this section says
+        // when and how it was measured itself.
+        let alone = format!(
+            "Measured alone by `access-token-bench --only-instructions` ({}; {}); the sections above come from the run in the header.",
+            date(),
+            machine(cores)
+        );
+        instructions::run(&fixture, runtime, Some(&alone), report);
+        return;
+    }
     header(report, args, cores);
     if args.only_floor {
         against_floor::run(&fixture, step, report);
@@ -184,6 +207,8 @@ fn benchmarks(args: &Args, runtime: &tokio::runtime::Runtime, cores: usize, repo
     memory::run(&fixture, runtime, args.before_agent.as_deref(), report);
     report.push_str("\n\n");
     slow_hsm::run(&slow, &ceiling, report);
+    report.push('\n');
+    instructions::run(&fixture, runtime, None, report);
 }
 
 /// Tokens/s per (alg, threads) for the signing baselines.
