@@ -6,27 +6,42 @@
 //!
 //! ## The rooms
 //!
-//! A request goes one way, through folders named for what happens there:
+//! A token request goes one way, and the token route reads in this order
+//! (`front::routes`):
 //!
 //! ```text
-//! front/ ── parsed, identified, judged, audited ──▶ issue.rs ──▶ back/ ── cached, signed ──▶ hsm/
+//! front/listener ─ accept ─▶ front/limits (a place for the connection)
+//!   ─▶ front/connection (keep-alive, deadlines) ─▶ front/peer (who is it)
+//!   ─▶ front/routes: query (parse) ─▶ policy (judge)
+//!        ─▶ issue.rs: TokenSource::find ── the cached token? ──▶ back/cache
+//!        ─▶ front/limits (the uid's turn: its rate, a place to sign)
+//!        ─▶ issue.rs: TokenSource::sign ─▶ back/pool (a signing thread) ─▶ hsm/
+//!        ─▶ front/audit (one line) ─▶ the answer
 //! ```
 //!
 //! | module | its one job |
 //! |---|---|
-//! | [`front`] | the socket front, which never touches the HSM: listener, connections, routes; [`front::query`] (parsed), [`front::peer`] (identified), [`front::policy`] (judged), [`front::audit`] |
-//! | [`issue`] | the seam: the contract the front calls and the back fulfils |
-//! | [`back`] | the signing back, which never sees a request: [`back::cache`] (cached), the signing pool (signed), the HSM supervisor and recovery |
-//! | [`daemon`] | `serve`: wires front and back; start-up, sd_notify, watchdog, reload, shutdown |
+//! | [`front`] | the socket front, which never touches the HSM: listener, limits, connections, routes; [`front::query`] (parsed), [`front::peer`] (identified), [`front::policy`] (judged), [`front::audit`] (recorded) |
+//! | [`issue`] | the seam: what the front asks of the back, in the order it asks |
+//! | [`back`] | the signing back, which never sees a request: [`back::cache`], the signing pool, the HSM supervisor and recovery |
+//! | [`daemon`] | `serve`: wires front and back; start-up, signals, sd_notify, watchdog, reload, shutdown |
 //! | [`cli`] | the operators' side: `keys …`, `mint`, and how failures become exit codes |
 //! | [`hsm`] | PKCS#11, shared by the back and the operators: module and its environment, login, PIN, key pairs, the certificates that share a key and the rules that say which may sign, signing, enrolment and renewal |
-//! | [`token`] | the Altinn token bytes, and the [`token::name`] rule for issuer and app names |
+//! | [`token`] | the Altinn token bytes (the JWT), and the [`token::name`] rule for issuer and app names |
 //! | [`cert`] | certificate facts: thumbprint (kid/x5t), validity, key type, PEM/Key Vault forms |
 //! | [`key_type`] | the key types (RSA with its size, P-256): JWS `alg`, `--key-type` names, PKCS#11 mechanisms and templates, rcgen algorithm, DER/JOSE signatures |
 //! | [`config`] | the TOML file, every section in a file of its own; messages name the key |
 //! | [`metrics`] | counters and histograms for `/metrics`, written by front and back |
 //! | [`accounts`] | user and group names to ids |
 //! | [`clock`], [`sync`], [`exit`], [`hardening`] | the wall clock; locks that survive a panic; exit codes; process limits (no core dumps, no ptrace, room for a descriptor per connection) |
+//!
+//! The running agent has three kinds of threads besides tokio's: the HSM
+//! supervisor (`hsm-supervisor`), the signing threads (`signer-N`, one
+//! PKCS#11 session each), and the audit file's writer (`audit-writer`).
+//! Signals are read on the runtime.
+//!
+//! Words: "token" is the JWT the agent hands out; the HSM's token is "the
+//! HSM" or its slot, and its PKCS#11 sessions are "sessions".
 //!
 //! Dependencies point one way: `front` and `back` meet only in [`issue`] (and
 //! the [`daemon`] that wires them); `cli`, `hsm`, `config`, `token` and
