@@ -60,7 +60,7 @@ impl Link {
         let budget = sessions::budget(&hsm, &settings.signing)?;
         let sessions = Sessions {
             opened: open_sessions(&hsm, budget.threads)?,
-            token: hsm.handle(),
+            slot: hsm.handle(),
             cap: budget.cap,
         };
         let answering = Arc::new(Answering::new(settings.signing.timeout()));

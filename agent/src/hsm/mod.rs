@@ -116,8 +116,8 @@ impl Hsm {
 
     /// The token for other threads: to probe it, or open sessions of their
     /// own, without the anchor session (and with the login it keeps).
-    pub fn handle(&self) -> TokenHandle {
-        TokenHandle {
+    pub fn handle(&self) -> SlotHandle {
+        SlotHandle {
             pkcs11: self.pkcs11.clone(),
             slot: self.slot,
             access: self.access,
@@ -137,16 +137,16 @@ impl Hsm {
     }
 }
 
-/// The open token, for threads other than the anchor session's: see
+/// The HSM's slot, for threads other than the anchor session's: see
 /// [`Hsm::handle`]. Valid while its [`Hsm`] is.
 #[derive(Clone)]
-pub struct TokenHandle {
+pub struct SlotHandle {
     pkcs11: Pkcs11,
     slot: Slot,
     access: Access,
 }
 
-impl TokenHandle {
+impl SlotHandle {
     /// A new session, logged in as the anchor session is.
     pub fn open_session(&self) -> Result<Session, HsmError> {
         open_session(&self.pkcs11, self.slot, self.access)

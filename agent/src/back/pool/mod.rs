@@ -40,7 +40,7 @@ use self::job::reopening;
 use self::queue::{Queue, Refused};
 use self::worker::Worker;
 use super::answering::Answering;
-use crate::hsm::{HsmError, TokenHandle};
+use crate::hsm::{HsmError, SlotHandle};
 use crate::issue::IssueError;
 use crate::metrics::Metrics;
 
@@ -60,8 +60,8 @@ pub struct Pool {
 pub struct Sessions {
     /// One per signing thread kept whatever the load (`signing.threads`).
     pub opened: Vec<Session>,
-    /// The token, for the sessions of threads started beyond `opened`.
-    pub token: TokenHandle,
+    /// The HSM's slot, for the sessions of threads started beyond `opened`.
+    pub slot: SlotHandle,
     /// The most signing sessions at once.
     pub cap: usize,
 }
@@ -76,7 +76,7 @@ pub struct PoolHandle {
 struct PoolState {
     queue: Queue,
     /// Where threads started beyond the first open their sessions.
-    token: TokenHandle,
+    slot: SlotHandle,
     /// Sessions kept whatever the load: `signing.threads`.
     base: usize,
     /// The most sessions: `signing.max_sessions` within the token's limit,
@@ -112,7 +112,7 @@ impl Pool {
         let base = sessions.opened.len();
         let state = Arc::new(PoolState {
             queue: Queue::new(queue_size),
-            token: sessions.token,
+            slot: sessions.slot,
             base,
             cap: AtomicUsize::new(sessions.cap.max(base)),
             workers: AtomicUsize::new(0),

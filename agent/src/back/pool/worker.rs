@@ -119,7 +119,7 @@ impl Worker {
     /// restart, fail-over or idle timeout); the old one is closed.
     fn renew_session(&mut self) -> Result<(), HsmError> {
         let state = &self.state;
-        let session = state.token.open_session()?;
+        let session = state.slot.open_session()?;
         tracing::info!("the HSM dropped a signing session; signing again on a new one");
         self.session = session;
         state.metrics.signing_sessions(-1);
@@ -130,7 +130,7 @@ impl Worker {
     fn probe(&self, reply: ProbeReply) {
         let answer = {
             let _in_flight = self.state.answering.probing.enter();
-            self.state.token.probe()
+            self.state.slot.probe()
         };
         let _ = reply.try_send(answer.map_err(Arc::new));
     }
@@ -193,7 +193,7 @@ fn grow(state: &Arc<PoolState>) {
         "signatures wait for a session: one more signing session"
     );
     let opener = Arc::clone(state);
-    let _ = spawn(state, move || match opener.token.open_session() {
+    let _ = spawn(state, move || match opener.slot.open_session() {
         Ok(session) => {
             opener.metrics.signing_sessions(1);
             Worker {
