@@ -24,7 +24,7 @@ use access_token_agent::metrics::Metrics;
 use access_token_agent::front::policy::Policy;
 use access_token_agent::token::name::check_name;
 use access_token_agent::front::query::{self, TokenQuery};
-use access_token_agent::config::{AuditConfig, GrantConfig, ServerConfig};
+use access_token_agent::config::{AuditConfig, GrantConfig, PerUidRate, ServerConfig};
 use access_token_agent::front::{Front, Listener, TYPE_PREFIX};
 use integration_tests::http::{parse_replies, Reply};
 use libfuzzer_sys::fuzz_target;
@@ -88,6 +88,11 @@ fn agent() -> &'static Agent {
             socket: socket.clone(),
             header_read_timeout_seconds: 1.0,
             idle_timeout_seconds: 1.0,
+            // Every input is refused in some way: none should wait its turn.
+            refusals_per_uid: PerUidRate {
+                per_second: 1e6,
+                burst: 1_000_000,
+            },
             ..ServerConfig::default()
         };
         // SAFETY: getuid cannot fail.

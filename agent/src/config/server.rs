@@ -33,9 +33,13 @@ pub struct ServerConfig {
     /// spaced at the rate. Not applied with `token.cache = false`, where
     /// every request signs by the operator's choice.
     pub cache_misses_per_uid: PerUidRate,
-    /// Refused token requests (4xx) one uid may get: past the burst, each
-    /// further refusal is answered at the rate.
+    /// Requests that get no token one uid may make: refused token requests
+    /// (4xx), every other route (`/metrics`, `/readyz`, `/healthz`,
+    /// `/v1/grants`, unknown paths) and requests hyper cannot read. Past
+    /// the burst, each further one is answered at the rate.
     pub refusals_per_uid: PerUidRate,
+    /// The uids that may read `/metrics`; every uid when left out.
+    pub metrics_uids: Option<Vec<u32>>,
     /// Largest request head (request line and headers); larger gets 431.
     pub max_header_bytes: usize,
     /// Time a request head may take to arrive, from its first byte (or
@@ -64,6 +68,7 @@ impl Default for ServerConfig {
                 per_second: 10.0,
                 burst: 100,
             },
+            metrics_uids: None,
             max_header_bytes: 8192,
             header_read_timeout_seconds: 10.0,
             idle_timeout_seconds: 60.0,

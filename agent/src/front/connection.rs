@@ -50,6 +50,7 @@ pub(super) async fn serve<S: TokenSource>(
             return;
         }
     };
+    let uid = peer.uid;
     let activity = Activity::new();
     let io = Watched::new(stream, activity.clone(), front.config.max_header_bytes);
     // One handle of the connection's own per request: cloning `front`
@@ -84,13 +85,20 @@ pub(super) async fn serve<S: TokenSource>(
                 if let Err(e) = ended {
                     tracing::debug!("connection ended: {e}");
                 }
-                return;
+                break;
             }
             () = &mut overdue => {
                 tracing::debug!("closing a connection that overstayed its deadline");
                 return;
             }
         }
+    }
+    // A request hyper could not read ends the connection; its place under
+    // the caps is held until the uid's turn, as every other refusal waits
+    // for it, so that such requests in a loop soon meet the uid's
+    // connection cap instead of costing /proc reads for each.
+    if activity.was_refused_unreadable() && front.limits.refusal_turn(uid).await {
+        front.metrics.request_paced("refusal");
     }
 }
 

@@ -9,7 +9,7 @@
 //! While a request is being answered no deadline applies (the signing side
 //! bounds its own waits).
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +35,9 @@ const IDLE: u8 = 3;
 #[derive(Debug)]
 pub struct Activity {
     start: Instant,
+    /// Whether an answer hyper wrote itself (a request it could not read)
+    /// went out: the connection then closes.
+    refused_unread: AtomicBool,
     phase: AtomicU8,
     /// Milliseconds from `start` to the start of the phase.
     since: AtomicU64,
@@ -45,6 +48,7 @@ impl Activity {
     pub fn new() -> Arc<Activity> {
         Arc::new(Activity {
             start: Instant::now(),
+            refused_unread: AtomicBool::new(false),
             phase: AtomicU8::new(FRESH),
             since: AtomicU64::new(0),
         })
@@ -68,6 +72,16 @@ impl Activity {
             IDLE => self.enter(HEAD),
             _ => {}
         }
+    }
+
+    /// An unreadable request was answered (and the connection will close).
+    pub(super) fn refused_unreadable(&self) {
+        self.refused_unread.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether an unreadable request was answered on this connection.
+    pub fn was_refused_unreadable(&self) -> bool {
+        self.refused_unread.load(Ordering::Relaxed)
     }
 
     /// Whether nothing at all has arrived on the connection yet.

@@ -69,52 +69,79 @@ struct TokenBody<'a> {
 }
 
 impl<S: TokenSource> Front<S> {
-    /// Answers one request from `peer`.
+    /// Answers one request from `peer`. Every answer but a token
+    /// request's counts against the uid's `server.refusals_per_uid`.
     pub(super) async fn respond(
         &self,
         request: Request<Incoming>,
         peer: &Peer,
     ) -> Response<Full<Bytes>> {
         let (parts, body) = request.into_parts();
-        let Some(route) = Route::of(parts.uri.path()) else {
-            return Problem::new(
-                ProblemKind::NotFound,
-                format!(
-                    "there is no {:?}; the agent serves GET /v1/token?issuer=ISS&app=APP, /v1/grants, /healthz, /readyz and /metrics",
-                    short(parts.uri.path())
-                ),
-            )
-            .response();
-        };
-        if parts.method != Method::GET {
-            return Problem::new(
+        let route = Route::of(parts.uri.path());
+        let problem = match route {
+            None => Some(not_found(parts.uri.path())),
+            Some(_) if parts.method != Method::GET => Some(Problem::new(
                 ProblemKind::MethodNotAllowed,
                 format!("{} takes GET only", parts.uri.path()),
-            )
-            .response();
-        }
-        if !body.is_end_stream() {
-            let problem = Problem::new(
+            )),
+            Some(_) if !body.is_end_stream() => Some(Problem::new(
                 ProblemKind::BodyNotAllowed,
                 "GET requests take no body; put the parameters in the query",
-            );
-            return match route {
-                Route::Token => self.refuse(peer, None, None, problem).await,
-                _ => problem.response(),
-            };
-        }
+            )),
+            Some(_) => None,
+        };
         drop(body);
-        match route {
-            Route::Token => self.token(&parts, peer).await,
-            Route::Grants => self.grants(peer),
-            Route::Health => plain(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
-            Route::Ready => self.ready(),
-            Route::Metrics => plain(
-                StatusCode::OK,
-                crate::metrics::CONTENT_TYPE,
-                self.metrics.render(),
-            ),
+        let body_on_token = problem
+            .as_ref()
+            .is_some_and(|p| p.kind == ProblemKind::BodyNotAllowed);
+        match (route, problem) {
+            (Some(Route::Token), None) => self.token(&parts, peer).await,
+            // A token request, refused and audited as one.
+            (Some(Route::Token), Some(problem)) if body_on_token => {
+                self.refuse(peer, None, None, problem).await
+            }
+            (route, problem) => self.other(route, problem, peer).await,
         }
+    }
+
+    /// Any answer but a token request's, once the uid's turn has come.
+    async fn other(
+        &self,
+        route: Option<Route>,
+        problem: Option<Problem>,
+        peer: &Peer,
+    ) -> Response<Full<Bytes>> {
+        if self.limits.refusal_turn(peer.uid).await {
+            self.metrics.request_paced("refusal");
+        }
+        match (route, problem) {
+            (_, Some(problem)) => problem.response(),
+            (Some(Route::Grants), None) => self.grants(peer),
+            (Some(Route::Health), None) => {
+                plain(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())
+            }
+            (Some(Route::Ready), None) => self.ready(),
+            (Some(Route::Metrics), None) => self.metrics_page(peer),
+            (Some(Route::Token) | None, None) => unreachable!("answered above"),
+        }
+    }
+
+    /// `/metrics`, to the uids `server.metrics_uids` names (all without it).
+    fn metrics_page(&self, peer: &Peer) -> Response<Full<Bytes>> {
+        if let Some(allowed) = &self.config.metrics_uids {
+            if !allowed.contains(&peer.uid) {
+                return Problem::new(
+                    ProblemKind::NotGranted,
+                    format!("uid {} may not read /metrics; `server.metrics_uids` names the uids that may", peer.uid),
+                )
+                .response();
+            }
+        }
+        plain(
+            StatusCode::OK,
+            crate::metrics::CONTENT_TYPE,
+            self.metrics.render(),
+        )
     }
 
     /// `GET /v1/token`: parse, judge, the cached token or else the uid's
@@ -336,6 +363,17 @@ fn not_issued(error: IssueError) -> Problem {
             "too many signing requests are waiting; retry after the Retry-After delay",
         ),
     }
+}
+
+/// The 404 for `path`, naming what the agent serves.
+fn not_found(path: &str) -> Problem {
+    Problem::new(
+        ProblemKind::NotFound,
+        format!(
+            "there is no {:?}; the agent serves GET /v1/token?issuer=ISS&app=APP, /v1/grants, /healthz, /readyz and /metrics",
+            short(path)
+        ),
+    )
 }
 
 /// A caller-supplied path, cut short for a message.

@@ -56,6 +56,9 @@ impl<S: AsyncWrite + Unpin> Watched<S> {
         if self.replacement.is_none() {
             self.replacement = hyper_refusal(first, self.max_header_bytes)
                 .map(|problem| (problem.closing_response_bytes(), 0));
+            if self.replacement.is_some() {
+                self.activity.refused_unreadable();
+            }
         }
         let Some((answer, written)) = self.replacement.as_mut() else {
             return write(Pin::new(&mut self.inner), cx);

@@ -47,7 +47,7 @@ use super::error::ConnectError;
 use super::link::Link;
 use super::pool::FaultReport;
 use super::settings::Settings;
-use super::snapshot::{Serving, Latest, Snapshot};
+use super::snapshot::{Latest, Serving, Snapshot};
 use crate::clock::unix_now;
 use crate::hsm::{self, Access, Hsm, HsmError};
 

@@ -1,6 +1,6 @@
-//! A uid's turn, through the token route: its rate of cache misses and its
-//! share of the signatures in flight, which binds only while another uid
-//! signs too.
+//! A uid's turn, through the real routes: its rate of cache misses, its
+//! place among the signatures in flight, its rate of everything that gets
+//! no token, and who may read `/metrics`.
 
 use std::os::unix::net::UnixStream as StdStream;
 use std::path::Path;
@@ -26,9 +26,10 @@ async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     }
 }
 
-/// `access_token_agent_requests_paced_total{reason}` as `/metrics` says.
+/// `access_token_agent_requests_paced_total{reason}`, read from the
+/// registry (a request for `/metrics` would count against the rate itself).
 async fn paced(server: &Server, reason: &str) -> u64 {
-    let text = server.client().await.get("/metrics", &[]).await.text();
+    let text = server.front.metrics.render();
     let line = format!("access_token_agent_requests_paced_total{{reason=\"{reason}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&line))
@@ -147,5 +148,65 @@ async fn a_freed_place_goes_to_the_waiting_uid_below_its_share() {
     for client in mine.iter_mut().chain([&mut theirs]) {
         assert_eq!(client.reply().await.unwrap().status, 200);
     }
+    server.shut_down().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_other_route_counts_against_the_refusal_rate() {
+    let server = Server::start(wide_grants(), |c| {
+        c.refusals_per_uid = PerUidRate {
+            per_second: 50.0,
+            burst: 4,
+        }
+    })
+    .await;
+    let mut client = server.client().await;
+    for target in ["/healthz", "/readyz", "/v1/grants", "/metrics", "/nowhere"].repeat(4) {
+        client.get(target, &[]).await;
+    }
+    assert!(
+        paced(&server, "refusal").await >= 12,
+        "20 requests, a burst of 4: {} paced",
+        paced(&server, "refusal").await
+    );
+    server.shut_down().await.unwrap();
+}
+
+#[tokio::test]
+async fn unreadable_requests_in_a_loop_wait_their_turn_before_the_close() {
+    let server = Server::start(wide_grants(), |c| {
+        c.refusals_per_uid = PerUidRate {
+            per_second: 50.0,
+            burst: 2,
+        }
+    })
+    .await;
+    for _ in 0..10 {
+        let mut client = server.client().await;
+        client.send("NOT HTTP AT ALL\r\n\r\n").await;
+        assert_eq!(client.reply().await.unwrap().status, 400);
+        assert!(client.closed_within(PATIENCE).await);
+    }
+    // Each connection holds its place until its turn: the waits end later.
+    wait_until(
+        "8 of 10 unreadable requests, a burst of 2, to be paced",
+        async || paced(&server, "refusal").await >= 8,
+    )
+    .await;
+    server.shut_down().await.unwrap();
+}
+
+#[tokio::test]
+async fn metrics_uids_keeps_metrics_from_the_others() {
+    let server = Server::start(wide_grants(), |c| c.metrics_uids = Some(vec![my_uid() + 1])).await;
+    let reply = server.client().await.get("/metrics", &[]).await;
+    assert_eq!(
+        (reply.status, reply.problem().as_str()),
+        (403, "not-granted")
+    );
+    assert!(reply.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("server.metrics_uids"));
     server.shut_down().await.unwrap();
 }
