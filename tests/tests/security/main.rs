@@ -7,6 +7,7 @@ mod connections;
 mod exe;
 mod files;
 mod fresh;
+mod labels;
 mod peer;
 mod pids;
 mod rates;
