@@ -27,6 +27,7 @@
 //! | [`metrics`] | counters and histograms for `/metrics`, written by front and back |
 //! | [`accounts`] | user and group names to ids |
 //! | [`clock`], [`sync`], [`exit`], [`hardening`] | the wall clock; locks that survive a panic; exit codes; process limits (no core dumps, no ptrace, room for a descriptor per connection) |
+//! | [`private_dir`] | the rule for a directory the agent makes files in (socket, audit file): nobody else may write it |
 //!
 //! Dependencies point one way: `front` and `back` meet only in [`issue`] (and
 //! the [`daemon`] that wires them); `cli`, `hsm`, `config`, `token` and
@@ -59,6 +60,7 @@ pub mod key_type;
 pub mod metrics;
 #[cfg(test)]
 mod own_process;
+pub mod private_dir;
 pub mod sync;
 #[cfg(test)]
 mod test_keys;

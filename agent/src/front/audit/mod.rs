@@ -10,10 +10,12 @@
 //! |---|---|
 //! | [`record`] | [`Record`]: the fields of one line, and the line |
 //! | [`json`] | a JSON object written field by field |
+//! | [`open`] | the file opened so that nobody else chooses where lines go: no symlink, no FIFO, a private directory |
 //! | [`writer`] | the file, appended to in batches by one thread, in order, none lost |
 //! | [`repeats`] | identical refusals counted in windows |
 
 pub mod json;
+pub mod open;
 pub mod record;
 pub mod repeats;
 pub mod writer;

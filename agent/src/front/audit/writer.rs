@@ -9,16 +9,13 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::open;
 use crate::sync::lock;
-
-/// Mode of a newly created audit file: the agent writes, its group reads.
-const FILE_MODE: u32 = 0o640;
 
 /// Bytes queued past which requests wait for the writer: a stalled disk
 /// slows token requests down rather than costing memory or lines.
@@ -64,7 +61,7 @@ impl Writer {
     /// Opens (or creates, mode 0640) `path` for appending and starts the
     /// writer; the error names the key and the path.
     pub fn open(path: &Path) -> std::io::Result<Writer> {
-        let file = open_append(path)?;
+        let file = open::append(path)?;
         let shared = Arc::new(Shared::default());
         let (writer, named) = (Arc::clone(&shared), path.to_path_buf());
         let thread = std::thread::Builder::new()
@@ -98,7 +95,7 @@ impl Writer {
     /// lines queued before this call still go to the old file, lines
     /// queued from now on to the new one. Does not wait for the writer.
     pub fn reopen(&self) -> std::io::Result<()> {
-        let fresh = open_append(&self.path)?;
+        let fresh = open::append(&self.path)?;
         let mut state = lock(&self.shared.state);
         let at = state.queued;
         state.replacements.push_back((at, fresh));
@@ -202,36 +199,6 @@ fn append(file: &mut File, bytes: &[u8], path: &Path) {
     if let Err(e) = file.write_all(bytes) {
         tracing::error!("cannot append to the audit file {}: {e}", path.display());
     }
-}
-
-/// Opens `path` for appending. A file it creates gets [`FILE_MODE`] set on
-/// the descriptor, so that systemd's `UMask=0077` does not leave the group
-/// unable to read it; an existing file keeps the mode it has.
-fn open_append(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::PermissionsExt;
-    let append = |create_new: bool| {
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create_new(create_new)
-            .mode(FILE_MODE)
-            .open(path)
-    };
-    let opened = match append(true) {
-        Ok(file) => file
-            .set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
-            .map(|()| file),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => append(false),
-        Err(e) => Err(e),
-    };
-    opened.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!(
-                "`audit.file` = {}: cannot open it for appending ({e}); create its directory or fix the path",
-                path.display()
-            ),
-        )
-    })
 }
 
 #[cfg(test)]
