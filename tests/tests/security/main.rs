@@ -7,6 +7,7 @@ mod connections;
 mod exe;
 mod files;
 mod fresh;
+mod full_disk;
 mod labels;
 mod peer;
 mod pids;
