@@ -220,7 +220,7 @@ impl Shared {
         state.written = outbox.written();
         match result {
             Ok(()) if state.failing.take().is_some() => {
-                tracing::warn!(path = %path.display(), "the audit file takes lines again; the lines that waited are written");
+                tracing::info!(path = %path.display(), "the audit file takes lines again; the lines that waited are written");
             }
             Ok(()) => {}
             Err(e) => {
