@@ -4,6 +4,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
+use openssl::error::ErrorStack;
 use openssl::pkey::Id;
 use openssl::sign::Verifier;
 use openssl::x509::X509;
@@ -38,7 +39,8 @@ pub enum CertError {
 impl Certificate {
     /// Parses a DER certificate.
     pub fn from_der(der: &[u8]) -> Result<Certificate, CertError> {
-        let x509 = X509::from_der(der).map_err(|e| CertError::Parse(e.to_string()))?;
+        forget_stale_errors();
+        let x509 = X509::from_der(der).map_err(|e| CertError::Parse(first_cause(&e)))?;
         Ok(Certificate {
             der: der.to_vec(),
             thumbprint: openssl::sha::sha1(der),
@@ -142,6 +144,28 @@ impl Certificate {
     }
 }
 
+/// Empties this thread's OpenSSL error queue. The PKCS#11 module shares
+/// the process's OpenSSL and may leave its own errors there (SoftHSM: an
+/// engine it could not load), which the next failure here would report
+/// as its own.
+fn forget_stale_errors() {
+    drop(ErrorStack::get());
+}
+
+/// The first error of OpenSSL's queue, in one line: the root cause (`wrong
+/// tag`, `decode error`), without the layers that passed it up, source
+/// file names and error codes, which tell an operator nothing.
+fn first_cause(error: &ErrorStack) -> String {
+    match error.errors().first() {
+        Some(first) => match (first.reason(), first.data()) {
+            (Some(reason), Some(data)) => format!("{reason} ({data})"),
+            (Some(reason), None) => reason.to_owned(),
+            (None, _) => format!("OpenSSL error {:#x}", first.code()),
+        },
+        None => "OpenSSL gave no reason".into(),
+    }
+}
+
 fn subject_line(x509: &X509) -> String {
     x509.subject_name()
         .entries()
@@ -170,9 +194,12 @@ fn unix_time(time: &Asn1TimeRef, field: &str) -> Result<i64, CertError> {
 }
 
 fn key_kind(x509: &X509) -> Result<KeyKind, CertError> {
-    let key = x509
-        .public_key()
-        .map_err(|e| CertError::Parse(e.to_string()))?;
+    let key = x509.public_key().map_err(|e| {
+        CertError::Parse(format!(
+            "its public key cannot be read: {}",
+            first_cause(&e)
+        ))
+    })?;
     KeyKind::of(&key).ok_or_else(|| {
         CertError::UnsupportedKey(match key.id() {
             Id::EC => format!("EC on {:?}", key_type::curve(&key)),
@@ -273,10 +300,20 @@ mod tests {
     }
 
     #[test]
-    fn garbage_is_refused() {
-        assert!(matches!(
-            Certificate::from_der(b"not a certificate"),
-            Err(CertError::Parse(_))
-        ));
+    fn garbage_is_refused_with_one_cause_in_one_line() {
+        // Someone else's error, left on the queue, is not reported.
+        let stale = X509::from_pem(b"-----BEGIN CERTIFICATE-----\nxx\n").unwrap_err();
+        let stale_reason = stale.errors()[0].reason().unwrap().to_owned();
+        stale.put();
+        match Certificate::from_der(b"not a certificate") {
+            Err(CertError::Parse(message)) => {
+                assert!(!message.is_empty());
+                assert!(!message.contains(&stale_reason), "{message}");
+                assert!(!message.contains("error:"), "{message}");
+                assert!(!message.contains("PEM"), "{message}");
+                assert!(!message.contains(['\n', ',']), "{message}");
+            }
+            other => panic!("expected a parse error, got {other:?}"),
+        }
     }
 }

@@ -34,6 +34,7 @@
 //! | [`metrics`] | counters and histograms for `/metrics`, written by front and back |
 //! | [`accounts`] | user and group names to ids |
 //! | [`clock`], [`sync`], [`exit`], [`hardening`] | the wall clock; locks that survive a panic; exit codes; process limits (no core dumps, no ptrace, room for a descriptor per connection) |
+//! | [`private_dir`] | the rule for a directory the agent makes files in (socket, audit file): nobody else may write it |
 //!
 //! The running agent has three kinds of threads besides tokio's: the HSM
 //! supervisor (`hsm-supervisor`), the signing threads (`signer-N`, one
@@ -74,6 +75,7 @@ pub mod key_type;
 pub mod metrics;
 #[cfg(test)]
 mod own_process;
+pub mod private_dir;
 pub mod sync;
 #[cfg(test)]
 mod test_keys;

@@ -45,6 +45,17 @@ struct Certificate {
     kid: String,
 }
 
+/// The audit file's counters, which its writer thread adds to; clones
+/// share the counts, so [`Metrics::with_audit`] shows the writer's.
+#[derive(Debug, Clone, Default)]
+pub struct AuditCounters {
+    /// Writes to the audit file that failed (each retry counts).
+    pub write_errors: Counter,
+    /// Lines dropped because the file could not be written and the lines
+    /// waiting for it filled their room in memory.
+    pub lines_dropped: Counter,
+}
+
 /// The agent's metrics, shared by the server and the signers.
 #[derive(Debug)]
 pub struct Metrics {
@@ -65,6 +76,7 @@ pub struct Metrics {
     reload_incomplete: Gauge,
     cert_expiring: Family<Certificate, Gauge>,
     expiry_warning: Gauge,
+    audit: AuditCounters,
     /// The active certificates and their expiry, from which `cert_expiring`
     /// is computed at each scrape. Held while the certificates are replaced
     /// and while they are written, so that a scrape never sees half a set.
@@ -73,6 +85,13 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Metrics {
+        Metrics::with_audit(AuditCounters::default())
+    }
+}
+
+impl Metrics {
+    /// The metrics, showing the audit file's `audit` counters.
+    pub fn with_audit(audit: AuditCounters) -> Metrics {
         let mut m = Metrics {
             registry: Registry::with_prefix("access_token_agent"),
             issued: Counter::default(),
@@ -91,11 +110,13 @@ impl Default for Metrics {
             reload_incomplete: Gauge::default(),
             cert_expiring: Family::default(),
             expiry_warning: Gauge::default(),
+            audit,
             certificates: Mutex::default(),
         };
         m.register_requests();
         m.register_signing();
         m.register_certificates();
+        m.register_audit();
         m
     }
 }
@@ -194,6 +215,21 @@ impl Metrics {
             "How long before its expiry a certificate counts as expiring ([certificate] expiry_warning_days)",
             Unit::Seconds,
             self.expiry_warning.clone(),
+        );
+    }
+
+    /// The audit file's failures.
+    fn register_audit(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "audit_write_errors",
+            "Failed writes to the audit file (each retry counts); /readyz says 503 while lines wait",
+            self.audit.write_errors.clone(),
+        );
+        r.register(
+            "audit_lines_dropped",
+            "Audit lines dropped because the audit file could not be written and the lines waiting filled their room",
+            self.audit.lines_dropped.clone(),
         );
     }
 }

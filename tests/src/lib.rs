@@ -81,9 +81,9 @@ pub mod token;
 
 pub use jwt::{jws_part, unix_now, verify_all, verify_jwt};
 pub use openssl::{
-    cert_der, data_dir, der_with_month_13, openssl, openssl_sign_sha256, p256_self_signed, pkcs12,
-    rsa_self_signed, sha1_thumbprint, ttd_pem, ttd_pfx, utc_date, utc_time, write_ca_files,
-    KeyFiles, Pkcs12Kind, TinyCa,
+    cert_der, data_dir, der_with_month_13, der_with_unreadable_key, openssl, openssl_sign_sha256,
+    p256_self_signed, pkcs12, rsa_self_signed, sha1_thumbprint, ttd_pem, ttd_pfx, utc_date,
+    utc_time, write_ca_files, KeyFiles, Pkcs12Kind, TinyCa,
 };
 pub use process::{agent_binary, AgentProcess, OutputExt};
 pub use store::{Store, MODULE};

@@ -174,6 +174,22 @@ pub fn der_with_month_13(cert: &Path) -> Vec<u8> {
     der
 }
 
+/// The DER of the RSA certificate `cert` with its public key made
+/// unreadable (the RSAPublicKey's SEQUENCE tag turned into a SET): the
+/// certificate still parses, and pkcs11-tool writes it, but its key
+/// cannot be read, which leaves several errors on OpenSSL's queue.
+pub fn der_with_unreadable_key(cert: &Path) -> Vec<u8> {
+    let mut der = cert_der(cert);
+    // BIT STRING (0x03, long length, no unused bits), then SEQUENCE (0x30).
+    let at = der
+        .windows(6)
+        .position(|w| w[0] == 0x03 && w[1] == 0x82 && w[4] == 0x00 && w[5] == 0x30)
+        .expect("an RSA SubjectPublicKeyInfo in the certificate")
+        + 5;
+    der[at] = 0x31;
+    der
+}
+
 /// An RS256 signature of `input` with the PEM key `key`, made by openssl.
 pub fn openssl_sign_sha256(key: &Path, input: &[u8]) -> Vec<u8> {
     let dir = key.parent().expect("a file in a directory");

@@ -10,4 +10,9 @@ use serde::Deserialize;
 pub struct AuditConfig {
     /// A file the lines are appended to; created with mode 0640.
     pub file: Option<PathBuf>,
+    /// No token while the file cannot take lines (503 `audit-unavailable`).
+    /// Off by default: a full disk, which any local user may cause on a
+    /// shared file system, would otherwise stop every application; the
+    /// failure shows on `/readyz` and `/metrics` either way.
+    pub required: bool,
 }

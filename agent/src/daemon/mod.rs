@@ -40,7 +40,7 @@ pub fn serve(config_path: &Path, config: Config) -> Result<(), Failure> {
     let policy = policy(config_path, &config)?;
     let audit = audit(config_path, &config)?;
     open_files(&config);
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::with_audit(audit.counters()));
     let signer = Arc::new(Signer::start(&config, Arc::clone(&metrics)).map_err(start_failure)?);
     tracing::info!(status = %signer.status(), "HSM ready: logged in, keys found, self-test passed");
     let daemon = Daemon {

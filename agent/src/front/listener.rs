@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::config::{parse_mode, ServerConfig};
+use crate::private_dir::{self, Untrusted};
 
 /// Pending connections the kernel queues before `accept`.
 const BACKLOG: i32 = 1024;
@@ -171,34 +172,22 @@ fn into_listener(
 /// directory (`/tmp`) is fine, since there only the owner may rename or
 /// remove a file.
 fn check_directory(path: &Path) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
+    let dir = private_dir::parent(path);
+    let (untrusted, kind, fix) = match private_dir::check(dir) {
+        Ok(()) => return Ok(()),
+        Err(untrusted @ Untrusted::Missing) => (
+            untrusted,
+            io::ErrorKind::NotFound,
+            "; create it (systemd: RuntimeDirectory=) or change `server.socket`",
+        ),
+        Err(untrusted) => (
+            untrusted,
+            io::ErrorKind::PermissionDenied,
+            ", who could replace the socket file while the agent sets it up; use a directory only the agent's user can write (systemd: RuntimeDirectory=) or make it sticky (chmod +t)",
+        ),
     };
-    let meta = match std::fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => meta,
-        _ => {
-            let detail = format!(
-                "directory {} does not exist; create it (systemd: RuntimeDirectory=) or change `server.socket`",
-                dir.display()
-            );
-            return Err(at_socket(path, io::ErrorKind::NotFound, &detail));
-        }
-    };
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    let sticky = meta.mode() & 0o1000 != 0;
-    let others_write = meta.mode() & 0o022 != 0 || (meta.uid() != me && meta.uid() != 0);
-    if sticky || !others_write {
-        return Ok(());
-    }
-    let detail = format!(
-        "directory {} (mode {:04o}, owner uid {}) can be written by other users, who could replace the socket file while the agent sets it up; use a directory only the agent's user can write (systemd: RuntimeDirectory=) or make it sticky (chmod +t)",
-        dir.display(),
-        meta.mode() & 0o7777,
-        meta.uid()
-    );
-    Err(at_socket(path, io::ErrorKind::PermissionDenied, &detail))
+    let detail = format!("{}{fix}", untrusted.describe(dir));
+    Err(at_socket(path, kind, &detail))
 }
 
 /// Removes a socket file nobody answers on; refuses one a live agent serves

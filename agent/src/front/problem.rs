@@ -31,6 +31,8 @@ pub enum ProblemKind {
     UnknownIssuer,
     /// The HSM or the issuer's key cannot be used right now.
     HsmUnavailable,
+    /// `[audit] required` is set and the audit file cannot take lines.
+    AuditUnavailable,
     /// Too many signatures are waiting.
     Overloaded,
     /// The agent is not ready (`/readyz`).
@@ -54,6 +56,7 @@ impl ProblemKind {
             ProblemKind::NotGranted => "not-granted",
             ProblemKind::UnknownIssuer => "unknown-issuer",
             ProblemKind::HsmUnavailable => "hsm-unavailable",
+            ProblemKind::AuditUnavailable => "audit-unavailable",
             ProblemKind::Overloaded => "overloaded",
             ProblemKind::NotReady => "not-ready",
             ProblemKind::TooManyConnections => "too-many-connections",
@@ -72,6 +75,7 @@ impl ProblemKind {
             ProblemKind::UnknownIssuer | ProblemKind::NotFound => StatusCode::NOT_FOUND,
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemKind::HsmUnavailable
+            | ProblemKind::AuditUnavailable
             | ProblemKind::Overloaded
             | ProblemKind::NotReady
             | ProblemKind::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
@@ -87,6 +91,7 @@ impl ProblemKind {
             ProblemKind::NotGranted => "Not granted",
             ProblemKind::UnknownIssuer => "Unknown issuer",
             ProblemKind::HsmUnavailable => "HSM unavailable",
+            ProblemKind::AuditUnavailable => "Audit file unavailable",
             ProblemKind::Overloaded => "Overloaded",
             ProblemKind::NotReady => "Not ready",
             ProblemKind::TooManyConnections => "Too many connections",

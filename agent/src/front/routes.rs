@@ -147,6 +147,10 @@ impl<S: TokenSource> Front<S> {
     /// `GET /v1/token`: parse, judge, the cached token or else the uid's
     /// turn and a fresh signature, audit, answer.
     async fn token(&self, parts: &Parts, peer: &Peer) -> Response<Full<Bytes>> {
+        // With `[audit] required`, no token while its line cannot be written.
+        if let Some(problem) = self.audit.refusal() {
+            return self.refuse(peer, None, None, problem).await;
+        }
         let query = match query::parse(parts.uri.query()) {
             Ok(query) => query,
             Err(detail) => {
@@ -219,7 +223,8 @@ impl<S: TokenSource> Front<S> {
     }
 
     fn ready(&self) -> Response<Full<Bytes>> {
-        match (self.source.readiness(), self.reload_note()) {
+        let readiness = self.source.readiness().and_then(|()| self.audit.health());
+        match (readiness, self.reload_note()) {
             (Ok(()), None) => {
                 // Still ready: a warning is for the operator, not the balancer.
                 let mut body = String::from("ready\n");

@@ -13,6 +13,8 @@ pub enum HsmError {
     ModuleLoad { path: PathBuf, reason: String },
     #[error("no token labelled {label:?} in the PKCS#11 module (tokens seen: {seen}); check `hsm.token_label`, or create the token (softhsm2-util --init-token --free --label {label})")]
     TokenNotFound { label: String, seen: String },
+    #[error("more than one token is labelled {label:?} ({tokens}); the agent logs in to none of them, so that the PIN is never tried on the wrong one: give each token a unique label and set `hsm.token_label` to it, or, if one is a proxy of the other (p11-kit), set `hsm.module` to the module that lists the HSM once")]
+    AmbiguousToken { label: String, tokens: String },
     #[error("the token refused the PIN (CKR_PIN_INCORRECT); one attempt was made and no retry will be, so the retry counter is not burnt; fix the PIN file and start again")]
     WrongPin,
     #[error("the token's user PIN is locked (CKR_PIN_LOCKED); a security officer must unlock it (softhsm2-util or the HSM's own tool) before the agent can log in")]
@@ -108,6 +110,8 @@ impl HsmError {
     pub fn exit_code(&self) -> u8 {
         match self {
             HsmError::WrongPin => exit::WRONG_PIN,
+            // Restarting cannot tell the tokens apart.
+            HsmError::AmbiguousToken { .. } => exit::CONFIG,
             HsmError::PinLocked => exit::PIN_LOCKED,
             HsmError::ModuleLoad { .. }
             | HsmError::TokenNotFound { .. }

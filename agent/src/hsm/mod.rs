@@ -223,31 +223,94 @@ fn context(module: &Path) -> Result<Pkcs11, HsmError> {
     Ok(pkcs11)
 }
 
+/// The slot of the one token labelled `label`. Two tokens with that label
+/// are refused, naming both: the PIN would go to whichever the module lists
+/// first, which may be another token (or a proxy of the same one) whose
+/// retry counter it then burns.
 fn find_token(pkcs11: &Pkcs11, label: &str) -> Result<Slot, HsmError> {
     let slots = pkcs11
         .get_slots_with_token()
         .map_err(|e| HsmError::from_cryptoki("C_GetSlotList", e))?;
-    let mut seen = Vec::new();
-    for slot in slots {
-        let Ok(info) = pkcs11.get_token_info(slot) else {
-            continue;
-        };
-        let found = info.label().trim_end();
-        if found == label {
-            return Ok(slot);
-        }
-        if info.token_initialized() {
-            seen.push(format!("{found:?}"));
+    let tokens: Vec<(Slot, SeenToken)> = slots
+        .into_iter()
+        .filter_map(|slot| {
+            let info = pkcs11.get_token_info(slot).ok()?;
+            Some((slot, SeenToken::new(slot, &info)))
+        })
+        .collect();
+    let seen: Vec<SeenToken> = tokens.iter().map(|(_, token)| token.clone()).collect();
+    let chosen = one_labelled(label, &seen)?;
+    Ok(tokens[chosen].0)
+}
+
+/// What the module says about a token, enough to tell two apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SeenToken {
+    slot: u64,
+    label: String,
+    initialized: bool,
+    manufacturer: String,
+    model: String,
+    serial: String,
+}
+
+impl SeenToken {
+    fn new(slot: Slot, info: &cryptoki::slot::TokenInfo) -> SeenToken {
+        SeenToken {
+            slot: slot.id(),
+            label: info.label().trim_end().to_owned(),
+            initialized: info.token_initialized(),
+            manufacturer: info.manufacturer_id().trim_end().to_owned(),
+            model: info.model().trim_end().to_owned(),
+            serial: info.serial_number().trim_end().to_owned(),
         }
     }
-    Err(HsmError::TokenNotFound {
-        label: label.to_owned(),
-        seen: if seen.is_empty() {
-            "none".into()
-        } else {
-            seen.join(", ")
-        },
-    })
+}
+
+impl std::fmt::Display for SeenToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "slot {}: {} {}, serial {:?}",
+            self.slot, self.manufacturer, self.model, self.serial
+        )
+    }
+}
+
+/// The index of the one token labelled `label` among `seen`.
+fn one_labelled(label: &str, seen: &[SeenToken]) -> Result<usize, HsmError> {
+    let matching: Vec<usize> = (0..seen.len())
+        .filter(|&i| seen[i].label == label)
+        .collect();
+    match matching[..] {
+        [one] => Ok(one),
+        [] => Err(HsmError::TokenNotFound {
+            label: label.to_owned(),
+            seen: labels_seen(seen),
+        }),
+        _ => Err(HsmError::AmbiguousToken {
+            label: label.to_owned(),
+            tokens: matching
+                .iter()
+                .map(|&i| seen[i].to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        }),
+    }
+}
+
+/// The labels of the initialised tokens, for a label that matched none.
+fn labels_seen(seen: &[SeenToken]) -> String {
+    let labels: Vec<String> = seen
+        .iter()
+        .filter(|token| token.initialized)
+        .map(|token| format!("{:?}", token.label))
+        .collect();
+    if labels.is_empty() {
+        "none".into()
+    } else {
+        labels.join(", ")
+    }
 }
 
 fn open_session(pkcs11: &Pkcs11, slot: Slot, access: Access) -> Result<Session, HsmError> {
@@ -256,4 +319,58 @@ fn open_session(pkcs11: &Pkcs11, slot: Slot, access: Access) -> Result<Session, 
         Access::ReadWrite => pkcs11.open_rw_session(slot),
     };
     session.map_err(|e| HsmError::from_cryptoki("C_OpenSession", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(slot: u64, label: &str, serial: &str) -> SeenToken {
+        SeenToken {
+            slot,
+            label: label.into(),
+            initialized: true,
+            manufacturer: "SoftHSM project".into(),
+            model: "SoftHSM v2".into(),
+            serial: serial.into(),
+        }
+    }
+
+    #[test]
+    fn the_one_token_with_the_label_is_chosen_wherever_it_is_listed() {
+        let seen = [token(7, "other", "a1"), token(3, "tokens", "b2")];
+        assert_eq!(one_labelled("tokens", &seen).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_label_two_tokens_carry_is_refused_naming_both() {
+        let seen = [
+            token(7, "tokens", "a1"),
+            token(8, "other", "c3"),
+            token(3, "tokens", "b2"),
+        ];
+        let error = one_labelled("tokens", &seen).unwrap_err();
+        assert_eq!(error.exit_code(), crate::exit::CONFIG);
+        assert!(!error.is_connection_fault());
+        let message = error.to_string();
+        for named in [
+            "slot 7",
+            "serial \"a1\"",
+            "slot 3",
+            "serial \"b2\"",
+            "unique label",
+        ] {
+            assert!(message.contains(named), "{named}: {message}");
+        }
+        assert!(!message.contains("c3"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_label_lists_the_labels_seen() {
+        let error = one_labelled("tokens", &[token(1, "other", "a1")]).unwrap_err();
+        assert!(
+            error.to_string().contains("tokens seen: \"other\""),
+            "{error}"
+        );
+    }
 }

@@ -5,8 +5,8 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use integration_tests::{
-    cert_der, der_with_month_13, jws_part, on_every_store, rsa_self_signed, sha1_thumbprint,
-    ttd_pem, OutputExt, TestToken,
+    cert_der, der_with_month_13, der_with_unreadable_key, jws_part, on_every_store,
+    rsa_self_signed, sha1_thumbprint, ttd_pem, OutputExt, TestToken,
 };
 
 use crate::{assert_token_empty, generate, import_ttd, row};
@@ -154,6 +154,30 @@ on_every_store! {
         let header = jws_part(minted.stdout_text().trim(), 0);
         assert_eq!(header["kid"], good.as_str());
     }
+}
+
+/// OpenSSL reports a failure as a queue of errors, file names and codes
+/// included, and SoftHSM leaves its own (an engine it could not load) on
+/// the same thread's queue: the listing says the first cause of this
+/// certificate's failure, in one line.
+#[test]
+fn a_certificate_whose_key_cannot_be_read_is_listed_with_one_cause() {
+    let token = TestToken::new();
+    token.write_config("[[issuer]]\nname = \"ttd\"\n");
+    let files = rsa_self_signed(token.path(), "broken", 2048, "/CN=ttd");
+    let kid = sha1_thumbprint(&files.cert);
+    let broken = token.write_file("broken.der", der_with_unreadable_key(&files.cert));
+    token.write_object(&broken, "cert", &kid, "ttd");
+
+    let rows = token.keys_json();
+    let why = row(&rows, &kid)["not_usable"].as_str().unwrap().to_owned();
+    assert!(why.contains("decode error"), "{why}");
+    assert!(!why.contains('\n'), "{why}");
+    for noise in ["error:", ".c:", "rdrand", "engine"] {
+        assert!(!why.contains(noise), "{noise} in {why}");
+    }
+    let table = token.agent(&["keys", "list"]).success().stdout_text();
+    assert!(!table.contains("error:"), "{table}");
 }
 
 on_every_store! {

@@ -7,6 +7,8 @@ mod connections;
 mod exe;
 mod files;
 mod fresh;
+mod full_disk;
+mod labels;
 mod peer;
 mod pids;
 mod rates;

@@ -1,12 +1,16 @@
 //! Revoking a grant never waits for keys: a reload whose issuers cannot all
 //! be brought into service (here `skd`'s key was deleted from the token)
 //! still puts its grants in force, and says plainly that the rest was not.
+//! Nor does a reload wait for a pause in the load.
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use integration_tests::daemon::{
     add_server_settings, body_of, client_as, log, open_directory_to_others, serve_config,
-    status_of, Daemon,
+    settled_text, status_of, Daemon,
 };
-use integration_tests::{OutputExt, TestToken};
+use integration_tests::{agent_binary, OutputExt, TestToken};
 
 const NOBODY: u32 = 65534;
 
@@ -119,4 +123,55 @@ fn a_revoked_grant_is_refused_though_the_socket_setting_changed_too() {
     let ready = daemon.get("/readyz", &[]);
     assert_eq!(status_of(&ready), 503, "{ready}");
     assert!(body_of(&ready).contains("`[server]`"), "{ready}");
+}
+
+/// A SIGHUP under steady load: reopening the audit file and reloading
+/// must not wait for a moment without audit lines queued, which steady
+/// load may never give. A client process takes cached tokens over 64
+/// connections as fast as it can; the reload must complete (READY=1)
+/// while that load still runs, and every token issued has its line in the
+/// rotated file or the new one, once.
+#[test]
+fn a_reload_under_steady_load_completes_while_the_load_runs() {
+    let token = integration_tests::daemon::ttd_token("p256", "");
+    let mut daemon = Daemon::start(&token);
+    let (path, rotated) = (
+        token.path().join("audit.jsonl"),
+        token.path().join("audit.jsonl.1"),
+    );
+    // Far more requests than it gets to send: it is killed after the reload.
+    let mut load = Command::new(agent_binary().with_file_name("request-loop"))
+        .arg(&daemon.socket)
+        .args(["64", "100000000", "/v1/token?issuer=ttd&app=a"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start request-loop");
+    while daemon.metric("access_token_agent_tokens_issued_total") < 2000.0 {
+        assert!(load.try_wait().unwrap().is_none(), "the load ended early");
+    }
+    std::fs::rename(&path, &rotated).unwrap();
+    let started = Instant::now();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for(&token, "RELOADING=1");
+    daemon.wait_for(&token, "READY=1");
+    let took = started.elapsed();
+    let still_running = load.try_wait().unwrap().is_none();
+    load.kill().unwrap();
+    load.wait().unwrap();
+    eprintln!("reload under load took {took:?}");
+    assert!(
+        still_running,
+        "the reload completed only once the load ended"
+    );
+
+    let issued = |path: &std::path::Path| {
+        settled_text(path)
+            .lines()
+            .filter(|line| line.contains("\"outcome\":\"issued\""))
+            .count()
+    };
+    let (old, new) = (issued(&rotated), issued(&path));
+    assert!(old > 0 && new > 0, "old {old}, new {new}");
+    let total = daemon.metric("access_token_agent_tokens_issued_total");
+    assert_eq!((old + new) as f64, total, "old {old}, new {new}");
 }

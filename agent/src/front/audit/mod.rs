@@ -10,17 +10,23 @@
 //! |---|---|
 //! | [`record`] | [`Record`]: the fields of one line, and the line |
 //! | [`json`] | a JSON object written field by field |
-//! | [`writer`] | the file, appended to in batches by one thread, in order, none lost |
+//! | [`open`] | the file opened so that nobody else chooses where lines go: no symlink, no FIFO, a private directory |
+//! | [`writer`] | the file, appended to in batches by one thread, in order, whole; a file that fails is retried and reported |
+//! | [`outbox`] | the batch being written, and how far the file took it |
 //! | [`repeats`] | identical refusals counted in windows |
 
 pub mod json;
+pub mod open;
+pub mod outbox;
 pub mod record;
 pub mod repeats;
 pub mod writer;
 
 use std::time::Duration;
 
+use super::problem::{Problem, ProblemKind};
 use crate::config::AuditConfig;
+use crate::metrics::AuditCounters;
 pub use record::{Outcome, Record};
 use repeats::{Repeats, Verdict};
 use writer::Writer;
@@ -33,6 +39,9 @@ pub const TARGET: &str = "access_token_agent::audit";
 pub struct Audit {
     file: Option<Writer>,
     repeats: Repeats,
+    /// `[audit] required`: no token while the file cannot take lines.
+    required: bool,
+    counters: AuditCounters,
 }
 
 impl Audit {
@@ -40,11 +49,39 @@ impl Audit {
     /// file for appending, and the error names the key and the path.
     pub fn open(config: &AuditConfig) -> std::io::Result<Audit> {
         let repeats = Repeats::new(repeats::WINDOW);
+        let counters = AuditCounters::default();
         let file = match &config.file {
-            Some(path) => Some(Writer::open(path)?),
+            Some(path) => Some(Writer::open(path, counters.clone())?),
             None => None,
         };
-        Ok(Audit { file, repeats })
+        Ok(Audit {
+            file,
+            repeats,
+            required: config.required,
+            counters,
+        })
+    }
+
+    /// The file's failures, for `/metrics` ([`crate::metrics::Metrics::with_audit`]).
+    pub fn counters(&self) -> AuditCounters {
+        self.counters.clone()
+    }
+
+    /// For `/readyz`: whether the audit file takes lines, and if not why
+    /// and what to do. Always `Ok` without a file.
+    pub fn health(&self) -> Result<(), String> {
+        self.file.as_ref().map_or(Ok(()), Writer::health)
+    }
+
+    /// With `[audit] required = true`, the answer to a token request while
+    /// the file cannot take lines: no token goes out without its line.
+    pub fn refusal(&self) -> Option<Problem> {
+        if !self.required {
+            return None;
+        }
+        let reason = self.health().err()?;
+        let detail = format!("{reason}; `audit.required` is set, so no token is issued until the lines can be written; retry later");
+        Some(Problem::new(ProblemKind::AuditUnavailable, detail))
     }
 
     /// How often [`Audit::flush_repeats`] should run.
@@ -67,7 +104,8 @@ impl Audit {
         self.flush();
     }
 
-    /// Returns once every line recorded so far is in the file.
+    /// Returns once every line recorded so far is in the file (or the file
+    /// cannot be written).
     pub fn flush(&self) {
         if let Some(file) = &self.file {
             file.flush();
@@ -133,6 +171,7 @@ mod tests {
         let path = dir.path().join("audit.log");
         let audit = Audit::open(&AuditConfig {
             file: Some(path.clone()),
+            ..AuditConfig::default()
         })
         .unwrap();
         let (peer, issued) = (peer(), issued());
@@ -163,6 +202,7 @@ mod tests {
         let path = dir.path().join("audit.log");
         let audit = Audit::open(&AuditConfig {
             file: Some(path.clone()),
+            ..AuditConfig::default()
         })
         .unwrap();
         let peer = peer();
@@ -180,6 +220,7 @@ mod tests {
     fn unopenable_file_is_named() {
         let err = Audit::open(&AuditConfig {
             file: Some("/nonexistent/dir/audit.log".into()),
+            ..AuditConfig::default()
         })
         .unwrap_err();
         assert!(err

@@ -1,33 +1,39 @@
 //! The audit file's writer: one thread appends what requests queued, in
 //! batches, so that a request pays for copying its line, not for a write
-//! to the file. Lines keep the order they were queued in; none is dropped:
-//! past [`MAX_PENDING`] bytes queued, requests wait for the file instead.
-//! A clean stop ([`Writer::flush`], then drop) writes every queued line;
-//! a SIGKILL loses what was queued in the last moment (about a
-//! millisecond's lines, see `GATHER`).
+//! to the file. Lines keep the order they were queued in, each whole.
+//! Past [`MAX_PENDING`] bytes queued, requests wait for a slow disk; a
+//! file that cannot be written (ENOSPC, EIO) is retried every [`RETRY`]
+//! while its lines wait, and past [`MAX_PENDING`] further lines are
+//! dropped and counted rather than holding every request for as long as
+//! the disk is full. [`Writer::health`] says so meanwhile.
+//! A clean stop ([`Writer::flush`], then drop) writes every queued line
+//! the file takes; a SIGKILL loses what was queued in the last moment
+//! (about a millisecond's lines, see `GATHER`).
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::open;
+use super::outbox::Outbox;
+use crate::metrics::AuditCounters;
 use crate::sync::lock;
 
-/// Mode of a newly created audit file: the agent writes, its group reads.
-const FILE_MODE: u32 = 0o640;
-
-/// Bytes queued past which requests wait for the writer: a stalled disk
-/// slows token requests down rather than costing memory or lines.
+/// Bytes queued past which requests wait for the writer (or, while the
+/// file cannot be written, their lines are dropped): a stalled disk slows
+/// token requests down rather than costing memory.
 pub const MAX_PENDING: usize = 4 << 20;
 
 /// How long the writer lets lines gather after writing a batch: at high
 /// rates one write carries many lines, at low rates a line waits at most
 /// this long before it is written.
 const GATHER: Duration = Duration::from_millis(1);
+
+/// How long the writer waits before it tries a failed write again.
+const RETRY: Duration = Duration::from_millis(200);
 
 /// The audit file and the thread that appends to it.
 #[derive(Debug)]
@@ -37,39 +43,46 @@ pub struct Writer {
     thread: Option<JoinHandle<()>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
     /// The writer waits on it for lines; requests and [`Writer::flush`]
     /// wait on it for the writer.
     changed: Condvar,
+    counters: AuditCounters,
 }
 
 #[derive(Debug, Default)]
 struct State {
     /// Lines queued and not yet taken by the writer.
     pending: Vec<u8>,
-    /// Bytes ever queued, and bytes the writer has written (or failed
-    /// to): [`Writer::flush`] waits for the second to reach the first as
-    /// it was, so a steady stream of new lines cannot hold it up.
+    /// Bytes ever queued, and bytes the writer has written: [`Writer::flush`]
+    /// waits for the second to reach the first as it was, so a steady
+    /// stream of new lines cannot hold it up.
     queued: u64,
     written: u64,
     /// Files to switch to (after [`Writer::reopen`]), each with the
     /// queued total at which it takes over.
     replacements: VecDeque<(u64, File)>,
+    /// Why the last write failed, while lines wait for the file.
+    failing: Option<String>,
     stopping: bool,
 }
 
 impl Writer {
-    /// Opens (or creates, mode 0640) `path` for appending and starts the
-    /// writer; the error names the key and the path.
-    pub fn open(path: &Path) -> std::io::Result<Writer> {
-        let file = open_append(path)?;
-        let shared = Arc::new(Shared::default());
+    /// Opens (or creates, mode 0640) `path` for appending ([`open`]) and
+    /// starts the writer, which adds its failures to `counters`.
+    pub fn open(path: &Path, counters: AuditCounters) -> std::io::Result<Writer> {
+        let file = open::append(path)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            counters,
+        });
         let (writer, named) = (Arc::clone(&shared), path.to_path_buf());
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run(file, named))?;
+            .spawn(move || writer.run(file, &named))?;
         Ok(Writer {
             path: path.to_path_buf(),
             shared,
@@ -78,10 +91,15 @@ impl Writer {
     }
 
     /// Queues `line` (newline included) with `build`, which appends it to
-    /// the queue; waits while the queue is full.
+    /// the queue; waits while the queue is full, or drops the line (and
+    /// counts it) if the queue is full because the file cannot be written.
     pub fn queue(&self, build: impl FnOnce(&mut Vec<u8>)) {
         let mut state = lock(&self.shared.state);
         while state.pending.len() >= MAX_PENDING && !state.stopping {
+            if state.failing.is_some() {
+                self.shared.counters.lines_dropped.inc();
+                return;
+            }
             state = self.wait(state);
         }
         let before = state.pending.len();
@@ -98,19 +116,34 @@ impl Writer {
     /// lines queued before this call still go to the old file, lines
     /// queued from now on to the new one. Does not wait for the writer.
     pub fn reopen(&self) -> std::io::Result<()> {
-        let fresh = open_append(&self.path)?;
+        let fresh = open::append(&self.path)?;
         let mut state = lock(&self.shared.state);
         let at = state.queued;
         state.replacements.push_back((at, fresh));
         Ok(())
     }
 
-    /// Returns once every line queued before the call is in the file.
+    /// Returns once every line queued before the call is in the file, or
+    /// the file cannot be written ([`Writer::health`] says why).
     pub fn flush(&self) {
         let mut state = lock(&self.shared.state);
         let target = state.queued;
-        while state.written < target {
+        while state.written < target && state.failing.is_none() {
             state = self.wait(state);
+        }
+    }
+
+    /// Whether the file takes the lines; if not, why, and what to do.
+    pub fn health(&self) -> Result<(), String> {
+        let state = lock(&self.shared.state);
+        match &state.failing {
+            None => Ok(()),
+            Some(error) => Err(format!(
+                "the audit file {} cannot be written ({error}); {} bytes of audit lines wait in memory, and past {} MiB new lines are dropped (access_token_agent_audit_lines_dropped_total); free space on its file system",
+                self.path.display(),
+                state.queued - state.written,
+                MAX_PENDING >> 20,
+            )),
         }
     }
 
@@ -135,103 +168,85 @@ impl Drop for Writer {
 
 impl Shared {
     /// The writer thread: takes what is queued, writes it in one go, lets
-    /// the next lines gather, until told to stop with nothing queued.
-    fn run(&self, mut file: File, path: PathBuf) {
-        let mut batch = Vec::new();
-        let mut switches = VecDeque::new();
-        loop {
-            let start = {
-                let mut state = lock(&self.state);
-                while state.pending.is_empty() && !state.stopping {
-                    state = self
-                        .changed
-                        .wait(state)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                }
-                if state.pending.is_empty() {
-                    return;
-                }
-                std::mem::swap(&mut batch, &mut state.pending);
-                std::mem::swap(&mut switches, &mut state.replacements);
-                state.written
-            };
-            // Waiting requests may queue again: the queue is empty.
-            self.changed.notify_all();
-            write_batch(&mut file, &batch, start, &mut switches, &path);
-            let mut state = lock(&self.state);
-            state.written = start + batch.len() as u64;
-            // Switches for lines not queued yet wait for a later batch.
-            while let Some(later) = switches.pop_back() {
-                state.replacements.push_front(later);
+    /// the next lines gather, until told to stop with nothing queued. A
+    /// batch the file did not take is tried again before anything newer,
+    /// once more at a stop.
+    fn run(&self, mut file: File, path: &Path) {
+        let mut outbox = Outbox::default();
+        while self.next_batch(&mut outbox) {
+            let result = outbox.write(&mut file);
+            let failed = result.is_err();
+            let stopping = self.wrote(&outbox, result, path);
+            match (failed, stopping) {
+                (false, _) => std::thread::sleep(GATHER),
+                (true, false) => std::thread::sleep(RETRY),
+                (true, true) => return self.give_up(&outbox, path),
             }
-            drop(state);
-            batch.clear();
-            self.changed.notify_all();
-            std::thread::sleep(GATHER);
         }
     }
-}
 
-/// Writes `batch`, which begins at queued total `start`, switching to each
-/// replacement file where its part of the batch begins.
-fn write_batch(
-    file: &mut File,
-    batch: &[u8],
-    start: u64,
-    switches: &mut VecDeque<(u64, File)>,
-    path: &Path,
-) {
-    let end = start + batch.len() as u64;
-    let mut from = 0;
-    while switches.front().is_some_and(|(at, _)| *at < end) {
-        let (at, fresh) = switches.pop_front().expect("checked above");
-        let to = (at.saturating_sub(start) as usize).max(from);
-        append(file, &batch[from..to], path);
-        *file = fresh;
-        from = to;
+    /// Puts the queued lines in `outbox` once it is written, waiting for
+    /// some; false once told to stop with nothing left to write.
+    fn next_batch(&self, outbox: &mut Outbox<File>) -> bool {
+        if !outbox.is_written() {
+            return true;
+        }
+        let mut state = lock(&self.state);
+        while state.pending.is_empty() && !state.stopping {
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        if state.pending.is_empty() {
+            return false;
+        }
+        let State {
+            pending,
+            replacements,
+            ..
+        } = &mut *state;
+        outbox.refill(pending, replacements);
+        drop(state);
+        // Waiting requests may queue again: the queue is empty.
+        self.changed.notify_all();
+        true
     }
-    append(file, &batch[from..], path);
-}
 
-/// Appends `bytes` to the audit file, logging (not returning) a failure:
-/// the writer has no request to hand the error to.
-fn append(file: &mut File, bytes: &[u8], path: &Path) {
-    if bytes.is_empty() {
-        return;
+    /// Records how far the file got and whether it failed; returns whether
+    /// the writer is to stop.
+    fn wrote(&self, outbox: &Outbox<File>, result: std::io::Result<()>, path: &Path) -> bool {
+        let mut state = lock(&self.state);
+        state.written = outbox.written();
+        match result {
+            Ok(()) if state.failing.take().is_some() => {
+                tracing::info!(path = %path.display(), "the audit file takes lines again; the lines that waited are written");
+            }
+            Ok(()) => {}
+            Err(e) => {
+                self.counters.write_errors.inc();
+                if state.failing.is_none() {
+                    tracing::error!(path = %path.display(), error = %e, "cannot append to the audit file; its lines wait in memory and the write is retried");
+                }
+                state.failing = Some(e.to_string());
+            }
+        }
+        let stopping = state.stopping;
+        drop(state);
+        self.changed.notify_all();
+        stopping
     }
-    if let Err(e) = file.write_all(bytes) {
-        tracing::error!("cannot append to the audit file {}: {e}", path.display());
-    }
-}
 
-/// Opens `path` for appending. A file it creates gets [`FILE_MODE`] set on
-/// the descriptor, so that systemd's `UMask=0077` does not leave the group
-/// unable to read it; an existing file keeps the mode it has.
-fn open_append(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::PermissionsExt;
-    let append = |create_new: bool| {
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create_new(create_new)
-            .mode(FILE_MODE)
-            .open(path)
-    };
-    let opened = match append(true) {
-        Ok(file) => file
-            .set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
-            .map(|()| file),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => append(false),
-        Err(e) => Err(e),
-    };
-    opened.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!(
-                "`audit.file` = {}: cannot open it for appending ({e}); create its directory or fix the path",
-                path.display()
-            ),
-        )
-    })
+    /// At a stop with a file that still fails: says what is lost.
+    fn give_up(&self, outbox: &Outbox<File>, path: &Path) {
+        let state = lock(&self.state);
+        let lost = outbox.unwritten() + state.pending.len();
+        tracing::error!(
+            path = %path.display(),
+            error = state.failing.as_deref().unwrap_or_default(),
+            "stopping with {lost} bytes of audit lines the file did not take; the journal has their copy"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -246,7 +261,7 @@ mod tests {
     fn lines_from_many_threads_are_all_written_whole_in_each_threads_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let writer = Writer::open(&path).unwrap();
+        let writer = Writer::open(&path, AuditCounters::default()).unwrap();
         std::thread::scope(|scope| {
             for t in 0..4 {
                 let writer = &writer;
@@ -277,7 +292,7 @@ mod tests {
     fn flush_returns_with_every_line_in_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let writer = Writer::open(&path).unwrap();
+        let writer = Writer::open(&path, AuditCounters::default()).unwrap();
         (0..100).for_each(|i| writer.queue(line(i)));
         writer.flush();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 100);
@@ -317,7 +332,7 @@ mod tests {
     fn flush_returns_while_lines_keep_coming() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let writer = Writer::open(&path).unwrap();
+        let writer = Writer::open(&path, AuditCounters::default()).unwrap();
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
             let producer = queue_steadily(scope, &writer, &stop);
@@ -333,7 +348,7 @@ mod tests {
     fn reopen_under_load_splits_the_lines_where_it_was_called() {
         let dir = tempfile::tempdir().unwrap();
         let (path, rotated) = (dir.path().join("audit.log"), dir.path().join("audit.log.1"));
-        let writer = Writer::open(&path).unwrap();
+        let writer = Writer::open(&path, AuditCounters::default()).unwrap();
         let stop = std::sync::atomic::AtomicBool::new(false);
         let total = std::thread::scope(|scope| {
             let producer = queue_steadily(scope, &writer, &stop);
@@ -364,7 +379,7 @@ mod tests {
     fn lines_queued_before_reopen_go_to_the_old_file_even_if_not_yet_written() {
         let dir = tempfile::tempdir().unwrap();
         let (path, rotated) = (dir.path().join("audit.log"), dir.path().join("audit.log.1"));
-        let writer = Writer::open(&path).unwrap();
+        let writer = Writer::open(&path, AuditCounters::default()).unwrap();
         (0..10_000).for_each(|i| writer.queue(line(i)));
         std::fs::rename(&path, &rotated).unwrap();
         writer.reopen().unwrap();
@@ -378,7 +393,7 @@ mod tests {
     fn a_line_written_alone_reaches_the_file_without_a_flush() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let writer = Writer::open(&path).unwrap();
+        let writer = Writer::open(&path, AuditCounters::default()).unwrap();
         writer.queue(line(1));
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::fs::read_to_string(&path).unwrap().is_empty() {

@@ -154,6 +154,7 @@ impl Server {
         let listener = Listener::open(&config).unwrap();
         let audit = Audit::open(&AuditConfig {
             file: Some(audit_file.clone()),
+            ..AuditConfig::default()
         })
         .unwrap();
         let source = Arc::new(Source::default());
