@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use access_token_agent::front::audit::Audit;
+use access_token_agent::front::audit::{Audit, Log};
 use access_token_agent::issue::{Found, IssueError, Issued, TokenSource};
 use access_token_agent::metrics::Metrics;
 use access_token_agent::front::policy::Policy;
@@ -115,7 +115,7 @@ fn agent() -> &'static Agent {
             let front = Arc::new(Front::new(
                 Arc::new(StandIn),
                 Policy::from_config(&grants).expect("grants"),
-                Audit::open(&AuditConfig { file: None }).expect("audit to the log only"),
+                Audit::open(&AuditConfig { file: None, ..AuditConfig::default() }, Log::Tracing).expect("audit to the log only"),
                 Arc::new(Metrics::default()),
                 &config,
             ));

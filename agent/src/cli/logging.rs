@@ -15,7 +15,9 @@ use tracing_subscriber::EnvFilter;
 pub const FILTER_ENV: &str = "ACCESS_TOKEN_AGENT_LOG";
 
 /// Installs the logger: for the daemon (`serve`) or an operator command.
-pub fn init(daemon: bool) {
+/// Returns whether the log is JSON lines on stderr (the daemon outside the
+/// journal), which audit lines may then be written to directly.
+pub fn init(daemon: bool) -> bool {
     let default = if daemon { "info" } else { "warn" };
     let filter = EnvFilter::try_from_env(FILTER_ENV).unwrap_or_else(|_| EnvFilter::new(default));
     if daemon && stderr_is_journal() {
@@ -28,7 +30,7 @@ pub fn init(daemon: bool) {
                     .with(filter)
                     .with(journal)
                     .init();
-                return;
+                return false;
             }
             Err(error) => eprintln!(
                 "access-token-agent: cannot log to journald ({error}); logging JSON to stderr"
@@ -43,6 +45,7 @@ pub fn init(daemon: bool) {
     } else {
         logger.init();
     }
+    daemon
 }
 
 /// Whether stderr is the stream `$JOURNAL_STREAM` names (`DEVICE:INODE`):

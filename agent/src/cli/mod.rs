@@ -106,12 +106,12 @@ impl From<HsmError> for Failure {
 /// Entry point of the `access-token-agent` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(matches!(cli.command, Command::Serve));
+    let json_on_stderr = logging::init(matches!(cli.command, Command::Serve));
     if let Err(error) = hardening::apply() {
         eprintln!("access-token-agent: cannot disable core dumps: {error}");
         return ExitCode::from(exit::FAILURE);
     }
-    match run(cli) {
+    match run(cli, json_on_stderr) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("access-token-agent: {}", failure.message);
@@ -120,13 +120,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
+fn run(cli: Cli, json_on_stderr: bool) -> Result<(), Failure> {
     let path = Config::resolve_path(cli.config.as_deref());
     let config = Config::load(&path)?;
     // Still one thread: nothing has started another yet.
     hsm::environment::apply(&config.hsm.environment);
     match cli.command {
-        Command::Serve => crate::daemon::serve(&path, config),
+        Command::Serve => crate::daemon::serve(&path, config, json_on_stderr),
         Command::Mint(args) => mint(&config, &args),
         Command::Keys(command) => keys::run(&config, command),
     }

@@ -27,18 +27,22 @@ use self::signals::{Asked, Signals};
 use crate::back::{ConnectError, Signer};
 use crate::config::Config;
 use crate::exit::{self, Failure};
-use crate::front::audit::Audit;
+use crate::front::audit::{Audit, Log as AuditLog};
 use crate::front::policy::Policy;
 use crate::front::{Front, Listener, Reloaded};
 use crate::metrics::Metrics;
 
 /// Runs the agent until SIGTERM, SIGINT or SIGQUIT.
-pub fn serve(config_path: &Path, config: Config) -> Result<(), Failure> {
+pub fn serve(config_path: &Path, config: Config, json_on_stderr: bool) -> Result<(), Failure> {
     // First, while this is the only thread: every later one inherits the mask.
     let signals = Signals::take()
         .map_err(|e| Failure::new(exit::FAILURE, format!("cannot take signals: {e}")))?;
     let policy = policy(config_path, &config)?;
-    let audit = audit(config_path, &config)?;
+    let log = match json_on_stderr {
+        true => AuditLog::Stderr,
+        false => AuditLog::Tracing,
+    };
+    let audit = audit(config_path, &config, log)?;
     open_files(&config);
     let metrics = Arc::new(Metrics::with_audit(audit.counters()));
     let signer = Arc::new(Signer::start(&config, Arc::clone(&metrics)).map_err(start_failure)?);
@@ -88,8 +92,8 @@ fn open_files(config: &Config) {
     }
 }
 
-fn audit(config_path: &Path, config: &Config) -> Result<Audit, Failure> {
-    Audit::open(&config.audit).map_err(|e| {
+fn audit(config_path: &Path, config: &Config, log: AuditLog) -> Result<Audit, Failure> {
+    Audit::open(&config.audit, log).map_err(|e| {
         bad_config(
             config_path,
             format!("cannot open the audit log ({e}); check `audit.file`"),

@@ -110,8 +110,31 @@ impl<'a> Record<'a> {
     /// Appends the JSON line, newline included, to `out`.
     pub fn write_line(&self, out: &mut Vec<u8>) {
         let mut object = Object::begin(out);
+        object.raw_str("time", |out| self.time.write(out));
+        self.write_fields(&mut object);
+        object.end();
+        out.push(b'\n');
+    }
+
+    /// Appends the line the log gets, newline included, to `out`: the
+    /// shape of the agent's other JSON log lines (`timestamp`, `level`,
+    /// `fields` with the `message`, `target`), written as the file's line
+    /// is, without a logging layer's formatting machinery.
+    pub fn write_log_line(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        self.time.write(out);
+        out.extend_from_slice(b"\",\"level\":\"INFO\",\"fields\":");
+        let mut fields = Object::begin(out);
+        fields.str("message", Some(super::MESSAGE));
+        self.write_fields(&mut fields);
+        fields.end();
+        out.extend_from_slice(b",\"target\":\"");
+        out.extend_from_slice(super::TARGET.as_bytes());
+        out.extend_from_slice(b"\"}\n");
+    }
+
+    fn write_fields(&self, object: &mut Object<'_>) {
         object
-            .raw_str("time", |out| self.time.write(out))
             .int("uid", Some(i64::from(self.uid)))
             .int("gid", Some(i64::from(self.gid)))
             .int("pid", self.pid.map(i64::from))
@@ -127,8 +150,6 @@ impl<'a> Record<'a> {
         if let Some(repeated) = self.repeated {
             object.int("repeated", i64::try_from(repeated).ok());
         }
-        object.end();
-        out.push(b'\n');
     }
 }
 
@@ -210,6 +231,28 @@ pub(super) mod tests {
             exe: Some("/usr/bin/my-app".into()),
             groups: vec![],
         })
+    }
+
+    #[test]
+    fn the_log_line_has_the_logs_shape_the_files_fields_and_no_token() {
+        let (peer, issued) = (peer(), issued());
+        let record = Record::issued(&peer, "ttd", "my-app", &issued);
+        let mut out = Vec::new();
+        record.write_log_line(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("}\n") && !text.contains(TOKEN), "{text}");
+        let log: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let file: serde_json::Value = serde_json::from_str(&record.line()).unwrap();
+        assert_eq!(log["level"], "INFO");
+        assert_eq!(log["target"], "access_token_agent::audit");
+        assert_eq!(log["timestamp"], file["time"]);
+        assert_eq!(log["fields"]["message"], "token request");
+        for field in [
+            "uid", "gid", "pid", "unit", "exe", "issuer", "app", "kid", "exp", "outcome",
+        ] {
+            assert_eq!(log["fields"][field], file[field], "{field}");
+        }
+        assert_eq!(log["fields"]["uid"], 1000);
     }
 
     #[test]

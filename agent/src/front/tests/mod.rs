@@ -17,7 +17,7 @@ use integration_tests::http::Connection;
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use super::audit::Audit;
+use super::audit::{Audit, Log};
 use super::policy::Policy;
 use super::{Front, Listener};
 use crate::config::{AuditConfig, GrantConfig, ServerConfig};
@@ -152,10 +152,13 @@ impl Server {
         tune(&mut config);
         config.validate().unwrap();
         let listener = Listener::open(&config).unwrap();
-        let audit = Audit::open(&AuditConfig {
-            file: Some(audit_file.clone()),
-            ..AuditConfig::default()
-        })
+        let audit = Audit::open(
+            &AuditConfig {
+                file: Some(audit_file.clone()),
+                ..AuditConfig::default()
+            },
+            Log::Tracing,
+        )
         .unwrap();
         let source = Arc::new(Source::default());
         let front = Arc::new(Front::new(
