@@ -51,6 +51,9 @@ pub struct SigningKeyId {
     pub kid: String,
     /// The same digest, base64url without padding.
     pub x5t: String,
+    /// The header ([`header_json`]) in base64url: the same for every token
+    /// the key signs, so encoded once.
+    pub header: String,
 }
 
 /// A token waiting for its signature.
@@ -82,10 +85,11 @@ pub fn build(
     now: i64,
     lifetime: &Lifetime,
 ) -> UnsignedToken {
-    let header = header_json(key);
     let expires_at = now + lifetime.lifetime_seconds;
     let payload = payload_json(issuer, app, now, lifetime);
-    let mut signing_input = URL_SAFE_NO_PAD.encode(header);
+    // Room for the signature too ([`UnsignedToken::finish`]): RSA-4096's.
+    let mut signing_input = String::with_capacity(key.header.len() + payload.len() * 4 / 3 + 700);
+    signing_input.push_str(&key.header);
     signing_input.push('.');
     URL_SAFE_NO_PAD.encode_string(payload, &mut signing_input);
     UnsignedToken {
@@ -95,14 +99,14 @@ pub fn build(
 }
 
 /// `{"alg":…,"kid":…,"x5t":…,"typ":"JWT"}` in Altinn's member order.
-pub fn header_json(key: &SigningKeyId) -> String {
+pub fn header_json(alg: Alg, kid: &str, x5t: &str) -> String {
     let mut out = String::with_capacity(128);
     out.push_str("{\"alg\":");
-    push_json_string(&mut out, key.alg.as_str());
+    push_json_string(&mut out, alg.as_str());
     out.push_str(",\"kid\":");
-    push_json_string(&mut out, &key.kid);
+    push_json_string(&mut out, kid);
     out.push_str(",\"x5t\":");
-    push_json_string(&mut out, &key.x5t);
+    push_json_string(&mut out, x5t);
     out.push_str(",\"typ\":\"JWT\"}");
     out
 }
@@ -118,14 +122,35 @@ pub fn payload_json(issuer: &str, app: &str, now: i64, lifetime: &Lifetime) -> S
     }
     let nbf = now + lifetime.valid_from_adjustment_seconds;
     let exp = now + lifetime.lifetime_seconds;
-    out.push_str(&format!(
-        "\"nbf\":{nbf},\"exp\":{exp},\"iat\":{now},\"iss\":"
-    ));
+    for (name, time) in [("\"nbf\":", nbf), (",\"exp\":", exp), (",\"iat\":", now)] {
+        out.push_str(name);
+        push_int(&mut out, time);
+    }
+    out.push_str(",\"iss\":");
     push_json_string(&mut out, issuer);
     out.push_str(",\"aud\":");
     push_json_string(&mut out, &lifetime.audience);
     out.push('}');
     out
+}
+
+/// `value` in decimal, without the formatting machinery.
+fn push_int(out: &mut String, value: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        out.push('-');
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
 }
 
 /// Writes a JSON string the way System.Text.Json's relaxed encoder does:
@@ -161,10 +186,14 @@ fn push_json_string(out: &mut String, value: &str) {
 
 /// Key id and x5t from the SHA-1 thumbprint of a certificate.
 pub fn key_id(alg: Alg, thumbprint: &[u8; 20]) -> SigningKeyId {
+    let kid = upper_hex(thumbprint);
+    let x5t = URL_SAFE_NO_PAD.encode(thumbprint);
+    let header = URL_SAFE_NO_PAD.encode(header_json(alg, &kid, &x5t));
     SigningKeyId {
         alg,
-        kid: upper_hex(thumbprint),
-        x5t: URL_SAFE_NO_PAD.encode(thumbprint),
+        kid,
+        x5t,
+        header,
     }
 }
 
