@@ -9,7 +9,7 @@
 //! 3. The agent serving from its cache at 1, 16, 64, 256 connections, and
 //!    beside its floor, a bare hyper server (`--only-floor`: this part alone).
 //! 4. In-process signing with the key in memory, and agent-cached / it.
-//! 5. The agent's memory idle, with 10,000 connections held open and a few
+//! 5. The agent's memory idle, with 1,024 connections (the default cap) held open and a few
 //!    seconds after they closed (`memory`: this section alone), and the
 //!    time from exec to READY.
 //! 6. Through a slow HSM (the slow module): fresh tokens at 0 to 5 ms per
@@ -88,7 +88,7 @@ enum Command {
     /// A well-behaved client's latency alone and beside hostile loads of
     /// another user (root only), and the cost of a miss in a full cache.
     Hostile(hostile::HostileArgs),
-    /// Section 5 alone: the agent's memory idle, with 10,000 connections
+    /// Section 5 alone: the agent's memory idle, with 1,024 connections
     /// held open, and after they closed.
     Memory {
         /// Another build of the agent, measured in turn with this one.
