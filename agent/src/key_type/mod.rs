@@ -307,10 +307,13 @@ impl Alg {
     pub fn sign_request(self, input: &[u8]) -> (Mechanism<'static>, SignData<'_>) {
         match self {
             Alg::Rs256 => (Mechanism::Sha256RsaPkcs, SignData::Input(input)),
-            Alg::Es256 => (
-                Mechanism::Ecdsa,
-                SignData::Sha256(openssl::sha::sha256(input)),
-            ),
+            Alg::Es256 => {
+                // SHA256_Init/Update/Final: OpenSSL 3's one-shot SHA256()
+                // looks the algorithm up again on every call.
+                let mut digest = openssl::sha::Sha256::new();
+                digest.update(input);
+                (Mechanism::Ecdsa, SignData::Sha256(digest.finish()))
+            }
         }
     }
 
