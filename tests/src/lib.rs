@@ -18,6 +18,7 @@
 //! | [`openssl`] | keys, certificates, PKCS#12 files and a tiny CA made by the openssl CLI; the shared test data |
 //! | [`jwt`] | tokens decoded and verified as a relying party would |
 //! | [`limits`] | descriptors and resource limits of a process |
+//! | [`users`] | other users as clients: `nobody`'s uid, and `request-loop` run as any uid |
 //! | [`p11kit`] | a token served by a real `p11-kit server`, and the agent's config that reaches it through p11-kit's client module |
 //!
 //! Tests run in parallel threads, so nothing here is process-global: each
@@ -78,6 +79,7 @@ pub mod signer;
 pub mod slow_hsm;
 pub mod store;
 pub mod token;
+pub mod users;
 
 pub use jwt::{jws_part, unix_now, verify_all, verify_jwt};
 pub use openssl::{
@@ -93,6 +95,18 @@ pub use token::{write_private, TestToken, LABEL, PIN, SO_PIN};
 /// ready, to notice a fault or recover from it, or to exit: the probe
 /// interval plus a few backoff steps, on a busy machine.
 pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Waits until `done` says so, asking every 20 ms; panics after
+/// [`PATIENCE`], naming `what` was awaited. What a test waits for (a
+/// process to stop, a metric to move, a line to appear) is polled this way,
+/// never slept for.
+pub fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "waited {PATIENCE:?} for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// Waits until `counter` (bumped by client threads) reaches `target`;
 /// panics after [`PATIENCE`], naming `what` was awaited.

@@ -93,6 +93,7 @@ fn sigkill_under_load_and_a_restart_on_the_held_socket_lose_no_request() {
                 if !out.status.success() {
                     failures.lock().unwrap().push(out.stderr_text());
                 }
+                // Spread the commands over the kills and restarts.
                 std::thread::sleep(Duration::from_millis(50));
             }
         })

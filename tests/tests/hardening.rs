@@ -8,11 +8,12 @@ use std::process::{Command, Stdio};
 use integration_tests::daemon::{
     open_directory_to_others, proc_limit, ttd_token, with_open_files_soft_limit, Daemon,
 };
+use integration_tests::users::NOBODY;
 use integration_tests::{OutputExt, TestToken, PIN};
 
-/// The agent runs as this user here, so that a process of the same user
-/// can try to look inside it.
-const NOBODY: u32 = 65534;
+// The agent runs as NOBODY here, so that a process of the same user can
+// try to look inside it.
+
 /// A user that is neither the agent's nor in its group.
 const STRANGER: u32 = 12345;
 

@@ -4,40 +4,15 @@
 //! a line of its own, or counted on the line that sums up identical ones.
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 
 use integration_tests::daemon::{
     add_server_settings, audit_lines, body_of, log_tail, open_socket_to_others, ttd_token, Daemon,
     UNPACED,
 };
-use integration_tests::OutputExt;
+use integration_tests::users::{request_loop, tally, NOBODY};
 
-const NOBODY: u32 = 65534;
 const REFUSED_REQUESTS: usize = 3000;
 const GRANTED_REQUESTS: usize = 2000;
-
-/// `request-loop` as `uid`, 8 connections, `count` requests cycling through `targets`.
-fn request_loop(uid: u32, socket: &std::path::Path, count: usize, targets: &[&str]) -> Command {
-    let binary = integration_tests::agent_binary().with_file_name("request-loop");
-    let mut command = Command::new(binary);
-    command
-        .arg(socket)
-        .arg("8")
-        .arg(count.to_string())
-        .args(targets)
-        .uid(uid)
-        .gid(uid)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
-fn tally(output: std::process::Output) -> serde_json::Value {
-    let output = output.success();
-    serde_json::from_str(output.stdout_text().trim()).expect("request-loop prints JSON")
-}
 
 #[test]
 fn thousands_of_refusals_beside_granted_requests_give_no_token_and_are_all_audited() {
@@ -54,6 +29,7 @@ fn thousands_of_refusals_beside_granted_requests_give_no_token_and_are_all_audit
     let refused = request_loop(
         NOBODY,
         &daemon.socket,
+        8,
         REFUSED_REQUESTS,
         &[
             "/v1/token?issuer=ttd&app=a",
@@ -68,6 +44,7 @@ fn thousands_of_refusals_beside_granted_requests_give_no_token_and_are_all_audit
     let granted = request_loop(
         me,
         &daemon.socket,
+        8,
         GRANTED_REQUESTS,
         &["/v1/token?issuer=ttd&app=a", "/v1/token?issuer=ttd&app=b"],
     )

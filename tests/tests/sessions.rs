@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use integration_tests::daemon::{log, log_tail, ttd_token, Daemon};
 use integration_tests::slow_hsm::{route_through_slow_hsm, SlowHsm};
-use integration_tests::{TestToken, PATIENCE};
+use integration_tests::{poll_until, TestToken, PATIENCE};
 
 /// Signing threads kept whatever the load.
 const THREADS: f64 = 2.0;
@@ -75,15 +75,9 @@ fn signatures_that_wait_get_more_sessions_than_threads_which_close_again() {
         log_tail(&token)
     );
     assert!(served > 0);
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while daemon.metric(SESSIONS) > THREADS {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} sessions still open with no load",
-            daemon.metric(SESSIONS)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    poll_until("return to the threads' sessions with no load", || {
+        daemon.metric(SESSIONS) <= THREADS
+    });
 }
 
 #[test]
@@ -94,6 +88,8 @@ fn steady_load_keeps_its_sessions_open() {
     let daemon = slow_agent(&token, SlowHsm::new().sign_delay(Duration::from_millis(2)));
     let (served, (opened, open)) = under_load(&daemon, 24, || {
         peak_sessions(&daemon, THREADS + 4.0);
+        // Time passes on purpose: a second for the pool to settle under the
+        // load, then 3 s of steady load whose openings are counted.
         std::thread::sleep(Duration::from_secs(1));
         let before = daemon.metric(OPENED);
         std::thread::sleep(Duration::from_secs(3));
@@ -117,7 +113,7 @@ fn a_token_that_allows_few_sessions_is_used_within_its_limit_and_the_log_says_so
     let daemon = slow_agent(&token, slow);
     let (_, peak) = under_load(&daemon, 24, || {
         let reached = peak_sessions(&daemon, 5.0);
-        // Go on a while at the limit: it must hold.
+        // Go on a while at the limit (time passes on purpose): it must hold.
         std::thread::sleep(Duration::from_millis(500));
         reached.max(daemon.metric(SESSIONS))
     });

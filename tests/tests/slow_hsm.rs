@@ -109,6 +109,8 @@ fn a_signature_blocks_while_the_hang_file_exists() {
             .spawn()
             .unwrap(),
     );
+    // A second on purpose, far longer than a signature that did not hang
+    // would take: the command must still be waiting at its end.
     std::thread::sleep(Duration::from_secs(1));
     assert!(
         mint.try_wait().unwrap().is_none(),

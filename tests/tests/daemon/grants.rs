@@ -5,9 +5,10 @@
 use integration_tests::daemon::{
     audit_lines, client_as, client_binary, open_socket_to_others, serve_config, ttd_token, Daemon,
 };
+use integration_tests::users::NOBODY;
 use integration_tests::{OutputExt, TestToken};
 
-use crate::{claims, NOBODY};
+use crate::claims;
 
 #[test]
 fn another_uid_is_refused_and_audited_while_the_granted_uid_is_served() {

@@ -11,8 +11,6 @@ use base64::Engine;
 use integration_tests::daemon::exported_cert;
 use integration_tests::TestToken;
 
-const NOBODY: u32 = 65534;
-
 fn exported_pem(token: &TestToken) -> String {
     String::from_utf8(exported_cert(token, "pem")).expect("PEM is text")
 }

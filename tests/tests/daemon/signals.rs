@@ -8,10 +8,9 @@ use integration_tests::daemon::{
     client_as, log, open_socket_to_others, pass_listener, settled_text, status_of, ttd_token,
     Daemon,
 };
-use integration_tests::on_every_store;
-use integration_tests::OutputExt;
-
-use crate::NOBODY;
+use integration_tests::http::unread_by_peer;
+use integration_tests::users::NOBODY;
+use integration_tests::{on_every_store, poll_until, wait_count, OutputExt};
 
 on_every_store! {
     fn sighup_adds_grants_and_activates_a_new_key() {
@@ -28,7 +27,9 @@ on_every_store! {
         );
         assert_eq!(refused.code(), 3);
 
-        // A newer key for ttd (its certificate's not-before is later) and a grant for nobody.
+        // A newer key for ttd and a grant for nobody. The new certificate's
+        // not-before must be a later second than the old one's for the key
+        // to count as newer: a second passes on purpose.
         std::thread::sleep(Duration::from_millis(1100));
         token.generate("ttd", None).success();
         let grant = "\n[[grant]]\nuid = 65534\nissuer = \"ttd\"\napps = [\"*\"]\n";
@@ -54,7 +55,8 @@ on_every_store! {
         // A broken config on reload is refused; the old one keeps serving.
         std::fs::write(token.config_path(), "[hsm\nbroken").unwrap();
         daemon.signal(libc::SIGHUP);
-        std::thread::sleep(Duration::from_millis(500));
+        daemon.wait_for(&token, "RELOADING=1");
+        daemon.wait_for(&token, "READY=1");
         assert!(
             daemon.process.try_wait().unwrap().is_none(),
             "still running:\n{}",
@@ -103,13 +105,15 @@ fn sigterm_finishes_the_request_in_flight_and_removes_the_socket() {
     use std::io::{Read, Write};
     let token = ttd_token("rsa2048", "");
     let mut daemon = Daemon::start(&token);
-    let mut stream = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
+    let mut stream = daemon.connect_accepted();
     stream
         .write_all(b"GET /v1/token?issuer=ttd&app=a HTTP/1.1\r\nHost: agent\r\n")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    poll_until("the agent to read the request's start", || {
+        unread_by_peer(&stream) == 0
+    });
     daemon.signal(libc::SIGTERM);
-    std::thread::sleep(Duration::from_millis(300));
+    daemon.wait_for(&token, "STOPPING=1");
     stream.write_all(b"Connection: close\r\n\r\n").unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -165,9 +169,7 @@ fn sigterm_under_load_leaves_an_audit_line_for_every_token_handed_out() {
                 }
             });
         }
-        while answered.load(Ordering::Relaxed) < 500 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_count(&answered, 500, "tokens before SIGTERM");
         daemon.signal(libc::SIGTERM);
     });
     assert_eq!(daemon.wait_exit().code(), Some(0), "{}", log(&token));

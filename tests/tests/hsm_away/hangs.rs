@@ -36,8 +36,9 @@ fn a_probe_that_hangs_stops_readiness_and_the_watchdog_until_it_answers() {
         "{not_ready}"
     );
     assert_unavailable(&request_token(&daemon));
-    // Drain what was sent before it hung; then nothing for a while.
-    daemon.watchdog_pings(Duration::from_millis(600));
+    // Drain what was sent before it hung (pings every 0.5 s); then nothing
+    // for a while.
+    daemon.wait_watchdog_quiet(Duration::from_millis(700));
     assert_eq!(
         daemon.watchdog_pings(Duration::from_secs(2)),
         0,

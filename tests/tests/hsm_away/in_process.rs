@@ -29,9 +29,7 @@ fn a_token_moved_away_and_back_serves_again_without_a_restart() {
         other => panic!("a lost HSM fails fast, even for a cached token: {other:?}"),
     }
     // Reconnection attempts fail while the token is away, and say so.
-    std::thread::sleep(Duration::from_millis(1500));
-    let reason = running.signer.readiness().unwrap_err();
-    assert!(reason.contains("attempt(s) failed"), "{reason}");
+    let reason = wait_for_reason(&running, "attempt(s) failed");
     assert!(reason.contains("no token labelled"), "{reason}");
 
     restore();

@@ -75,6 +75,7 @@ fn hsm_away_and_back_under_load(key_type: &str) {
     let away = Instant::now();
     wait_count(&unavailable, 50, "503 answers while the HSM is away");
     daemon.wait_status(&token, "/readyz", 503);
+    // The clients go on meeting the absent HSM for a second on purpose.
     std::thread::sleep(Duration::from_secs(1));
     let served_while_away = served.load(Ordering::Relaxed);
     token.bring_back();

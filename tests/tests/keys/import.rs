@@ -4,12 +4,13 @@
 
 use std::path::Path;
 
+use integration_tests::token::row;
 use integration_tests::{
     cert_der, der_with_month_13, on_every_store, openssl, pkcs12, rsa_self_signed, sha1_thumbprint,
     ttd_pem, ttd_pfx, write_private, OutputExt, Pkcs12Kind, TestToken,
 };
 
-use crate::{assert_token_empty, import_ttd, line_of, object_block, row};
+use crate::{assert_token_empty, import_ttd, line_of, object_block};
 
 #[test]
 fn rsa_1024_is_refused_and_nothing_remains() {

@@ -4,12 +4,13 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use integration_tests::token::row;
 use integration_tests::{
     cert_der, der_with_month_13, jws_part, on_every_store, rsa_self_signed, sha1_thumbprint,
     ttd_pem, OutputExt, TestToken,
 };
 
-use crate::{assert_token_empty, generate, import_ttd, row};
+use crate::{assert_token_empty, generate, import_ttd};
 
 on_every_store! {
     fn keyvault_export_is_base64_of_the_der_certificate() {

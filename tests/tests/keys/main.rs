@@ -7,7 +7,6 @@ mod import;
 mod inventory;
 
 use integration_tests::{ttd_pfx, OutputExt, TestToken};
-use serde_json::Value;
 
 fn import_ttd(token: &TestToken) -> String {
     let out = token.import("ttd", &ttd_pfx(), None).success();
@@ -17,12 +16,6 @@ fn import_ttd(token: &TestToken) -> String {
 fn generate(token: &TestToken, issuer: &str) -> String {
     let out = token.generate(issuer, None).success();
     out.stdout_text().trim().to_owned()
-}
-
-fn row<'a>(rows: &'a [Value], kid: &str) -> &'a Value {
-    rows.iter()
-        .find(|row| row["kid"] == kid)
-        .unwrap_or_else(|| panic!("kid {kid} not listed: {rows:?}"))
 }
 
 /// The block pkcs11-tool prints for the object of `class` ("Private Key",

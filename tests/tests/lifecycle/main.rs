@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use integration_tests::{jws_part, openssl, sha1_thumbprint, OutputExt, TestToken};
-use serde_json::Value;
 
 /// The first line of a successful command's stdout: a kid.
 fn kid_of(out: std::process::Output) -> String {
@@ -66,12 +65,6 @@ fn assert_header_names(token: &str, kid: &str) {
 fn openssl_x509(token: &TestToken, cert: &std::path::Path, option: &str) -> String {
     let cert = cert.to_str().unwrap();
     openssl(token.path(), &["x509", "-in", cert, "-noout", option]).stdout_text()
-}
-
-fn row<'a>(rows: &'a [Value], kid: &str) -> &'a Value {
-    rows.iter()
-        .find(|row| row["kid"] == kid)
-        .unwrap_or_else(|| panic!("kid {kid} not listed: {rows:?}"))
 }
 
 /// The number of objects pkcs11-tool sees on the token.

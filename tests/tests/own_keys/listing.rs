@@ -8,9 +8,7 @@ use integration_tests::{
     TestToken,
 };
 
-use crate::{
-    der_file, generate, minted_kid, public_key_file, row, why_not, written_by_another_tool,
-};
+use crate::{der_file, generate, minted_kid, public_key_file, why_not, written_by_another_tool};
 
 on_every_store! {
     fn objects_planted_without_login_never_sign_and_are_listed_with_the_reason() {
@@ -41,7 +39,7 @@ on_every_store! {
         let unparsable = why_not(&token, &broken_kid);
         assert!(unparsable.contains("does not parse"), "{unparsable}");
         assert!(unparsable.contains("not a valid time"), "{unparsable}");
-        let ours = row(&token, &kid);
+        let ours = token.key_row(&kid);
         assert_eq!(
             (ours["usable"].clone(), ours["active"].clone()),
             (true.into(), true.into())
@@ -94,7 +92,7 @@ on_every_store! {
             .stdout_text()
             .trim()
             .to_owned();
-        let listed = row(&token, &kid);
+        let listed = token.key_row(&kid);
         assert_eq!(listed["usable"], true, "{listed:#}");
         assert_eq!(listed["generated_on_token"], false, "{listed:#}");
         // The key's own public half, written again by someone without the PIN.
@@ -140,7 +138,7 @@ on_every_store! {
         // extractable" (its bytes were outside the token once).
         let files = rsa_self_signed(token.path(), "tool", 2048, "/CN=ttd");
         let kid = written_by_another_tool(&token, &files, "ttd", &[]);
-        let listed = row(&token, &kid);
+        let listed = token.key_row(&kid);
         assert_eq!(listed["usable"], true, "{listed:#}");
         assert_eq!(listed["never_extractable"], false, "{listed:#}");
         let (signed_by, jwt) = minted_kid(&token, "ttd");
@@ -175,7 +173,7 @@ on_every_store! {
         let public = public_key_file(&token, &files.key, "ec.pub.der");
         token.plant_object(&public, "pubkey", &kid, "ttd");
         assert!(why_not(&token, &kid).contains("nothing on the token shows the key's public half"));
-        let listed = row(&token, &kid);
+        let listed = token.key_row(&kid);
         let ignored = listed["ignored"][0].as_str().expect("a note");
         assert!(ignored.contains("written without logging in"), "{ignored}");
         token.agent(&["mint", "--issuer", "ttd"]).exit(69);

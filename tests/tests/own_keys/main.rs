@@ -11,7 +11,6 @@ mod serving;
 use std::path::{Path, PathBuf};
 
 use integration_tests::{cert_der, openssl, sha1_thumbprint, KeyFiles, OutputExt, TestToken, PIN};
-use serde_json::Value;
 
 /// `keys generate --issuer ISSUER`; its kid.
 fn generate(token: &TestToken, issuer: &str) -> String {
@@ -19,17 +18,9 @@ fn generate(token: &TestToken, issuer: &str) -> String {
     out.stdout_text().trim().to_owned()
 }
 
-/// The row of `kid` in `keys list --json`.
-fn row(token: &TestToken, kid: &str) -> Value {
-    let rows = token.keys_json();
-    rows.into_iter()
-        .find(|row| row["kid"].as_str() == Some(kid))
-        .unwrap_or_else(|| panic!("kid {kid} is not listed"))
-}
-
 /// The reason `keys list --json` gives for `kid` not being usable.
 fn why_not(token: &TestToken, kid: &str) -> String {
-    let row = row(token, kid);
+    let row = token.key_row(kid);
     assert_eq!(row["usable"], false, "{row:#}");
     assert_eq!(row["active"], false, "{row:#}");
     row["not_usable"].as_str().expect("a reason").to_owned()

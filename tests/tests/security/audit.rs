@@ -8,10 +8,8 @@ use std::time::{Duration, Instant};
 use integration_tests::daemon::{
     add_server_settings, audit_lines, log, open_directory_to_others, ttd_token, Daemon, UNPACED,
 };
+use integration_tests::users::{request_loop, tally, NOBODY};
 
-use crate::fresh::{request_loop, tally};
-
-const NOBODY: u32 = 65534;
 const REFUSED: u64 = 5000;
 const ISSUED: usize = 500;
 
@@ -34,13 +32,17 @@ fn identical_refusals_are_counted_and_every_token_keeps_its_line() {
     let me = unsafe { libc::getuid() };
 
     let target = "/v1/token?issuer=ttd&app=a".to_owned();
-    let flood = request_loop(NOBODY, &daemon.socket, 8, &vec![target; REFUSED as usize])
+    let flood = request_loop(NOBODY, &daemon.socket, 8, REFUSED as usize, &[target])
         .spawn()
         .expect("start request-loop as nobody");
     let mine: Vec<String> = (0..ISSUED)
         .map(|n| format!("/v1/token?issuer=ttd&app=mine-{}", n % 50))
         .collect();
-    let served = tally(request_loop(me, &daemon.socket, 2, &mine).output().unwrap());
+    let served = tally(
+        request_loop(me, &daemon.socket, 2, mine.len(), &mine)
+            .output()
+            .unwrap(),
+    );
     let flood = tally(flood.wait_with_output().unwrap());
     assert_eq!(
         flood["statuses"],

@@ -12,10 +12,10 @@ use integration_tests::daemon::{
     ttd_token, Daemon, UNPACED,
 };
 use integration_tests::http::{parse_reply, Parsed, Reply};
+use integration_tests::users::NOBODY;
 
 use crate::pids::connect_many_from_a_child;
 
-const NOBODY: u32 = 65534;
 const HELD: usize = 300;
 /// `server.max_connections_per_uid`'s default.
 const PER_UID: usize = 128;

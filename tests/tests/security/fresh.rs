@@ -2,48 +2,17 @@
 //! `apps = ["*"]`) cannot fill the signing queue for the others: each uid
 //! has a share of it, and its requests past that share wait their turn.
 
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use integration_tests::daemon::Daemon;
 use integration_tests::daemon::{
     add_server_settings, log_tail, open_directory_to_others, ttd_token, UNPACED,
 };
-use integration_tests::OutputExt;
-
-const NOBODY: u32 = 65534;
-
-/// `request-loop` as `uid` over `connections`, one request per target.
-pub fn request_loop(
-    uid: u32,
-    socket: &std::path::Path,
-    connections: usize,
-    targets: &[String],
-) -> Command {
-    let binary = integration_tests::agent_binary().with_file_name("request-loop");
-    let mut command = Command::new(binary);
-    command
-        .arg(socket)
-        .arg(connections.to_string())
-        .arg(targets.len().to_string())
-        .args(targets)
-        .uid(uid)
-        .gid(uid)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
+use integration_tests::poll_until;
+use integration_tests::users::{request_loop, tally, NOBODY};
 
 fn targets(prefix: &str, count: usize) -> Vec<String> {
     (0..count)
         .map(|n| format!("/v1/token?issuer=ttd&app={prefix}-{n}"))
         .collect()
-}
-
-pub fn tally(output: std::process::Output) -> serde_json::Value {
-    serde_json::from_str(output.success().stdout_text().trim()).expect("request-loop prints JSON")
 }
 
 #[test]
@@ -60,11 +29,14 @@ fn new_app_names_from_one_uid_leave_the_signing_queue_to_the_others() {
     // SAFETY: getuid cannot fail.
     let me = unsafe { libc::getuid() };
 
-    let flood = request_loop(NOBODY, &daemon.socket, 128, &targets("flood", 3000))
+    let flood = request_loop(NOBODY, &daemon.socket, 128, 3000, &targets("flood", 3000))
         .spawn()
         .expect("start request-loop as nobody");
-    std::thread::sleep(Duration::from_millis(300));
-    let served = request_loop(me, &daemon.socket, 4, &targets("mine", 200))
+    // The flood holds every place to sign before the others come.
+    poll_until("the flood to wait for places to sign", || {
+        daemon.count("access_token_agent_requests_paced_total{reason=\"signing\"}") > 0.0
+    });
+    let served = request_loop(me, &daemon.socket, 4, 200, &targets("mine", 200))
         .output()
         .expect("run request-loop");
     let flood = tally(flood.wait_with_output().unwrap());

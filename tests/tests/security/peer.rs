@@ -18,11 +18,11 @@ use integration_tests::daemon::{
     Daemon,
 };
 use integration_tests::http::parse_replies;
+use integration_tests::users::NOBODY;
 use integration_tests::{OutputExt, TestToken};
 
 use crate::pids::{connect_from_a_child_that_exits, Recycled};
 
-const NOBODY: u32 = 65534;
 /// The user whose process gets the reused pid.
 const OTHER: u32 = 12345;
 /// A supplementary group only the other user's process has.

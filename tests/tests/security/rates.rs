@@ -7,25 +7,19 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use integration_tests::daemon::{add_server_settings, open_directory_to_others, ttd_token, Daemon};
-
-use crate::fresh::{request_loop, tally};
-
-const NOBODY: u32 = 65534;
+use integration_tests::users::{request_loop, tally, NOBODY};
 
 /// `requests_paced_total` for `reason`; 0 before the first.
 fn paced(daemon: &Daemon, reason: &str) -> f64 {
-    let metrics = daemon.get("/metrics", &[]);
-    let name = format!("access_token_agent_requests_paced_total{{reason=\"{reason}\"}} ");
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&name)?.parse().ok())
-        .unwrap_or(0.0)
+    daemon.count(&format!(
+        "access_token_agent_requests_paced_total{{reason=\"{reason}\"}}"
+    ))
 }
 
 /// Runs `request-loop` as `uid` on one connection; its tally and how long it took.
 fn ask(daemon: &Daemon, uid: u32, targets: &[String]) -> (serde_json::Value, Duration) {
     let started = Instant::now();
-    let output: Output = request_loop(uid, &daemon.socket, 1, targets)
+    let output: Output = request_loop(uid, &daemon.socket, 1, targets.len(), targets)
         .output()
         .expect("run request-loop");
     (tally(output), started.elapsed())

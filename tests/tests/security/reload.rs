@@ -6,9 +6,8 @@ use integration_tests::daemon::{
     add_server_settings, body_of, client_as, log, open_directory_to_others, serve_config,
     status_of, Daemon,
 };
+use integration_tests::users::NOBODY;
 use integration_tests::{OutputExt, TestToken};
-
-const NOBODY: u32 = 65534;
 
 fn config(token: &TestToken, issuers: &[&str], grant_nobody: bool) -> String {
     // SAFETY: getuid cannot fail.

@@ -3,9 +3,10 @@
 //! login, instead of its default action cutting SoftHSM's rewrite of
 //! `token.object` short, and the token keeps its key.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use integration_tests::daemon::{log_tail, status_of, ttd_token, Daemon};
+use integration_tests::poll_until;
 
 /// A xorshift generator, seeded so that a failure replays.
 struct Random(u64);
@@ -16,14 +17,6 @@ impl Random {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0 % n
-    }
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "no {what}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -43,9 +36,10 @@ fn termination_signals_during_a_new_login_end_the_agent_gracefully() {
         std::fs::rename(&home, &away).unwrap();
         // A request finds the token gone; the agent reconnects with backoff.
         let _ = daemon.get("/v1/token?issuer=ttd&app=a", &[]);
-        wait_until("503 on /readyz", || {
+        poll_until("503 on /readyz", || {
             status_of(&daemon.get("/readyz", &[])) == 503
         });
+        // Random moments on purpose: away a while longer, then back.
         std::thread::sleep(Duration::from_millis(random.below(300)));
         std::fs::rename(&away, &home).unwrap();
         // Somewhere in the next attempt to log in again.

@@ -11,9 +11,8 @@ use std::process::{Command, Output, Stdio};
 use integration_tests::daemon::{
     add_server_settings, client_binary, open_directory_to_others, ttd_token, Daemon,
 };
+use integration_tests::users::NOBODY;
 use integration_tests::{OutputExt, TestToken};
-
-const NOBODY: u32 = 65534;
 
 /// The cgroup v2 hierarchy, if this process may make cgroups in it: at
 /// /sys/fs/cgroup on a unified host, /sys/fs/cgroup/unified on a hybrid one.
