@@ -8,9 +8,9 @@ use integration_tests::{
     rsa_self_signed, sha1_thumbprint, OutputExt, Pkcs12Kind, Store, TestToken,
 };
 
-use crate::checks::{check_and_clean, enrol_baseline, Outcome};
-use crate::moments::{pick_moment, run_and_kill, run_whole, Rng};
-use crate::{ENROLLED, FRESH};
+use super::checks::{check_and_clean, enrol_baseline, Outcome};
+use super::moments::{pick_moment, run_and_kill, run_whole, Rng};
+use super::{ENROLLED, FRESH};
 
 /// The longest of three uninterrupted runs of `args`, each undone again,
 /// and the fewest writes to the store one of them made.
@@ -35,7 +35,7 @@ struct Campaign<'t> {
     token: &'t TestToken,
     /// The command's uninterrupted duration.
     normal: Duration,
-    /// How many writes to the store it makes ([`crate::moments::Writes`]).
+    /// How many writes to the store it makes ([`super::moments::Writes`]).
     writes: usize,
     /// The kid a complete pair must have, when known in advance.
     expected_kid: Option<&'t str>,

@@ -8,7 +8,7 @@ use integration_tests::daemon::{
 use integration_tests::users::NOBODY;
 use integration_tests::{OutputExt, TestToken};
 
-use crate::claims;
+use integration_tests::jwt::claims;
 
 #[test]
 fn another_uid_is_refused_and_audited_while_the_granted_uid_is_served() {

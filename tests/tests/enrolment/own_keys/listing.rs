@@ -8,7 +8,8 @@ use integration_tests::{
     TestToken,
 };
 
-use crate::{der_file, generate, minted_kid, public_key_file, why_not, written_by_another_tool};
+use super::{der_file, minted_kid, public_key_file, why_not, written_by_another_tool};
+use crate::generate;
 
 on_every_store! {
     fn objects_planted_without_login_never_sign_and_are_listed_with_the_reason() {

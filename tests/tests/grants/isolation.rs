@@ -17,7 +17,7 @@ const GRANTED_REQUESTS: usize = 2000;
 #[test]
 fn thousands_of_refusals_beside_granted_requests_give_no_token_and_are_all_audited() {
     let token = ttd_token("p256", "");
-    // The refusals are answered at once (`security::rates` paces them).
+    // The refusals are answered at once (`limits::rates` paces them).
     add_server_settings(&token, UNPACED);
     open_socket_to_others(&token);
     let mut daemon = Daemon::start(&token);

@@ -21,7 +21,7 @@ use integration_tests::http::parse_replies;
 use integration_tests::users::NOBODY;
 use integration_tests::{OutputExt, TestToken};
 
-use crate::pids::{connect_from_a_child_that_exits, Recycled};
+use integration_tests::pids::{connect_from_a_child_that_exits, Recycled};
 
 /// The user whose process gets the reused pid.
 const OTHER: u32 = 12345;

@@ -4,7 +4,7 @@
 use integration_tests::{jws_part, sha1_thumbprint, verify_jwt, OutputExt, TestToken};
 use serde_json::Value;
 
-use crate::{ENROLLED, FRESH};
+use super::{ENROLLED, FRESH};
 
 /// What a killed command left, as the checks found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -7,7 +7,8 @@ use integration_tests::daemon::{
 use integration_tests::on_every_store;
 use integration_tests::{rsa_self_signed, sha1_thumbprint, verify_jwt, TestToken};
 
-use crate::{der_file, generate};
+use super::der_file;
+use crate::generate;
 
 /// What `GET /v1/token?issuer=ISSUER&app=a` answers: status and body.
 fn ask(daemon: &Daemon, issuer: &str) -> (u16, String) {

@@ -14,7 +14,7 @@ use integration_tests::daemon::{
 use integration_tests::http::{parse_reply, Parsed, Reply};
 use integration_tests::users::NOBODY;
 
-use crate::pids::connect_many_from_a_child;
+use integration_tests::pids::connect_many_from_a_child;
 
 const HELD: usize = 300;
 /// `server.max_connections_per_uid`'s default.

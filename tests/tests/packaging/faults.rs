@@ -1,6 +1,6 @@
 //! Faults around a running agent: killed with SIGKILL under load and
 //! restarted on the listening socket systemd holds, a wrong PIN, and a PIN
-//! file others may read. The HSM going away is the `hsm_away` target's.
+//! file others may read. The HSM going away is the `hsm_faults` target's.
 
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -13,7 +13,9 @@ use integration_tests::on_every_store;
 use integration_tests::{unix_now, OutputExt};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-use crate::{claims, exported_pem, part};
+use integration_tests::jwt::claims;
+
+use crate::{exported_pem, part};
 
 on_every_store! {
     fn token_over_the_socket_verifies_and_is_the_minted_token() {

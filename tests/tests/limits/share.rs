@@ -1,6 +1,8 @@
 //! One uid asking for a new app name on every request (it is granted
-//! `apps = ["*"]`) cannot fill the signing queue for the others: each uid
-//! has a share of it, and its requests past that share wait their turn.
+//! `apps = ["*"]`) cannot take every place to sign from the others: its
+//! requests past the pool's places wait in the front, and a freed place
+//! goes to a waiting uid below its share (`server.max_signing_per_uid`)
+//! first.
 
 use integration_tests::daemon::Daemon;
 use integration_tests::daemon::{

@@ -12,12 +12,6 @@ use std::path::{Path, PathBuf};
 
 use integration_tests::{cert_der, openssl, sha1_thumbprint, KeyFiles, OutputExt, TestToken, PIN};
 
-/// `keys generate --issuer ISSUER`; its kid.
-fn generate(token: &TestToken, issuer: &str) -> String {
-    let out = token.generate(issuer, None).success();
-    out.stdout_text().trim().to_owned()
-}
-
 /// The reason `keys list --json` gives for `kid` not being usable.
 fn why_not(token: &TestToken, kid: &str) -> String {
     let row = token.key_row(kid);

@@ -3,7 +3,7 @@
 //! module, finding the server through `[hsm] environment`. Enrolment,
 //! listing and serving through it, checked against the token itself (seen
 //! in process, without the server) and against openssl. The server going
-//! away is in `hsm_away`.
+//! away is in `hsm_faults::p11_kit`.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

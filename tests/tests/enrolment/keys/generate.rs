@@ -4,7 +4,7 @@
 use integration_tests::token::row;
 use integration_tests::{on_every_store, openssl, sha1_thumbprint, ttd_pfx, OutputExt, TestToken};
 
-use crate::{assert_token_empty, line_of, object_block};
+use super::{assert_token_empty, line_of, object_block};
 
 on_every_store! {
     fn generated_key_is_never_extractable_and_carries_its_thumbprint() {

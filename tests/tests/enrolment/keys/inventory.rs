@@ -10,7 +10,8 @@ use integration_tests::{
     ttd_pem, OutputExt, TestToken,
 };
 
-use crate::{assert_token_empty, generate, import_ttd};
+use super::{assert_token_empty, import_ttd};
+use crate::generate;
 
 on_every_store! {
     fn keyvault_export_is_base64_of_the_der_certificate() {

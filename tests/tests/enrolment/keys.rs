@@ -13,11 +13,6 @@ fn import_ttd(token: &TestToken) -> String {
     out.stdout_text().trim().to_owned()
 }
 
-fn generate(token: &TestToken, issuer: &str) -> String {
-    let out = token.generate(issuer, None).success();
-    out.stdout_text().trim().to_owned()
-}
-
 /// The block pkcs11-tool prints for the object of `class` ("Private Key",
 /// "Certificate", …) with CKA_ID `kid`.
 fn object_block(objects: &str, class: &str, kid: &str) -> Option<String> {

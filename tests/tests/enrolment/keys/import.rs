@@ -10,7 +10,7 @@ use integration_tests::{
     ttd_pem, ttd_pfx, write_private, OutputExt, Pkcs12Kind, TestToken,
 };
 
-use crate::{assert_token_empty, import_ttd, line_of, object_block};
+use super::{assert_token_empty, import_ttd, line_of, object_block};
 
 #[test]
 fn rsa_1024_is_refused_and_nothing_remains() {
