@@ -10,9 +10,12 @@ run: deps build
 	hsm-config/dev-token.sh
 	hsm-config/dev-run.sh
 
-## Run every test: unit and integration tests against real SoftHSM, then
-## the Debian package under a real systemd (says so in its last line when
-## it cannot run: it needs root).
+## Run every test: unit tests and the black-box tests against real SoftHSM
+## (tests/tests/, one target per behaviour: http_api, grants, limits,
+## hsm_faults, enrolment, lifecycle, client, packaging, fixture; one alone:
+## cargo test -p integration-tests --test TARGET), then the hosts tests and
+## the Debian package under a real systemd, as root (each says so in its
+## last line when it cannot run).
 test: deps build
 	$(CARGO) test --workspace
 	@$(MAKE) --no-print-directory hosts-test

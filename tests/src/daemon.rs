@@ -13,8 +13,8 @@ use crate::TestToken;
 // Their first home was here; tests still reach them through this module.
 pub use crate::http::{body_of, raw_exchange, status_of};
 pub use crate::limits::{
-    open_fds, proc_limit, raise_open_files_limit, threads, wait_open_fds_at_most,
-    with_open_files_soft_limit,
+    open_fds, open_stream_sockets, proc_limit, raise_open_files_limit, threads,
+    wait_open_fds_at_most, with_open_files_soft_limit,
 };
 pub use crate::process::{client_as, client_binary};
 pub use crate::PATIENCE;
@@ -56,12 +56,12 @@ pub fn exported_cert(token: &TestToken, format: &str) -> Vec<u8> {
     out.success().stdout
 }
 
-/// Adds `settings` (lines such as `max_connections = 10`) to the `[server]`
-/// section of the token's config.
 /// `[server]` settings that put the per-uid rates out of the way, for tests
 /// of what a flood meets behind them (the share, the caps, the audit).
 pub const UNPACED: &str = "cache_misses_per_uid = { per_second = 1000000, burst = 1000000 }\nrefusals_per_uid = { per_second = 1000000, burst = 1000000 }";
 
+/// Adds `settings` (lines such as `max_connections = 10`) to the `[server]`
+/// section of the token's config.
 pub fn add_server_settings(token: &TestToken, settings: &str) {
     let config = std::fs::read_to_string(token.config_path()).expect("read agent.toml");
     assert!(config.contains("[server]\n"), "a serve config: {config}");
@@ -169,6 +169,19 @@ impl Daemon {
             .count()
     }
 
+    /// Waits until the watchdog pings have stopped: a `window` (longer than
+    /// the ping interval) passes without one. Returns how many came
+    /// meanwhile, sent before they stopped.
+    pub fn wait_watchdog_quiet(&mut self, window: Duration) -> usize {
+        let mut drained = 0;
+        crate::poll_until("a pause in the watchdog pings", || {
+            let pings = self.watchdog_pings(window);
+            drained += pings;
+            pings == 0
+        });
+        drained
+    }
+
     /// The agent's pid.
     pub fn pid(&self) -> i32 {
         self.process.id() as i32
@@ -210,6 +223,20 @@ impl Daemon {
         access_token_client::blocking::Client::wrap(client).expect("a client runtime")
     }
 
+    /// A new connection to the agent, once the agent has accepted it (it
+    /// holds one more stream socket than before); for tests that hold
+    /// connections or send a request bit by bit. Another client connecting
+    /// meanwhile would be counted too: use it while nothing else connects.
+    pub fn connect_accepted(&self) -> std::os::unix::net::UnixStream {
+        let before = open_stream_sockets(self.pid());
+        let stream =
+            std::os::unix::net::UnixStream::connect(&self.socket).expect("connect to the agent");
+        crate::poll_until("the agent to accept the connection", || {
+            open_stream_sockets(self.pid()) > before
+        });
+        stream
+    }
+
     /// Sends `request` as raw bytes on a new connection and returns what the
     /// agent answers before it closes the connection or `timeout` passes.
     pub fn raw(&self, request: &[u8], timeout: Duration) -> String {
@@ -247,6 +274,17 @@ impl Daemon {
             .lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    }
+
+    /// The value of the counter `name` on `/metrics`, labels included in
+    /// `name` (`…_total{reason="signing"}`); 0 before its first count, when
+    /// a labelled counter is not listed yet.
+    pub fn count(&self, name: &str) -> f64 {
+        let metrics = self.get("/metrics", &[]);
+        body_of(&metrics)
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
     }
 }
 

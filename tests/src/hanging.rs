@@ -1,7 +1,7 @@
 //! An HSM that stops answering, through the slow module: a call blocks while
 //! a file exists, as a network HSM's would on a dead link. What the
-//! `hsm_away` and `quick_hang` tests share: an agent whose calls hang on
-//! demand, and the whole hang-and-resume story for one key type.
+//! `hsm_faults` tests share: an agent whose calls hang on demand, and the
+//! whole hang-and-resume story for one key type.
 
 use std::path::PathBuf;
 use std::time::Duration;

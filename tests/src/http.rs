@@ -305,6 +305,19 @@ pub fn raw_exchange(socket: &Path, request: &[u8], timeout: Duration) -> String 
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// How many bytes written on `stream` its peer has not read yet. On a Unix
+/// stream socket what is written waits in the peer's queue, charged to the
+/// writer until read (SIOCOUTQ); 0 means the agent has taken in every byte
+/// sent so far.
+pub fn unread_by_peer(stream: &std::os::unix::net::UnixStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ's number) writes one int through a valid pointer.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    assert_eq!(rc, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+    queued as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

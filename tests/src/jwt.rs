@@ -11,6 +11,11 @@ pub fn jws_part(token: &str, index: usize) -> serde_json::Value {
     serde_json::from_slice(&bytes).expect("JSON")
 }
 
+/// The claims of `token` (its second part) as JSON.
+pub fn claims(token: &str) -> serde_json::Value {
+    jws_part(token, 1)
+}
+
 /// Verifies `token` with the `jsonwebtoken` crate against the public key of
 /// the PEM certificate `cert_pem`, as a relying party would: the algorithm
 /// from the key type, `exp` checked, audience `platform.altinn.no`, issuer

@@ -14,10 +14,12 @@
 //! | [`http`] | raw HTTP/1.1 on the socket, every answer read strictly |
 //! | [`signer`] | the library's signing back in process, on a real token |
 //! | [`slow_hsm`] | the slow module (`tests/slow-hsm`) in front of a token: delays, a session limit, hangs |
-//! | [`hanging`] | an agent whose HSM calls hang on demand, and the hang-and-resume story `hsm_away` tells for each key type |
+//! | [`hanging`] | an agent whose HSM calls hang on demand, and the hang-and-resume story `hsm_faults::hangs` tells for each key type |
 //! | [`openssl`] | keys, certificates, PKCS#12 files and a tiny CA made by the openssl CLI; the shared test data |
 //! | [`jwt`] | tokens decoded and verified as a relying party would |
 //! | [`limits`] | descriptors and resource limits of a process |
+//! | [`pids`] | processes of other users with chosen credentials and pids: a peer that connects and exits, and another process given its pid |
+//! | [`users`] | other users as clients: `nobody`'s uid, and `request-loop` run as any uid |
 //! | [`p11kit`] | a token served by a real `p11-kit server`, and the agent's config that reaches it through p11-kit's client module |
 //!
 //! Tests run in parallel threads, so nothing here is process-global: each
@@ -47,12 +49,24 @@
 //!   with [`http`] (the agent crate has this crate as a dev-dependency) but
 //!   start no agent and touch no token.
 //! - **Black-box tests** (a real agent process, a real token, the
-//!   library's signing back on a real token) live here, in `tests/tests/`:
-//!   one file per surface, or a folder `tests/tests/<surface>/main.rs` with
-//!   one module per part once a file would pass 400 lines of code. The HSM
-//!   going away, in every form, is one target: `hsm_away`; only a P-256
-//!   signature that hangs on the quick path is a target of its own
-//!   (`quick_hang`), to run while nothing else loads the cores.
+//!   library's signing back on a real token) live here, in `tests/tests/`,
+//!   one target per behaviour, each a folder `tests/tests/<target>/main.rs`
+//!   whose doc comment lists its modules and what each asserts; a module
+//!   that would pass 400 lines of code becomes a folder of its own
+//!   (`enrolment/kill/`). Run one with `cargo test -p integration-tests
+//!   --test <target>`, one module of it with `-- <module>`.
+//!
+//!   | target | what it asserts |
+//!   |---|---|
+//!   | `http_api` | what the socket answers: tokens, bad and hostile requests, health, readiness, metrics; the token format |
+//!   | `grants` | who gets which token: grants judged by the kernel's word on the caller, refusals and their audit lines |
+//!   | `limits` | one user cannot crowd out the others: connections, rates, signatures in flight; load; the signing pool |
+//!   | `hsm_faults` | the HSM going away, coming back, or not answering, in every form the agent meets it |
+//!   | `enrolment` | `keys import`, `generate`, `list`, `export-cert`, `delete`, interrupted or failing; only the agent's own keys sign |
+//!   | `lifecycle` | a key's life: renewal, requests for a CA, switching at a chosen instant, warnings, expiry |
+//!   | `client` | the client library, the `access-token` command, the examples |
+//!   | `packaging` | the agent as installed and run: config refusals, systemd's signals and sockets, restarts, hardening, Kubernetes, p11-kit |
+//!   | `fixture` | this crate's own promises: private tokens, the slow module |
 //! - **Benchmarks** (`bench/`) and **fuzz targets** (`fuzz/`, a workspace of
 //!   its own) depend on this crate by path and start their tokens and
 //!   agents, and read their answers, with it.
@@ -73,11 +87,13 @@ pub mod kryoptic;
 pub mod limits;
 pub mod openssl;
 pub mod p11kit;
+pub mod pids;
 pub mod process;
 pub mod signer;
 pub mod slow_hsm;
 pub mod store;
 pub mod token;
+pub mod users;
 
 pub use jwt::{jws_part, unix_now, verify_all, verify_jwt};
 pub use openssl::{
@@ -93,6 +109,18 @@ pub use token::{write_private, TestToken, LABEL, PIN, SO_PIN};
 /// ready, to notice a fault or recover from it, or to exit: the probe
 /// interval plus a few backoff steps, on a busy machine.
 pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Waits until `done` says so, asking every 20 ms; panics after
+/// [`PATIENCE`], naming `what` was awaited. What a test waits for (a
+/// process to stop, a metric to move, a line to appear) is polled this way,
+/// never slept for.
+pub fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "waited {PATIENCE:?} for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// Waits until `counter` (bumped by client threads) reaches `target`;
 /// panics after [`PATIENCE`], naming `what` was awaited.

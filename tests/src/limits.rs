@@ -10,6 +10,37 @@ pub fn open_fds(pid: i32) -> usize {
         .count()
 }
 
+/// How many Unix stream sockets process `pid` has open: its listener and
+/// one per connection it has accepted. Datagram sockets (such as the one a
+/// notification to systemd opens for a moment) are not counted.
+pub fn open_stream_sockets(pid: i32) -> usize {
+    // Inode of every Unix stream socket in the process's network namespace.
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/unix"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/net/unix: {e}"));
+    let streams: std::collections::HashSet<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(4) == Some(&"0001")).then(|| fields.get(6).map(|f| f.to_string()))?
+        })
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/fd: {e}"))
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .filter(|inode| streams.contains(inode))
+        .count()
+}
+
 /// How many threads process `pid` runs (`Threads:` in /proc/PID/status).
 pub fn threads(pid: i32) -> usize {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -325,6 +325,11 @@ impl TestToken {
         serde_json::from_slice(&out.stdout).expect("keys list --json prints a JSON array")
     }
 
+    /// The row of `kid` in `keys list --json`; panics if it is not listed.
+    pub fn key_row(&self, kid: &str) -> serde_json::Value {
+        row(&self.keys_json(), kid).clone()
+    }
+
     /// The CKA_ID (lower-case hex, as pkcs11-tool prints it) of every object
     /// [`TestToken::list_objects`] shows, one entry per object.
     pub fn object_ids(&self) -> Vec<String> {
@@ -399,4 +404,12 @@ pub fn write_private(path: &Path, contents: &str) {
         .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
     file.write_all(contents.as_bytes())
         .expect("write a private file");
+}
+
+/// The row of `kid` among `rows` ([`TestToken::keys_json`]); panics if it
+/// is not listed.
+pub fn row<'a>(rows: &'a [serde_json::Value], kid: &str) -> &'a serde_json::Value {
+    rows.iter()
+        .find(|row| row["kid"] == kid)
+        .unwrap_or_else(|| panic!("kid {kid} not listed: {rows:?}"))
 }

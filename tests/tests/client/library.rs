@@ -300,8 +300,7 @@ fn a_503_is_retried_after_the_agents_retry_after_and_only_so_often() {
     add_server_settings(&token, "max_connections = 1");
     let daemon = Daemon::start(&token);
 
-    let held = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let held = daemon.connect_accepted();
     let twice = Retry {
         attempts: 2,
         ..Retry::default()
@@ -328,6 +327,7 @@ fn a_503_is_retried_after_the_agents_retry_after_and_only_so_often() {
 
     std::thread::scope(|scope| {
         scope.spawn(move || {
+            // Freed while the client below waits out its Retry-After.
             std::thread::sleep(Duration::from_millis(300));
             drop(held);
         });

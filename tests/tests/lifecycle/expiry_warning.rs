@@ -6,9 +6,10 @@
 use integration_tests::daemon::{
     body_of, issuer_granted_to_me, serve_config, status_of, ttd_token, Daemon,
 };
+use integration_tests::token::row;
 use integration_tests::{unix_now, OutputExt, TestToken};
 
-use crate::{kid_of, reload, row};
+use crate::{kid_of, reload};
 
 /// `access_token_agent_certificate_expiring` of `ttd`'s `kid`.
 fn expiring(daemon: &Daemon, kid: &str) -> f64 {

@@ -2,13 +2,14 @@
 //! joins the key it certifies and becomes active; certificates for other
 //! keys, or outside their validity, are refused with nothing changed.
 
+use integration_tests::token::row;
 use integration_tests::{
     cert_der, openssl, rsa_self_signed, sha1_thumbprint, unix_now, verify_jwt, OutputExt,
     Pkcs12Kind, TestToken, TinyCa,
 };
 
 use crate::csr::request;
-use crate::{assert_header_names, kid_of, mint, row};
+use crate::{assert_header_names, kid_of, mint};
 
 /// A token with a generated `ttd` key, a request for it, and a tiny CA.
 fn token_and_ca(key_type: &str) -> (TestToken, String, std::path::PathBuf, TinyCa) {

@@ -2,10 +2,19 @@
 //! token: renewed certificates for the same key, requests for a CA and the
 //! certificates it issues, switching at a chosen instant, and warnings
 //! ahead of expiry. Tokens are checked with `jsonwebtoken` against the
-//! exported certificates, and certificates with the openssl CLI; one module
-//! per part.
+//! exported certificates, and certificates with the openssl CLI.
+//!
+//! | module | what it asserts |
+//! |---|---|
+//! | [`renew`] | `keys renew`: a new certificate for the same key; tokens verify against the old and the new alike; the key goes with its last certificate |
+//! | [`csr`] | `keys csr`: a PKCS#10 request the HSM key signs, which openssl verifies |
+//! | [`import_cert`] | `keys import-cert`: the CA's certificate joins its key and becomes active; certificates for other keys, or outside their validity, are refused with nothing changed |
+//! | [`not_before`] | `--not-before`: a key or certificate enrolled ahead of time takes over at the chosen instant, in `mint --now` and in a serving agent |
+//! | [`expiry_warning`] | `keys list`, `/readyz` and `/metrics` warn once the active certificate is within `expiry_warning_days` of its notAfter |
+//! | [`expiry`] | a certificate that expires while the agent runs stops signing for its issuer, says so on `/readyz` and in its 503s, and signing resumes once a valid key is there |
 
 mod csr;
+mod expiry;
 mod expiry_warning;
 mod import_cert;
 mod not_before;
@@ -16,7 +25,6 @@ use std::path::PathBuf;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use integration_tests::{jws_part, openssl, sha1_thumbprint, OutputExt, TestToken};
-use serde_json::Value;
 
 /// The first line of a successful command's stdout: a kid.
 fn kid_of(out: std::process::Output) -> String {
@@ -66,12 +74,6 @@ fn assert_header_names(token: &str, kid: &str) {
 fn openssl_x509(token: &TestToken, cert: &std::path::Path, option: &str) -> String {
     let cert = cert.to_str().unwrap();
     openssl(token.path(), &["x509", "-in", cert, "-noout", option]).stdout_text()
-}
-
-fn row<'a>(rows: &'a [Value], kid: &str) -> &'a Value {
-    rows.iter()
-        .find(|row| row["kid"] == kid)
-        .unwrap_or_else(|| panic!("kid {kid} not listed: {rows:?}"))
 }
 
 /// The number of objects pkcs11-tool sees on the token.

@@ -6,11 +6,12 @@
 use std::time::Duration;
 
 use integration_tests::daemon::{log, ttd_token, Daemon};
+use integration_tests::token::row;
 use integration_tests::{
     p256_self_signed, unix_now, utc_date, verify_jwt, OutputExt, Pkcs12Kind, TestToken,
 };
 
-use crate::{assert_header_names, export, kid_of, mint, openssl_x509, row};
+use crate::{assert_header_names, export, kid_of, mint, openssl_x509};
 
 /// `keys generate` or `keys renew` for `ttd` with `--not-before AT`.
 fn ahead(token: &TestToken, command: &str, at: &str) -> String {

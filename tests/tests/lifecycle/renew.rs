@@ -4,11 +4,12 @@
 //! is deleted, and the key goes with its last certificate.
 
 use integration_tests::daemon::{ttd_token, Daemon};
+use integration_tests::token::row;
 use integration_tests::{
     on_every_store, p256_self_signed, verify_jwt, OutputExt, Pkcs12Kind, TestToken,
 };
 
-use crate::{assert_header_names, export, kid_of, mint, object_count, openssl_x509, reload, row};
+use crate::{assert_header_names, export, kid_of, mint, object_count, openssl_x509, reload};
 
 on_every_store! {
     fn a_renewed_certificate_is_judged_with_its_key_and_signs_without_the_first() {

@@ -81,9 +81,9 @@ struct Window {
 }
 
 impl Window {
-    fn new() -> Window {
+    fn new(opened: Instant) -> Window {
         Window {
-            opened: Instant::now(),
+            opened,
             written: 1,
             repeated: 0,
         }
@@ -123,13 +123,18 @@ impl Repeats {
     /// still open (it is counted there instead). A refusal that finds its window ended
     /// opens the next one, and the ended one's count is to be written first.
     pub fn note(&self, record: &Record<'_>) -> Verdict {
+        self.note_at(record, Instant::now())
+    }
+
+    /// [`Repeats::note`] with the clock read as `now`.
+    fn note_at(&self, record: &Record<'_>, now: Instant) -> Verdict {
         if record.outcome != Outcome::Refused {
             return Verdict::Write { ended: None };
         }
         let kind = Kind::of(record);
         let mut windows = lock(&self.windows);
         match windows.get_mut(&kind) {
-            Some(window) if window.opened.elapsed() < self.interval => {
+            Some(window) if self.open(window, now) => {
                 if window.written < BURST {
                     window.written += 1;
                     return Verdict::Write { ended: None };
@@ -138,13 +143,13 @@ impl Repeats {
                 Verdict::Counted
             }
             Some(window) => {
-                let repeated = std::mem::replace(window, Window::new()).repeated;
+                let repeated = std::mem::replace(window, Window::new(now)).repeated;
                 let ended = (repeated > 0).then_some((kind, repeated));
                 Verdict::Write { ended }
             }
             None => {
                 if windows.len() < MAX_WINDOWS {
-                    windows.insert(kind, Window::new());
+                    windows.insert(kind, Window::new(now));
                 }
                 Verdict::Write { ended: None }
             }
@@ -154,10 +159,15 @@ impl Repeats {
     /// The windows that have ended (all of them, `at_exit`), with how many
     /// refusals each counted; they are closed.
     pub fn ended(&self, at_exit: bool) -> Vec<(Kind, u64)> {
+        self.ended_at(at_exit, Instant::now())
+    }
+
+    /// [`Repeats::ended`] with the clock read as `now`.
+    fn ended_at(&self, at_exit: bool, now: Instant) -> Vec<(Kind, u64)> {
         let mut windows = lock(&self.windows);
         let mut ended = Vec::new();
         windows.retain(|kind, window| {
-            if !at_exit && window.opened.elapsed() < self.interval {
+            if !at_exit && self.open(window, now) {
                 return true;
             }
             if window.repeated > 0 {
@@ -166,6 +176,11 @@ impl Repeats {
             false
         });
         ended
+    }
+
+    /// Whether `window` is still open at `now`.
+    fn open(&self, window: &Window, now: Instant) -> bool {
+        now.saturating_duration_since(window.opened) < self.interval
     }
 }
 
@@ -176,28 +191,34 @@ mod tests {
 
     #[test]
     fn the_first_refusal_is_written_and_the_identical_ones_counted() {
-        let repeats = Repeats::new(Duration::from_millis(50));
+        // The clock is read as `start` plus what the test lets pass.
+        let start = Instant::now();
+        let repeats = Repeats::new(WINDOW);
         let peer = Peer::new(65534, 65534, Some(7));
         let refusal = || Record::refused(&peer, Some("ttd"), Some("a"), "not-granted");
         for _ in 0..BURST {
-            assert_eq!(repeats.note(&refusal()), Verdict::Write { ended: None });
+            assert_eq!(
+                repeats.note_at(&refusal(), start),
+                Verdict::Write { ended: None }
+            );
         }
         for _ in 0..99 {
-            assert_eq!(repeats.note(&refusal()), Verdict::Counted);
+            assert_eq!(repeats.note_at(&refusal(), start), Verdict::Counted);
         }
         // Another app, another peer, or an issued token: written.
         let written = Verdict::Write { ended: None };
         let b = Record::refused(&peer, Some("ttd"), Some("b"), "not-granted");
-        assert_eq!(repeats.note(&b), written);
+        assert_eq!(repeats.note_at(&b, start), written);
         let other = Peer::new(1000, 1000, Some(8));
         let a = Record::refused(&other, Some("ttd"), Some("a"), "not-granted");
-        assert_eq!(repeats.note(&a), written);
+        assert_eq!(repeats.note_at(&a, start), written);
+        let almost = start + WINDOW - Duration::from_millis(1);
         assert!(
-            repeats.ended(false).is_empty(),
+            repeats.ended_at(false, almost).is_empty(),
             "the windows are still open"
         );
-        std::thread::sleep(Duration::from_millis(60));
-        let ended = repeats.ended(false);
+        let after = start + WINDOW;
+        let ended = repeats.ended_at(false, after);
         assert_eq!(ended.len(), 1, "only the window that counted repeats");
         assert_eq!(ended[0].1, 99);
         assert_eq!(ended[0].0.app.as_deref(), Some("a"));
@@ -205,17 +226,32 @@ mod tests {
         assert_eq!(line["repeated"], 99);
         assert_eq!(line["reason"], "not-granted");
         // After the window, the next one is written again.
-        assert_eq!(repeats.note(&refusal()), written);
+        assert_eq!(repeats.note_at(&refusal(), after), written);
         // One that finds its ended window unflushed brings its count along.
         for _ in 0..BURST - 1 + 3 {
-            repeats.note(&refusal());
+            repeats.note_at(&refusal(), after);
         }
-        std::thread::sleep(Duration::from_millis(60));
-        match repeats.note(&refusal()) {
+        match repeats.note_at(&refusal(), after + WINDOW) {
             Verdict::Write {
                 ended: Some((_, 3)),
             } => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn stopping_writes_the_counts_of_windows_still_open() {
+        let start = Instant::now();
+        let repeats = Repeats::new(WINDOW);
+        let peer = Peer::new(65534, 65534, Some(7));
+        let refusal = || Record::refused(&peer, Some("ttd"), Some("a"), "not-granted");
+        for _ in 0..BURST + 2 {
+            repeats.note_at(&refusal(), start);
+        }
+        assert!(repeats.ended_at(false, start).is_empty());
+        let ended = repeats.ended_at(true, start);
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert_eq!(ended[0].1, 2);
+        assert!(repeats.ended_at(true, start).is_empty(), "closed once");
     }
 }
