@@ -292,6 +292,16 @@ pub enum SignatureError {
 }
 
 impl Alg {
+    /// The longest signature in a token's third part, base64url: P-256's r||s
+    /// (64 bytes), or RSA's up to a 4,096-bit key (512 bytes).
+    pub fn max_jws_signature_len(self) -> usize {
+        let bytes: usize = match self {
+            Alg::Es256 => 2 * P256_BYTES,
+            Alg::Rs256 => 512,
+        };
+        (bytes * 4).div_ceil(3)
+    }
+
     /// The `alg` header value.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -87,8 +87,10 @@ pub fn build(
 ) -> UnsignedToken {
     let expires_at = now + lifetime.lifetime_seconds;
     let payload = payload_json(issuer, app, now, lifetime);
-    // Room for the signature too ([`UnsignedToken::finish`]): RSA-4096's.
-    let mut signing_input = String::with_capacity(key.header.len() + payload.len() * 4 / 3 + 700);
+    // One allocation, with room for the signature ([`UnsignedToken::finish`]).
+    let capacity =
+        key.header.len() + 2 + (payload.len() * 4).div_ceil(3) + key.alg.max_jws_signature_len();
+    let mut signing_input = String::with_capacity(capacity);
     signing_input.push_str(&key.header);
     signing_input.push('.');
     URL_SAFE_NO_PAD.encode_string(payload, &mut signing_input);
