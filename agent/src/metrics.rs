@@ -246,8 +246,10 @@ impl Metrics {
     }
 
     /// A request waited for its uid's turn under `server.cache_misses_per_uid`
-    /// (`cache-miss`), `server.refusals_per_uid` (`refusal`) or
-    /// a place to sign (`signing`).
+    /// (`cache-miss`), under `server.refusals_per_uid` (`refusal` for a
+    /// refused token request, `other-route` for any other route,
+    /// `unreadable` for a request hyper could not read), or for a place to
+    /// sign (`signing`).
     pub fn request_paced(&self, reason: &'static str) {
         self.paced.get_or_create(&Reason { reason }).inc();
     }

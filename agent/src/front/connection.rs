@@ -98,7 +98,7 @@ pub(super) async fn serve<S: TokenSource>(
     // for it, so that such requests in a loop soon meet the uid's
     // connection cap instead of costing /proc reads for each.
     if activity.was_refused_unreadable() && front.limits.refusal_turn(uid).await {
-        front.metrics.request_paced("refusal");
+        front.metrics.request_paced("unreadable");
     }
 }
 

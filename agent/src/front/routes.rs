@@ -112,7 +112,7 @@ impl<S: TokenSource> Front<S> {
         peer: &Peer,
     ) -> Response<Full<Bytes>> {
         if self.limits.refusal_turn(peer.uid).await {
-            self.metrics.request_paced("refusal");
+            self.metrics.request_paced("other-route");
         }
         match (route, problem) {
             (_, Some(problem)) => problem.response(),

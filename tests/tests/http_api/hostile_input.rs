@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::daemon::{
     add_server_settings, exported_cert, log_tail, open_fds, ttd_token, wait_open_fds_at_most,
-    Daemon,
+    Daemon, UNPACED,
 };
 use integration_tests::http::parse_replies;
 use integration_tests::{verify_jwt, OutputExt};
@@ -148,9 +148,13 @@ fn judge(payload: &Payload, outcome: &Outcome, pem: &str) -> Result<(), String> 
 #[test]
 fn hostile_bytes_get_client_errors_or_a_close_and_the_agent_serves_on() {
     let token = ttd_token("p256", "");
+    // Unpaced: every payload is refused, and what is judged here is each
+    // answer and close, not the refusal rate (`limits::rates` is).
     add_server_settings(
         &token,
-        &format!("header_read_timeout_seconds = {HEADER_TIMEOUT}\nidle_timeout_seconds = 2"),
+        &format!(
+            "header_read_timeout_seconds = {HEADER_TIMEOUT}\nidle_timeout_seconds = 2\n{UNPACED}"
+        ),
     );
     let mut daemon = Daemon::start(&token);
     let pem = String::from_utf8(exported_cert(&token, "pem")).unwrap();

@@ -101,17 +101,19 @@ fn refusals_past_the_rate_are_answered_in_turn() {
         took >= Duration::from_millis(1900),
         "spaced at 1/s: {took:?}"
     );
-    assert_eq!(paced(&daemon, "refusal"), 2.0);
 
-    // Root's refusal has its own turn.
+    // Root's refusal has its own turn. (Asked before root reads /metrics:
+    // that read counts against root's rate too, as `other-route`.)
     let (mine, _) = ask(&daemon, me, &["/v1/token?issuer=nope&app=a".to_owned()]);
     assert_eq!(mine["statuses"], serde_json::json!({ "403": 1 }), "{mine}");
     assert_eq!(
         paced(&daemon, "refusal"),
         2.0,
-        "root's refusal did not wait"
+        "nobody's two past the burst, and root's refusal did not wait"
     );
-    let (late, _) = ask(&daemon, NOBODY, &not_granted[..1]);
-    assert_eq!(late["statuses"], serde_json::json!({ "403": 1 }), "{late}");
-    assert_eq!(paced(&daemon, "refusal"), 3.0);
+    // Nobody's burst may have come back while root read /metrics in turn;
+    // of two more back to back, the second waits.
+    let (late, _) = ask(&daemon, NOBODY, &not_granted[..2]);
+    assert_eq!(late["statuses"], serde_json::json!({ "403": 2 }), "{late}");
+    assert!(paced(&daemon, "refusal") >= 3.0);
 }

@@ -165,9 +165,9 @@ async fn every_other_route_counts_against_the_refusal_rate() {
         client.get(target, &[]).await;
     }
     assert!(
-        paced(&server, "refusal").await >= 12,
+        paced(&server, "other-route").await >= 12,
         "20 requests, a burst of 4: {} paced",
-        paced(&server, "refusal").await
+        paced(&server, "other-route").await
     );
     server.shut_down().await.unwrap();
 }
@@ -190,7 +190,7 @@ async fn unreadable_requests_in_a_loop_wait_their_turn_before_the_close() {
     // Each connection holds its place until its turn: the waits end later.
     wait_until(
         "8 of 10 unreadable requests, a burst of 2, to be paced",
-        async || paced(&server, "refusal").await >= 8,
+        async || paced(&server, "unreadable").await >= 8,
     )
     .await;
     server.shut_down().await.unwrap();
