@@ -4,7 +4,7 @@
 //! The rule: the pool keeps `signing.threads` sessions; it opens another
 //! when a job waits and no thread is free to take it, up to
 //! `signing.max_sessions` and the token's own limit; a session beyond
-//! `signing.threads` that has been idle for [`IDLE_CLOSE`] closes.
+//! `signing.threads` that has been idle for [`IDLE_CLOSE`](state::IDLE_CLOSE) closes.
 //!
 //! `C_Sign` blocks (RSA-2048 takes about 0.6 ms in SoftHSM, a network HSM
 //! milliseconds), so no signature runs on the async workers. A session is
@@ -22,10 +22,12 @@
 //! |---|---|
 //! | [`job`] | the work: one token to sign and where its result goes, or a probe of the token |
 //! | [`queue`] | the bounded queue the signing threads take jobs from |
+//! | [`state`] | what the threads and the submitters share |
 //! | [`worker`] | a signing thread and its session: it signs and probes, opens another when jobs wait, and leaves when idle |
 
 mod job;
 mod queue;
+mod state;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -35,21 +37,16 @@ use std::time::{Duration, Instant};
 use cryptoki::session::Session;
 
 pub use self::job::{Job, ProbeAnswer, ProbeReply, Reply};
+pub use self::state::FaultReport;
 
 use self::job::reopening;
 use self::queue::{Queue, Refused};
+use self::state::PoolState;
 use self::worker::Worker;
 use super::answering::Answering;
-use crate::hsm::{HsmError, SlotHandle};
+use crate::hsm::SlotHandle;
 use crate::issue::IssueError;
 use crate::metrics::Metrics;
-
-/// How long a session beyond `signing.threads` may stay idle before it closes.
-pub const IDLE_CLOSE: Duration = Duration::from_secs(5);
-
-/// Called on the thread that signed when the HSM fails in a way that
-/// reopening the connection may cure.
-pub type FaultReport = Arc<dyn Fn(&HsmError) + Send + Sync>;
 
 /// The threads and their sessions, owned by the HSM supervisor.
 pub struct Pool {
@@ -70,33 +67,6 @@ pub struct Sessions {
 #[derive(Clone)]
 pub struct PoolHandle {
     state: Arc<PoolState>,
-}
-
-/// What the pool's threads and its submitters share.
-struct PoolState {
-    queue: Queue,
-    /// Where threads started beyond the first open their sessions.
-    slot: SlotHandle,
-    /// Sessions kept whatever the load: `signing.threads`.
-    base: usize,
-    /// The most sessions: `signing.max_sessions` within the token's limit,
-    /// lowered should the token refuse a session.
-    cap: AtomicUsize,
-    /// Signing threads with a session open or being opened: the pool's size.
-    workers: AtomicUsize,
-    /// Signing threads still running: counted until their session is
-    /// closed, so that zero means none is inside the module.
-    live: AtomicUsize,
-    /// Numbers the threads' names.
-    names: AtomicUsize,
-    /// Whether a refused session was logged: once is enough.
-    refusal_logged: AtomicBool,
-    /// Set when the pool is being torn down: jobs are refused rather than
-    /// signed with sessions that are about to close.
-    closed: AtomicBool,
-    answering: Arc<Answering>,
-    metrics: Arc<Metrics>,
-    on_fault: FaultReport,
 }
 
 impl Pool {

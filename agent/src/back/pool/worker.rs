@@ -14,7 +14,7 @@ use cryptoki::session::Session;
 
 use super::job::{reopening, Job, ProbeReply, Work};
 use super::queue::Popped;
-use super::{PoolState, IDLE_CLOSE};
+use super::state::{PoolState, IDLE_CLOSE};
 use crate::hsm::sign::{sign_token, SignedToken};
 use crate::hsm::{Ckr, HsmError};
 use crate::issue::IssueError;
