@@ -18,7 +18,7 @@ use crate::private_dir::{self, Untrusted};
 const FILE_MODE: u32 = 0o640;
 
 /// Opens `path` for appending by the rules above. A file it creates gets
-/// [`FILE_MODE`] set on the descriptor, so that systemd's `UMask=0077`
+/// `FILE_MODE` set on the descriptor, so that systemd's `UMask=0077`
 /// does not leave the group unable to read it; an existing file keeps the
 /// mode it has. The error names the key and the path, and what to do.
 pub fn append(path: &Path) -> io::Result<File> {

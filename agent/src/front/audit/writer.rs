@@ -2,7 +2,7 @@
 //! batches, so that a request pays for copying its line, not for a write
 //! to the file. Lines keep the order they were queued in, each whole.
 //! Past [`MAX_PENDING`] bytes queued, requests wait for a slow disk; a
-//! file that cannot be written (ENOSPC, EIO) is retried every [`RETRY`]
+//! file that cannot be written (ENOSPC, EIO) is retried every `RETRY`
 //! while its lines wait, and past [`MAX_PENDING`] further lines are
 //! dropped and counted rather than holding every request for as long as
 //! the disk is full. [`Writer::health`] says so meanwhile.
