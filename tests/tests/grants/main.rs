@@ -5,7 +5,7 @@
 //! | module | what it asserts |
 //! |---|---|
 //! | [`callers`] | another uid is refused and audited while the granted uid is served; grants by group and executable; a single grant lets the caller leave the parameters out |
-//! | [`peer`] | a peer's pid reused by another user's process lends it neither groups nor executable, whichever way the agent pins the peer (SO_PEERPIDFD, `pidfd_open`, none) |
+//! | [`peer`] | a peer's pid reused by another user's process lends it neither groups nor executable, whichever way the agent pins the peer (SO_PEERPIDFD, `pidfd_open`, none); nor does a peer that changed its ids between its connect and the accept |
 //! | [`exe`] | an `exe` grant trusts neither a traced process nor another file mounted over the granted path |
 //! | [`units`] | a `unit` grant trusts the unit systemd runs the peer in, never a cgroup someone named like a unit |
 //! | [`reload`] | revoking a grant never waits for keys: a reload that cannot bring every issuer into service still puts its grants in force, and says what it left out |
