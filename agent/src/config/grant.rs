@@ -26,10 +26,15 @@ pub struct GrantConfig {
     /// path, when only slices lead to it. Units a user's own systemd starts all run inside
     /// `user@UID.service` and match only that, whatever they are named.
     pub unit: Option<String>,
-    /// The program the peer ran when it connected, an absolute path;
-    /// symlinks in it are resolved when the policy is built. Only together
-    /// with `uid` or `user`; a program replaced on disk since it started
-    /// still counts (see the module docs).
+    /// The program the peer runs when the agent accepts its connection, an
+    /// absolute path; symlinks in it are resolved when the policy is built.
+    /// It is read at accept, not at connect: between the two, a process can
+    /// fork (the child keeps the connection and runs whatever it likes) and
+    /// exec the granted program, which the agent then reads. Any user can
+    /// run the program and do that, so `exe` is allowed only together with
+    /// `uid` or `user`: it narrows which of that user's programs may have
+    /// the token, and never stands alone. A program replaced on disk since
+    /// it started still counts (see [`crate::front::policy`]).
     pub exe: Option<PathBuf>,
     pub issuer: String,
     pub apps: Vec<String>,
@@ -142,7 +147,7 @@ fn grant_exe(exe: &Path, uid: Option<u32>) -> Result<PathBuf, String> {
         ));
     }
     if uid.is_none() {
-        return Err("is set without `uid` or `user`: the executable is read when a caller connects, and a process of any user can connect as that program and then run another; add the user the program runs as, e.g. `user = \"my-app\"`".into());
+        return Err("is set without `uid` or `user`: the executable is read when the agent accepts a connection, and a process of any user can connect, hand the connection to a child and exec that program before the accept; add the user the program runs as, e.g. `user = \"my-app\"`".into());
     }
     Ok(std::fs::canonicalize(exe).unwrap_or_else(|_| exe.to_path_buf()))
 }
