@@ -51,6 +51,7 @@
 //! that both paths are tested on any kernel; release builds ignore it.
 
 mod procfs;
+pub mod userns;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -28,6 +28,7 @@
 //! since that user can put any program there.
 
 use super::peer::Peer;
+use crate::config::grant::OverflowIds;
 use crate::config::{grant, Apps, Grant, GrantConfig};
 
 /// The grants, ready to match peers against.
@@ -61,8 +62,15 @@ type Candidate<'a> = (&'a str, Option<&'a str>);
 impl Policy {
     /// Builds the policy; the error names the grant key that is wrong.
     pub fn from_config(grants: &[GrantConfig]) -> Result<Policy, String> {
+        Policy::for_namespace(grants, OverflowIds::default())
+    }
+
+    /// Builds the policy for an agent whose user namespace shows unmapped
+    /// peers as `overflow` ([`super::peer::userns`]): a grant of one of
+    /// those ids would match every unmapped peer, and is refused.
+    pub fn for_namespace(grants: &[GrantConfig], overflow: OverflowIds) -> Result<Policy, String> {
         Ok(Policy {
-            grants: grant::resolve(grants)?,
+            grants: grant::resolve_for(grants, overflow)?,
         })
     }
 
