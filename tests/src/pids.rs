@@ -169,3 +169,95 @@ struct CloneArgs {
     set_tid: u64,
     set_tid_size: u64,
 }
+
+/// A child that connected with one identity and then took another, as a
+/// process can between its connect and the agent's accept (a setuid
+/// helper it execs, or a root process that dropped only its effective ids
+/// to connect); killed and reaped when dropped.
+pub struct ChangedIdentity {
+    /// The connection, whose peer credentials are those of the connect.
+    pub stream: UnixStream,
+    pub pid: i32,
+}
+
+impl ChangedIdentity {
+    /// Connects to `socket` from a root child with effective ids
+    /// `uid`:`gid` (so SO_PEERCRED says `uid`:`gid`), then restores its
+    /// effective uid 0 and takes supplementary `groups`. Returns once the
+    /// child has done both; it then waits to be killed.
+    pub fn connect(socket: &Path, (uid, gid): (u32, u32), groups: &[u32]) -> ChangedIdentity {
+        let address = socket_address(socket);
+        let length = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        let groups: Vec<libc::gid_t> = groups.to_vec();
+        // SAFETY: a new socket, owned by the stream.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: fd is a new descriptor we own.
+        let stream = unsafe { UnixStream::from_raw_fd(fd) };
+        let mut ready = [0 as libc::c_int; 2];
+        // SAFETY: a valid array for two descriptors.
+        assert_eq!(
+            unsafe { libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC) },
+            0
+        );
+        // SAFETY: the child makes only async-signal-safe calls, then waits or _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: async-signal-safe calls on values prepared before fork.
+            unsafe {
+                let ok = libc::setgroups(0, std::ptr::null()) == 0
+                    && libc::setegid(gid) == 0
+                    && libc::seteuid(uid) == 0
+                    && libc::connect(fd, (&address as *const libc::sockaddr_un).cast(), length)
+                        == 0
+                    && libc::seteuid(0) == 0
+                    && libc::setgroups(groups.len(), groups.as_ptr()) == 0
+                    && libc::write(ready[1], [1u8].as_ptr().cast(), 1) == 1;
+                if !ok {
+                    libc::_exit(1);
+                }
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        let changed = ChangedIdentity { stream, pid };
+        // SAFETY: closing our copy of the write end; reading one byte into a valid buffer.
+        let got = unsafe {
+            libc::close(ready[1]);
+            let mut byte = 0u8;
+            let got = libc::read(ready[0], (&mut byte as *mut u8).cast(), 1);
+            libc::close(ready[0]);
+            got
+        };
+        assert_eq!(
+            got, 1,
+            "the child could not connect as {uid}:{gid} and change"
+        );
+        changed
+    }
+}
+
+impl Drop for ChangedIdentity {
+    fn drop(&mut self) {
+        // SAFETY: our own child.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// The address of the Unix socket at `socket`.
+fn socket_address(socket: &Path) -> libc::sockaddr_un {
+    // SAFETY: zeroed sockaddr_un is valid; the path is copied in below.
+    let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    address.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let path = socket.as_os_str().as_bytes();
+    assert!(path.len() < address.sun_path.len(), "socket path too long");
+    for (to, from) in address.sun_path.iter_mut().zip(path) {
+        *to = *from as libc::c_char;
+    }
+    address
+}

@@ -26,10 +26,15 @@ pub struct GrantConfig {
     /// path, when only slices lead to it. Units a user's own systemd starts all run inside
     /// `user@UID.service` and match only that, whatever they are named.
     pub unit: Option<String>,
-    /// The program the peer ran when it connected, an absolute path;
-    /// symlinks in it are resolved when the policy is built. Only together
-    /// with `uid` or `user`; a program replaced on disk since it started
-    /// still counts (see the module docs).
+    /// The program the peer runs when the agent accepts its connection, an
+    /// absolute path; symlinks in it are resolved when the policy is built.
+    /// It is read at accept, not at connect: between the two, a process can
+    /// fork (the child keeps the connection and runs whatever it likes) and
+    /// exec the granted program, which the agent then reads. Any user can
+    /// run the program and do that, so `exe` is allowed only together with
+    /// `uid` or `user`: it narrows which of that user's programs may have
+    /// the token, and never stands alone. A program replaced on disk since
+    /// it started still counts (see [`crate::front::policy`]).
     pub exe: Option<PathBuf>,
     pub issuer: String,
     pub apps: Vec<String>,
@@ -57,17 +62,37 @@ pub enum Apps {
     Listed(Vec<String>),
 }
 
+/// The ids that every peer outside the agent's user namespace shows as:
+/// the kernel's overflow uid and gid, where the namespace's uid or gid map
+/// leaves ids out; `None` where the map is the identity and every peer's
+/// id is its own. Read by [`crate::front::peer::userns`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OverflowIds {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
 /// Checks and resolves every grant; the error names the grant key that is wrong.
 pub fn resolve(grants: &[GrantConfig]) -> Result<Vec<Grant>, String> {
+    resolve_for(grants, OverflowIds::default())
+}
+
+/// [`resolve`], refusing too a grant of an id in `overflow`: every peer
+/// the agent's user namespace does not map would match it.
+pub fn resolve_for(grants: &[GrantConfig], overflow: OverflowIds) -> Result<Vec<Grant>, String> {
     grants
         .iter()
         .enumerate()
-        .map(|(index, grant)| Grant::from_config(index, grant))
+        .map(|(index, grant)| Grant::from_config(index, grant, overflow))
         .collect()
 }
 
 impl Grant {
-    fn from_config(index: usize, config: &GrantConfig) -> Result<Grant, String> {
+    fn from_config(
+        index: usize,
+        config: &GrantConfig,
+        overflow: OverflowIds,
+    ) -> Result<Grant, String> {
         let key = |name: &str| format!("`grant[{index}].{name}`");
         let uid = resolve_id(
             config.uid,
@@ -83,6 +108,8 @@ impl Grant {
             &key,
             accounts::group_id,
         )?;
+        refuse_overflow(uid, overflow.uid, ("uid", config.user.as_deref()), &key)?;
+        refuse_overflow(gid, overflow.gid, ("gid", config.group.as_deref()), &key)?;
         if let Some(unit) = &config.unit {
             check_unit(unit).map_err(|why| format!("{} = {unit:?} {why}", key("unit")))?;
         }
@@ -142,9 +169,31 @@ fn grant_exe(exe: &Path, uid: Option<u32>) -> Result<PathBuf, String> {
         ));
     }
     if uid.is_none() {
-        return Err("is set without `uid` or `user`: the executable is read when a caller connects, and a process of any user can connect as that program and then run another; add the user the program runs as, e.g. `user = \"my-app\"`".into());
+        return Err("is set without `uid` or `user`: the executable is read when the agent accepts a connection, and a process of any user can connect, hand the connection to a child and exec that program before the accept; add the user the program runs as, e.g. `user = \"my-app\"`".into());
     }
     Ok(std::fs::canonicalize(exe).unwrap_or_else(|_| exe.to_path_buf()))
+}
+
+/// Refuses `id` if it is the `overflow` id of the agent's user namespace;
+/// `kind` is `uid` or `gid`, and `name` the user or group name the grant
+/// gave, if it gave one. The error names the key as `key` writes it.
+fn refuse_overflow(
+    id: Option<u32>,
+    overflow: Option<u32>,
+    (kind, name): (&str, Option<&str>),
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), String> {
+    let Some(id) = id.filter(|id| Some(*id) == overflow) else {
+        return Ok(());
+    };
+    let named = match (name, kind) {
+        (Some(name), "uid") => format!("{} = {name:?} (uid {id})", key("user")),
+        (Some(name), _) => format!("{} = {name:?} (gid {id})", key("group")),
+        (None, _) => format!("{} = {id}", key(kind)),
+    };
+    Err(format!(
+        "{named} is the overflow {kind} of this agent's user namespace (/proc/self/{kind}_map is not the identity): every peer whose {kind} is not mapped into the namespace shows as {id}, so the grant would match them all; grant {kind}s the namespace maps, or run the agent in the host's user namespace (no systemd `PrivateUsers=`, Kubernetes `hostUsers: true`)"
+    ))
 }
 
 /// The id a grant sets with its number key or its name key (at most one of

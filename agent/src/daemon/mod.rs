@@ -28,6 +28,7 @@ use crate::back::{ConnectError, Signer};
 use crate::config::Config;
 use crate::exit::{self, Failure};
 use crate::front::audit::{Audit, Log as AuditLog};
+use crate::front::peer::userns;
 use crate::front::policy::Policy;
 use crate::front::{Front, Listener, Reloaded};
 use crate::metrics::Metrics;
@@ -37,6 +38,9 @@ pub fn serve(config_path: &Path, config: Config, json_on_stderr: bool) -> Result
     // First, while this is the only thread: every later one inherits the mask.
     let signals = Signals::take()
         .map_err(|e| Failure::new(exit::FAILURE, format!("cannot take signals: {e}")))?;
+    if let Some(note) = userns::note(userns::overflow_ids()) {
+        tracing::warn!("{note}");
+    }
     let policy = policy(config_path, &config)?;
     let log = match json_on_stderr {
         true => AuditLog::Stderr,
@@ -67,12 +71,14 @@ pub fn serve(config_path: &Path, config: Config, json_on_stderr: bool) -> Result
 }
 
 /// The grants, checked before the HSM is touched: `serve` needs at least
-/// one issuer, and every grant must make sense.
+/// one issuer, and every grant must make sense, here too: none may name
+/// the id that every peer outside the agent's user namespace shows as.
 fn policy(config_path: &Path, config: &Config) -> Result<Policy, Failure> {
     if config.issuers.is_empty() {
         return Err(bad_config(config_path, "no `[[issuer]]` is configured; `serve` signs for at least one: add `[[issuer]]` with `name = \"<org code>\"`".into()));
     }
-    Policy::from_config(&config.grants).map_err(|message| bad_config(config_path, message))
+    Policy::for_namespace(&config.grants, userns::overflow_ids())
+        .map_err(|message| bad_config(config_path, message))
 }
 
 /// Descriptors a full house needs: a socket per connection, and a margin

@@ -6,6 +6,11 @@
 //! none when SO_PEERPIDFD fails otherwise (ESRCH: a reaped peer before
 //! Linux 6.16). Debug builds pretend the errno named in
 //! `ACCESS_TOKEN_AGENT_TEST_SO_PEERPIDFD`.
+//!
+//! Peer identity after a change of ids: a process connects as uid 65534
+//! and then, before the agent accepts, becomes root in group 4242. /proc
+//! then describes a process that is no longer what SO_PEERCRED says, and
+//! lends nothing on either path.
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -21,7 +26,7 @@ use integration_tests::http::parse_replies;
 use integration_tests::users::NOBODY;
 use integration_tests::{OutputExt, TestToken};
 
-use integration_tests::pids::{connect_from_a_child_that_exits, Recycled};
+use integration_tests::pids::{connect_from_a_child_that_exits, ChangedIdentity, Recycled};
 
 /// The user whose process gets the reused pid.
 const OTHER: u32 = 12345;
@@ -173,4 +178,60 @@ fn a_reused_pid_lends_nothing_when_so_peerpidfd_finds_no_process() {
     assert_eq!(refused.code(), 3, "{}", refused.stderr_text());
     let served = setup.daemon.client().token(Some("ttd"), Some("by-uid"));
     served.expect("a uid grant needs no pidfd");
+}
+
+/// Asks for `by-group` on a connection that a root child made with
+/// effective ids 65534:65534 and then, before the agent accepted, restored
+/// its effective uid 0 and took group 4242. Returns the status and the
+/// audit line of the request.
+fn ask_after_a_change_of_ids(setup: &Setup) -> (u16, serde_json::Value) {
+    let daemon = &setup.daemon;
+    daemon.signal(libc::SIGSTOP);
+    let mut changed = ChangedIdentity::connect(&daemon.socket, (NOBODY, NOBODY), &[GROUP]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", changed.pid)).unwrap();
+    assert!(status.contains("\nUid:\t0\t0\t"), "{status}");
+    assert!(status.contains(&format!("\nGroups:\t{GROUP}")), "{status}");
+    let request = "GET /v1/token?issuer=ttd&app=by-group HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n";
+    changed.stream.write_all(request.as_bytes()).unwrap();
+    daemon.signal(libc::SIGCONT);
+    changed
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = changed.stream.read_to_end(&mut answer);
+    let replies = parse_replies(&answer, false).unwrap();
+    let line = audit_lines(&setup.token)
+        .into_iter()
+        .find(|line| line["pid"] == changed.pid)
+        .expect("an audit line for the request");
+    (replies[0].status, line)
+}
+
+fn assert_a_change_of_ids_lends_nothing(setup: &Setup) {
+    let (status, line) = ask_after_a_change_of_ids(setup);
+    assert_eq!(
+        status,
+        403,
+        "the changed process lent its groups\n{line}\n{}",
+        log_tail(&setup.token)
+    );
+    assert_eq!(line["uid"], NOBODY, "{line}");
+    assert!(
+        line["exe"].is_null(),
+        "the changed process lent its exe: {line}"
+    );
+}
+
+#[test]
+fn a_peer_that_changed_its_ids_after_connecting_lends_nothing_with_so_peerpidfd() {
+    let setup = agent(None);
+    assert_a_change_of_ids_lends_nothing(&setup);
+    // A process that is what it connected as still lends its groups.
+    client_as_nobody_in(&setup, &[GROUP], "by-group").success();
+}
+
+#[test]
+fn a_peer_that_changed_its_ids_after_connecting_lends_nothing_without_so_peerpidfd() {
+    assert_a_change_of_ids_lends_nothing(&agent(Some("ENOPROTOOPT")));
 }

@@ -21,13 +21,19 @@
 //!   read either.
 //! - Only where the option does not exist (ENOPROTOOPT: kernels before
 //!   6.5) does the agent pin whichever process holds the pid now, with
-//!   `pidfd_open`, and it believes what it read only if that process can be
-//!   the one that connected: real and effective uid and gid equal to
-//!   SO_PEERCRED's, started no later than the clock tick (10 ms) of the
-//!   accept. A pid reused by another user's or group's process, or by a
-//!   process started after the accept, lends nothing. What remains: a
-//!   process of the same uid and gid that got the pid between the peer's
-//!   exit and the accept is taken for the peer.
+//!   `pidfd_open`, and it believes what it read only if that process
+//!   started no later than the clock tick (10 ms) of the accept. A process
+//!   started after the accept lends nothing. What remains: a process of
+//!   the same uid and gid that got the pid between the peer's exit and the
+//!   accept is taken for the peer.
+//!
+//! On both paths, what was read counts only if the process's real and
+//! effective uid and gid are still SO_PEERCRED's, which the kernel fixed at
+//! connect. A process can connect and then change its ids before the
+//! accept: exec a setuid or setgid program, or restore the ids a root
+//! process lowered to connect. Its groups, unit and executable are then
+//! those of another identity, and lend nothing; on the older path, neither
+//! does a pid reused by another user's or group's process.
 //!
 //! Without facts, grants that need the groups, unit or executable do not
 //! match; uid and primary gid always come from SO_PEERCRED.
@@ -45,6 +51,7 @@
 //! that both paths are tested on any kernel; release builds ignore it.
 
 mod procfs;
+pub mod userns;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -83,24 +90,29 @@ impl Peer {
     pub fn of(stream: &tokio::net::UnixStream, accepted: Duration) -> io::Result<Peer> {
         let cred = stream.peer_cred()?;
         let pid = cred.pid().filter(|pid| *pid > 0);
+        let (uid, gid) = (cred.uid(), cred.gid());
         let process = pid
             .and_then(|pid| {
-                let pinned = match peer_pidfd(stream) {
+                let reading = match peer_pidfd(stream) {
                     Ok(pidfd) => read_pinned(pid, &pidfd)?,
                     Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {
                         let reading = read_pinned(pid, &open_pidfd(pid)?)?;
-                        reading
-                            .can_be_the_peer(cred.uid(), cred.gid(), accepted)
-                            .then_some(reading)?
+                        reading.started_by(accepted).then_some(reading)?
                     }
                     Err(_) => return None,
                 };
-                Some(pinned.process)
+                // On both paths the ids must still be SO_PEERCRED's: the
+                // process that connected may have changed them since (a
+                // setuid exec), and on the second another user's process
+                // may hold the pid.
+                reading
+                    .has_the_peers_ids(uid, gid)
+                    .then_some(reading.process)
             })
             .unwrap_or_default();
         Ok(Peer {
-            uid: cred.uid(),
-            gid: cred.gid(),
+            uid,
+            gid,
             pid,
             process,
         })

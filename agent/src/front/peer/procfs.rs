@@ -24,18 +24,22 @@ pub(super) struct Ids {
 }
 
 impl Reading {
-    /// Whether the process read can be the one that connected as
-    /// `uid`:`gid` (SO_PEERCRED) before `accepted`: both its real and
-    /// effective ids are those, and it started no later than the clock tick
-    /// of the accept. Anything unread counts against it.
-    pub fn can_be_the_peer(&self, uid: u32, gid: u32, accepted: Duration) -> bool {
-        let ids_match = self
-            .ids
-            .is_some_and(|ids| ids.uid == (uid, uid) && ids.gid == (gid, gid));
-        let started_before = self
-            .started
-            .is_some_and(|ticks| ticks <= ticks_of(accepted, clock_ticks_per_second()));
-        ids_match && started_before
+    /// Whether the process read is what SO_PEERCRED says connected:
+    /// both its real and effective ids are `uid`:`gid`. A process that
+    /// connected and then changed its ids (exec'd a setuid program, or
+    /// restored the ids it had lowered to connect) is not, and nor is
+    /// another user's process that got its pid. Unread ids count against it.
+    pub fn has_the_peers_ids(&self, uid: u32, gid: u32) -> bool {
+        self.ids
+            .is_some_and(|ids| ids.uid == (uid, uid) && ids.gid == (gid, gid))
+    }
+
+    /// Whether the process read started no later than the clock tick of
+    /// `accepted`, as the process that connected did; a start time unread
+    /// counts against it.
+    pub fn started_by(&self, accepted: Duration) -> bool {
+        self.started
+            .is_some_and(|ticks| ticks <= ticks_of(accepted, clock_ticks_per_second()))
     }
 }
 
@@ -322,26 +326,39 @@ mod tests {
     }
 
     #[test]
-    fn only_the_connecting_ids_started_in_time_can_be_the_peer() {
+    fn only_a_process_started_by_the_accept_can_be_the_peer() {
         let per_second = clock_ticks_per_second();
         let accepted = Duration::from_secs(1000) + Duration::from_millis(5);
         let tick = ticks_of(accepted, per_second);
-        let reading = |uid, euid, gid, egid, started| Reading {
+        let reading = |started| Reading {
+            started: Some(started),
+            ..Reading::default()
+        };
+        assert!(reading(tick).started_by(accepted));
+        assert!(reading(tick - 500).started_by(accepted));
+        // Started after the accept's tick: not the process that connected.
+        assert!(!reading(tick + 1).started_by(accepted));
+        assert!(!Reading::default().started_by(accepted));
+    }
+
+    #[test]
+    fn only_the_connecting_ids_are_the_peers() {
+        let reading = |uid, euid, gid, egid| Reading {
             ids: Some(Ids {
                 uid: (uid, euid),
                 gid: (gid, egid),
             }),
-            started: Some(started),
             ..Reading::default()
         };
-        assert!(reading(7, 7, 8, 8, tick).can_be_the_peer(7, 8, accepted));
-        assert!(reading(7, 7, 8, 8, tick - 500).can_be_the_peer(7, 8, accepted));
-        // Started after the accept's tick: not the process that connected.
-        assert!(!reading(7, 7, 8, 8, tick + 1).can_be_the_peer(7, 8, accepted));
-        // Another user's or group's process, or one that changed either.
-        assert!(!reading(9, 9, 8, 8, tick).can_be_the_peer(7, 8, accepted));
-        assert!(!reading(9, 7, 8, 8, tick).can_be_the_peer(7, 8, accepted));
-        assert!(!reading(7, 7, 8, 9, tick).can_be_the_peer(7, 8, accepted));
-        assert!(!Reading::default().can_be_the_peer(7, 8, accepted));
+        assert!(reading(7, 7, 8, 8).has_the_peers_ids(7, 8));
+        // Another user's or group's process.
+        assert!(!reading(9, 9, 8, 8).has_the_peers_ids(7, 8));
+        assert!(!reading(7, 7, 9, 9).has_the_peers_ids(7, 8));
+        // Connected with lowered effective ids, then restored them.
+        assert!(!reading(0, 0, 0, 8).has_the_peers_ids(7, 8));
+        // A setuid or setgid program exec'd after the connect.
+        assert!(!reading(7, 0, 8, 8).has_the_peers_ids(7, 8));
+        assert!(!reading(7, 7, 8, 0).has_the_peers_ids(7, 8));
+        assert!(!Reading::default().has_the_peers_ids(7, 8));
     }
 }

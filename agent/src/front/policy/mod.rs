@@ -7,13 +7,17 @@
 //! this module matches them against peers.
 //!
 //! The peer's groups, unit and executable are read once, when its
-//! connection is accepted ([`super::peer`]). `exe` therefore names the
-//! program the peer ran when it connected: a process may connect, then exec
-//! another program or hand the connection to one, and its requests still
-//! count as the program it connected as. Any user can run a given program
-//! and do that, so an `exe` grant must also name the user (`uid` or
-//! `user`): it narrows which of that user's programs may have the token,
-//! and never lets another user in.
+//! connection is accepted ([`super::peer`]), not when it connected. `exe`
+//! therefore names the program the peer runs at the accept, and no more: a
+//! process may connect, fork a child that keeps the connection, and exec
+//! the granted program before the accept; or exec another program after
+//! it, and its requests still count as the program read at accept. Any
+//! user can run a given program and do that, so an `exe` grant must also
+//! name the user (`uid` or `user`): it narrows which of that user's
+//! programs may have the token, and never lets another user in. The
+//! groups, unit and executable count only while the process has the ids
+//! it connected with (SO_PEERCRED), so exec'ing a setuid program lends
+//! that program's identity to nobody.
 //!
 //! A program whose file was replaced since it started (a package upgrade)
 //! links as `/usr/bin/x (deleted)`; it still matches `exe = "/usr/bin/x"`
@@ -24,6 +28,7 @@
 //! since that user can put any program there.
 
 use super::peer::Peer;
+use crate::config::grant::OverflowIds;
 use crate::config::{grant, Apps, Grant, GrantConfig};
 
 /// The grants, ready to match peers against.
@@ -57,8 +62,15 @@ type Candidate<'a> = (&'a str, Option<&'a str>);
 impl Policy {
     /// Builds the policy; the error names the grant key that is wrong.
     pub fn from_config(grants: &[GrantConfig]) -> Result<Policy, String> {
+        Policy::for_namespace(grants, OverflowIds::default())
+    }
+
+    /// Builds the policy for an agent whose user namespace shows unmapped
+    /// peers as `overflow` ([`super::peer::userns`]): a grant of one of
+    /// those ids would match every unmapped peer, and is refused.
+    pub fn for_namespace(grants: &[GrantConfig], overflow: OverflowIds) -> Result<Policy, String> {
         Ok(Policy {
-            grants: grant::resolve(grants)?,
+            grants: grant::resolve_for(grants, overflow)?,
         })
     }
 

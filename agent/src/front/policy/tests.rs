@@ -392,3 +392,52 @@ fn an_exe_grant_must_name_the_user() {
     };
     assert_eq!(policy(&[with_user]).len(), 1);
 }
+
+#[test]
+fn a_grant_of_the_overflow_ids_is_refused_only_where_a_map_leaves_ids_out() {
+    use crate::front::peer::userns::overflow_ids_from;
+    let identity = "0 0 4294967295\n";
+    let private = "0 100000 65536\n";
+    let overflow = (Some("65534\n"), Some("65534\n"));
+    let host = overflow_ids_from(Some(identity), Some(identity), overflow);
+    let in_namespace = overflow_ids_from(Some(private), Some(private), overflow);
+    let grants = [
+        (for_uid(65534, "ttd", &["a"]), "`grant[1].uid` = 65534"),
+        (
+            GrantConfig {
+                user: Some("nobody".into()),
+                ..grant("ttd", &["a"])
+            },
+            "`grant[1].user` = \"nobody\" (uid 65534)",
+        ),
+        (
+            GrantConfig {
+                gid: Some(65534),
+                ..grant("ttd", &["a"])
+            },
+            "`grant[1].gid` = 65534",
+        ),
+        (
+            GrantConfig {
+                group: Some("nogroup".into()),
+                ..grant("ttd", &["a"])
+            },
+            "`grant[1].group` = \"nogroup\" (gid 65534)",
+        ),
+    ];
+    for (overflowing, key) in grants {
+        let grants = [for_uid(1000, "ttd", &["a"]), overflowing];
+        // On the host, 65534 is a user like any other.
+        assert_eq!(Policy::for_namespace(&grants, host).unwrap().len(), 2);
+        let err = Policy::for_namespace(&grants, in_namespace).unwrap_err();
+        assert!(err.starts_with(key), "{key}: {err}");
+        assert!(err.contains("is the overflow"), "{err}");
+        assert!(err.contains("is not the identity"), "{err}");
+    }
+    // Mapped ids are granted in the namespace too.
+    let mapped = [for_uid(1000, "ttd", &["a"])];
+    assert_eq!(
+        Policy::for_namespace(&mapped, in_namespace).unwrap().len(),
+        1
+    );
+}
