@@ -2,7 +2,7 @@
 //! one bounded queue.
 //!
 //! The rule: the pool keeps `signing.threads` sessions; it opens another
-//! when a job waits and no thread is free to take it, up to
+//! for each job that waits with no thread free to take it, up to
 //! `signing.max_sessions` and the token's own limit; a session beyond
 //! `signing.threads` that has been idle for [`IDLE_CLOSE`](state::IDLE_CLOSE) closes.
 //!

@@ -109,11 +109,11 @@ impl Queue {
         }
     }
 
-    /// Whether jobs wait with no thread waiting to take them: signing is
-    /// behind.
-    pub fn is_behind(&self) -> bool {
+    /// How many jobs wait beyond the threads waiting to take them: how far
+    /// signing is behind.
+    pub fn behind(&self) -> usize {
         let state = lock(&self.state);
-        !state.jobs.is_empty() && state.waiting == 0
+        state.jobs.len().saturating_sub(state.waiting)
     }
 
     /// Refuses further jobs, wakes every waiting thread, and hands back

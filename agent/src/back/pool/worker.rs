@@ -1,8 +1,8 @@
 //! A signing thread: takes jobs from the queue and signs them with its own
 //! session, which it closes before it leaves; it also answers the
-//! supervisor's probes. One that takes a job while
-//! more wait and no thread is free starts another thread (up to the cap);
-//! one idle for [`IDLE_CLOSE`] leaves while the pool has more than
+//! supervisor's probes. One that takes a job while more wait and no
+//! thread is free starts a thread for each of them (up to the cap); one
+//! idle for [`IDLE_CLOSE`] leaves while the pool has more than
 //! `signing.threads`.
 
 use std::sync::atomic::Ordering;
@@ -50,8 +50,12 @@ impl Worker {
                 .pop(IDLE_CLOSE.saturating_sub(busy_at.elapsed()))
             {
                 Popped::Work(work) => {
-                    if self.state.queue.is_behind() {
-                        grow(&self.state);
+                    // One more thread for each job no thread waits for, so
+                    // that a burst meets its sessions at once, not one by one.
+                    for _ in 0..self.state.queue.behind() {
+                        if !grow(&self.state) {
+                            break;
+                        }
                     }
                     match work {
                         Work::Sign(job) => {
@@ -174,8 +178,8 @@ fn is_session_lost(error: &HsmError) -> bool {
 }
 
 /// Starts one more thread, which opens its own session, unless the pool
-/// is at its cap.
-fn grow(state: &Arc<PoolState>) {
+/// is at its cap; says whether it did.
+fn grow(state: &Arc<PoolState>) -> bool {
     // Reserved against the live threads, which include those still
     // closing their session on the way out.
     let cap = state.cap.load(Ordering::Relaxed);
@@ -185,7 +189,7 @@ fn grow(state: &Arc<PoolState>) {
             (n < cap).then_some(n + 1)
         });
     if reserved.is_err() {
-        return;
+        return false;
     }
     state.workers.fetch_add(1, Ordering::AcqRel);
     tracing::debug!(
@@ -193,7 +197,7 @@ fn grow(state: &Arc<PoolState>) {
         "signatures wait for a session: one more signing session"
     );
     let opener = Arc::clone(state);
-    let _ = spawn(state, move || match opener.slot.open_session() {
+    let spawned = spawn(state, move || match opener.slot.open_session() {
         Ok(session) => {
             opener.metrics.signing_sessions(1);
             Worker {
@@ -208,6 +212,7 @@ fn grow(state: &Arc<PoolState>) {
             opener.live.fetch_sub(1, Ordering::AcqRel);
         }
     });
+    spawned.is_ok()
 }
 
 /// Starts thread `signer-<n>` running `run`; should that fail, takes back
