@@ -356,9 +356,7 @@ fn unusable(
     )
 }
 
-/// The session for quick signatures; without one every signature goes to
-/// the signing threads, so a token that refuses it (its session limit
-/// shared with other processes) is no reason to fail.
+/// The sessions of the signing threads kept whatever the load.
 fn open_sessions(hsm: &Hsm, count: usize) -> Result<Vec<Session>, HsmError> {
     (0..count).map(|_| hsm.open_session()).collect()
 }

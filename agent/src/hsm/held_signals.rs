@@ -8,7 +8,7 @@
 //! SIGHUP and SIGQUIT stay pending in the calling thread and take effect
 //! when it is dropped, after the write. This covers the operators' commands,
 //! whose only thread is the caller; the daemon, with many threads, blocks
-//! them in all of them and takes them on one (`daemon::signals`). SIGKILL
+//! them in all of them and reads them from a signalfd (`daemon::signals`). SIGKILL
 //! cannot be held by anyone.
 
 /// The signals held; dropping the value restores the thread's signal mask.

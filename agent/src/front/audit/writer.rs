@@ -334,14 +334,19 @@ mod tests {
         let path = dir.path().join("audit.log");
         let writer = Writer::open(&path, AuditCounters::default()).unwrap();
         let stop = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|scope| {
+        let total = std::thread::scope(|scope| {
             let producer = queue_steadily(scope, &writer, &stop);
             for _ in 0..50 {
                 writer.flush();
+                // Whatever is in the file is whole, in order, from the first.
+                let written = numbers_in(&path);
+                assert_eq!(written, (0..written.len()).collect::<Vec<_>>());
             }
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            producer.join().unwrap();
+            producer.join().unwrap()
         });
+        writer.flush();
+        assert_eq!(numbers_in(&path), (0..total).collect::<Vec<_>>());
     }
 
     #[test]
