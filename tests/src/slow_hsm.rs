@@ -72,6 +72,13 @@ impl SlowHsm {
         self.var("SLOW_HSM_DROP_FILE", file.display())
     }
 
+    /// The token forgets the login when `file` appears: signatures answer
+    /// CKR_USER_NOT_LOGGED_IN until the next C_Login (the module removes
+    /// the file: write it again for another logout).
+    pub fn logout_when(self, file: &Path) -> SlowHsm {
+        self.var("SLOW_HSM_LOGOUT_FILE", file.display())
+    }
+
     /// Sets the variables on `command`.
     pub fn apply(&self, mut command: Command) -> Command {
         command.envs(self.vars.iter().map(|(name, value)| (name, value)));

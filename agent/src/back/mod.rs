@@ -16,10 +16,14 @@
 //! | `settings` | the part of the config the back works from |
 //! | `error`, `backoff` | why the token could not be brought into service; waits between attempts |
 //!
-//! The request path never calls the HSM and never waits on the supervisor:
-//! it reads the latest snapshot (keys, signing queue, or the reason there
-//! are none), answers from the cache, or queues a signature, and waits for
-//! that at most `signing.timeout_seconds`.
+//! The request path never calls the HSM and never waits on the supervisor
+//! beyond its own deadline: it reads the latest snapshot (keys, signing
+//! queue, or the reason there are none), answers from the cache, or queues
+//! a signature, and waits for that at most `signing.timeout_seconds`. When
+//! the link is lost under a signature, or is being reopened when a request
+//! arrives, the request waits within that deadline for the supervisor's
+//! first attempt to reconnect, and signs then; a refused PIN, an HSM that
+//! does not answer, or an attempt that failed refuse it at once.
 
 mod active_key;
 mod answering;
@@ -35,8 +39,9 @@ mod snapshot;
 mod supervisor;
 
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -74,14 +79,15 @@ impl Signer {
         .inspect_err(|_| {
             let _ = crate::hsm::finalize();
         })?;
-        let latest = Arc::new(Latest {
-            snapshot: RwLock::new(Arc::new(Snapshot {
+        let latest = Arc::new(Latest::new(
+            Snapshot {
                 cache: Arc::new(settings.new_cache()),
                 settings: Arc::clone(&settings),
                 serving: Err("starting".into()),
-            })),
+                reconnect_at: None,
+            },
             metrics,
-        });
+        ));
         let supervisor = Supervisor::new(
             Arc::clone(&latest),
             settings,
@@ -148,34 +154,83 @@ impl Drop for Signer {
     }
 }
 
+impl Signer {
+    /// Signs `miss`; when the link under it is lost, or was being reopened
+    /// when it was found, waits for the supervisor's next snapshot and
+    /// finds and signs again there. The caller bounds it by `deadline`; a
+    /// reconnect whose next attempt comes after that is not waited for.
+    async fn sign_through_reconnects(
+        &self,
+        mut miss: Miss,
+        deadline: Instant,
+    ) -> Result<Issued, IssueError> {
+        // Taken before anything is read of the snapshots after `miss`'s.
+        let mut published = self.latest.subscribe();
+        loop {
+            if miss.key().is_some() {
+                match miss.sign().await {
+                    Err(IssueError::Unavailable(_)) if miss.snapshot().link_lost() => {
+                        tracing::debug!("a signature met the HSM connection lost; signing again once it is back");
+                    }
+                    issued => return issued,
+                }
+            }
+            miss = loop {
+                let current = self.latest.current();
+                if !Arc::ptr_eq(&current, miss.snapshot()) {
+                    break Miss::find(current, miss.issuer(), miss.app(), deadline)?;
+                }
+                if published.changed().await.is_err() {
+                    return miss.sign().await;
+                }
+            };
+        }
+    }
+}
+
 impl TokenSource for Signer {
     type Miss = Miss;
 
     fn find(&self, issuer: &str, app: &str) -> Result<Found<Miss>, IssueError> {
         let snapshot = self.latest.current();
-        let key = Arc::clone(snapshot.key(issuer)?);
+        let deadline = Instant::now() + snapshot.settings.signing.timeout();
+        let miss = Miss::find(snapshot, issuer, app, deadline)?;
+        let (snapshot, Some(key)) = (miss.snapshot(), miss.key()) else {
+            // The link is being reopened: the signature waits for it.
+            return Ok(match miss.snapshot().settings.cache {
+                true => Found::Missing(miss),
+                false => Found::Uncached(miss),
+            });
+        };
         if !snapshot.settings.cache {
-            return Ok(Found::Uncached(Miss::new(snapshot, key, issuer, app)));
+            return Ok(Found::Uncached(miss));
         }
         match snapshot.cache.cached(issuer, app, &key.kid) {
             Some(hit) => {
                 self.latest.metrics.cache_hit();
                 Ok(Found::Cached(hit))
             }
-            None => Ok(Found::Missing(Miss::new(snapshot, key, issuer, app))),
+            None => Ok(Found::Missing(miss)),
         }
     }
 
     async fn sign(&self, miss: Miss) -> Result<Issued, IssueError> {
         let timeout = miss.timeout();
-        let issued = tokio::time::timeout(timeout, miss.sign())
+        let deadline = Instant::now() + timeout;
+        let issued = tokio::time::timeout(timeout, self.sign_through_reconnects(miss, deadline))
             .await
             .unwrap_or_else(|_| {
                 self.latest.metrics.signing_timeout();
-                Err(IssueError::Unavailable(format!(
-                    "the HSM did not sign within {} s (`signing.timeout_seconds`); try again later",
-                    timeout.as_secs()
-                )))
+                Err(IssueError::Unavailable(match &self.latest.current().serving {
+                    Err(reason) => format!(
+                        "{reason}; not back within {} s (`signing.timeout_seconds`); try again later",
+                        timeout.as_secs()
+                    ),
+                    Ok(_) => format!(
+                        "the HSM did not sign within {} s (`signing.timeout_seconds`); try again later",
+                        timeout.as_secs()
+                    ),
+                }))
             });
         // A miss is a token signed for this request; one that joined a
         // signature under way for the same token counts as a hit.

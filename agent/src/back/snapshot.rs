@@ -4,7 +4,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::active_key::{ActiveKey, Keys, Unavailable};
 use super::cache::Cache;
@@ -20,6 +20,11 @@ pub struct Snapshot {
     pub cache: Arc<Cache>,
     /// The keys and the signing queue, or why there are none.
     pub serving: Result<Serving, Arc<str>>,
+    /// While the link is being reopened: when the supervisor's next attempt
+    /// is due. A request whose deadline comes later waits for it rather than
+    /// being refused. `None` when nothing is on its way (serving, a refused
+    /// PIN, signatures still hung inside the module, or stopped).
+    pub reconnect_at: Option<Instant>,
 }
 
 pub struct Serving {
@@ -34,17 +39,34 @@ pub struct Serving {
 /// The latest snapshot the supervisor published, which the request path
 /// reads, and the metrics both write.
 pub struct Latest {
-    pub snapshot: RwLock<Arc<Snapshot>>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Ticks at every publish, for requests that wait out a reconnect.
+    published: watch::Sender<()>,
     pub metrics: Arc<Metrics>,
 }
 
 impl Latest {
+    pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Latest {
+        Latest {
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            published: watch::Sender::new(()),
+            metrics,
+        }
+    }
+
     pub fn current(&self) -> Arc<Snapshot> {
         Arc::clone(&read(&self.snapshot))
     }
 
     pub fn publish(&self, snapshot: Snapshot) {
         *write(&self.snapshot) = Arc::new(snapshot);
+        self.published.send_replace(());
+    }
+
+    /// Wakes at every publish after this call (take it before reading the
+    /// snapshot it is to see replaced).
+    pub fn subscribe(&self) -> watch::Receiver<()> {
+        self.published.subscribe()
     }
 
     /// Nothing will be signed any more, for `reason`.
@@ -54,6 +76,7 @@ impl Latest {
             settings: Arc::clone(&current.settings),
             cache: Arc::clone(&current.cache),
             serving: Err(reason.into()),
+            reconnect_at: None,
         });
     }
 }
@@ -127,6 +150,21 @@ impl Snapshot {
         }
     }
 
+    /// Whether a reconnect is under way whose next attempt comes before
+    /// `deadline`: worth waiting for.
+    pub fn reconnecting_before(&self, deadline: Instant) -> bool {
+        self.serving.is_err() && self.reconnect_at.is_some_and(|at| at < deadline)
+    }
+
+    /// Whether this snapshot's link was lost under its signatures: a
+    /// signing thread met a connection fault, or the pool is being torn
+    /// down. The supervisor publishes another snapshot then.
+    pub fn link_lost(&self) -> bool {
+        self.serving
+            .as_ref()
+            .is_ok_and(|serving| serving.pool.is_lost())
+    }
+
     pub fn submit(&self, key: &Arc<ActiveKey>, app: &str, reply: Reply) {
         let job = Job {
             key: Arc::clone(key),
@@ -143,27 +181,52 @@ impl Snapshot {
 }
 
 /// What a fresh signature needs: the snapshot it was found in, the issuer's
-/// key, and the token's app.
+/// key (none while the link is being reopened), and the token's app.
 pub struct Miss {
     snapshot: Arc<Snapshot>,
-    key: Arc<ActiveKey>,
+    key: Option<Arc<ActiveKey>>,
     issuer: Box<str>,
     app: Box<str>,
 }
 
 impl Miss {
-    pub(super) fn new(
+    /// What signing for `issuer` and `app` in `snapshot` needs, or why it
+    /// is refused at once. While a reconnect is under way whose next
+    /// attempt comes before `deadline`, a miss without a key, that waits
+    /// for it.
+    pub(super) fn find(
         snapshot: Arc<Snapshot>,
-        key: Arc<ActiveKey>,
         issuer: &str,
         app: &str,
-    ) -> Miss {
-        Miss {
+        deadline: Instant,
+    ) -> Result<Miss, IssueError> {
+        let key = match snapshot.key(issuer) {
+            Ok(key) => Some(Arc::clone(key)),
+            Err(IssueError::Unavailable(_)) if snapshot.reconnecting_before(deadline) => None,
+            Err(error) => return Err(error),
+        };
+        Ok(Miss {
             snapshot,
             key,
             issuer: issuer.into(),
             app: app.into(),
-        }
+        })
+    }
+
+    pub(super) fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+
+    pub(super) fn key(&self) -> Option<&Arc<ActiveKey>> {
+        self.key.as_ref()
+    }
+
+    pub(super) fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub(super) fn app(&self) -> &str {
+        &self.app
     }
 
     pub(super) fn timeout(&self) -> std::time::Duration {
@@ -172,25 +235,28 @@ impl Miss {
 
     /// Signs the token, through the cache when it is on (a signature under
     /// way for the same token is joined, and the result kept).
-    pub(super) async fn sign(self) -> Result<Issued, IssueError> {
+    pub(super) async fn sign(&self) -> Result<Issued, IssueError> {
         let Miss {
             snapshot,
             key,
             issuer,
             app,
         } = self;
+        let Some(key) = key else {
+            return Err(IssueError::Unavailable(snapshot.status()));
+        };
         if snapshot.settings.cache {
             return snapshot
                 .cache
-                .get_or_sign(&issuer, &app, &key.kid, |completion| {
-                    snapshot.submit(&key, &app, Box::new(|result| completion.complete(result)))
+                .get_or_sign(issuer, app, &key.kid, |completion| {
+                    snapshot.submit(key, app, Box::new(|result| completion.complete(result)))
                 })
                 .await;
         }
         let (reply, signed) = oneshot::channel();
         snapshot.submit(
-            &key,
-            &app,
+            key,
+            app,
             Box::new(move |result| {
                 let _ = reply.send(result);
             }),
@@ -221,5 +287,82 @@ impl Serving {
         }
         let reasons: Vec<&str> = self.unavailable.values().map(AsRef::as_ref).collect();
         Err(reasons.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// A snapshot with no link, for issuer `ttd`, the next reconnect
+    /// attempt at `reconnect_at`.
+    fn down(reconnect_at: Option<Instant>) -> Arc<Snapshot> {
+        let dir = tempfile::tempdir().unwrap();
+        let pin = dir.path().join("pin");
+        std::fs::write(&pin, "1234").unwrap();
+        let text = format!(
+            "[hsm]\nmodule = \"/bin/sh\"\ntoken_label = \"t\"\npin_file = {pin:?}\n[[issuer]]\nname = \"ttd\"\n"
+        );
+        let settings = Settings::from_config(&Config::parse(&text).unwrap());
+        Arc::new(Snapshot {
+            cache: Arc::new(settings.new_cache()),
+            settings: Arc::new(settings),
+            serving: Err("CKR_USER_NOT_LOGGED_IN; reconnecting".into()),
+            reconnect_at,
+        })
+    }
+
+    #[test]
+    fn a_reconnect_due_before_the_deadline_is_waited_for() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(10);
+        let miss = Miss::find(down(Some(now)), "ttd", "app", deadline).unwrap();
+        assert!(miss.key().is_none(), "no key yet: it waits for the link");
+    }
+
+    #[test]
+    fn no_reconnect_on_its_way_or_due_too_late_is_refused_at_once() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(10);
+        for snapshot in [down(None), down(Some(deadline + Duration::from_secs(1)))] {
+            match Miss::find(snapshot, "ttd", "app", deadline) {
+                Err(IssueError::Unavailable(reason)) => {
+                    assert!(reason.contains("CKR_USER_NOT_LOGGED_IN"), "{reason}")
+                }
+                _ => panic!("refused at once"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_issuer_not_configured_is_refused_while_reconnecting() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(10);
+        assert!(matches!(
+            Miss::find(down(Some(now)), "other", "app", deadline),
+            Err(IssueError::UnknownIssuer(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_publish_wakes_who_waits_for_the_next_snapshot() {
+        let first = down(None);
+        let latest = Latest::new(
+            Snapshot {
+                settings: Arc::clone(&first.settings),
+                cache: Arc::clone(&first.cache),
+                serving: Err("starting".into()),
+                reconnect_at: None,
+            },
+            Arc::default(),
+        );
+        let mut published = latest.subscribe();
+        let before = latest.current();
+        latest.fail("stopped".into());
+        published.changed().await.unwrap();
+        assert!(!Arc::ptr_eq(&before, &latest.current()));
     }
 }

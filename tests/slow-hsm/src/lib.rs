@@ -13,12 +13,14 @@
 //! | `SLOW_HSM_HANG_FILE` | while this file exists, the calls in `SLOW_HSM_HANG` block |
 //! | `SLOW_HSM_HANG` | which calls hang: C_Sign (default), C_SignInit, C_GetTokenInfo, C_OpenSession, comma-separated |
 //! | `SLOW_HSM_DROP_FILE` | when this file appears, every session open then is dropped: C_SignInit and C_Sign on it answer CKR_SESSION_HANDLE_INVALID; sessions opened later work (the module removes the file) |
+//! | `SLOW_HSM_LOGOUT_FILE` | when this file appears, the token forgets the login: C_SignInit and C_Sign answer CKR_USER_NOT_LOGGED_IN on every session until the next C_Login succeeds (the module removes the file) |
 //!
 //! Every wait is a sleep, so a thread in a slow call uses no CPU, as one
 //! waiting on a network HSM would. The session count is the module's, over
 //! all slots: enough for one token.
 
 mod dropped;
+mod logout;
 mod settings;
 mod wait;
 
@@ -29,9 +31,10 @@ use std::sync::OnceLock;
 
 use cryptoki_sys::{
     CKR_ARGUMENTS_BAD, CKR_FUNCTION_NOT_SUPPORTED, CKR_GENERAL_ERROR, CKR_OK, CKR_SESSION_COUNT,
-    CKR_SESSION_HANDLE_INVALID, CK_BYTE_PTR, CK_FLAGS, CK_FUNCTION_LIST, CK_FUNCTION_LIST_PTR_PTR,
-    CK_MECHANISM_PTR, CK_NOTIFY, CK_OBJECT_HANDLE, CK_RV, CK_SESSION_HANDLE, CK_SESSION_HANDLE_PTR,
-    CK_SLOT_ID, CK_TOKEN_INFO_PTR, CK_ULONG, CK_ULONG_PTR, CK_VOID_PTR,
+    CKR_SESSION_HANDLE_INVALID, CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, CK_BYTE_PTR,
+    CK_FLAGS, CK_FUNCTION_LIST, CK_FUNCTION_LIST_PTR_PTR, CK_MECHANISM_PTR, CK_NOTIFY,
+    CK_OBJECT_HANDLE, CK_RV, CK_SESSION_HANDLE, CK_SESSION_HANDLE_PTR, CK_SLOT_ID,
+    CK_TOKEN_INFO_PTR, CK_ULONG, CK_ULONG_PTR, CK_USER_TYPE, CK_UTF8CHAR_PTR, CK_VOID_PTR,
 };
 
 use settings::{Call, Settings};
@@ -117,6 +120,7 @@ fn load() -> Result<Module, String> {
         C_OpenSession: Some(open_session),
         C_CloseSession: Some(close_session),
         C_CloseAllSessions: Some(close_all_sessions),
+        C_Login: Some(login),
         C_SignInit: Some(sign_init),
         C_Sign: Some(sign),
         ..real
@@ -181,6 +185,7 @@ unsafe extern "C" fn open_session(
 ) -> CK_RV {
     hang_point(Call::OpenSession);
     dropped::check(&module().settings);
+    logout::check(&module().settings);
     let Some(max) = module().settings.max_sessions else {
         let rv = forward!(C_OpenSession(slot, flags, application, notify, session));
         dropped::opened(rv, session);
@@ -227,6 +232,9 @@ unsafe extern "C" fn sign_init(
     if dropped::is_dropped(settings, session) {
         return CKR_SESSION_HANDLE_INVALID;
     }
+    if logout::is_logged_out(settings) {
+        return CKR_USER_NOT_LOGGED_IN;
+    }
     wait::sleep(settings.sign_init_delay, settings.jitter);
     forward!(C_SignInit(session, mechanism, key))
 }
@@ -242,10 +250,26 @@ unsafe extern "C" fn sign(
     if dropped::is_dropped(&module().settings, session) {
         return CKR_SESSION_HANDLE_INVALID;
     }
+    if logout::is_logged_out(&module().settings) {
+        return CKR_USER_NOT_LOGGED_IN;
+    }
     if !signature.is_null() {
         hang_point(Call::Sign);
         let settings = &module().settings;
         wait::sleep(settings.sign_delay, settings.jitter);
     }
     forward!(C_Sign(session, data, data_len, signature, signature_len))
+}
+
+unsafe extern "C" fn login(
+    session: CK_SESSION_HANDLE,
+    user: CK_USER_TYPE,
+    pin: CK_UTF8CHAR_PTR,
+    pin_len: CK_ULONG,
+) -> CK_RV {
+    let rv = forward!(C_Login(session, user, pin, pin_len));
+    if rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN {
+        logout::logged_in();
+    }
+    rv
 }

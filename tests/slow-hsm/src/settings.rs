@@ -55,6 +55,11 @@ pub struct Settings {
     /// appliance restarts; the module removes the file, so that each
     /// appearance is one drop.
     pub drop_file: Option<PathBuf>,
+    /// `SLOW_HSM_LOGOUT_FILE`: when this file appears, the token forgets
+    /// the login: signatures answer CKR_USER_NOT_LOGGED_IN until the next
+    /// C_Login; the module removes the file, so that each appearance is
+    /// one logout.
+    pub logout_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -92,6 +97,7 @@ impl Settings {
             hang_file: var("SLOW_HSM_HANG_FILE").map(PathBuf::from),
             hang,
             drop_file: var("SLOW_HSM_DROP_FILE").map(PathBuf::from),
+            logout_file: var("SLOW_HSM_LOGOUT_FILE").map(PathBuf::from),
         })
     }
 
@@ -133,6 +139,7 @@ mod tests {
             ("SLOW_HSM_HANG_FILE", "/tmp/hang"),
             ("SLOW_HSM_HANG", "C_Sign, C_GetTokenInfo"),
             ("SLOW_HSM_DROP_FILE", "/tmp/drop"),
+            ("SLOW_HSM_LOGOUT_FILE", "/tmp/logout"),
         ])
         .unwrap();
         assert_eq!(all.module, PathBuf::from("/opt/hsm.so"));
@@ -143,6 +150,7 @@ mod tests {
         assert!(all.hangs(Call::Sign) && all.hangs(Call::GetTokenInfo));
         assert!(!all.hangs(Call::OpenSession));
         assert_eq!(all.drop_file, Some(PathBuf::from("/tmp/drop")));
+        assert_eq!(all.logout_file, Some(PathBuf::from("/tmp/logout")));
     }
 
     #[test]

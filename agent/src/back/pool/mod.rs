@@ -90,6 +90,7 @@ impl Pool {
             names: AtomicUsize::new(0),
             refusal_logged: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            faulted: AtomicBool::new(false),
             answering,
             metrics,
             on_fault,
@@ -182,6 +183,12 @@ impl PoolHandle {
     /// `reply`, which is dropped unanswered if the pool stops first.
     pub fn probe(&self, reply: ProbeReply) {
         self.state.queue.push_probe(reply);
+    }
+
+    /// Whether the link under this pool was lost: a signing thread met a
+    /// connection fault, or the pool is being torn down.
+    pub fn is_lost(&self) -> bool {
+        self.state.faulted.load(Ordering::Acquire) || self.state.closed.load(Ordering::Acquire)
     }
 
     /// Why the HSM counts as not answering, if it does.

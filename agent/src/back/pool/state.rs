@@ -38,6 +38,10 @@ pub struct PoolState {
     /// Set when the pool is being torn down: jobs are refused rather than
     /// signed with sessions that are about to close.
     pub closed: AtomicBool,
+    /// Set when a signing thread met a connection fault (and reported it),
+    /// before its job is answered: the requester then knows the link is
+    /// being reopened, and waits for it within its deadline.
+    pub faulted: AtomicBool,
     pub answering: Arc<Answering>,
     pub metrics: Arc<Metrics>,
     pub on_fault: FaultReport,

@@ -161,6 +161,9 @@ impl Worker {
                     state.metrics.hsm_error(&ckr.name());
                 }
                 if error.is_connection_fault() {
+                    // Before the reply, so that its requester sees the link
+                    // lost and waits for the reconnect.
+                    state.faulted.store(true, Ordering::Release);
                     (state.on_fault)(&error);
                 }
                 job.fail(IssueError::Unavailable(error.to_string()));

@@ -24,7 +24,7 @@ pub fn supervise(latest: &Latest, run: impl FnOnce()) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, RwLock};
+    use std::sync::Arc;
 
     use super::*;
     use crate::back::settings::Settings;
@@ -39,14 +39,15 @@ mod tests {
             "[hsm]\nmodule = \"/bin/sh\"\ntoken_label = \"t\"\npin_file = {pin:?}\n[[issuer]]\nname = \"ttd\"\n"
         );
         let settings = Settings::from_config(&Config::parse(&text).unwrap());
-        Arc::new(Latest {
-            snapshot: RwLock::new(Arc::new(Snapshot {
+        Arc::new(Latest::new(
+            Snapshot {
                 cache: Arc::new(settings.new_cache()),
                 settings: Arc::new(settings),
                 serving: Err("starting".into()),
-            })),
-            metrics: Arc::default(),
-        })
+                reconnect_at: None,
+            },
+            Arc::default(),
+        ))
     }
 
     #[test]

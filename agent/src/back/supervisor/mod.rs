@@ -469,10 +469,25 @@ impl Supervisor {
             }
             LinkState::Down { .. } | LinkState::Refused { .. } => Err(Arc::from(self.reason())),
         };
+        // Requests wait for the first attempt to reconnect, which a blip
+        // (a network HSM's restart or fail-over) passes. Not once an
+        // attempt has failed (the HSM is away: they are refused at once, as
+        // clients may go elsewhere), nor for a refused PIN (a reload), nor
+        // while signatures the HSM has not answered keep the module from
+        // being reset.
+        let reconnect_at = match &self.link {
+            LinkState::Down {
+                retiring: None,
+                attempts: 0,
+                ..
+            } => Some(self.next_tick),
+            _ => None,
+        };
         self.latest.publish(Snapshot {
             settings: Arc::clone(&self.settings),
             cache: Arc::clone(&self.cache),
             serving,
+            reconnect_at,
         });
     }
 }
