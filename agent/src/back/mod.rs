@@ -193,25 +193,20 @@ impl TokenSource for Signer {
 
     fn find(&self, issuer: &str, app: &str) -> Result<Found<Miss>, IssueError> {
         let snapshot = self.latest.current();
+        let cache = snapshot.settings.cache;
+        if let (true, Ok(key)) = (cache, snapshot.key(issuer)) {
+            if let Some(hit) = snapshot.cache.cached(issuer, app, &key.kid) {
+                self.latest.metrics.cache_hit();
+                return Ok(Found::Cached(hit));
+            }
+        }
+        // A miss, or the link is being reopened: the signature waits for it.
         let deadline = Instant::now() + snapshot.settings.signing.timeout();
         let miss = Miss::find(snapshot, issuer, app, deadline)?;
-        let (snapshot, Some(key)) = (miss.snapshot(), miss.key()) else {
-            // The link is being reopened: the signature waits for it.
-            return Ok(match miss.snapshot().settings.cache {
-                true => Found::Missing(miss),
-                false => Found::Uncached(miss),
-            });
-        };
-        if !snapshot.settings.cache {
-            return Ok(Found::Uncached(miss));
-        }
-        match snapshot.cache.cached(issuer, app, &key.kid) {
-            Some(hit) => {
-                self.latest.metrics.cache_hit();
-                Ok(Found::Cached(hit))
-            }
-            None => Ok(Found::Missing(miss)),
-        }
+        Ok(match cache {
+            true => Found::Missing(miss),
+            false => Found::Uncached(miss),
+        })
     }
 
     async fn sign(&self, miss: Miss) -> Result<Issued, IssueError> {
