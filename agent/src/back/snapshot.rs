@@ -275,6 +275,28 @@ impl Miss {
     }
 }
 
+#[cfg(test)]
+impl Snapshot {
+    /// A snapshot of a back that serves nothing, for `reason`, configured
+    /// for issuer `ttd` on a module that is never loaded.
+    pub fn unserved(reason: &str, reconnect_at: Option<Instant>) -> Snapshot {
+        let dir = tempfile::tempdir().unwrap();
+        let pin = dir.path().join("pin");
+        std::fs::write(&pin, "1234").unwrap();
+        let text = format!(
+            "[hsm]\nmodule = \"/bin/sh\"\ntoken_label = \"t\"\npin_file = {pin:?}\n[[issuer]]\nname = \"ttd\"\n"
+        );
+        let config = crate::config::Config::parse(&text).unwrap();
+        let settings = Settings::from_config(&config);
+        Snapshot {
+            cache: Arc::new(settings.new_cache()),
+            settings: Arc::new(settings),
+            serving: Err(reason.into()),
+            reconnect_at,
+        }
+    }
+}
+
 impl Serving {
     /// Ready when the HSM answers and every configured issuer can sign;
     /// otherwise the reasons.
@@ -295,24 +317,14 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::Config;
 
     /// A snapshot with no link, for issuer `ttd`, the next reconnect
     /// attempt at `reconnect_at`.
     fn down(reconnect_at: Option<Instant>) -> Arc<Snapshot> {
-        let dir = tempfile::tempdir().unwrap();
-        let pin = dir.path().join("pin");
-        std::fs::write(&pin, "1234").unwrap();
-        let text = format!(
-            "[hsm]\nmodule = \"/bin/sh\"\ntoken_label = \"t\"\npin_file = {pin:?}\n[[issuer]]\nname = \"ttd\"\n"
-        );
-        let settings = Settings::from_config(&Config::parse(&text).unwrap());
-        Arc::new(Snapshot {
-            cache: Arc::new(settings.new_cache()),
-            settings: Arc::new(settings),
-            serving: Err("CKR_USER_NOT_LOGGED_IN; reconnecting".into()),
+        Arc::new(Snapshot::unserved(
+            "CKR_USER_NOT_LOGGED_IN; reconnecting",
             reconnect_at,
-        })
+        ))
     }
 
     #[test]

@@ -126,7 +126,7 @@ pub fn payload_json(issuer: &str, app: &str, now: i64, lifetime: &Lifetime) -> S
     let exp = now + lifetime.lifetime_seconds;
     for (name, time) in [("\"nbf\":", nbf), (",\"exp\":", exp), (",\"iat\":", now)] {
         out.push_str(name);
-        push_int(&mut out, time);
+        out.push_str(decimal(time, &mut [0; 20]));
     }
     out.push_str(",\"iss\":");
     push_json_string(&mut out, issuer);
@@ -136,23 +136,25 @@ pub fn payload_json(issuer: &str, app: &str, now: i64, lifetime: &Lifetime) -> S
     out
 }
 
-/// `value` in decimal, without the formatting machinery.
-fn push_int(out: &mut String, value: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
+/// `value` in decimal, written backwards into the end of `buf` (room for
+/// `i64::MIN`): cheaper than the formatting machinery for the few numbers a
+/// token or an audit line has.
+pub fn decimal(value: i64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
     let mut rest = value.unsigned_abs();
     loop {
         at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
+        buf[at] = b'0' + (rest % 10) as u8;
         rest /= 10;
         if rest == 0 {
             break;
         }
     }
     if value < 0 {
-        out.push('-');
+        at -= 1;
+        buf[at] = b'-';
     }
-    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+    std::str::from_utf8(&buf[at..]).expect("ASCII digits")
 }
 
 /// Writes a JSON string the way System.Text.Json's relaxed encoder does:

@@ -27,25 +27,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::back::settings::Settings;
     use crate::back::snapshot::Snapshot;
-    use crate::config::Config;
 
     fn latest() -> Arc<Latest> {
-        let dir = tempfile::tempdir().unwrap();
-        let pin = dir.path().join("pin");
-        std::fs::write(&pin, "1234").unwrap();
-        let text = format!(
-            "[hsm]\nmodule = \"/bin/sh\"\ntoken_label = \"t\"\npin_file = {pin:?}\n[[issuer]]\nname = \"ttd\"\n"
-        );
-        let settings = Settings::from_config(&Config::parse(&text).unwrap());
         Arc::new(Latest::new(
-            Snapshot {
-                cache: Arc::new(settings.new_cache()),
-                settings: Arc::new(settings),
-                serving: Err("starting".into()),
-                reconnect_at: None,
-            },
+            Snapshot::unserved("starting", None),
             Arc::default(),
         ))
     }

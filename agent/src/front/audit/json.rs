@@ -49,7 +49,9 @@ impl<'a> Object<'a> {
     pub fn int(&mut self, key: &str, value: Option<i64>) -> &mut Self {
         self.key(key);
         match value {
-            Some(value) => decimal(self.out, value),
+            Some(value) => self
+                .out
+                .extend_from_slice(crate::token::decimal(value, &mut [0; 20]).as_bytes()),
             None => self.out.extend_from_slice(b"null"),
         }
         self
@@ -69,26 +71,6 @@ impl<'a> Object<'a> {
     pub fn end(&mut self) {
         self.out.push(b'}');
     }
-}
-
-/// `value` in decimal: digits written backwards into a buffer, which
-/// costs less than the formatting machinery for the four numbers a line has.
-fn decimal(out: &mut Vec<u8>, value: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = value.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if value < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// `text` as a JSON string, quotes included.
