@@ -362,21 +362,11 @@ pub fn pass_listener(
 ) -> std::process::Command {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    let mut wrapped = std::process::Command::new("/bin/sh");
-    wrapped
+    let mut shell = std::process::Command::new("/bin/sh");
+    shell
         .arg("-c")
-        .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@""#)
-        .arg(command.get_program())
-        .args(command.get_args());
-    for (name, value) in command.get_envs() {
-        match value {
-            Some(value) => wrapped.env(name, value),
-            None => wrapped.env_remove(name),
-        };
-    }
-    if let Some(dir) = command.get_current_dir() {
-        wrapped.current_dir(dir);
-    }
+        .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@""#);
+    let mut wrapped = crate::process::run_by(shell, &command);
     let fd = listener.as_raw_fd();
     // SAFETY: dup2 is async-signal-safe; it runs in the child between fork and exec.
     unsafe {

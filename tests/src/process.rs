@@ -122,3 +122,22 @@ impl OutputExt for Output {
         self
     }
 }
+
+/// `command` run by `launcher` (a shell, `unshare`, …), which gets its
+/// program and arguments last, and its environment and directory.
+pub fn run_by(
+    mut launcher: std::process::Command,
+    command: &std::process::Command,
+) -> std::process::Command {
+    launcher.arg(command.get_program()).args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => launcher.env(name, value),
+            None => launcher.env_remove(name),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        launcher.current_dir(dir);
+    }
+    launcher
+}

@@ -13,6 +13,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::Instant;
 
 use integration_tests::daemon::{client_as, log, open_directory_to_others, ttd_token, Daemon};
+use integration_tests::process::run_by;
 use integration_tests::{OutputExt, TestToken, PATIENCE};
 
 /// `uid_map` and `gid_map` of the agent's namespace: 0 to 65533 as themselves.
@@ -24,22 +25,11 @@ const UNMAPPED: u32 = 100_000;
 /// waits for a line on its stdin before it execs the agent, so that the
 /// maps can be written first (`unshare --map-users` needs newuidmap).
 fn in_a_user_namespace(command: Command) -> Command {
-    let mut wrapped = Command::new("unshare");
-    wrapped
+    let mut unshare = Command::new("unshare");
+    unshare
         .args(["--user", "--", "sh", "-c", r#"read _ && exec "$0" "$@""#])
-        .arg(command.get_program())
-        .args(command.get_args())
         .stdin(Stdio::piped());
-    for (name, value) in command.get_envs() {
-        match value {
-            Some(value) => wrapped.env(name, value),
-            None => wrapped.env_remove(name),
-        };
-    }
-    if let Some(dir) = command.get_current_dir() {
-        wrapped.current_dir(dir);
-    }
-    wrapped
+    run_by(unshare, &command)
 }
 
 /// Starts `serve` on `token` in a user namespace mapped by [`MAP`].

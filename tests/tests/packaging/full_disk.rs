@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use integration_tests::daemon::{body_of, log_tail, settled_text, status_of, ttd_token, Daemon};
+use integration_tests::process::run_by;
 use integration_tests::{TestToken, PATIENCE};
 
 const WRITE_ERRORS: &str = "access_token_agent_audit_write_errors_total";
@@ -39,20 +40,12 @@ fn agent_on_a_small_tmpfs(token: &TestToken, extra: &str) -> Daemon {
 /// `command`, run by `unshare --mount` after a 1 MiB tmpfs (mode 0700) is
 /// mounted over `dir`; the shell execs it, so it keeps the shell's pid.
 fn on_own_tmpfs(command: Command, dir: &Path) -> Command {
-    let mut wrapped = Command::new("unshare");
-    wrapped
+    let mut unshare = Command::new("unshare");
+    unshare
         .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
         .arg(r#"mount -t tmpfs -o size=1m,mode=0700 tmpfs "$0" && exec "$@""#)
-        .arg(dir)
-        .arg(command.get_program())
-        .args(command.get_args());
-    for (name, value) in command.get_envs() {
-        match value {
-            Some(value) => wrapped.env(name, value),
-            None => wrapped.env_remove(name),
-        };
-    }
-    wrapped
+        .arg(dir);
+    run_by(unshare, &command)
 }
 
 /// A path in the agent's tmpfs, reached through its mount namespace.
