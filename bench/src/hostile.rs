@@ -8,7 +8,8 @@
 //! name (RSA, a fresh signature each) every 20 ms. The hostile loads:
 //! - `idle`: 1,100 connections opened and kept, one request each;
 //! - `fresh`: 64 connections, a new app name on every request (granted `*`);
-//! - `refused`: 8 connections repeating a request it is not granted.
+//! - `refused`: 8 connections repeating a request it is not granted;
+//! - `metrics`: 128 connections asking for `/metrics` back to back.
 //!
 //! Also the cache alone, in process: the cost of a miss with the cache
 //! empty and full (10,000 entries).
@@ -42,7 +43,7 @@ pub struct HostileArgs {
 #[derive(clap::Args)]
 pub struct FloodArgs {
     socket: PathBuf,
-    /// `idle`, `fresh` or `refused`.
+    /// `idle`, `fresh`, `refused` or `metrics`.
     kind: String,
     seconds: u64,
 }
@@ -66,6 +67,10 @@ pub fn flood(args: &FloodArgs, runtime: &tokio::runtime::Runtime) -> bool {
         "refused" => {
             let pattern = Pattern::cycling(&[(RSA_ISSUER, "not-mine")]);
             runtime.block_on(load::run_pattern(&args.socket, 8, time, &pattern));
+        }
+        "metrics" => {
+            let pattern = Pattern::paths(&["/metrics"]);
+            runtime.block_on(load::run_pattern(&args.socket, 128, time, &pattern));
         }
         other => panic!("no flood {other:?}"),
     }
@@ -102,7 +107,7 @@ pub fn run(args: &HostileArgs, runtime: &tokio::runtime::Runtime, report: &mut S
             |step: &str| runtime.block_on(load::run_pattern(&socket, 1, step_time, &pattern(step)));
         let alone = probe("none");
         row(report, name, "none", &alone, &alone);
-        for kind in ["idle", "fresh", "refused"] {
+        for kind in ["idle", "fresh", "refused", "metrics"] {
             let mut hostile = spawn_flood(&socket, kind, args.seconds + 2);
             std::thread::sleep(Duration::from_millis(1500));
             let beside = probe(kind);

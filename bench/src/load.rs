@@ -62,16 +62,32 @@ pub struct Pattern {
     /// Requests each connection sends in all before it stops; `None`: until
     /// the step's time is up.
     pub limit: Option<u64>,
+    /// Whether an answer counts only with a token in it (else any 200).
+    tokens: bool,
 }
 
 impl Pattern {
-    /// Every connection cycles through these (issuer, app) pairs.
+    /// Every connection cycles through these (issuer, app) pairs; an answer
+    /// counts only with a token in it.
     pub fn cycling(targets: &[(&str, &str)]) -> Pattern {
         Pattern {
             requests: targets.iter().map(|(i, a)| request(i, a)).collect(),
             interval: None,
             reuse: None,
             limit: None,
+            tokens: true,
+        }
+    }
+
+    /// Every connection cycles through these paths; any 200 is an answer.
+    pub fn paths(paths: &[&str]) -> Pattern {
+        Pattern {
+            requests: paths
+                .iter()
+                .map(|path| format!("GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n").into_bytes())
+                .collect(),
+            tokens: false,
+            ..Pattern::cycling(&[])
         }
     }
 }
@@ -172,7 +188,8 @@ async fn connection(socket: &Path, pattern: &Pattern, deadline: Instant) -> Load
         sent += 1;
         on_this_connection += 1;
         let started = Instant::now();
-        let answer = exchange(stream.as_mut().expect("connected"), request, &mut buffer).await;
+        let stream_now = stream.as_mut().expect("connected");
+        let answer = exchange(stream_now, request, pattern.tokens, &mut buffer).await;
         match answer {
             Ok(()) => {
                 result.ok += 1;
@@ -236,7 +253,7 @@ pub async fn burst(socket: &Path, count: usize, issuer: &str, prefix: &str) -> L
             tokio::spawn(async move {
                 let mut result = LoadResult::default();
                 let answer = match UnixStream::connect(&socket).await {
-                    Ok(mut stream) => exchange(&mut stream, &request, &mut Vec::new()).await,
+                    Ok(mut stream) => exchange(&mut stream, &request, true, &mut Vec::new()).await,
                     Err(e) => Err(format!("connect: {e}")),
                 };
                 let elapsed = start.elapsed().as_micros().min(u32::MAX as u128) as u32;
@@ -268,6 +285,7 @@ pub async fn burst(socket: &Path, count: usize, issuer: &str, prefix: &str) -> L
 async fn exchange(
     stream: &mut UnixStream,
     request: &[u8],
+    token: bool,
     buffer: &mut Vec<u8>,
 ) -> Result<(), String> {
     stream
@@ -293,7 +311,7 @@ async fn exchange(
             String::from_utf8_lossy(body)
         ));
     }
-    if !is_jws(body) {
+    if token && !is_jws(body) {
         return Err(format!("not a token: {}", String::from_utf8_lossy(body)));
     }
     Ok(())
@@ -354,7 +372,10 @@ pub async fn hold_connections(socket: &Path, count: usize, issuer: &str) -> Vec<
         let Ok(mut stream) = UnixStream::connect(socket).await else {
             break;
         };
-        if exchange(&mut stream, &request, &mut buffer).await.is_ok() {
+        if exchange(&mut stream, &request, true, &mut buffer)
+            .await
+            .is_ok()
+        {
             held.push(stream);
         }
     }
