@@ -16,3 +16,17 @@ pub struct AuditConfig {
     /// failure shows on `/readyz` and `/metrics` either way.
     pub required: bool,
 }
+
+impl AuditConfig {
+    /// `required` guards the file's lines: without a file it would guard
+    /// nothing and read as a promise the agent cannot keep.
+    pub(super) fn validate(&self) -> Result<(), String> {
+        if self.required && self.file.is_none() {
+            return Err(
+                "`audit.required` = true needs `audit.file`: it refuses tokens while that file cannot take lines; name the file, or drop `required`"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}

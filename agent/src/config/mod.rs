@@ -108,6 +108,7 @@ impl Config {
         self.certificate.validate()?;
         issuer::validate_issuers(&mut self.issuers)?;
         self.server.validate()?;
+        self.audit.validate()?;
         grant::resolve(&self.grants).map(drop)
     }
 }
@@ -136,6 +137,18 @@ mod tests {
         assert_eq!(config.token.lifetime(), Lifetime::default());
         assert_eq!(config.issuers.len(), 1);
         assert!(config.issuer("ttd").is_some());
+    }
+
+    #[test]
+    fn audit_required_needs_a_file() {
+        let base = "[[issuer]]\nname = \"ttd\"\n[audit]\nrequired = true\n";
+        let err = config_with(base).unwrap_err();
+        assert!(
+            err.contains("`audit.required`") && err.contains("`audit.file`"),
+            "{err}"
+        );
+        let config = config_with(&format!("{base}file = \"/var/log/a/audit.log\"\n")).unwrap();
+        assert!(config.audit.required);
     }
 
     #[test]
