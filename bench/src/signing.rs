@@ -44,7 +44,8 @@ pub fn hsm_ceiling(hsm: Arc<Hsm>, key: SigningKey, threads: usize, duration: Dur
         let session = hsm.open_session().expect("a signing session");
         let lifetime = Lifetime::default();
         while !stop.load(Ordering::Relaxed) {
-            sign::sign_token(&session, &key, "bench", now(), &lifetime).expect("C_Sign");
+            sign::sign_token(&session, &key, "bench", now(), &lifetime, String::new())
+                .expect("C_Sign");
             count.fetch_add(1, Ordering::Relaxed);
         }
     })
@@ -65,7 +66,7 @@ pub fn in_process(alg: Alg, threads: usize, duration: Duration) -> f64 {
     on_threads(threads, duration, move |stop, count| {
         let lifetime = Lifetime::default();
         while !stop.load(Ordering::Relaxed) {
-            let unsigned = token::build(&id, "ttd", "bench", now(), &lifetime);
+            let unsigned = token::build(&id, "ttd", "bench", now(), &lifetime, String::new());
             let signature = sign_in_memory(&key, alg, unsigned.signing_input.as_bytes());
             std::hint::black_box(unsigned.finish(&signature));
             count.fetch_add(1, Ordering::Relaxed);

@@ -23,7 +23,14 @@ pub fn run(
     certificate: &Certificate,
     lifetime: &Lifetime,
 ) -> Result<(), ConnectError> {
-    let signed = sign_token(session, key, "", crate::clock::unix_now(), lifetime)?;
+    let signed = sign_token(
+        session,
+        key,
+        "",
+        crate::clock::unix_now(),
+        lifetime,
+        String::new(),
+    )?;
     verify(&signed.token, certificate).map_err(|reason| {
         ConnectError::SelfTest(format!(
             "the self-test token for issuer {:?} (kid {}) does not verify against its certificate ({reason}); the private key on the token does not belong to the certificate: enrol the key again",

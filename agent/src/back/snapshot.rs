@@ -13,6 +13,7 @@ use super::settings::Settings;
 use crate::issue::{IssueError, Issued};
 use crate::metrics::Metrics;
 use crate::sync::{read, write};
+use crate::token;
 
 /// What the request path sees: published by the supervisor, replaced whole.
 pub struct Snapshot {
@@ -166,10 +167,18 @@ impl Snapshot {
     }
 
     pub fn submit(&self, key: &Arc<ActiveKey>, app: &str, reply: Reply) {
+        let lifetime = &self.settings.lifetime;
+        let signing = &key.signing;
         let job = Job {
             key: Arc::clone(key),
             app: app.into(),
-            lifetime: Arc::clone(&self.settings.lifetime),
+            buffer: String::with_capacity(token::max_len(
+                &signing.id,
+                &signing.issuer,
+                app,
+                lifetime,
+            )),
+            lifetime: Arc::clone(lifetime),
             deadline: Instant::now() + self.settings.signing.timeout(),
             reply,
         };

@@ -146,7 +146,14 @@ fn mint(config: &Config, args: &MintArgs) -> Result<(), Failure> {
     let pinned = config.issuer(&args.issuer).and_then(|i| i.kid.as_deref());
     let session = hsm.anchor();
     let key = hsm::key_pairs::active_signing_key(&session, &args.issuer, pinned, now)?;
-    let signed = hsm::sign::sign_token(&session, &key, &args.app, now, &config.token.lifetime())?;
+    let signed = hsm::sign::sign_token(
+        &session,
+        &key,
+        &args.app,
+        now,
+        &config.token.lifetime(),
+        String::new(),
+    )?;
     println!("{}", signed.token);
     Ok(())
 }

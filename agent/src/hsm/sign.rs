@@ -1,12 +1,13 @@
 //! Signing through the HSM, with the mechanism [`Alg::sign_request`] names:
 //! the signature comes out in its JWS form.
 
+use cryptoki::mechanism::Mechanism;
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
 
 use super::key_pairs::SigningKey;
 use super::HsmError;
-use crate::key_type::Alg;
+use crate::key_type::{Alg, SignData};
 use crate::token::{self, Lifetime};
 
 /// Signs `input` with the private key behind `key`.
@@ -22,7 +23,14 @@ pub fn sign_with(
     handle: ObjectHandle,
     input: &[u8],
 ) -> Result<Vec<u8>, HsmError> {
-    let (mechanism, data) = alg.sign_request(input);
+    c_sign(session, handle, alg.sign_request(input))
+}
+
+fn c_sign(
+    session: &Session,
+    handle: ObjectHandle,
+    (mechanism, data): (Mechanism, SignData),
+) -> Result<Vec<u8>, HsmError> {
     session
         .sign(&mechanism, handle, data.as_ref())
         .map_err(|e| HsmError::from_cryptoki("C_Sign", e))
@@ -44,16 +52,23 @@ impl std::fmt::Debug for SignedToken {
     }
 }
 
-/// Builds and signs the Altinn token for `app` at `now` with `key`.
+/// Builds and signs the Altinn token for `app` at `now` with `key`, in
+/// `buffer`'s memory ([`token::build`]).
 pub fn sign_token(
     session: &Session,
     key: &SigningKey,
     app: &str,
     now: i64,
     lifetime: &Lifetime,
+    buffer: String,
 ) -> Result<SignedToken, HsmError> {
-    let unsigned = token::build(&key.id, &key.issuer, app, now, lifetime);
-    let signature = sign(session, key, unsigned.signing_input.as_bytes())?;
+    let unsigned = token::build(&key.id, &key.issuer, app, now, lifetime, buffer);
+    let input = unsigned.signing_input.as_bytes();
+    let request = key
+        .id
+        .alg
+        .sign_request_with(input, || unsigned.sha256(&key.id));
+    let signature = c_sign(session, key.handle, request)?;
     let expires_at = unsigned.expires_at;
     Ok(SignedToken {
         token: unsigned.finish(&signature),

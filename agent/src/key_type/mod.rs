@@ -315,15 +315,26 @@ impl Alg {
     /// process and signed with `CKM_ECDSA`, whose r||s output is already
     /// the JWS signature.
     pub fn sign_request(self, input: &[u8]) -> (Mechanism<'static>, SignData<'_>) {
+        self.sign_request_with(input, || {
+            // SHA256_Init/Update/Final: OpenSSL 3's one-shot SHA256()
+            // looks the algorithm up again on every call.
+            let mut digest = openssl::sha::Sha256::new();
+            digest.update(input);
+            digest.finish()
+        })
+    }
+
+    /// [`Alg::sign_request`], with `sha256` giving the input's SHA-256
+    /// where the mechanism signs a digest (a caller that has hashed a part
+    /// of the input before).
+    pub fn sign_request_with(
+        self,
+        input: &[u8],
+        sha256: impl FnOnce() -> [u8; 32],
+    ) -> (Mechanism<'static>, SignData<'_>) {
         match self {
             Alg::Rs256 => (Mechanism::Sha256RsaPkcs, SignData::Input(input)),
-            Alg::Es256 => {
-                // SHA256_Init/Update/Final: OpenSSL 3's one-shot SHA256()
-                // looks the algorithm up again on every call.
-                let mut digest = openssl::sha::Sha256::new();
-                digest.update(input);
-                (Mechanism::Ecdsa, SignData::Sha256(digest.finish()))
-            }
+            Alg::Es256 => (Mechanism::Ecdsa, SignData::Sha256(sha256())),
         }
     }
 

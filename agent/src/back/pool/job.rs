@@ -23,6 +23,10 @@ pub struct Job {
     pub lifetime: Arc<Lifetime>,
     /// When the requester stops waiting: a job still queued then is dropped.
     pub deadline: Instant,
+    /// The memory the token is written into, allocated by the requester
+    /// ([`crate::token::max_len`]) so that the token is freed on the thread
+    /// that allocated it.
+    pub buffer: String,
     pub reply: Reply,
 }
 

@@ -108,7 +108,8 @@ impl Worker {
         self.sign(job);
     }
 
-    fn sign_once(&self, job: &Job) -> Result<SignedToken, HsmError> {
+    /// Signs `job`'s token in its buffer (a retry gets a new one).
+    fn sign_once(&self, job: &mut Job) -> Result<SignedToken, HsmError> {
         let _in_flight = self.state.answering.signing.enter();
         sign_token(
             &self.session,
@@ -116,6 +117,7 @@ impl Worker {
             &job.app,
             crate::clock::unix_now(),
             &job.lifetime,
+            std::mem::take(&mut job.buffer),
         )
     }
 
@@ -142,13 +144,13 @@ impl Worker {
     /// Signs `job` and replies. A session the HSM dropped is replaced and
     /// the signature tried once more, within the job's deadline; a fault
     /// that reopening the connection may cure is reported to the supervisor.
-    fn sign(&mut self, job: Job) {
+    fn sign(&mut self, mut job: Job) {
         let state = Arc::clone(&self.state);
         state.metrics.sessions_busy(1);
         let started = Instant::now();
-        let mut result = self.sign_once(&job);
+        let mut result = self.sign_once(&mut job);
         if result.as_ref().is_err_and(is_session_lost) && Instant::now() < job.deadline {
-            result = self.renew_session().and_then(|()| self.sign_once(&job));
+            result = self.renew_session().and_then(|()| self.sign_once(&mut job));
         }
         state.metrics.sessions_busy(-1);
         match result {
