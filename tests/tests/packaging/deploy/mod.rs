@@ -1,7 +1,10 @@
 //! The Kubernetes manifests in deploy/kubernetes: they parse, and carry what
-//! README.md's "Many hosts" section promises. No cluster is needed: the
+//! README.md's "Kubernetes" section promises. No cluster is needed: the
 //! YAML is read with a YAML library and the agent's config inside it with
-//! the agent's own config parser.
+//! the agent's own config parser; [`started`] runs the agent as the
+//! DaemonSet would.
+
+mod started;
 
 use std::path::{Path, PathBuf};
 
