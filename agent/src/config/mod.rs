@@ -11,6 +11,7 @@ mod certificate;
 pub mod grant;
 mod hsm;
 mod issuer;
+mod kubernetes;
 mod server;
 mod signing;
 mod token;
@@ -24,6 +25,7 @@ pub use certificate::CertificateConfig;
 pub use grant::{Apps, Grant, GrantConfig};
 pub use hsm::HsmConfig;
 pub use issuer::IssuerConfig;
+pub use kubernetes::{KubernetesConfig, DEFAULT_AUDIENCE};
 pub use server::{parse_mode, PerUidRate, ServerConfig};
 pub use signing::SigningConfig;
 pub use token::TokenConfig;
@@ -54,6 +56,9 @@ pub struct Config {
     pub signing: SigningConfig,
     #[serde(default)]
     pub certificate: CertificateConfig,
+    /// Pods as callers: how their service-account tokens are verified.
+    /// Without it, no grant may name a Kubernetes identity.
+    pub kubernetes: Option<KubernetesConfig>,
 }
 
 /// A configuration that cannot be used, with the fix in the message.
@@ -108,7 +113,11 @@ impl Config {
         self.certificate.validate()?;
         issuer::validate_issuers(&mut self.issuers)?;
         self.server.validate()?;
-        grant::resolve(&self.grants).map(drop)
+        if let Some(kubernetes) = &self.kubernetes {
+            kubernetes.validate()?;
+        }
+        grant::resolve(&self.grants)?;
+        grant::need_kubernetes(&self.grants, self.kubernetes.is_some())
     }
 }
 

@@ -191,7 +191,7 @@ fn every_identity_field_must_match() {
     let process = Process {
         unit: Some("my-app.service".into()),
         exe: Some("/usr/bin/my-app".into()),
-        groups: vec![],
+        ..Process::default()
     };
     let full = Peer::new(1, 1, Some(7)).with_process(process.clone());
     assert!(policy.resolve(&full, Some("ttd"), Some("a")).is_ok());
