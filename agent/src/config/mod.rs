@@ -288,6 +288,40 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_grants_need_the_section_and_a_namespace() {
+        let section = "[kubernetes]\njwks_file = \"/etc/jwks.json\"\nissuer = \"https://k8s\"\n";
+        let grant = |keys: &str| format!("[[grant]]\n{keys}\nissuer = \"ttd\"\napps = [\"a\"]\n");
+        let by_namespace = grant("k8s_namespace = \"apps\"\nk8s_service_account = \"my-app\"");
+        let config = config_with(&format!("{section}{by_namespace}")).unwrap();
+        assert_eq!(config.kubernetes.unwrap().audience, "access-token-agent");
+        let err = config_with(&by_namespace).unwrap_err();
+        assert!(
+            err.contains("`grant[0].k8s_namespace`") && err.contains("[kubernetes]"),
+            "{err}"
+        );
+        let err = config_with(&grant("uid = 1\nk8s_service_account = \"my-app\"")).unwrap_err();
+        assert!(
+            err.contains("`grant[0].k8s_service_account` is set without"),
+            "{err}"
+        );
+        for (keys, key) in [
+            ("k8s_namespace = \"Apps\"", "`grant[0].k8s_namespace`"),
+            ("k8s_namespace = \"a.b\"", "`grant[0].k8s_namespace`"),
+            ("k8s_namespace = \"-a\"", "`grant[0].k8s_namespace`"),
+            (
+                "k8s_namespace = \"a\"\nk8s_service_account = \"x_y\"",
+                "`grant[0].k8s_service_account`",
+            ),
+        ] {
+            let err = config_with(&format!("{section}{}", grant(keys))).unwrap_err();
+            assert!(err.contains(key), "{keys}: {err}");
+        }
+        // Beside a uid, and a service account with dots.
+        let both = grant("uid = 1000\nk8s_namespace = \"apps\"\nk8s_service_account = \"a.b-c\"");
+        assert!(config_with(&format!("{section}{both}")).is_ok());
+    }
+
+    #[test]
     fn duplicate_issuer_is_refused() {
         let err =
             config_with("[[issuer]]\nname = \"ttd\"\n[[issuer]]\nname = \"ttd\"\n").unwrap_err();
