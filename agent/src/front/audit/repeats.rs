@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Outcome, Record};
+use crate::front::kubernetes::PodIdentity;
 use crate::sync::lock;
 
 /// How long identical refusals are summed up after the first.
@@ -34,6 +35,8 @@ pub struct Kind {
     pub issuer: Option<String>,
     pub app: Option<String>,
     pub reason: Option<&'static str>,
+    pub kubernetes: Option<PodIdentity>,
+    pub k8s_refusal: Option<&'static str>,
 }
 
 impl Kind {
@@ -47,6 +50,8 @@ impl Kind {
             issuer: record.issuer.map(str::to_owned),
             app: record.app.map(str::to_owned),
             reason: record.reason,
+            kubernetes: record.kubernetes.cloned(),
+            k8s_refusal: record.k8s_refusal,
         }
     }
 
@@ -67,6 +72,8 @@ impl Kind {
             outcome: Outcome::Refused,
             reason: self.reason,
             repeated: Some(repeated),
+            kubernetes: self.kubernetes.as_ref(),
+            k8s_refusal: self.k8s_refusal,
         }
     }
 }
