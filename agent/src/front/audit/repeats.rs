@@ -35,7 +35,8 @@ pub struct Kind {
     pub issuer: Option<String>,
     pub app: Option<String>,
     pub reason: Option<&'static str>,
-    pub kubernetes: Option<PodIdentity>,
+    /// Boxed: most refusals carry no pod, and a verdict moves this around.
+    pub kubernetes: Option<Box<PodIdentity>>,
     pub k8s_refusal: Option<&'static str>,
 }
 
@@ -50,7 +51,7 @@ impl Kind {
             issuer: record.issuer.map(str::to_owned),
             app: record.app.map(str::to_owned),
             reason: record.reason,
-            kubernetes: record.kubernetes.cloned(),
+            kubernetes: record.kubernetes.cloned().map(Box::new),
             k8s_refusal: record.k8s_refusal,
         }
     }
@@ -72,7 +73,7 @@ impl Kind {
             outcome: Outcome::Refused,
             reason: self.reason,
             repeated: Some(repeated),
-            kubernetes: self.kubernetes.as_ref(),
+            kubernetes: self.kubernetes.as_deref(),
             k8s_refusal: self.k8s_refusal,
         }
     }

@@ -50,6 +50,10 @@ impl Keys {
     pub fn len(&self) -> usize {
         self.0.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// What identifies one version of the file, cheaply.
