@@ -18,21 +18,19 @@
 //! resolves as it does in the container.
 //!
 //! The app's process is put in a pod's cgroup as the kubelet's systemd
-//! driver names it, on the cgroup v2 hierarchy; where this process may not
-//! make cgroups, that part says NOT RUN and the rest still runs.
+//! driver names it, on the cgroup v2 hierarchy (the fixture's
+//! [`integration_tests::kubernetes`]); where this process may not make
+//! cgroups, that part says NOT RUN and the rest still runs.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use access_token_agent::config::Config;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use integration_tests::daemon::{client_binary, exported_cert, log, Daemon};
+use integration_tests::kubernetes::{cgroup2_for, jwks, Cgroups, Driver, IssuerKey, Pod};
 use integration_tests::process::run_by;
-use integration_tests::{
-    openssl, p256_self_signed, unix_now, verify_jwt, KeyFiles, OutputExt, TestToken,
-};
+use integration_tests::{unix_now, verify_jwt, OutputExt, TestToken};
 use yaml_rust2::Yaml;
 
 use super::{config_text, container, manifest, of_kind, pod_spec, strings, volume};
@@ -197,164 +195,41 @@ fn token_as(ids: &Ids, socket: &str, app: &str) -> Output {
     ids.run(&command).output().expect("run access-token")
 }
 
-/// The cluster's service-account issuer: a P-256 key, its JWKS, and
-/// tokens with the claims of a projected one.
-struct ClusterIssuer {
-    key: KeyFiles,
-    kid: String,
+/// The example app's projected token for `pod`: the claims the kubelet
+/// writes, with the audience and lifetime of the app's projected volume
+/// and the issuer the agent's `[kubernetes]` section expects.
+fn projected_token(app: &[Yaml], agent_config: &str, pod: &Pod, key: &IssuerKey) -> String {
+    let projected = of_kind(app, "Pod")["spec"]["volumes"]
+        .as_vec()
+        .into_iter()
+        .flatten()
+        .flat_map(|v| v["projected"]["sources"].as_vec().into_iter().flatten())
+        .map(|source| &source["serviceAccountToken"])
+        .find(|token| !token.is_badvalue())
+        .expect("a projected serviceAccountToken");
+    // Parsed here, where the image's group is unknown: any group will do.
+    let here = agent_config.replace("\"access-token-clients\"", "\"root\"");
+    let kubernetes = Config::parse(&here)
+        .expect("the agent's config")
+        .kubernetes
+        .expect("a [kubernetes] section");
+    let mut claims = pod.claims();
+    let lifetime = projected["expirationSeconds"]
+        .as_i64()
+        .expect("expirationSeconds");
+    claims["iss"] = kubernetes.issuer.into();
+    claims["aud"] = serde_json::json!([projected["audience"].as_str().expect("an audience")]);
+    claims["exp"] = (unix_now() + lifetime).into();
+    key.sign(&claims)
 }
 
-impl ClusterIssuer {
-    fn new(dir: &Path) -> ClusterIssuer {
-        let key = p256_self_signed(dir, "cluster-issuer", "/CN=cluster");
-        ClusterIssuer {
-            key,
-            kid: "cluster-key-1".into(),
-        }
-    }
-
-    /// The JWKS, as `kubectl get --raw /openid/v1/jwks` shows it.
-    fn jwks(&self) -> String {
-        let dir = self.key.key.parent().unwrap();
-        let key = self.key.key.to_str().unwrap();
-        let args = ["pkey", "-in", key, "-pubout", "-outform", "DER"];
-        let der = openssl(dir, &args).success().stdout;
-        // The SubjectPublicKeyInfo ends with the point: 0x04 || x || y.
-        let point = &der[der.len() - 65..];
-        assert_eq!(point[0], 4, "an uncompressed point");
-        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
-        serde_json::json!({"keys": [{
-            "use": "sig", "kty": "EC", "kid": self.kid, "crv": "P-256", "alg": "ES256",
-            "x": b64(&point[1..33]), "y": b64(&point[33..]),
-        }]})
-        .to_string()
-    }
-
-    /// A token as the kubelet projects it for `pod` (its name and UID) in
-    /// namespace `namespace` under `service_account`.
-    fn projected(&self, claims: &Projected) -> String {
-        let now = unix_now();
-        let body = serde_json::json!({
-            "iss": claims.issuer,
-            "sub": format!("system:serviceaccount:{}:{}", claims.namespace, claims.service_account),
-            "aud": [claims.audience],
-            "exp": now + claims.lifetime, "iat": now, "nbf": now,
-            "kubernetes.io": {
-                "namespace": claims.namespace,
-                "pod": {"name": claims.pod, "uid": claims.pod_uid},
-                "serviceaccount": {"name": claims.service_account, "uid": "5a1c0e2d-0000-4000-8000-000000000001"},
-                "node": {"name": "node-1", "uid": "6b2d1f3e-0000-4000-8000-000000000002"},
-                "warnafter": now + claims.lifetime * 8 / 10,
-            },
-        });
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        let pem = std::fs::read(&self.key.key).unwrap();
-        let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).expect("the issuer's key");
-        jsonwebtoken::encode(&header, &body, &key).expect("a signed token")
-    }
-}
-
-/// What a projected token says, from the manifests.
-struct Projected {
-    issuer: String,
-    audience: String,
-    lifetime: i64,
-    namespace: String,
-    service_account: String,
-    pod: String,
-    pod_uid: String,
-}
-
-impl Projected {
-    /// The example app's token: its pod's namespace, service account and
-    /// projected volume's audience and lifetime; the agent's issuer.
-    fn of_example(app: &[Yaml], agent_config: &str, pod_uid: &str) -> Projected {
-        let pod = of_kind(app, "Pod");
-        let projected = pod["spec"]["volumes"]
-            .as_vec()
-            .into_iter()
-            .flatten()
-            .flat_map(|v| v["projected"]["sources"].as_vec().into_iter().flatten())
-            .map(|source| &source["serviceAccountToken"])
-            .find(|token| !token.is_badvalue())
-            .expect("a projected serviceAccountToken");
-        // Parsed here, where the image's group is unknown: any group will do.
-        let here = agent_config.replace("\"access-token-clients\"", "\"root\"");
-        let kubernetes = Config::parse(&here)
-            .expect("the agent's config")
-            .kubernetes
-            .expect("a [kubernetes] section");
-        let text = |value: &Yaml| value.as_str().expect("a string").to_owned();
-        Projected {
-            issuer: kubernetes.issuer,
-            audience: text(&projected["audience"]),
-            lifetime: projected["expirationSeconds"]
-                .as_i64()
-                .expect("expirationSeconds"),
-            namespace: text(&pod["metadata"]["namespace"]),
-            service_account: text(&pod["spec"]["serviceAccountName"]),
-            pod: text(&pod["metadata"]["name"]),
-            pod_uid: pod_uid.to_owned(),
-        }
-    }
-}
-
-/// The cgroup v2 hierarchy, if this process may make cgroups in it: at
-/// /sys/fs/cgroup on a unified host, /sys/fs/cgroup/unified on a hybrid one.
-fn writable_cgroup2() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    let root = mounts.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(fields[1]))
-    })?;
-    let probe = root.join(format!("att-probe-{}", std::process::id()));
-    std::fs::create_dir(&probe).ok()?;
-    std::fs::remove_dir(&probe).ok()?;
-    Some(root)
-}
-
-/// A pod's cgroup as the kubelet's systemd driver names it, with a
-/// container's scope inside; removed (the parts this made) when dropped.
-struct PodCgroup {
-    made: Vec<PathBuf>,
-}
-
-impl PodCgroup {
-    fn new(root: &Path, pod_uid: &str) -> PodCgroup {
-        let qos = "kubepods-besteffort";
-        let pod = format!("{qos}-pod{}.slice", pod_uid.replace('-', "_"));
-        let scope = format!("cri-containerd-{:064x}.scope", std::process::id());
-        let mut path = root.to_path_buf();
-        let mut made = Vec::new();
-        for part in ["kubepods.slice", &format!("{qos}.slice"), &pod, &scope] {
-            path.push(part);
-            match std::fs::create_dir(&path) {
-                Ok(()) => made.push(path.clone()),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => panic!("mkdir {}: {e}", path.display()),
-            }
-        }
-        PodCgroup { made }
-    }
-
-    /// `command`, moved into the container's cgroup before it starts.
-    fn run(&self, command: &Command) -> Command {
-        let scope = self.made.last().expect("the container's cgroup");
-        let mut shell = Command::new("/bin/sh");
-        shell
-            .args(["-c", r#"echo $$ > "$0" && exec "$@""#])
-            .arg(scope.join("cgroup.procs"));
-        run_by(shell, command)
-    }
-}
-
-impl Drop for PodCgroup {
-    fn drop(&mut self) {
-        for path in self.made.iter().rev() {
-            let _ = std::fs::remove_dir(path);
-        }
-    }
+/// `command`, moved into cgroup `cgroup` before it starts.
+fn in_cgroup(cgroup: &Path, command: &Command) -> Command {
+    let mut shell = Command::new("/bin/sh");
+    shell
+        .args(["-c", r#"echo $$ > "$0" && exec "$@""#])
+        .arg(cgroup.join("cgroup.procs"));
+    run_by(shell, command)
 }
 
 #[test]
@@ -371,10 +246,10 @@ fn the_daemonset_starts_as_shipped_and_serves_the_example_app() {
 
     let token = TestToken::with_ttd_key("p256");
     let pem = exported_cert(&token, "pem");
-    let issuer = ClusterIssuer::new(token.path());
+    let issuer = IssuerKey::p256(token.path(), "cluster");
     let jwks_dir = node.root.path().join("jwks");
     std::fs::create_dir(&jwks_dir).unwrap();
-    std::fs::write(jwks_dir.join("jwks.json"), issuer.jwks()).unwrap();
+    std::fs::write(jwks_dir.join("jwks.json"), jwks(&[&issuer])).unwrap();
     // The PIN's path first: it starts with the node directory's.
     let config = config_text(&documents)
         .replace("/opt/hsm-client/lib/libCryptoki2_64.so", &token.module())
@@ -446,22 +321,32 @@ fn the_daemonset_starts_as_shipped_and_serves_the_example_app() {
         refused.stderr_text()
     );
 
-    let Some(cgroup2) = writable_cgroup2() else {
-        println!("NOT RUN: the_daemonset_starts_as_shipped_and_serves_the_example_app, its pod part: no writable cgroup v2 hierarchy");
+    let test = "the_daemonset_starts_as_shipped_and_serves_the_example_app, its pod part";
+    let Some(cgroup2) = cgroup2_for(test) else {
         return;
     };
     // The pod: its cgroup, and its projected token in a volume it can read.
-    let pod_uid = format!("0f6b8a2e-3c1d-4e5f-9a7b-{:012x}", std::process::id());
-    let pod = PodCgroup::new(&cgroup2, &pod_uid);
-    let claims = Projected::of_example(&app_documents, &config, &pod_uid);
+    let app_pod = of_kind(&app_documents, "Pod");
+    let text = |value: &Yaml| value.as_str().expect("a string").to_owned();
+    let mut pod = Pod::new(
+        &text(&app_pod["metadata"]["namespace"]),
+        &text(&app_pod["spec"]["serviceAccountName"]),
+    );
+    pod.name = text(&app_pod["metadata"]["name"]);
+    let mut cgroups = Cgroups::new(&cgroup2);
+    let container = cgroups.container(&pod, Driver::Systemd, Some("besteffort"));
     let volume = tempfile::tempdir().unwrap();
     std::fs::set_permissions(volume.path(), PermissionsExt::from_mode(0o755)).unwrap();
     let sa_token = volume.path().join("token");
-    std::fs::write(&sa_token, issuer.projected(&claims)).unwrap();
+    let projected = projected_token(&app_documents, &config, &pod, &issuer);
+    std::fs::write(&sa_token, projected).unwrap();
     std::fs::set_permissions(&sa_token, PermissionsExt::from_mode(0o644)).unwrap();
 
     let ask = token_command(&app_socket, "my-app", Some(&sa_token));
-    let out = pod.run(&app.run(&ask)).output().unwrap().success();
+    let out = in_cgroup(&container, &app.run(&ask))
+        .output()
+        .unwrap()
+        .success();
     let issued = out.stdout_text();
     assert_eq!(
         verify_jwt(issued.trim(), &pem, "ttd")["urn:altinn:app"],
@@ -472,12 +357,7 @@ fn the_daemonset_starts_as_shipped_and_serves_the_example_app() {
         .lines()
         .find(|line| line.contains("\"issued\"") && line.contains("k8s_namespace"))
         .unwrap_or_else(|| panic!("an audit line naming the pod:\n{logged}"));
-    for part in [
-        &claims.namespace,
-        &claims.service_account,
-        &claims.pod,
-        &pod_uid,
-    ] {
+    for part in [&pod.namespace, &pod.service_account, &pod.name, &pod.uid] {
         assert!(audit.contains(part.as_str()), "{part} in {audit}");
     }
 
