@@ -4,7 +4,8 @@
 //! as the kubelet makes it is the one sent next), from the default path
 //! when it exists and from none when it does not; the token is never
 //! printed. An agent stand-in on a Unix socket records the requests, so
-//! that what goes over the socket is what is asserted.
+//! that what goes over the socket is what is asserted; a real agent with a
+//! `[kubernetes]` section then serves or refuses what they send.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -14,9 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use access_token_client::{Client, Error};
-use integration_tests::daemon::client_binary;
+use integration_tests::daemon::{audit_lines, client_binary, serve_config, Daemon};
+use integration_tests::kubernetes::{jwks, IssuerKey, Pod, ISSUER};
 use integration_tests::process::run_by;
-use integration_tests::{unix_now, OutputExt};
+use integration_tests::{unix_now, OutputExt, TestToken};
 
 use crate::{blocking_client, single_line, toward_agent, ONCE};
 
@@ -318,5 +320,88 @@ fn the_command_and_the_examples_send_the_default_file_where_it_exists() {
         assert_eq!(headers, [bearer(SA_TOKEN), None], "{program} {args:?}");
         assert_eq!(single_line(&pod), ISSUED, "{program}");
         assert!(!pod.stderr_text().contains(SA_TOKEN), "{program}");
+    }
+}
+
+/// A real agent that grants every ttd app to service account `my-app` of
+/// namespace `apps` and nothing by uid, and the issuer key its JWKS holds.
+/// The pod binding is off: these clients run in no pod's cgroup (the
+/// packaging test `deploy` runs the binding as the DaemonSet has it).
+fn agent_for_pods() -> (TestToken, Daemon, IssuerKey) {
+    let token = TestToken::with_ttd_key("p256");
+    let issuer = IssuerKey::p256(token.path(), "cluster");
+    let jwks_file = token.write_file("jwks.json", jwks(&[&issuer]));
+    let extra = format!(
+        "[[issuer]]\nname = \"ttd\"\n\n[kubernetes]\njwks_file = {:?}\nissuer = {ISSUER:?}\nbind_to_pod = false\n\n[[grant]]\nk8s_namespace = \"apps\"\nk8s_service_account = \"my-app\"\nissuer = \"ttd\"\napps = [\"*\"]\n",
+        jwks_file.to_str().unwrap()
+    );
+    token.write_config(&serve_config(&token, &extra));
+    let daemon = Daemon::start(&token);
+    (token, daemon, issuer)
+}
+
+#[test]
+fn a_real_agent_serves_the_pod_the_sent_token_names_and_nothing_without_it() {
+    let (token, daemon, issuer) = agent_for_pods();
+    let app_pod = Pod::new("apps", "my-app");
+    let mut volume = ProjectedVolume::new(&issuer.sign(&app_pod.claims()));
+    let client = blocking_client(
+        Client::new(&daemon.socket)
+            .with_retry(ONCE)
+            .with_kubernetes_token_file(Some(volume.token_file())),
+    );
+    client
+        .token(Some("ttd"), Some("a"))
+        .expect("the pod's token");
+    let granted = client.grants().unwrap();
+    assert_eq!(granted.grants.len(), 1, "{granted:?}");
+
+    // Renewed with another namespace's token: the agent sees the new one.
+    let other_pod = Pod::new("other", "my-app");
+    volume.renew(&issuer.sign(&other_pod.claims()));
+    let refused = client.token(Some("ttd"), Some("a")).unwrap_err();
+    assert!(matches!(refused, Error::NotGranted(_)), "{refused:?}");
+
+    // No token file (the default path is absent here): nothing.
+    let bare = blocking_client(Client::new(&daemon.socket).with_retry(ONCE));
+    let refused = bare.token(Some("ttd"), Some("a")).unwrap_err();
+    assert!(matches!(refused, Error::NotGranted(_)), "{refused:?}");
+    assert!(bare.grants().unwrap().grants.is_empty());
+
+    volume.renew(&issuer.sign(&app_pod.claims()));
+    let file = volume.token_file();
+    let run = |args: &[&str]| {
+        Command::new(client_binary())
+            .args(["--socket", daemon.socket.to_str().unwrap()])
+            .arg("--kubernetes-token-file")
+            .arg(&file)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    run(&["token", "--issuer", "ttd", "--app", "b"]).success();
+    let status = run(&["status"]).success().stdout_text();
+    assert!(status.contains("issuer ttd apps *"), "{status}");
+
+    let lines = audit_lines(&token);
+    let outcomes: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|line| {
+            let namespace = line["k8s_namespace"].as_str().unwrap_or("-");
+            (line["outcome"].as_str().unwrap_or(""), namespace)
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("issued", "apps"),
+            ("refused", "other"),
+            ("refused", "-"),
+            ("issued", "apps")
+        ],
+        "{lines:?}"
+    );
+    for line in &lines {
+        assert!(!line.to_string().contains(".eyJ"), "no token in {line}");
     }
 }
