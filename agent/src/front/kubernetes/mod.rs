@@ -36,6 +36,7 @@ pub mod jwks;
 pub mod verify;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::KubernetesConfig;
 pub use cgroup::{pod_of_cgroup, PodCgroup};
@@ -74,6 +75,9 @@ impl Rejection {
 pub struct Kubernetes {
     config: KubernetesConfig,
     jwks: Jwks,
+    /// Whether the log has said that callers come without host pids: once
+    /// is enough to tell the operator, and every refusal's line has it too.
+    told_no_pids: AtomicBool,
 }
 
 impl Kubernetes {
@@ -82,6 +86,7 @@ impl Kubernetes {
         Ok(Kubernetes {
             config: config.clone(),
             jwks: Jwks::load(&config.jwks_file)?,
+            told_no_pids: AtomicBool::new(false),
         })
     }
 
@@ -126,7 +131,14 @@ impl Kubernetes {
         };
         let identity = verify::verify(token, &keys, &expected)?;
         if self.config.bind_to_pod {
-            bind(&identity, pid, pod)?;
+            bind(&identity, pid, pod).inspect_err(|rejection| {
+                if pid.is_none() && !self.told_no_pids.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        detail = %rejection.detail,
+                        "a pod's token was refused because the agent sees no host pids; every such request is refused"
+                    );
+                }
+            })?;
         }
         Ok(Some(identity))
     }

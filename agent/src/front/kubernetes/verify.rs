@@ -173,3 +173,132 @@ fn short(text: &str) -> &str {
         None => text,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    const EXPECTED: Expected<'static> = Expected {
+        issuer: "https://k8s",
+        audience: "access-token-agent",
+    };
+
+    fn now() -> i64 {
+        crate::clock::unix_now()
+    }
+
+    /// A P-256 key as jsonwebtoken signs with it, and its key set.
+    fn key() -> (EncodingKey, Keys) {
+        let pem = crate::test_keys::p256().private_key_to_pem_pkcs8().unwrap();
+        let encoding = EncodingKey::from_ec_pem(&pem).unwrap();
+        let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some("k1".into());
+        let set = serde_json::to_vec(&JwkSet { keys: vec![jwk] }).unwrap();
+        (encoding, super::super::jwks::parse(&set).unwrap())
+    }
+
+    fn claims() -> serde_json::Value {
+        let now = now();
+        json!({
+            "aud": ["access-token-agent"], "exp": now + 600, "iat": now, "nbf": now,
+            "iss": "https://k8s", "sub": "system:serviceaccount:apps:my-app",
+            "kubernetes.io": {
+                "namespace": "apps",
+                "pod": {"name": "my-app-1", "uid": "p-uid"},
+                "serviceaccount": {"name": "my-app", "uid": "s-uid"},
+                "node": {"name": "n", "uid": "n-uid"},
+                "warnafter": now + 400,
+            },
+        })
+    }
+
+    fn sign(key: &EncodingKey, claims: &serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("k1".into());
+        jsonwebtoken::encode(&header, claims, key).unwrap()
+    }
+
+    fn reason(token: &str, keys: &Keys) -> &'static str {
+        verify(token, keys, &EXPECTED).unwrap_err().reason
+    }
+
+    #[test]
+    fn a_projected_token_names_its_pod() {
+        let (encoding, keys) = key();
+        let pod = verify(&sign(&encoding, &claims()), &keys, &EXPECTED).unwrap();
+        assert_eq!(
+            (pod.namespace.as_str(), pod.service_account.as_str()),
+            ("apps", "my-app")
+        );
+        assert_eq!(
+            (pod.pod_name.as_str(), pod.pod_uid.as_str()),
+            ("my-app-1", "p-uid")
+        );
+    }
+
+    #[test]
+    fn times_allow_a_minute_of_skew_and_no_more() {
+        let (encoding, keys) = key();
+        let at = |exp: i64, nbf: i64| {
+            let mut c = claims();
+            (c["exp"], c["nbf"]) = (json!(exp), json!(nbf));
+            sign(&encoding, &c)
+        };
+        let now = now();
+        assert!(verify(&at(now - 30, now - 600), &keys, &EXPECTED).is_ok());
+        assert!(verify(&at(now + 600, now + 30), &keys, &EXPECTED).is_ok());
+        assert_eq!(reason(&at(now - 90, now - 600), &keys), "expired");
+        assert_eq!(reason(&at(now + 900, now + 90), &keys), "not-yet-valid");
+    }
+
+    #[test]
+    fn claims_that_disagree_or_are_missing_are_refused() {
+        let (encoding, keys) = key();
+        let without = |path: &[&str]| {
+            let mut c = claims();
+            let (last, parents) = path.split_last().unwrap();
+            let mut at = &mut c;
+            for p in parents {
+                at = &mut at[*p];
+            }
+            at.as_object_mut().unwrap().remove(*last);
+            sign(&encoding, &c)
+        };
+        assert_eq!(reason(&without(&["kubernetes.io", "pod"]), &keys), "claims");
+        assert_eq!(reason(&without(&["nbf"]), &keys), "claims");
+        assert_eq!(reason(&without(&["aud"]), &keys), "claims");
+        assert_eq!(reason(&without(&["kubernetes.io"]), &keys), "claims");
+        let mut c = claims();
+        c["sub"] = json!("system:serviceaccount:apps:other");
+        assert_eq!(reason(&sign(&encoding, &c), &keys), "claims");
+        c = claims();
+        c["aud"] = json!("access-token-agent-x");
+        assert_eq!(reason(&sign(&encoding, &c), &keys), "audience");
+    }
+
+    #[test]
+    fn only_the_keys_algorithm_verifies() {
+        let (encoding, keys) = key();
+        let good = sign(&encoding, &claims());
+        let payload = good.split('.').nth(1).unwrap();
+        let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+        for (alg, reason_expected) in [
+            ("none", "algorithm"),
+            ("HS256", "algorithm"),
+            ("RS256", "algorithm"),
+            ("PS256", "algorithm"),
+        ] {
+            let header = b64(&format!("{{\"alg\":\"{alg}\",\"kid\":\"k1\"}}"));
+            let signature = good.split('.').nth(2).unwrap();
+            let token = format!("{header}.{payload}.{signature}");
+            assert_eq!(reason(&token, &keys), reason_expected, "{alg}");
+        }
+        let no_kid = format!("{}.{payload}.x", b64("{\"alg\":\"ES256\"}"));
+        assert_eq!(reason(&no_kid, &keys), "unknown-kid");
+        assert_eq!(reason("a.b", &keys), "malformed");
+        assert_eq!(reason("!!.b.c", &keys), "malformed");
+    }
+}
