@@ -12,7 +12,7 @@
 //! ```text
 //! front/listener ─ accept ─▶ front/limits (a place for the connection)
 //!   ─▶ front/connection (keep-alive, deadlines) ─▶ front/peer (who is it)
-//!   ─▶ front/routes: query (parse) ─▶ policy (judge)
+//!   ─▶ front/routes: query (parse) ─▶ kubernetes (a pod's token) ─▶ policy (judge)
 //!        ─▶ issue.rs: TokenSource::find ── the cached token? ──▶ back/cache
 //!        ─▶ front/limits (the uid's turn: its rate, a place to sign)
 //!        ─▶ issue.rs: TokenSource::sign ─▶ back/pool (a signing thread) ─▶ hsm/
@@ -21,7 +21,7 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | [`front`] | the socket front, which never touches the HSM: listener, limits, connections, routes; [`front::query`] (parsed), [`front::peer`] (identified), [`front::policy`] (judged), [`front::audit`] (recorded) |
+//! | [`front`] | the socket front, which never touches the HSM: listener, limits, connections, routes; [`front::query`] (parsed), [`front::peer`] (identified), [`front::kubernetes`] (a pod's service-account token verified and bound to the caller's pod), [`front::policy`] (judged), [`front::audit`] (recorded) |
 //! | [`issue`] | the seam: what the front asks of the back, in the order it asks |
 //! | [`back`] | the signing back, which never sees a request: [`back::cache`], the signing pool, the HSM supervisor and recovery |
 //! | [`daemon`] | `serve`: wires front and back; start-up, signals, sd_notify, watchdog, reload, shutdown |

@@ -3,7 +3,9 @@
 // SocketsHttpHandler.ConnectCallback. The token goes into the PlatformAccessToken
 // header as is, without "Bearer ".
 using System;
+using System.IO;
 using System.Net.Http;
+using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Net.Sockets;
 using System.Text.Json.Serialization;
@@ -31,7 +33,17 @@ var agent = new HttpClient(new SocketsHttpHandler
     },
 }) { BaseAddress = new Uri("http://access-token-agent") };
 
-using var answer = await agent.GetAsync("/v1/token?issuer=ttd&app=my-app");
+// In a Kubernetes pod the agent needs the pod's projected service-account token
+// (deploy/kubernetes/app-example.yaml): read it for every request, as the
+// kubelet renews the file before it expires.
+const string KubernetesTokenFile = "/var/run/secrets/access-token-agent/token";
+using var ask = new HttpRequestMessage(HttpMethod.Get, "/v1/token?issuer=ttd&app=my-app");
+if (File.Exists(KubernetesTokenFile))
+{
+    var serviceAccount = (await File.ReadAllTextAsync(KubernetesTokenFile)).Trim();
+    ask.Headers.Authorization = new AuthenticationHeaderValue("Bearer", serviceAccount);
+}
+using var answer = await agent.SendAsync(ask);
 if (!answer.IsSuccessStatusCode)
 {
     // A problem document (RFC 9457): its type names the failure, its detail says what to do.

@@ -3,6 +3,7 @@
 
 Usage: get_token.py ISSUER APP
 The socket is $ACCESS_TOKEN_AGENT_SOCKET, else /run/access-token-agent/agent.sock.
+In a Kubernetes pod, the pod's projected service-account token is sent too.
 Python standard library only.
 """
 import http.client
@@ -26,10 +27,30 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+# Where the pod's projected service-account token for the agent is mounted
+# (deploy/kubernetes/app-example.yaml).
+KUBERNETES_TOKEN_FILE = "/var/run/secrets/access-token-agent/token"
+
+
+def kubernetes_token():
+    """The pod's service-account token, or None outside a pod. Read again
+    for every request: the kubelet renews the file before it expires."""
+    try:
+        with open(KUBERNETES_TOKEN_FILE, encoding="ascii") as file:
+            return file.read().strip()
+    except FileNotFoundError:
+        return None
+
+
 def get_token(issuer, app, socket_path):
     query = urllib.parse.urlencode({"issuer": issuer, "app": app})
+    headers = {"Accept": "application/json"}
+    service_account = kubernetes_token()
+    if service_account:
+        # Tells the agent the pod's namespace and service account.
+        headers["Authorization"] = "Bearer " + service_account
     connection = UnixHTTPConnection(socket_path)
-    connection.request("GET", "/v1/token?" + query, headers={"Accept": "application/json"})
+    connection.request("GET", "/v1/token?" + query, headers=headers)
     response = connection.getresponse()
     body = json.loads(response.read())
     connection.close()

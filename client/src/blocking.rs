@@ -62,4 +62,9 @@ impl Client {
     pub fn socket(&self) -> &std::path::Path {
         self.inner.socket()
     }
+
+    /// See [`crate::Client::kubernetes_token_file`].
+    pub fn kubernetes_token_file(&self) -> Option<&std::path::Path> {
+        self.inner.kubernetes_token_file()
+    }
 }

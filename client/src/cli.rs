@@ -35,6 +35,11 @@ pub struct Cli {
     /// The agent's socket [default: $ACCESS_TOKEN_AGENT_SOCKET, else /run/access-token-agent/agent.sock]
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// The pod's projected service-account token, sent to the agent with
+    /// `token` and `status` (read, never printed) [default:
+    /// /var/run/secrets/access-token-agent/token when it exists]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubernetes_token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

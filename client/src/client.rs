@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use crate::connection::{Connections, Response};
+use crate::kubernetes::TokenFile;
 use crate::{Error, Problem, DEFAULT_SOCKET, SOCKET_ENV};
 
 /// How long one attempt may wait for the agent's answer, by default.
@@ -121,6 +122,9 @@ pub struct Client {
     retry: Retry,
     timeout: Duration,
     cache: Option<Arc<Cache>>,
+    /// The pod's projected service-account token, sent with token and
+    /// grant requests; `None` sends none.
+    kubernetes_token: Option<TokenFile>,
 }
 
 /// Tokens kept in process until `expires_at - margin`.
@@ -130,13 +134,17 @@ struct Cache {
 }
 
 impl Client {
-    /// A client for the agent listening on `socket`.
+    /// A client for the agent listening on `socket`. It sends the pod's
+    /// projected service-account token from
+    /// [`DEFAULT_KUBERNETES_TOKEN_FILE`](crate::DEFAULT_KUBERNETES_TOKEN_FILE)
+    /// whenever that file exists ([`Client::with_kubernetes_token_file`]).
     pub fn new(socket: impl Into<PathBuf>) -> Client {
         Client {
             connections: Arc::new(Connections::new(socket.into())),
             retry: Retry::default(),
             timeout: DEFAULT_TIMEOUT,
             cache: None,
+            kubernetes_token: Some(TokenFile::default_path()),
         }
     }
 
@@ -158,6 +166,35 @@ impl Client {
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
         self.timeout = timeout;
         self
+    }
+
+    /// Sends the Kubernetes service-account token in `path` as
+    /// `Authorization: Bearer …` with each token and grants request, in
+    /// place of the default file: the agent then knows the pod's namespace
+    /// and service account, which uid and gid do not tell in a cluster. The
+    /// file is read again for each request, so the kubelet's renewals are
+    /// sent as they come; a missing or empty file is
+    /// [`Error::KubernetesToken`], which names the file but never shows
+    /// its content. `None` sends no token, even where the default file exists.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), access_token_client::Error> {
+    /// let client = access_token_client::Client::from_env()
+    ///     .with_kubernetes_token_file(Some("/var/run/secrets/agent/token".into()));
+    /// let token = client.token(Some("ttd"), Some("my-app")).await?;
+    /// # let _ = token;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_kubernetes_token_file(mut self, path: Option<PathBuf>) -> Client {
+        self.kubernetes_token = path.map(TokenFile::required);
+        self
+    }
+
+    /// The service-account token file this client sends from (when it
+    /// exists, for the default), if any.
+    pub fn kubernetes_token_file(&self) -> Option<&std::path::Path> {
+        self.kubernetes_token.as_ref().map(TokenFile::path)
     }
 
     /// Keeps tokens in process and hands them out again until `margin`
@@ -204,9 +241,10 @@ impl Client {
 
     /// Whether the agent is ready to sign (`GET /readyz`): `Ok(())`, or
     /// [`Error::Unavailable`] with the reason. Asked once, without retries:
-    /// it reports the state as it is now.
+    /// it reports the state as it is now. No service-account token is sent:
+    /// readiness is the same for everyone.
     pub async fn ready(&self) -> Result<(), Error> {
-        self.attempt("/readyz").await.map(|_| ())
+        self.attempt("/readyz", None).await.map(|_| ())
     }
 
     /// What the agent grants this caller.
@@ -219,11 +257,17 @@ impl Client {
         self.connections.socket()
     }
 
-    /// `GET path` as JSON, retried while the failure is transient.
+    /// `GET path` as JSON, with the caller's service-account token, retried
+    /// while the failure is transient; each attempt reads the token file
+    /// again, so one renewed meanwhile is the one sent.
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
         let mut attempt = 1;
         let body = loop {
-            match self.attempt(path).await {
+            let authorization = match &self.kubernetes_token {
+                Some(file) => file.authorization()?,
+                None => None,
+            };
+            match self.attempt(path, authorization.as_ref()).await {
                 Ok(body) => break body,
                 Err(error) if error.is_transient() && attempt < self.retry.attempts => {
                     tokio::time::sleep(self.retry.wait(attempt, retry_after(&error))).await;
@@ -236,8 +280,13 @@ impl Client {
     }
 
     /// One `GET path` within the timeout: the body of a 2xx answer.
-    async fn attempt(&self, path: &str) -> Result<bytes::Bytes, Error> {
-        match tokio::time::timeout(self.timeout, self.connections.get(path)).await {
+    async fn attempt(
+        &self,
+        path: &str,
+        authorization: Option<&hyper::header::HeaderValue>,
+    ) -> Result<bytes::Bytes, Error> {
+        let request = self.connections.get(path, authorization);
+        match tokio::time::timeout(self.timeout, request).await {
             Ok(response) => check_status(response?),
             Err(_) => Err(Error::Timeout {
                 socket: self.socket().display().to_string(),

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HeaderMap, ACCEPT, HOST};
+use hyper::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, HOST};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
@@ -40,16 +40,21 @@ impl Connections {
         &self.socket
     }
 
-    /// Sends `GET path` and reads the whole answer. A reused connection that
-    /// the agent has closed meanwhile is replaced by a new one, once.
-    pub async fn get(&self, path: &str) -> Result<Response, Error> {
+    /// Sends `GET path`, with `authorization` as its `Authorization`
+    /// header when given, and reads the whole answer. A reused connection
+    /// that the agent has closed meanwhile is replaced by a new one, once.
+    pub async fn get(
+        &self,
+        path: &str,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Response, Error> {
         if let Some(sender) = self.ready_idle().await {
-            if let Ok(response) = self.send(sender, path).await {
+            if let Ok(response) = self.send(sender, path, authorization).await {
                 return Ok(response);
             }
         }
         let sender = self.connect().await?;
-        self.send(sender, path).await
+        self.send(sender, path, authorization).await
     }
 
     /// An idle connection that can take a request now. Waiting for
@@ -69,10 +74,15 @@ impl Connections {
         &self,
         mut sender: SendRequest<Empty<Bytes>>,
         path: &str,
+        authorization: Option<&HeaderValue>,
     ) -> Result<Response, Error> {
-        let request = Request::get(path)
+        let mut request = Request::get(path)
             .header(HOST, "access-token-agent")
-            .header(ACCEPT, "application/json")
+            .header(ACCEPT, "application/json");
+        if let Some(value) = authorization {
+            request = request.header(AUTHORIZATION, value.clone());
+        }
+        let request = request
             .body(Empty::new())
             .map_err(|e| Error::Protocol(e.to_string()))?;
         let response = sender

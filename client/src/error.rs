@@ -87,6 +87,15 @@ pub enum Error {
     /// The agent's answer was not what the protocol says.
     #[error("unexpected answer from the agent: {0}")]
     Protocol(String),
+    /// The pod's projected service-account token could not be read, or is
+    /// not a token ([`crate::Client::with_kubernetes_token_file`]). The
+    /// message names the file, never its content.
+    #[error("cannot use the Kubernetes service-account token {path}: {source}")]
+    KubernetesToken {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -115,7 +124,10 @@ impl Error {
             | Error::BadRequest(p)
             | Error::Other(p) => Some(p),
             Error::Unavailable { problem, .. } => Some(problem),
-            Error::Unreachable { .. } | Error::Timeout { .. } | Error::Protocol(_) => None,
+            Error::Unreachable { .. }
+            | Error::Timeout { .. }
+            | Error::Protocol(_)
+            | Error::KubernetesToken { .. } => None,
         }
     }
 

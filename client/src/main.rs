@@ -34,11 +34,14 @@ type Outcome = Result<(), (u8, String)>;
 
 fn run(cli: Cli) -> Outcome {
     let client = || {
-        let client = cli
+        let mut client = cli
             .socket
             .clone()
             .map(Client::new)
             .unwrap_or_else(Client::from_env);
+        if let Some(path) = &cli.kubernetes_token_file {
+            client = client.with_kubernetes_token_file(Some(path.clone()));
+        }
         blocking::Client::wrap(client).map_err(agent_failure)
     };
     match &cli.command {
@@ -64,6 +67,11 @@ fn run(cli: Cli) -> Outcome {
 
 fn status(client: &blocking::Client) -> Outcome {
     println!("agent: {}", client.socket().display());
+    match client.kubernetes_token_file() {
+        Some(path) if path.exists() => println!("service-account token: {}", path.display()),
+        Some(path) => println!("service-account token: none ({} absent)", path.display()),
+        None => println!("service-account token: none"),
+    }
     let not_ready = match client.ready() {
         Ok(()) => None,
         Err(Error::Unavailable { problem, .. }) => Some(problem.detail),
@@ -128,7 +136,7 @@ fn agent_failure(error: Error) -> (u8, String) {
         Error::BadRequest(_) => USAGE,
         Error::Unreachable { .. } => UNREACHABLE,
         Error::Unavailable { .. } | Error::Timeout { .. } => UNAVAILABLE,
-        Error::Other(_) | Error::Protocol(_) => FAILURE,
+        Error::Other(_) | Error::Protocol(_) | Error::KubernetesToken { .. } => FAILURE,
     };
     (code, error.to_string())
 }

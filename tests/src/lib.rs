@@ -17,6 +17,7 @@
 //! | [`hanging`] | an agent whose HSM calls hang on demand, and the hang-and-resume story `hsm_faults::hangs` tells for each key type |
 //! | [`openssl`] | keys, certificates, PKCS#12 files and a tiny CA made by the openssl CLI; the shared test data |
 //! | [`jwt`] | tokens decoded and verified as a relying party would |
+//! | [`kubernetes`] | a cluster's parts without a cluster: the service-account issuer's keys, JWKS and projected tokens; the kubelet's pod cgroups |
 //! | [`limits`] | descriptors and resource limits of a process |
 //! | [`pids`] | processes of other users with chosen credentials and pids: a peer that connects and exits, and another process given its pid |
 //! | [`users`] | other users as clients: `nobody`'s uid, and `request-loop` run as any uid |
@@ -84,6 +85,7 @@ pub mod hanging;
 pub mod http;
 pub mod jwt;
 pub mod kryoptic;
+pub mod kubernetes;
 pub mod limits;
 pub mod openssl;
 pub mod p11kit;

@@ -36,6 +36,13 @@ pub struct GrantConfig {
     /// the token, and never stands alone. A program replaced on disk since
     /// it started still counts (see [`crate::front::policy`]).
     pub exe: Option<PathBuf>,
+    /// The Kubernetes namespace of the calling pod, as its verified
+    /// service-account token says (needs `[kubernetes]`). A grant naming
+    /// a namespace matches only requests that carry such a token.
+    pub k8s_namespace: Option<String>,
+    /// The pod's service account, by name. Service-account names are
+    /// unique only within a namespace, so it needs `k8s_namespace` too.
+    pub k8s_service_account: Option<String>,
     pub issuer: String,
     pub apps: Vec<String>,
 }
@@ -49,8 +56,18 @@ pub struct Grant {
     pub gid: Option<u32>,
     pub unit: Option<String>,
     pub exe: Option<PathBuf>,
+    /// The Kubernetes identity the request's verified token must carry.
+    pub kubernetes: Option<K8sIdentity>,
     pub issuer: String,
     pub apps: Apps,
+}
+
+/// `k8s_namespace`, and `k8s_service_account` within it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct K8sIdentity {
+    pub namespace: String,
+    /// Any service account of the namespace when absent.
+    pub service_account: Option<String>,
 }
 
 /// The apps a grant covers.
@@ -117,9 +134,10 @@ impl Grant {
             Some(exe) => Some(grant_exe(exe, uid).map_err(|why| format!("{} {why}", key("exe")))?),
             None => None,
         };
-        if uid.is_none() && gid.is_none() && config.unit.is_none() {
+        let kubernetes = k8s_identity(config, &key)?;
+        if uid.is_none() && gid.is_none() && config.unit.is_none() && kubernetes.is_none() {
             return Err(format!(
-                "`grant[{index}]` names nobody; set `uid`, `user`, `gid`, `group` or `unit`"
+                "`grant[{index}]` names nobody; set `uid`, `user`, `gid`, `group`, `unit` or `k8s_namespace`"
             ));
         }
         check_name(&config.issuer).map_err(|why| format!("{} {why}", key("issuer")))?;
@@ -128,6 +146,7 @@ impl Grant {
             gid,
             unit: config.unit.clone(),
             exe,
+            kubernetes,
             issuer: config.issuer.clone(),
             apps: Apps::from_config(&config.apps)
                 .map_err(|why| format!("{} {why}", key("apps")))?,
@@ -151,6 +170,71 @@ impl Apps {
             }
         }
     }
+}
+
+/// Refuses a grant naming a Kubernetes identity when the config has no
+/// `[kubernetes]` section to verify one with; the error names the key.
+pub fn need_kubernetes(grants: &[GrantConfig], section: bool) -> Result<(), String> {
+    let named = grants.iter().enumerate().find_map(|(index, grant)| {
+        let key = match (&grant.k8s_namespace, &grant.k8s_service_account) {
+            (Some(_), _) => "k8s_namespace",
+            (None, Some(_)) => "k8s_service_account",
+            (None, None) => return None,
+        };
+        Some(format!("`grant[{index}].{key}`"))
+    });
+    match named {
+        Some(key) if !section => Err(format!(
+            "{key} names a Kubernetes identity, but there is no `[kubernetes]` section to verify pods' tokens with; add it with `jwks_file` and `issuer`, or remove the key"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The grant's Kubernetes identity, checked: names as Kubernetes allows
+/// them, and a service account only within a namespace.
+fn k8s_identity(
+    config: &GrantConfig,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Option<K8sIdentity>, String> {
+    let namespace = match (&config.k8s_namespace, &config.k8s_service_account) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => return Err(format!(
+            "{} is set without {}: service-account names are unique only within a namespace; add the pod's namespace",
+            key("k8s_service_account"),
+            key("k8s_namespace")
+        )),
+        (Some(namespace), _) => namespace,
+    };
+    // A namespace is a DNS-1123 label; a service account a DNS-1123 subdomain.
+    check_k8s_name(namespace, 63, false)
+        .map_err(|why| format!("{} = {namespace:?} {why}", key("k8s_namespace")))?;
+    if let Some(account) = &config.k8s_service_account {
+        check_k8s_name(account, 253, true)
+            .map_err(|why| format!("{} = {account:?} {why}", key("k8s_service_account")))?;
+    }
+    Ok(Some(K8sIdentity {
+        namespace: namespace.clone(),
+        service_account: config.k8s_service_account.clone(),
+    }))
+}
+
+/// A Kubernetes object name: lower-case letters, digits and `-` (and `.`
+/// where `dots`), starting and ending with a letter or digit.
+fn check_k8s_name(name: &str, max: usize, dots: bool) -> Result<(), String> {
+    let allowed =
+        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if name.is_empty() || name.len() > max || !name.chars().all(allowed) {
+        return Err(format!(
+            "is not a Kubernetes name: at most {max} lower-case letters, digits, '-'{}",
+            if dots { " and '.'" } else { "" }
+        ));
+    }
+    if !edge(name.chars().next()) || !edge(name.chars().last()) {
+        return Err("is not a Kubernetes name: it starts and ends with a letter or digit".into());
+    }
+    Ok(())
 }
 
 fn check_unit(unit: &str) -> Result<(), String> {

@@ -11,6 +11,7 @@ mod certificate;
 pub mod grant;
 mod hsm;
 mod issuer;
+mod kubernetes;
 mod server;
 mod signing;
 mod token;
@@ -24,6 +25,7 @@ pub use certificate::CertificateConfig;
 pub use grant::{Apps, Grant, GrantConfig};
 pub use hsm::HsmConfig;
 pub use issuer::IssuerConfig;
+pub use kubernetes::{KubernetesConfig, DEFAULT_AUDIENCE};
 pub use server::{parse_mode, PerUidRate, ServerConfig};
 pub use signing::SigningConfig;
 pub use token::TokenConfig;
@@ -54,6 +56,9 @@ pub struct Config {
     pub signing: SigningConfig,
     #[serde(default)]
     pub certificate: CertificateConfig,
+    /// Pods as callers: how their service-account tokens are verified.
+    /// Without it, no grant may name a Kubernetes identity.
+    pub kubernetes: Option<KubernetesConfig>,
 }
 
 /// A configuration that cannot be used, with the fix in the message.
@@ -109,7 +114,11 @@ impl Config {
         issuer::validate_issuers(&mut self.issuers)?;
         self.server.validate()?;
         self.audit.validate()?;
-        grant::resolve(&self.grants).map(drop)
+        if let Some(kubernetes) = &self.kubernetes {
+            kubernetes.validate()?;
+        }
+        grant::resolve(&self.grants)?;
+        grant::need_kubernetes(&self.grants, self.kubernetes.is_some())
     }
 }
 
@@ -289,6 +298,40 @@ mod tests {
         let err = config_with(&format!("[[issuer]]\nname = \"{long}\"\n")).unwrap_err();
         assert!(err.contains("longer than"), "{err}");
         assert!(config_with("[[issuer]]\nname = \"digdir.test-1_a\"\n").is_ok());
+    }
+
+    #[test]
+    fn kubernetes_grants_need_the_section_and_a_namespace() {
+        let section = "[kubernetes]\njwks_file = \"/etc/jwks.json\"\nissuer = \"https://k8s\"\n";
+        let grant = |keys: &str| format!("[[grant]]\n{keys}\nissuer = \"ttd\"\napps = [\"a\"]\n");
+        let by_namespace = grant("k8s_namespace = \"apps\"\nk8s_service_account = \"my-app\"");
+        let config = config_with(&format!("{section}{by_namespace}")).unwrap();
+        assert_eq!(config.kubernetes.unwrap().audience, "access-token-agent");
+        let err = config_with(&by_namespace).unwrap_err();
+        assert!(
+            err.contains("`grant[0].k8s_namespace`") && err.contains("[kubernetes]"),
+            "{err}"
+        );
+        let err = config_with(&grant("uid = 1\nk8s_service_account = \"my-app\"")).unwrap_err();
+        assert!(
+            err.contains("`grant[0].k8s_service_account` is set without"),
+            "{err}"
+        );
+        for (keys, key) in [
+            ("k8s_namespace = \"Apps\"", "`grant[0].k8s_namespace`"),
+            ("k8s_namespace = \"a.b\"", "`grant[0].k8s_namespace`"),
+            ("k8s_namespace = \"-a\"", "`grant[0].k8s_namespace`"),
+            (
+                "k8s_namespace = \"a\"\nk8s_service_account = \"x_y\"",
+                "`grant[0].k8s_service_account`",
+            ),
+        ] {
+            let err = config_with(&format!("{section}{}", grant(keys))).unwrap_err();
+            assert!(err.contains(key), "{keys}: {err}");
+        }
+        // Beside a uid, and a service account with dots.
+        let both = grant("uid = 1000\nk8s_namespace = \"apps\"\nk8s_service_account = \"a.b-c\"");
+        assert!(config_with(&format!("{section}{both}")).is_ok());
     }
 
     #[test]

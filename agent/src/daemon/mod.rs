@@ -6,8 +6,9 @@
 //! clients never see a ready agent that cannot sign.
 //!
 //! SIGHUP reopens the audit file (for log rotation), reloads the
-//! configuration (grants, issuers, key pins, token settings) and re-selects
-//! the active keys, without touching connections. The new grants take
+//! configuration (grants, issuers, key pins, token settings, `[kubernetes]`
+//! and its JWKS file) and re-selects the active keys, without touching
+//! connections. The new grants take
 //! effect first and on their own, so that revoking one never waits for the
 //! HSM; issuers, keys and token settings that cannot be applied whole leave
 //! the old ones serving, and the partial reload shows in the log, STATUS=,
@@ -28,6 +29,7 @@ use crate::back::{ConnectError, Signer};
 use crate::config::Config;
 use crate::exit::{self, Failure};
 use crate::front::audit::{Audit, Log as AuditLog};
+use crate::front::kubernetes::Kubernetes;
 use crate::front::peer::userns;
 use crate::front::policy::Policy;
 use crate::front::{Front, Listener, Reloaded};
@@ -42,6 +44,7 @@ pub fn serve(config_path: &Path, config: Config, json_on_stderr: bool) -> Result
         tracing::warn!("{note}");
     }
     let policy = policy(config_path, &config)?;
+    let kubernetes = kubernetes(config_path, &config, None)?;
     let log = match json_on_stderr {
         true => AuditLog::Stderr,
         false => AuditLog::Tracing,
@@ -62,7 +65,9 @@ pub fn serve(config_path: &Path, config: Config, json_on_stderr: bool) -> Result
         .thread_name("access-token-agent-io")
         .build()
         .map_err(|e| Failure::new(exit::FAILURE, format!("cannot start the runtime: {e}")))
-        .and_then(|runtime| runtime.block_on(daemon.run(signals, policy, audit, metrics)));
+        .and_then(|runtime| {
+            runtime.block_on(daemon.run(signals, (policy, kubernetes), audit, metrics))
+        });
     signer.shutdown();
     if served.is_ok() {
         tracing::info!("stopped: sessions closed, module finalized");
@@ -96,6 +101,26 @@ fn open_files(config: &Config) {
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
     }
+}
+
+/// `[kubernetes]` at work: its JWKS file read now (a file that cannot be
+/// used is a config error), or `current`, the one in force, kept when the
+/// section did not change, with its keys read again.
+fn kubernetes(
+    config_path: &Path,
+    config: &Config,
+    current: Option<Arc<Kubernetes>>,
+) -> Result<Option<Arc<Kubernetes>>, Failure> {
+    let Some(section) = &config.kubernetes else {
+        return Ok(None);
+    };
+    if let Some(current) = current.filter(|current| current.config() == section) {
+        current.reload_keys();
+        return Ok(Some(current));
+    }
+    let kubernetes =
+        Kubernetes::new(section).map_err(|message| bad_config(config_path, message))?;
+    Ok(Some(Arc::new(kubernetes)))
 }
 
 fn audit(config_path: &Path, config: &Config, log: AuditLog) -> Result<Audit, Failure> {
@@ -137,7 +162,7 @@ impl Daemon {
     async fn run(
         self,
         signals: Signals,
-        policy: Policy,
+        (policy, kubernetes): (Policy, Option<Arc<Kubernetes>>),
         audit: Audit,
         metrics: Arc<Metrics>,
     ) -> Result<(), Failure> {
@@ -155,6 +180,7 @@ impl Daemon {
             metrics,
             &self.config.server,
         ));
+        front.replace_kubernetes(kubernetes);
         let status = self.signer.status();
         self.notifier.ready(&status);
         tracing::info!(socket = %socket.display(), %status, "ready");
@@ -221,8 +247,15 @@ impl Daemon {
             Ok(config) => config,
             Err(e) => return Reloaded::Refused(e.to_string()),
         };
-        match policy(&self.config_path, &config) {
-            Ok(policy) => front.replace_policy(policy),
+        let judged = policy(&self.config_path, &config).and_then(|policy| {
+            let kubernetes = kubernetes(&self.config_path, &config, front.kubernetes())?;
+            Ok((policy, kubernetes))
+        });
+        match judged {
+            Ok((policy, kubernetes)) => {
+                front.replace_kubernetes(kubernetes);
+                front.replace_policy(policy);
+            }
             Err(failure) => return Reloaded::Refused(failure.message),
         }
         if let Some(setting) = restart_only_change(&self.config, &config) {

@@ -11,7 +11,8 @@
 //! | `listener` | the listening socket: systemd's, or bound with mode and group |
 //! | `limits` | all that limits a uid: connections, rates of misses and refusals, share of signing |
 //! | `connection` | one accepted connection: keep-alive and deadlines, or 503 past a cap |
-//! | [`peer`] | who is on the other end: credentials, groups, unit, executable |
+//! | [`peer`] | who is on the other end: credentials, groups, unit, pod, executable |
+//! | [`kubernetes`] | pods as callers: the projected service-account token verified, and bound to the caller's pod |
 //! | `deadlines` | header and idle deadlines per connection |
 //! | `stream` | the stream hyper sees: activity for the deadlines, problem+json in place of hyper's own refusals |
 //! | `routes` | the routes; the token route reads: parse, judge, cached?, the uid's turn, sign, audit, answer |
@@ -23,6 +24,7 @@
 pub mod audit;
 mod connection;
 mod deadlines;
+pub mod kubernetes;
 mod limits;
 mod listener;
 pub mod peer;
@@ -45,6 +47,7 @@ use tokio::sync::watch;
 use self::audit::Audit;
 use self::connection::Refusals;
 use self::deadlines::Timeouts;
+use self::kubernetes::Kubernetes;
 use self::limits::Limits;
 use self::policy::Policy;
 use crate::config::ServerConfig;
@@ -92,6 +95,8 @@ pub enum Reloaded {
 pub struct Front<S: TokenSource> {
     source: Arc<S>,
     policy: RwLock<Arc<Policy>>,
+    /// `[kubernetes]`: how pods' tokens are verified; none without it.
+    kubernetes: RwLock<Option<Arc<Kubernetes>>>,
     /// What the last reload left out of force, for `/readyz`; never grants.
     reload_note: RwLock<Option<Arc<str>>>,
     audit: Audit,
@@ -113,6 +118,7 @@ impl<S: TokenSource> Front<S> {
         Front {
             source,
             policy: RwLock::new(Arc::new(policy)),
+            kubernetes: RwLock::new(None),
             reload_note: RwLock::new(None),
             audit,
             limits: Limits::new(config),
@@ -127,6 +133,17 @@ impl<S: TokenSource> Front<S> {
     /// requests already being answered finish under the old grants.
     pub fn replace_policy(&self, policy: Policy) {
         *crate::sync::write(&self.policy) = Arc::new(policy);
+    }
+
+    /// Swaps in how pods' tokens are verified (at start, and on a reload
+    /// that changed `[kubernetes]`); `None` verifies none.
+    pub fn replace_kubernetes(&self, kubernetes: Option<Arc<Kubernetes>>) {
+        *crate::sync::write(&self.kubernetes) = kubernetes;
+    }
+
+    /// How pods' tokens are verified now, if at all.
+    pub fn kubernetes(&self) -> Option<Arc<Kubernetes>> {
+        crate::sync::read(&self.kubernetes).clone()
     }
 
     /// Records how much of a reload took effect: `/readyz` answers 503 with

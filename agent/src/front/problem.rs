@@ -27,6 +27,9 @@ pub enum ProblemKind {
     ParameterRequired,
     /// No grant lets this peer have the token asked for.
     NotGranted,
+    /// The request's Kubernetes service-account token was refused: not
+    /// verified, or not the calling pod's.
+    KubernetesTokenRefused,
     /// The issuer is not configured on this agent.
     UnknownIssuer,
     /// The HSM or the issuer's key cannot be used right now.
@@ -54,6 +57,7 @@ impl ProblemKind {
             ProblemKind::BodyNotAllowed => "body-not-allowed",
             ProblemKind::ParameterRequired => "parameter-required",
             ProblemKind::NotGranted => "not-granted",
+            ProblemKind::KubernetesTokenRefused => "kubernetes-token-refused",
             ProblemKind::UnknownIssuer => "unknown-issuer",
             ProblemKind::HsmUnavailable => "hsm-unavailable",
             ProblemKind::AuditUnavailable => "audit-unavailable",
@@ -71,7 +75,7 @@ impl ProblemKind {
             | ProblemKind::BodyNotAllowed
             | ProblemKind::ParameterRequired => StatusCode::BAD_REQUEST,
             ProblemKind::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ProblemKind::NotGranted => StatusCode::FORBIDDEN,
+            ProblemKind::NotGranted | ProblemKind::KubernetesTokenRefused => StatusCode::FORBIDDEN,
             ProblemKind::UnknownIssuer | ProblemKind::NotFound => StatusCode::NOT_FOUND,
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemKind::HsmUnavailable
@@ -89,6 +93,7 @@ impl ProblemKind {
             ProblemKind::BodyNotAllowed => "Request body not allowed",
             ProblemKind::ParameterRequired => "Issuer or app required",
             ProblemKind::NotGranted => "Not granted",
+            ProblemKind::KubernetesTokenRefused => "Kubernetes token refused",
             ProblemKind::UnknownIssuer => "Unknown issuer",
             ProblemKind::HsmUnavailable => "HSM unavailable",
             ProblemKind::AuditUnavailable => "Audit file unavailable",
@@ -224,6 +229,7 @@ mod tests {
             ProblemKind::BodyNotAllowed,
             ProblemKind::ParameterRequired,
             ProblemKind::NotGranted,
+            ProblemKind::KubernetesTokenRefused,
             ProblemKind::UnknownIssuer,
             ProblemKind::HsmUnavailable,
             ProblemKind::Overloaded,

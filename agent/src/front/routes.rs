@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::{Body, Bytes, Incoming};
-use hyper::header::{HeaderMap, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use super::audit::Record;
+use super::kubernetes::{PodIdentity, Rejection};
 use super::peer::Peer;
 use super::policy::{Refusal, Target};
 use super::problem::{Problem, ProblemKind};
@@ -100,13 +101,14 @@ impl<S: TokenSource> Front<S> {
             (Some(Route::Token), Some(problem)) if body_on_token => {
                 self.refuse(peer, None, None, problem).await
             }
-            (route, problem) => self.other(route, problem, peer).await,
+            (route, problem) => self.other(&parts, route, problem, peer).await,
         }
     }
 
     /// Any answer but a token request's, once the uid's turn has come.
     async fn other(
         &self,
+        parts: &Parts,
         route: Option<Route>,
         problem: Option<Problem>,
         peer: &Peer,
@@ -116,7 +118,7 @@ impl<S: TokenSource> Front<S> {
         }
         match (route, problem) {
             (_, Some(problem)) => problem.response(),
-            (Some(Route::Grants), None) => self.grants(peer),
+            (Some(Route::Grants), None) => self.grants(parts, peer),
             (Some(Route::Health), None) => {
                 plain(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())
             }
@@ -144,8 +146,9 @@ impl<S: TokenSource> Front<S> {
         )
     }
 
-    /// `GET /v1/token`: parse, judge, the cached token or else the uid's
-    /// turn and a fresh signature, audit, answer.
+    /// `GET /v1/token`: parse, judge (the pod's token, then the grants),
+    /// the cached token or else the uid's turn and a fresh signature,
+    /// audit, answer.
     async fn token(&self, parts: &Parts, peer: &Peer) -> Response<Full<Bytes>> {
         // With `[audit] required`, no token while its line cannot be written.
         if let Some(problem) = self.audit.refusal() {
@@ -160,12 +163,19 @@ impl<S: TokenSource> Front<S> {
             }
         };
         let (issuer, app) = (query.issuer.as_deref(), query.app.as_deref());
+        let pod = match self.pod_of(parts, peer) {
+            Ok(pod) => pod,
+            Err(rejection) => return self.refuse_token(peer, issuer, app, rejection).await,
+        };
         let policy = self.policy();
-        let Target { issuer, app } = match policy.resolve(peer, issuer, app) {
+        let Target { issuer, app } = match policy.resolve_for_pod(peer, pod.as_ref(), issuer, app) {
             Ok(target) => target,
             Err(refusal) => {
-                let problem = refused(refusal, peer, issuer, app);
-                return self.refuse(peer, issuer, app, problem).await;
+                let problem = refused(refusal, peer, pod.as_ref(), issuer, app);
+                let record = Record::refused(peer, issuer, app, problem.kind.short_name());
+                return self
+                    .refuse_recorded(peer, record.for_pod(pod.as_ref()), problem)
+                    .await;
             }
         };
         let issued = match self.source.find(issuer, app) {
@@ -182,15 +192,53 @@ impl<S: TokenSource> Front<S> {
         match issued {
             Ok(issued) => {
                 self.metrics.token_issued();
-                self.audit
-                    .record(&Record::issued(peer, issuer, app, &issued));
+                let record = Record::issued(peer, issuer, app, &issued);
+                self.audit.record(&record.for_pod(pod.as_ref()));
                 token_response(&issued, issuer, app, wants_jwt(&parts.headers))
             }
             Err(error) => {
-                self.refuse(peer, Some(issuer), Some(app), not_issued(error))
+                let problem = not_issued(error);
+                let record =
+                    Record::refused(peer, Some(issuer), Some(app), problem.kind.short_name());
+                self.refuse_recorded(peer, record.for_pod(pod.as_ref()), problem)
                     .await
             }
         }
+    }
+
+    /// The pod the request's `Authorization: Bearer` token proves, with
+    /// `[kubernetes]`; none without a token, or without the section.
+    fn pod_of(&self, parts: &Parts, peer: &Peer) -> Result<Option<PodIdentity>, Rejection> {
+        let Some(kubernetes) = self.kubernetes() else {
+            return Ok(None);
+        };
+        let values = parts
+            .headers
+            .get_all(AUTHORIZATION)
+            .iter()
+            .map(HeaderValue::as_bytes);
+        kubernetes.judge(values, peer.pid, &peer.process().pod)
+    }
+
+    /// A token request whose Kubernetes token was refused: 403, with the
+    /// reason in the detail and the audit line, never the token.
+    async fn refuse_token(
+        &self,
+        peer: &Peer,
+        issuer: Option<&str>,
+        app: Option<&str>,
+        rejection: Rejection,
+    ) -> Response<Full<Bytes>> {
+        let problem = Problem::new(
+            ProblemKind::KubernetesTokenRefused,
+            format!(
+                "the Kubernetes service-account token is refused ({}): {}",
+                rejection.reason, rejection.detail
+            ),
+        );
+        let record = Record::refused(peer, issuer, app, problem.kind.short_name());
+        self.refuse_recorded(peer, record.kubernetes_refused(rejection.reason), problem)
+            .await
     }
 
     /// A fresh signature, once `peer`'s uid may start one.
@@ -206,10 +254,13 @@ impl<S: TokenSource> Front<S> {
         self.source.sign(miss).await
     }
 
-    fn grants(&self, peer: &Peer) -> Response<Full<Bytes>> {
+    /// `GET /v1/grants`: what the caller may have; with a pod's token
+    /// that verifies, what its pod may have too.
+    fn grants(&self, parts: &Parts, peer: &Peer) -> Response<Full<Bytes>> {
         let policy = self.policy();
+        let pod = self.pod_of(parts, peer).ok().flatten();
         let grants = policy
-            .granted(peer)
+            .granted_to_pod(peer, pod.as_ref())
             .into_iter()
             .map(|(issuer, apps)| GrantBody { issuer, apps })
             .collect();
@@ -252,10 +303,19 @@ impl<S: TokenSource> Front<S> {
         app: Option<&str>,
         problem: Problem,
     ) -> Response<Full<Bytes>> {
-        let reason = problem.kind.short_name();
-        self.metrics.token_refused(reason);
-        self.audit
-            .record(&Record::refused(peer, issuer, app, reason));
+        let record = Record::refused(peer, issuer, app, problem.kind.short_name());
+        self.refuse_recorded(peer, record, problem).await
+    }
+
+    /// [`Self::refuse`] with the audit line's record made by the caller.
+    async fn refuse_recorded(
+        &self,
+        peer: &Peer,
+        record: Record<'_>,
+        problem: Problem,
+    ) -> Response<Full<Bytes>> {
+        self.metrics.token_refused(problem.kind.short_name());
+        self.audit.record(&record);
         if problem.kind.status().is_client_error() && self.limits.refusal_turn(peer.uid).await {
             self.metrics.request_paced("refusal");
         }
@@ -320,14 +380,25 @@ fn wants_jwt(headers: &HeaderMap) -> bool {
 }
 
 /// The problem for a policy refusal, telling the caller what to do.
-fn refused(refusal: Refusal, peer: &Peer, issuer: Option<&str>, app: Option<&str>) -> Problem {
+fn refused(
+    refusal: Refusal,
+    peer: &Peer,
+    pod: Option<&PodIdentity>,
+    issuer: Option<&str>,
+    app: Option<&str>,
+) -> Problem {
+    let who = match pod {
+        Some(pod) => format!(
+            "uid {} gid {} in namespace {:?} with service account {:?}",
+            peer.uid, peer.gid, pod.namespace, pod.service_account
+        ),
+        None => format!("uid {} gid {}", peer.uid, peer.gid),
+    };
     match refusal {
         Refusal::NotGranted => Problem::new(
             ProblemKind::NotGranted,
             format!(
-                "uid {} gid {} has no grant for {}; ask the agent's operator for a [[grant]] covering it",
-                peer.uid,
-                peer.gid,
+                "{who} has no grant for {}; ask the agent's operator for a [[grant]] covering it",
                 asked_for(issuer, app)
             ),
         ),

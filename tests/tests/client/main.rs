@@ -1,9 +1,11 @@
 //! The client library, the `access-token` command and the examples in
 //! client/examples, against a real agent on a real socket with SoftHSM
-//! behind it: one module each.
+//! behind it: one module each; and [`kubernetes`], the pod's
+//! service-account token they send, as an agent stand-in receives it.
 
 mod command;
 mod examples;
+mod kubernetes;
 mod library;
 
 use std::path::{Path, PathBuf};

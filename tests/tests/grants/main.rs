@@ -8,6 +8,7 @@
 //! | [`peer`] | a peer's pid reused by another user's process lends it neither groups nor executable, whichever way the agent pins the peer (SO_PEERPIDFD, `pidfd_open`, none); nor does a peer that changed its ids between its connect and the accept |
 //! | [`exe`] | an `exe` grant trusts neither a traced process nor another file mounted over the granted path |
 //! | [`units`] | a `unit` grant trusts the unit systemd runs the peer in, never a cgroup someone named like a unit |
+//! | [`kubernetes`] | pods as callers: a grant by namespace and service account serves the pod whose projected token verifies and whose kubelet-made cgroup (systemd or cgroupfs driver) names the token's pod, from a pid namespace of its own; a token that fails any check (audience, expiry, not-before, kid, `alg: none`, HMAC keyed with the JWKS, tampering, issuer, claims), comes from another pod, from no pod or from a path naming two pods is refused with its reason in the audit line; the JWKS is read again when swapped like a ConfigMap and on SIGHUP; `bind_to_pod = false` trusts the token alone |
 //! | [`reload`] | revoking a grant never waits for keys: a reload that cannot bring every issuer into service still puts its grants in force, and says what it left out |
 //! | [`isolation`] | thousands of refusals beside granted requests give no token, and the audit file and metrics account for every one |
 //! | [`userns`] | an agent in a user namespace whose maps are not the identity refuses, at start and on reload, a grant of its overflow uid or gid, which every unmapped peer shows as |
@@ -20,6 +21,7 @@ mod audit;
 mod callers;
 mod exe;
 mod isolation;
+mod kubernetes;
 mod peer;
 mod reload;
 mod units;

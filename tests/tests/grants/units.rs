@@ -5,47 +5,15 @@
 //! These tests make the cgroups on the real cgroup v2 hierarchy, move real
 //! client processes into them, and ask a real agent.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use integration_tests::daemon::{
     add_server_settings, client_binary, open_directory_to_others, ttd_token, Daemon,
 };
+use integration_tests::kubernetes::{cgroup2_for, Cgroups};
 use integration_tests::users::NOBODY;
 use integration_tests::{OutputExt, TestToken};
-
-/// The cgroup v2 hierarchy, if this process may make cgroups in it: at
-/// /sys/fs/cgroup on a unified host, /sys/fs/cgroup/unified on a hybrid one.
-fn writable_cgroup2() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    let root = mounts.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(fields[1]))
-    })?;
-    let probe = root.join(format!("att-probe-{}", std::process::id()));
-    std::fs::create_dir(&probe).ok()?;
-    std::fs::remove_dir(&probe).ok()?;
-    Some(root)
-}
-
-/// Cgroups this test made, removed deepest first when it ends.
-struct Cgroups(Vec<PathBuf>);
-
-impl Cgroups {
-    fn make(&mut self, path: PathBuf) -> PathBuf {
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
-        self.0.push(path.clone());
-        path
-    }
-}
-
-impl Drop for Cgroups {
-    fn drop(&mut self) {
-        for path in self.0.iter().rev() {
-            let _ = std::fs::remove_dir(path);
-        }
-    }
-}
 
 /// An agent granting app `by-unit` to whatever runs in `unit`, and nothing
 /// else to uid 65534.
@@ -82,22 +50,16 @@ fn run_in(entry: &Path, daemon: &Daemon, script: &str) -> Output {
 
 #[test]
 fn a_unit_named_inside_a_containers_cgroup_is_not_the_unit() {
-    let Some(v2) = writable_cgroup2() else {
-        // CI runs as root on a host with cgroup v2: there, a skip is a failure.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs a writable cgroup v2"
-        );
-        println!("NOT RUN: a_unit_named_inside_a_containers_cgroup_is_not_the_unit: no writable cgroup v2 hierarchy");
+    // CI runs as root on a host with cgroup v2: there, a skip is a failure.
+    let Some(v2) = cgroup2_for("a_unit_named_inside_a_containers_cgroup_is_not_the_unit") else {
         return;
     };
     let unit = format!("att-app-{}.service", std::process::id());
     let (_token, daemon) = agent_granting_unit(&unit);
-    let mut cgroups = Cgroups(Vec::new());
+    let mut cgroups = Cgroups::new(&v2);
 
     // The runtime's cgroup for a container, given to the container's user.
-    let runtime = cgroups.make(v2.join(format!("att-docker-{}", std::process::id())));
-    let container = cgroups.make(runtime.join("x"));
+    let container = cgroups.make(&format!("att-docker-{}/x", std::process::id()));
     for file in [
         "",
         "cgroup.procs",
@@ -107,7 +69,7 @@ fn a_unit_named_inside_a_containers_cgroup_is_not_the_unit() {
         let path = container.join(file);
         std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
     }
-    cgroups.0.push(container.join(&unit));
+    cgroups.adopt(container.join(&unit));
     // Inside, uid 65534 names a child cgroup like the granted unit and moves in.
     let script = format!(
         "exec $AS_NOBODY sh -c \
@@ -123,7 +85,6 @@ fn a_unit_named_inside_a_containers_cgroup_is_not_the_unit() {
     );
 
     // The same name right under slices is a unit systemd made: granted.
-    let slice = cgroups.make(v2.join(format!("att-{}.slice", std::process::id())));
-    let service = cgroups.make(slice.join(&unit));
+    let service = cgroups.make(&format!("att-{}.slice/{unit}", std::process::id()));
     run_in(&service, &daemon, "exec $AS_NOBODY $CLIENT").success();
 }

@@ -9,7 +9,7 @@
 //! | [`hardening`] | from outside: no core dumps, not dumpable, no PIN in `/proc`, the open-files limit raised, the socket's mode |
 //! | [`files`] | the audit file keeps mode 0640 under `UMask=0077`; the socket is bound only in a directory nobody else can write |
 //! | [`full_disk`] | audit lines that meet a full disk are counted, kept, and written whole once there is room; with `[audit] required` no token goes out meanwhile |
-//! | [`deploy`] | the Kubernetes manifests parse and carry what README.md's "Many hosts" section promises |
+//! | [`deploy`] | the Kubernetes manifests parse and carry what README.md's "Kubernetes" section promises; the agent started with the DaemonSet's ids, config and socket directory serves the example app's pod |
 //! | [`p11_kit`] | enrolment, listing and serving through a real `p11-kit server`, the way a network HSM is reached |
 //!
 //! [`faults`]' wrong PIN is also an HSM matter; it is here because it is the

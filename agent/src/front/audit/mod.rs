@@ -189,6 +189,11 @@ fn trace(record: &Record<'_>) {
         cache_hit = record.cache_hit,
         outcome = record.outcome.as_str(),
         reason = record.reason,
+        k8s_namespace = record.kubernetes.map(|pod| pod.namespace.as_str()),
+        k8s_service_account = record.kubernetes.map(|pod| pod.service_account.as_str()),
+        k8s_pod = record.kubernetes.map(|pod| pod.pod_name.as_str()),
+        k8s_pod_uid = record.kubernetes.map(|pod| pod.pod_uid.as_str()),
+        k8s_refusal = record.k8s_refusal,
         repeated = record.repeated,
         "token request"
     );

@@ -9,6 +9,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::json::Object;
+use crate::front::kubernetes::PodIdentity;
 use crate::front::peer::Peer;
 use crate::issue::Issued;
 
@@ -52,6 +53,12 @@ pub struct Record<'a> {
     /// On a line that sums up a window: how many more refusals like it
     /// came, and were not written, after the ones written in the window.
     pub repeated: Option<u64>,
+    /// The pod whose verified service-account token came with the request
+    /// (`k8s_namespace`, `k8s_service_account`, `k8s_pod`, `k8s_pod_uid`).
+    pub kubernetes: Option<&'a PodIdentity>,
+    /// Why the request's service-account token was refused (`k8s_refusal`),
+    /// e.g. `expired` or `other-pod`.
+    pub k8s_refusal: Option<&'static str>,
 }
 
 impl<'a> Record<'a> {
@@ -96,6 +103,24 @@ impl<'a> Record<'a> {
             outcome: Outcome::Refused,
             reason: None,
             repeated: None,
+            kubernetes: None,
+            k8s_refusal: None,
+        }
+    }
+
+    /// The same record for a request that proved `pod` with its token.
+    pub fn for_pod(self, pod: Option<&'a PodIdentity>) -> Self {
+        Record {
+            kubernetes: pod,
+            ..self
+        }
+    }
+
+    /// The same record for a request whose token was refused for `reason`.
+    pub fn kubernetes_refused(self, reason: &'static str) -> Self {
+        Record {
+            k8s_refusal: Some(reason),
+            ..self
         }
     }
 
@@ -147,6 +172,17 @@ impl<'a> Record<'a> {
             .bool("cache_hit", self.cache_hit)
             .str("outcome", Some(self.outcome.as_str()))
             .str("reason", self.reason);
+        // Only where Kubernetes had a say: other lines stay as they were.
+        if let Some(pod) = self.kubernetes {
+            object
+                .str("k8s_namespace", Some(&pod.namespace))
+                .str("k8s_service_account", Some(&pod.service_account))
+                .str("k8s_pod", Some(&pod.pod_name))
+                .str("k8s_pod_uid", Some(&pod.pod_uid));
+        }
+        if let Some(refusal) = self.k8s_refusal {
+            object.str("k8s_refusal", Some(refusal));
+        }
         if let Some(repeated) = self.repeated {
             object.int("repeated", i64::try_from(repeated).ok());
         }
@@ -229,7 +265,7 @@ pub(super) mod tests {
         Peer::new(1000, 1001, Some(4242)).with_process(Process {
             unit: Some("my-app.service".into()),
             exe: Some("/usr/bin/my-app".into()),
-            groups: vec![],
+            ..Process::default()
         })
     }
 
@@ -308,6 +344,41 @@ pub(super) mod tests {
         assert_eq!(json["reason"], "not-granted");
         assert_eq!(json["uid"], 65534);
         assert!(json["app"].is_null() && json["kid"].is_null() && json["unit"].is_null());
+    }
+
+    #[test]
+    fn a_pods_line_names_the_pod_and_a_refused_token_its_reason() {
+        let (peer, issued) = (peer(), issued());
+        let pod = PodIdentity {
+            namespace: "apps".into(),
+            service_account: "my-app".into(),
+            service_account_uid: "sa-uid".into(),
+            pod_name: "my-app-7d9f".into(),
+            pod_uid: "0f6b8a2e-3c1d-4e5f-9a7b-1c2d3e4f5a6b".into(),
+        };
+        let record = Record::issued(&peer, "ttd", "my-app", &issued).for_pod(Some(&pod));
+        let mut log = Vec::new();
+        record.write_log_line(&mut log);
+        let log: serde_json::Value = serde_json::from_slice(&log).unwrap();
+        let file: serde_json::Value = serde_json::from_str(&record.line()).unwrap();
+        for (field, value) in [
+            ("k8s_namespace", "apps"),
+            ("k8s_service_account", "my-app"),
+            ("k8s_pod", "my-app-7d9f"),
+            ("k8s_pod_uid", "0f6b8a2e-3c1d-4e5f-9a7b-1c2d3e4f5a6b"),
+        ] {
+            assert_eq!(file[field], value, "{field}");
+            assert_eq!(log["fields"][field], value, "{field}");
+        }
+        let refused = Record::refused(&peer, None, None, "kubernetes-token-refused")
+            .kubernetes_refused("expired")
+            .line();
+        let json: serde_json::Value = serde_json::from_str(&refused).unwrap();
+        assert_eq!(json["k8s_refusal"], "expired");
+        assert!(json.get("k8s_namespace").is_none());
+        // Lines without Kubernetes keep their shape.
+        let plain = Record::issued(&peer, "ttd", "my-app", &issued).line();
+        assert!(!plain.contains("k8s_"), "{plain}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Outcome, Record};
+use crate::front::kubernetes::PodIdentity;
 use crate::sync::lock;
 
 /// How long identical refusals are summed up after the first.
@@ -34,6 +35,9 @@ pub struct Kind {
     pub issuer: Option<String>,
     pub app: Option<String>,
     pub reason: Option<&'static str>,
+    /// Boxed: most refusals carry no pod, and a verdict moves this around.
+    pub kubernetes: Option<Box<PodIdentity>>,
+    pub k8s_refusal: Option<&'static str>,
 }
 
 impl Kind {
@@ -47,6 +51,8 @@ impl Kind {
             issuer: record.issuer.map(str::to_owned),
             app: record.app.map(str::to_owned),
             reason: record.reason,
+            kubernetes: record.kubernetes.cloned().map(Box::new),
+            k8s_refusal: record.k8s_refusal,
         }
     }
 
@@ -67,6 +73,8 @@ impl Kind {
             outcome: Outcome::Refused,
             reason: self.reason,
             repeated: Some(repeated),
+            kubernetes: self.kubernetes.as_deref(),
+            k8s_refusal: self.k8s_refusal,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Who is on the other end of a connection: the kernel's credentials for
-//! it (SO_PEERCRED), and the process's supplementary groups, systemd unit
-//! and executable from /proc, read once, when the connection is accepted.
+//! it (SO_PEERCRED), and the process's supplementary groups, systemd unit,
+//! Kubernetes pod and executable from /proc, read once, when the connection
+//! is accepted. The pod is read from /proc/PID/cgroup (by the kubelet's
+//! layouts, [`crate::front::kubernetes::cgroup`]), never from mountinfo,
+//! which a bind mount can forge.
 //!
 //! The /proc facts stand for the whole connection: they describe the
 //! process that connected as it was when the agent accepted. A process can
@@ -60,6 +63,8 @@ use std::time::Duration;
 
 pub use procfs::{groups_from_status, since_boot, unit_from_cgroup};
 
+use crate::front::kubernetes::PodCgroup;
+
 /// Facts about the peer's process read from /proc; what could not be read
 /// is empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,6 +72,8 @@ pub struct Process {
     /// The systemd unit PID 1 runs the process in, e.g. `my-app.service`;
     /// `user@UID.service` for whatever a user's own systemd starts.
     pub unit: Option<String>,
+    /// The Kubernetes pod the kubelet runs the process in, by its cgroup.
+    pub pod: PodCgroup,
     /// The executable, as /proc/PID/exe links it.
     pub exe: Option<PathBuf>,
     /// Supplementary group ids.

@@ -1,10 +1,11 @@
-//! What /proc/PID says about a process: unit, executable, groups, and the
-//! ids and start time that tell whether it is the process that connected.
+//! What /proc/PID says about a process: unit, pod, executable, groups, and
+//! the ids and start time that tell whether it is the process that connected.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::Process;
+use crate::front::kubernetes::pod_of_cgroup;
 
 /// Everything read from /proc for one pid.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,13 +44,13 @@ impl Reading {
     }
 }
 
-/// Reads unit, exe, groups, ids and start time of `pid`; what cannot be
-/// read stays empty.
+/// Reads unit, pod, exe, groups, ids and start time of `pid`; what cannot
+/// be read stays empty.
 pub(super) fn read(pid: i32) -> Reading {
     let dir = PathBuf::from(format!("/proc/{pid}"));
-    let unit = std::fs::read_to_string(dir.join("cgroup"))
-        .ok()
-        .and_then(|text| unit_from_cgroup(&text));
+    let cgroup = std::fs::read_to_string(dir.join("cgroup")).ok();
+    let unit = cgroup.as_deref().and_then(unit_from_cgroup);
+    let pod = cgroup.as_deref().map(pod_of_cgroup).unwrap_or_default();
     let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
     let exe = exe_of(&dir, &status);
     let started = std::fs::read_to_string(dir.join("stat"))
@@ -58,6 +59,7 @@ pub(super) fn read(pid: i32) -> Reading {
     Reading {
         process: Process {
             unit,
+            pod,
             exe,
             groups: groups_from_status(&status),
         },

@@ -1,7 +1,8 @@
 //! Who may have which token: grants matched on the peer's kernel credentials.
 //!
 //! A `[[grant]]` names who (any of `uid`/`user`, `gid`/`group`, `unit`,
-//! `exe`; every one it sets must match) and what (one `issuer`, and `apps`:
+//! `exe`, `k8s_namespace`, `k8s_service_account`; every one it sets must
+//! match) and what (one `issuer`, and `apps`:
 //! app names, `""` for a token without the app claim, or `["*"]` for any
 //! app name). The config checks and resolves grants ([`crate::config::Grant`]);
 //! this module matches them against peers.
@@ -19,6 +20,15 @@
 //! it connected with (SO_PEERCRED), so exec'ing a setuid program lends
 //! that program's identity to nobody.
 //!
+//! A grant naming a Kubernetes identity matches only a request whose
+//! projected service-account token verified ([`super::kubernetes`]) and
+//! names that namespace (and service account); its uid and gid, if it
+//! names them too, must match the kernel's word as well. A request
+//! without a token matches only grants that name no Kubernetes identity:
+//! a pod's uid is whatever its spec sets, so a grant meant for a pod must
+//! never be reached by uid alone. A token takes nothing away: a grant that
+//! names no Kubernetes identity matches as it would without one.
+//!
 //! A program whose file was replaced since it started (a package upgrade)
 //! links as `/usr/bin/x (deleted)`; it still matches `exe = "/usr/bin/x"`
 //! while a file is at that path again, so that upgrading a service does not
@@ -27,8 +37,9 @@
 //! package installed. A path the granted user can write narrows nothing,
 //! since that user can put any program there.
 
+use super::kubernetes::PodIdentity;
 use super::peer::Peer;
-use crate::config::grant::OverflowIds;
+use crate::config::grant::{K8sIdentity, OverflowIds};
 use crate::config::{grant, Apps, Grant, GrantConfig};
 
 /// The grants, ready to match peers against.
@@ -85,9 +96,18 @@ impl Policy {
 
     /// The grants `peer` matches, as (issuer, apps) with `["*"]` for any app.
     pub fn granted<'a>(&'a self, peer: &Peer) -> Vec<(&'a str, Vec<&'a str>)> {
+        self.granted_to_pod(peer, None)
+    }
+
+    /// [`Policy::granted`] for a request that carried `pod`'s verified token.
+    pub fn granted_to_pod<'a>(
+        &'a self,
+        peer: &Peer,
+        pod: Option<&PodIdentity>,
+    ) -> Vec<(&'a str, Vec<&'a str>)> {
         self.grants
             .iter()
-            .filter(|g| g.matches(peer))
+            .filter(|g| g.matches(peer, pod))
             .map(|g| {
                 let apps = match &g.apps {
                     Apps::Any => vec!["*"],
@@ -106,11 +126,22 @@ impl Policy {
         issuer: Option<&'a str>,
         app: Option<&'a str>,
     ) -> Result<Target<'a>, Refusal> {
+        self.resolve_for_pod(peer, None, issuer, app)
+    }
+
+    /// [`Policy::resolve`] for a request that carried `pod`'s verified token.
+    pub fn resolve_for_pod<'a>(
+        &'a self,
+        peer: &Peer,
+        pod: Option<&PodIdentity>,
+        issuer: Option<&'a str>,
+        app: Option<&'a str>,
+    ) -> Result<Target<'a>, Refusal> {
         if let (Some(issuer), Some(app)) = (issuer, app) {
             let granted = self
                 .grants
                 .iter()
-                .any(|g| g.issuer == issuer && g.allows(app) && g.matches(peer));
+                .any(|g| g.issuer == issuer && g.allows(app) && g.matches(peer, pod));
             return match granted {
                 true => Ok(Target { issuer, app }),
                 false => Err(Refusal::NotGranted),
@@ -121,7 +152,7 @@ impl Policy {
             .grants
             .iter()
             .filter(|g| issuer.is_none_or(|issuer| g.issuer == issuer))
-            .filter(|g| g.matches(peer));
+            .filter(|g| g.matches(peer, pod));
         for grant in grants {
             grant.offer(app, |candidate| choice.add(candidate));
         }
@@ -160,9 +191,16 @@ impl<'a> Choice<'a> {
 }
 
 impl Grant {
-    /// Every identity field the grant sets must match the peer.
-    fn matches(&self, peer: &Peer) -> bool {
-        self.uid.is_none_or(|uid| peer.uid == uid)
+    /// Every identity field the grant sets must match the peer; a
+    /// Kubernetes identity, the one the request's token proved.
+    fn matches(&self, peer: &Peer, pod: Option<&PodIdentity>) -> bool {
+        let kubernetes = match (&self.kubernetes, pod) {
+            (None, _) => true,
+            (Some(granted), Some(pod)) => granted.admits(pod),
+            (Some(_), None) => false,
+        };
+        kubernetes
+            && self.uid.is_none_or(|uid| peer.uid == uid)
             && self
                 .gid
                 .is_none_or(|gid| peer.gid == gid || peer.process().groups.contains(&gid))
@@ -194,6 +232,16 @@ impl Grant {
             (None, Apps::Any) => offer((issuer, None)),
             (None, Apps::Listed(apps)) => apps.iter().for_each(|a| offer((issuer, Some(a)))),
         }
+    }
+}
+
+impl K8sIdentity {
+    fn admits(&self, pod: &PodIdentity) -> bool {
+        self.namespace == pod.namespace
+            && self
+                .service_account
+                .as_ref()
+                .is_none_or(|account| *account == pod.service_account)
     }
 }
 

@@ -191,7 +191,7 @@ fn every_identity_field_must_match() {
     let process = Process {
         unit: Some("my-app.service".into()),
         exe: Some("/usr/bin/my-app".into()),
-        groups: vec![],
+        ..Process::default()
     };
     let full = Peer::new(1, 1, Some(7)).with_process(process.clone());
     assert!(policy.resolve(&full, Some("ttd"), Some("a")).is_ok());
@@ -439,5 +439,65 @@ fn a_grant_of_the_overflow_ids_is_refused_only_where_a_map_leaves_ids_out() {
     assert_eq!(
         Policy::for_namespace(&mapped, in_namespace).unwrap().len(),
         1
+    );
+}
+
+#[test]
+fn kubernetes_grants_match_only_a_verified_pod_of_their_namespace() {
+    use crate::front::kubernetes::PodIdentity;
+    let pod = |namespace: &str, account: &str| PodIdentity {
+        namespace: namespace.into(),
+        service_account: account.into(),
+        service_account_uid: "s".into(),
+        pod_name: "p".into(),
+        pod_uid: "u".into(),
+    };
+    let policy = policy(&[
+        GrantConfig {
+            k8s_namespace: Some("apps".into()),
+            k8s_service_account: Some("my-app".into()),
+            ..grant("ttd", &["by-account"])
+        },
+        GrantConfig {
+            k8s_namespace: Some("apps".into()),
+            uid: Some(1000),
+            ..grant("ttd", &["by-namespace-and-uid"])
+        },
+        for_uid(1000, "ttd", &["by-uid"]),
+    ]);
+    let peer = Peer::new(1000, 1000, Some(7));
+    let mine = pod("apps", "my-app");
+    let ask =
+        |pod: Option<&PodIdentity>, app| policy.resolve_for_pod(&peer, pod, Some("ttd"), Some(app));
+    assert!(ask(Some(&mine), "by-account").is_ok());
+    assert!(ask(Some(&mine), "by-namespace-and-uid").is_ok());
+    // A token takes nothing away from a grant that names no pod.
+    assert!(ask(Some(&mine), "by-uid").is_ok());
+    // Without a token, the same uid reaches no grant that names a namespace.
+    assert_eq!(ask(None, "by-account"), Err(Refusal::NotGranted));
+    assert_eq!(ask(None, "by-namespace-and-uid"), Err(Refusal::NotGranted));
+    assert!(ask(None, "by-uid").is_ok());
+    // Another namespace, another service account, another uid.
+    assert_eq!(
+        ask(Some(&pod("other", "my-app")), "by-account"),
+        Err(Refusal::NotGranted)
+    );
+    assert_eq!(
+        ask(Some(&pod("apps", "other")), "by-account"),
+        Err(Refusal::NotGranted)
+    );
+    assert!(ask(Some(&pod("apps", "other")), "by-namespace-and-uid").is_ok());
+    let other_uid = Peer::new(2000, 1000, Some(7));
+    let asked = policy.resolve_for_pod(
+        &other_uid,
+        Some(&mine),
+        Some("ttd"),
+        Some("by-namespace-and-uid"),
+    );
+    assert_eq!(asked, Err(Refusal::NotGranted));
+    assert_eq!(
+        policy.granted_to_pod(&peer, Some(&mine)).len(),
+        3,
+        "every grant this pod and uid match"
     );
 }

@@ -1,7 +1,10 @@
 //! The Kubernetes manifests in deploy/kubernetes: they parse, and carry what
-//! README.md's "Many hosts" section promises. No cluster is needed: the
+//! README.md's "Kubernetes" section promises. No cluster is needed: the
 //! YAML is read with a YAML library and the agent's config inside it with
-//! the agent's own config parser.
+//! the agent's own config parser; [`started`] runs the agent as the
+//! DaemonSet would.
+
+mod started;
 
 use std::path::{Path, PathBuf};
 
@@ -60,7 +63,11 @@ fn the_daemonset_runs_the_agent_unprivileged_with_its_socket_on_the_node() {
         pod["seccompProfile"]["type"].as_str(),
         Some("RuntimeDefault")
     );
-    assert!(spec["hostPID"].is_badvalue() || spec["hostPID"].as_bool() == Some(false));
+    assert_eq!(
+        spec["hostPID"].as_bool(),
+        Some(true),
+        "callers' host pids, to read their pods from /proc/PID/cgroup"
+    );
     assert!(
         spec["hostNetwork"].is_badvalue(),
         "the agent needs no host network"
@@ -140,39 +147,142 @@ fn the_pin_comes_from_a_secret_as_a_file_only_the_agent_reads() {
 }
 
 #[test]
-fn apps_mount_the_socket_read_only_and_run_as_their_own_uid() {
+fn apps_mount_the_socket_read_only_and_their_token_where_clients_look() {
     let documents = manifest("app-example.yaml");
-    let pod = &of_kind(&documents, "Pod")["spec"];
-    let uid = pod["securityContext"]["runAsUser"]
-        .as_i64()
-        .expect("a runAsUser");
-    let groups = pod["securityContext"]["supplementalGroups"]
+    let pod = of_kind(&documents, "Pod");
+    let spec = &pod["spec"];
+    let groups = spec["securityContext"]["supplementalGroups"]
         .as_vec()
         .expect("supplementalGroups");
     assert!(groups.contains(&Yaml::Integer(10002)), "the socket's group");
-    let mount = &pod["containers"][0]["volumeMounts"][0];
+    let mounts = &spec["containers"][0]["volumeMounts"];
+    let mount = &mounts[0];
     assert_eq!(mount["mountPath"].as_str(), Some("/run/access-token-agent"));
     assert_eq!(mount["readOnly"].as_bool(), Some(true));
-    let agent_toml = config_text(&manifest("agent.yaml"));
+
+    // The projected token: where the clients look by default, for the
+    // agent's audience, an hour at most (the kubelet's floor is 10 min).
+    let token_mount = mounts
+        .as_vec()
+        .into_iter()
+        .flatten()
+        .find(|m| m["name"].as_str() == Some("access-token-agent-token"))
+        .expect("the token's mount");
+    let source =
+        &volume(spec, "access-token-agent-token")["projected"]["sources"][0]["serviceAccountToken"];
+    let path = Path::new(token_mount["mountPath"].as_str().unwrap())
+        .join(source["path"].as_str().unwrap());
+    assert_eq!(
+        path,
+        Path::new(access_token_client::DEFAULT_KUBERNETES_TOKEN_FILE)
+    );
+    let lifetime = source["expirationSeconds"].as_i64().unwrap();
+    assert!((600..=3600).contains(&lifetime), "{lifetime}");
+    let config = local_config(&config_text(&manifest("agent.yaml")));
+    let kubernetes = config.kubernetes.expect("a [kubernetes] section");
+    assert_eq!(
+        source["audience"].as_str(),
+        Some(kubernetes.audience.as_str())
+    );
+    assert!(kubernetes.bind_to_pod);
+
+    // The grant names the pod's namespace and service account, not its uid.
+    let namespace = pod["metadata"]["namespace"].as_str().unwrap();
+    let account = spec["serviceAccountName"].as_str().unwrap();
+    let text = config_text(&manifest("agent.yaml"));
     assert!(
-        agent_toml.contains(&format!("uid = {uid}")),
-        "the agent's config grants the example app's uid {uid}"
+        text.contains(&format!("k8s_namespace = {namespace:?}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("k8s_service_account = {account:?}")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("\nuid ="),
+        "no uid grants in a cluster: {text}"
     );
 }
 
-/// The agent.toml the ConfigMap carries.
-fn config_text(documents: &[Yaml]) -> String {
-    of_kind(documents, "ConfigMap")["data"]["agent.toml"]
+#[test]
+fn the_jwks_configmap_is_mounted_where_the_config_reads_it() {
+    let documents = manifest("agent.yaml");
+    let config = local_config(&config_text(&documents));
+    let jwks_file = config.kubernetes.expect("[kubernetes]").jwks_file;
+    let spec = pod_spec(&documents);
+    let agent = container(spec, "containers", "agent");
+    let mount = agent["volumeMounts"]
+        .as_vec()
+        .into_iter()
+        .flatten()
+        .find(|m| Some(Path::new(m["mountPath"].as_str().unwrap())) == jwks_file.parent())
+        .expect("a mount at the JWKS file's directory");
+    assert!(mount["subPath"].is_badvalue(), "a subPath is never updated");
+    let name = volume(spec, mount["name"].as_str().unwrap())["configMap"]["name"]
         .as_str()
-        .expect("agent.toml in the ConfigMap")
-        .to_owned()
+        .expect("a ConfigMap volume");
+    let key = jwks_file.file_name().unwrap().to_str().unwrap();
+    let jwks = documents
+        .iter()
+        .find(|doc| {
+            doc["kind"].as_str() == Some("ConfigMap")
+                && doc["metadata"]["name"].as_str() == Some(name)
+        })
+        .map(|doc| &doc["data"][key])
+        .expect("the JWKS ConfigMap in agent.yaml");
+    let jwks: serde_json::Value = serde_json::from_str(jwks.as_str().unwrap()).unwrap();
+    assert!(jwks["keys"].is_array(), "{jwks}");
 }
 
 #[test]
-fn the_configmap_holds_a_config_the_agent_accepts() {
-    let text = config_text(&manifest("agent.yaml"));
-    // The node's files, this host's: the module, the PIN file and the
-    // socket's group; every other key and value is the manifest's own.
+fn each_namespace_declares_the_pod_security_level_it_needs() {
+    let level = |documents: &[Yaml]| {
+        of_kind(documents, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    // hostPID and hostPath (agent), hostPath (apps): beyond "baseline".
+    assert_eq!(
+        level(&manifest("agent.yaml")).as_deref(),
+        Some("privileged")
+    );
+    let app = manifest("app-example.yaml");
+    assert_eq!(level(&app).as_deref(), Some("privileged"));
+
+    // What "baseline" no longer keeps out of the app's namespace, the
+    // admission policy does: its binding selects that namespace.
+    let policy = manifest("admission-policy.yaml");
+    let binding = of_kind(&policy, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(
+        binding["spec"]["policyName"].as_str(),
+        of_kind(&policy, "ValidatingAdmissionPolicy")["metadata"]["name"].as_str()
+    );
+    assert_eq!(strings(&binding["spec"]["validationActions"]), ["Deny"]);
+    let labels = &of_kind(&app, "Namespace")["metadata"]["labels"];
+    let selector = binding["spec"]["matchResources"]["namespaceSelector"]["matchLabels"]
+        .as_hash()
+        .expect("matchLabels");
+    for (key, value) in selector {
+        assert_eq!(
+            &labels[key.as_str().unwrap()],
+            value,
+            "the app's namespace is selected"
+        );
+    }
+    let agent = manifest("agent.yaml");
+    let agent_labels = &of_kind(&agent, "Namespace")["metadata"]["labels"];
+    assert!(
+        selector
+            .iter()
+            .any(|(key, value)| &agent_labels[key.as_str().unwrap()] != value),
+        "the agent's own namespace is not"
+    );
+}
+
+/// The ConfigMap's agent.toml as this host's config parser reads it: the
+/// module, the PIN file and the socket's group are this host's, every
+/// other key and value the manifest's own.
+fn local_config(text: &str) -> Config {
     let token = TestToken::new();
     let group = current_group();
     let local = text
@@ -185,8 +295,20 @@ fn the_configmap_holds_a_config_the_agent_accepts() {
             &path_str(token.pin_file()),
         )
         .replace("\"access-token-clients\"", &format!("{group:?}"));
-    let config =
-        Config::parse(&local).unwrap_or_else(|e| panic!("the ConfigMap's agent.toml: {e}"));
+    Config::parse(&local).unwrap_or_else(|e| panic!("the ConfigMap's agent.toml: {e}"))
+}
+
+/// The agent.toml the ConfigMap carries.
+fn config_text(documents: &[Yaml]) -> String {
+    of_kind(documents, "ConfigMap")["data"]["agent.toml"]
+        .as_str()
+        .expect("agent.toml in the ConfigMap")
+        .to_owned()
+}
+
+#[test]
+fn the_configmap_holds_a_config_the_agent_accepts() {
+    let config = local_config(&config_text(&manifest("agent.yaml")));
     assert_eq!(config.issuers.len(), 1);
     assert_eq!(config.grants.len(), 1);
     assert_eq!(
