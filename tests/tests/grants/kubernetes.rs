@@ -428,3 +428,42 @@ fn sighup_reads_the_jwks_again_and_a_new_jwks_file() {
         log(&token)
     );
 }
+
+/// The DaemonSet without `hostPID`: the agent in a pid namespace of its
+/// own sees pid 0 for every caller, so it cannot read the caller's pod; by
+/// default it refuses the token, and the answer and the log say why.
+#[test]
+fn an_agent_without_host_pids_refuses_a_pods_token_and_says_why() {
+    let Some(v2) = cgroup2_for("an_agent_without_host_pids_refuses_a_pods_token_and_says_why")
+    else {
+        return;
+    };
+    let cluster = Cluster::new();
+    let config = format!(
+        "[kubernetes]\njwks_file = {:?}\nissuer = {ISSUER:?}\n\n[[grant]]\nk8s_namespace = \"apps\"\nk8s_service_account = \"my-app\"\nissuer = \"ttd\"\napps = [{APP:?}]\n",
+        cluster.jwks_file.display().to_string()
+    );
+    let token = ttd_token("p256", &config);
+    open_socket_to_others(&token);
+    let daemon = Daemon::spawn(&token, |command| {
+        let mut unshare = Command::new("unshare");
+        unshare.args(["--pid", "--fork", "--kill-child"]);
+        integration_tests::process::run_by(unshare, &command)
+    })
+    .ready(&token);
+    let mut cgroups = Cgroups::new(&v2);
+    let pod = Pod::new("apps", "my-app");
+    let own = cgroups.container(&pod, Driver::Systemd, Some("burstable"));
+    let sent = cluster.p256.sign(&pod.claims());
+    assert_refused(&token, &daemon, Some(&own), &sent, "no-pod");
+    let answer = ask(&daemon, Some(&own), Some(&sent));
+    assert!(answer.body.contains("hostPID: true"), "{}", answer.body);
+    assert!(
+        answer.body.contains("bind_to_pod = false"),
+        "{}",
+        answer.body
+    );
+    poll_until("the log's word on host pids", || {
+        log(&token).contains("the agent sees no host pids")
+    });
+}
