@@ -48,7 +48,13 @@ pub enum PodCgroup {
 pub fn pod_of_cgroup(text: &str) -> PodCgroup {
     let mut found: Option<String> = None;
     for line in text.lines() {
-        let Some(path) = line.splitn(3, ':').nth(2) else {
+        // Every pod's name has `pod` in it: the agent reads this file for
+        // every connection, and most callers are in no pod.
+        let Some(path) = line
+            .splitn(3, ':')
+            .nth(2)
+            .filter(|path| path.contains("pod"))
+        else {
             continue;
         };
         match pods_of_path(path) {
@@ -64,9 +70,7 @@ pub fn pod_of_cgroup(text: &str) -> PodCgroup {
     found.map_or(PodCgroup::NoPod, PodCgroup::Pod)
 }
 
-/// The kubelet's levels above pods, in order, for each driver.
-const SYSTEMD_LEVELS: [&str; 2] = ["kubepods.slice", "kubepods-<qos>.slice"];
-const CGROUPFS_LEVELS: [&str; 2] = ["kubepods", "<qos>"];
+/// The kubelet's qos classes below `kubepods`; guaranteed pods have none.
 const QOS_CLASSES: [&str; 2] = ["burstable", "besteffort"];
 
 /// The pod UID one path names, and another pod UID nested below it, if any.
@@ -112,25 +116,26 @@ enum Driver {
 }
 
 /// Which kubelet level above pods `part` is: its driver, its index in
-/// the driver's levels, and the qos class it names.
-fn kubelet_level(part: &str) -> Option<(Driver, usize, Option<&str>)> {
-    for (driver, levels) in [
-        (Driver::Systemd, SYSTEMD_LEVELS),
-        (Driver::Cgroupfs, CGROUPFS_LEVELS),
-    ] {
-        for (index, level) in levels.iter().enumerate() {
-            if *level == part {
-                return Some((driver, index, None));
-            }
-            let class = QOS_CLASSES
-                .into_iter()
-                .find(|class| level.replace("<qos>", class) == part);
-            if class.is_some() {
-                return Some((driver, index, class));
-            }
-        }
+/// the driver's levels (systemd: `kubepods.slice`, `kubepods-<qos>.slice`;
+/// cgroupfs: `kubepods`, `<qos>`), and the qos class it names.
+fn kubelet_level(part: &str) -> Option<(Driver, usize, Option<&'static str>)> {
+    match part {
+        "kubepods.slice" => return Some((Driver::Systemd, 0, None)),
+        "kubepods" => return Some((Driver::Cgroupfs, 0, None)),
+        _ => {}
     }
-    None
+    let systemd_class = part
+        .strip_prefix("kubepods-")
+        .and_then(|rest| rest.strip_suffix(".slice"));
+    QOS_CLASSES.into_iter().find_map(|class| {
+        if part == class {
+            Some((Driver::Cgroupfs, 1, Some(class)))
+        } else if systemd_class == Some(class) {
+            Some((Driver::Systemd, 1, Some(class)))
+        } else {
+            None
+        }
+    })
 }
 
 /// A pod's cgroup name as the kubelet writes it.
@@ -149,9 +154,10 @@ impl<'a> PodName<'a> {
             .strip_prefix("kubepods-")
             .and_then(|name| name.strip_suffix(".slice"))
         {
-            let class = QOS_CLASSES
-                .into_iter()
-                .find(|class| name.starts_with(&format!("{class}-pod")));
+            let class = QOS_CLASSES.into_iter().find(|class| {
+                name.strip_prefix(class)
+                    .is_some_and(|rest| rest.starts_with("-pod"))
+            });
             let escaped = name
                 .strip_prefix(class.unwrap_or_default())
                 .and_then(|rest| rest.strip_prefix(if class.is_some() { "-pod" } else { "pod" }))?;
