@@ -29,6 +29,9 @@ struct Side {
     cpu: Duration,
     errors: u64,
     per_round: Vec<f64>,
+    /// Each round's p99 latency, ms: what 64 connections cost the server
+    /// measured, beside section 3's p99 target.
+    p99: Vec<f64>,
 }
 
 impl Side {
@@ -38,6 +41,7 @@ impl Side {
         self.seconds += result.elapsed.as_secs_f64();
         self.cpu += cpu;
         self.per_round.push(result.per_second());
+        self.p99.push(result.latency_ms(0.99));
     }
 
     fn per_second(&self) -> f64 {
@@ -121,14 +125,21 @@ fn write_report(report: &mut String, agent: &Side, floor: &Side, audit_lines: us
     );
     let _ = writeln!(
         report,
-        "| round | agent tokens/s | floor tokens/s | agent / floor |\n|---|---|---|---|"
+        "| round | agent tokens/s | floor tokens/s | agent / floor | agent p99 ms | floor p99 ms |\n|---|---|---|---|---|---|"
     );
-    for (round, (a, f)) in agent.per_round.iter().zip(&floor.per_round).enumerate() {
-        let _ = writeln!(report, "| {} | {a:.0} | {f:.0} | {:.2} |", round + 1, a / f);
+    for round in 0..agent.per_round.len().min(floor.per_round.len()) {
+        let (a, f) = (agent.per_round[round], floor.per_round[round]);
+        let (a99, f99) = (agent.p99[round], floor.p99[round]);
+        let _ = writeln!(
+            report,
+            "| {} | {a:.0} | {f:.0} | {:.2} | {a99:.3} | {f99:.3} |",
+            round + 1,
+            a / f
+        );
     }
     let _ = writeln!(
         report,
-        "| all | {:.0} | {:.0} | **{:.2}** |\n",
+        "| all | {:.0} | {:.0} | **{:.2}** | | |\n",
         agent.per_second(),
         floor.per_second(),
         agent.per_second() / floor.per_second()

@@ -166,19 +166,14 @@ impl Snapshot {
             .is_ok_and(|serving| serving.pool.is_lost())
     }
 
-    pub fn submit(&self, key: &Arc<ActiveKey>, app: &str, reply: Reply) {
-        let lifetime = &self.settings.lifetime;
-        let signing = &key.signing;
+    /// Hands `app`'s token to the pool, written into `buffer`'s memory
+    /// ([`Job::buffer`]), its result to `reply`.
+    pub fn submit(&self, key: &Arc<ActiveKey>, app: &str, buffer: String, reply: Reply) {
         let job = Job {
             key: Arc::clone(key),
             app: app.into(),
-            buffer: String::with_capacity(token::max_len(
-                &signing.id,
-                &signing.issuer,
-                app,
-                lifetime,
-            )),
-            lifetime: Arc::clone(lifetime),
+            buffer,
+            lifetime: Arc::clone(&self.settings.lifetime),
             deadline: Instant::now() + self.settings.signing.timeout(),
             reply,
         };
@@ -258,14 +253,26 @@ impl Miss {
             return snapshot
                 .cache
                 .get_or_sign(issuer, app, &key.kid, |completion| {
-                    snapshot.submit(key, app, Box::new(|result| completion.complete(result)))
+                    // The cache copies the token on the signing thread, which
+                    // then frees memory best its own: no buffer given.
+                    let reply = Box::new(|result| completion.complete(result));
+                    snapshot.submit(key, app, String::new(), reply)
                 })
                 .await;
         }
         let (reply, signed) = oneshot::channel();
+        // Freed on this thread once answered: allocated here.
+        let signing = &key.signing;
+        let room = token::max_len(
+            &signing.id,
+            &signing.issuer,
+            app,
+            &snapshot.settings.lifetime,
+        );
         snapshot.submit(
             key,
             app,
+            String::with_capacity(room),
             Box::new(move |result| {
                 let _ = reply.send(result);
             }),

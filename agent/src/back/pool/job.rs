@@ -23,9 +23,10 @@ pub struct Job {
     pub lifetime: Arc<Lifetime>,
     /// When the requester stops waiting: a job still queued then is dropped.
     pub deadline: Instant,
-    /// The memory the token is written into, allocated by the requester
-    /// ([`crate::token::max_len`]) so that the token is freed on the thread
-    /// that allocated it.
+    /// The memory the token is written into: allocated by a requester that
+    /// frees the token itself ([`crate::token::max_len`]), so that it is
+    /// freed on the thread that allocated it; empty for the cache, which
+    /// copies the token on the signing thread.
     pub buffer: String,
     pub reply: Reply,
 }
