@@ -254,7 +254,7 @@ impl Miss {
                 .cache
                 .get_or_sign(issuer, app, &key.kid, |completion| {
                     // The cache copies the token on the signing thread, which
-                    // then frees memory best its own: no buffer given.
+                    // frees the token's memory there: that thread allocates it.
                     let reply = Box::new(|result| completion.complete(result));
                     snapshot.submit(key, app, String::new(), reply)
                 })

@@ -10,11 +10,6 @@ use super::HsmError;
 use crate::key_type::{Alg, SignData};
 use crate::token::{self, Lifetime};
 
-/// Signs `input` with the private key behind `key`.
-pub fn sign(session: &Session, key: &SigningKey, input: &[u8]) -> Result<Vec<u8>, HsmError> {
-    sign_with(session, key.id.alg, key.handle, input)
-}
-
 /// Signs `input` with the private key `handle` as `alg` prescribes; also
 /// used before a key has its certificate (self-signing a generated key).
 pub fn sign_with(

@@ -103,11 +103,13 @@ impl UnsignedToken {
     /// The SHA-256 of the signing input, which `key` built: its header's
     /// state ([`SigningKeyId::header_sha256`]) carried on over the payload.
     pub fn sha256(&self, key: &SigningKeyId) -> [u8; 32] {
-        let payload = self.signing_input.as_bytes().get(key.header.len() + 1..);
-        let payload = payload.filter(|_| self.signing_input.starts_with(&key.header));
-        let payload = payload.expect("a signing input that this key's header begins");
+        let payload = self
+            .signing_input
+            .strip_prefix(&key.header)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .expect("a signing input that this key's header begins");
         let mut state = key.header_sha256.0.clone();
-        state.update(payload);
+        state.update(payload.as_bytes());
         state.finish()
     }
 
@@ -136,8 +138,7 @@ pub fn build(
     let payload = payload_json(issuer, app, now, lifetime);
     // At most one allocation, with room for the signature
     // ([`UnsignedToken::finish`]); none when `buffer` is large enough.
-    let capacity =
-        key.header.len() + 2 + (payload.len() * 4).div_ceil(3) + key.alg.max_jws_signature_len();
+    let capacity = token_len(key, payload.len());
     let mut signing_input = buffer;
     signing_input.clear();
     signing_input.reserve(capacity);
@@ -155,12 +156,18 @@ pub fn build(
 /// the token's memory is freed by the thread that allocated it. (glibc
 /// frees memory that another thread allocated through that thread's arena
 /// and lock, and now and then tidies that arena as it does: measured,
-/// 4,400 instructions per fresh token, a tenth of what the agent adds to
-/// the HSM's signature.)
+/// 4,700 instructions per fresh token; see BENCHMARKS.md, section 7.)
 pub fn max_len(key: &SigningKeyId, issuer: &str, app: &str, lifetime: &Lifetime) -> usize {
-    // Every character escaped as \uXXXX at worst, 20 characters a time.
+    // A string's every character escaped as \uXXXX at worst; a claim time
+    // is at most 20 characters; the member names and punctuation under 64.
     let json = |text: &str| 2 + 6 * text.len();
     let payload = 64 + json(app) + 3 * 20 + json(issuer) + json(&lifetime.audience);
+    token_len(key, payload)
+}
+
+/// The length of a token of `key` whose payload JSON is `payload` bytes,
+/// with the longest signature of its algorithm.
+fn token_len(key: &SigningKeyId, payload: usize) -> usize {
     key.header.len() + 2 + (payload * 4).div_ceil(3) + key.alg.max_jws_signature_len()
 }
 
