@@ -99,7 +99,7 @@ impl<S: TokenSource> Front<S> {
             (Some(Route::Token), None) => self.token(&parts, peer).await,
             // A token request, refused and audited as one.
             (Some(Route::Token), Some(problem)) if body_on_token => {
-                self.refuse(peer, None, None, problem).await
+                self.refuse(peer, None, None, None, problem).await
             }
             (route, problem) => self.other(&parts, route, problem, peer).await,
         }
@@ -152,14 +152,14 @@ impl<S: TokenSource> Front<S> {
     async fn token(&self, parts: &Parts, peer: &Peer) -> Response<Full<Bytes>> {
         // With `[audit] required`, no token while its line cannot be written.
         if let Some(problem) = self.audit.refusal() {
-            return self.refuse(peer, None, None, problem).await;
+            return self.refuse(peer, None, None, None, problem).await;
         }
         let query = match query::parse(parts.uri.query()) {
             Ok(query) => query,
             Err(detail) => {
                 let detail = format!("{detail} (GET /v1/token?issuer=ISS&app=APP)");
                 let problem = Problem::new(ProblemKind::BadRequest, detail);
-                return self.refuse(peer, None, None, problem).await;
+                return self.refuse(peer, None, None, None, problem).await;
             }
         };
         let (issuer, app) = (query.issuer.as_deref(), query.app.as_deref());
@@ -168,14 +168,11 @@ impl<S: TokenSource> Front<S> {
             Err(rejection) => return self.refuse_token(peer, issuer, app, rejection).await,
         };
         let policy = self.policy();
-        let Target { issuer, app } = match policy.resolve_for_pod(peer, pod.as_ref(), issuer, app) {
+        let Target { issuer, app } = match policy.resolve(peer, pod.as_ref(), issuer, app) {
             Ok(target) => target,
             Err(refusal) => {
                 let problem = refused(refusal, peer, pod.as_ref(), issuer, app);
-                let record = Record::refused(peer, issuer, app, problem.kind.short_name());
-                return self
-                    .refuse_recorded(peer, record.for_pod(pod.as_ref()), problem)
-                    .await;
+                return self.refuse(peer, pod.as_ref(), issuer, app, problem).await;
             }
         };
         let issued = match self.source.find(issuer, app) {
@@ -198,9 +195,7 @@ impl<S: TokenSource> Front<S> {
             }
             Err(error) => {
                 let problem = not_issued(error);
-                let record =
-                    Record::refused(peer, Some(issuer), Some(app), problem.kind.short_name());
-                self.refuse_recorded(peer, record.for_pod(pod.as_ref()), problem)
+                self.refuse(peer, pod.as_ref(), Some(issuer), Some(app), problem)
                     .await
             }
         }
@@ -260,7 +255,7 @@ impl<S: TokenSource> Front<S> {
         let policy = self.policy();
         let pod = self.pod_of(parts, peer).ok().flatten();
         let grants = policy
-            .granted_to_pod(peer, pod.as_ref())
+            .granted(peer, pod.as_ref())
             .into_iter()
             .map(|(issuer, apps)| GrantBody { issuer, apps })
             .collect();
@@ -294,17 +289,20 @@ impl<S: TokenSource> Front<S> {
         }
     }
 
-    /// A token request that gets no token: counted, audited, answered;
-    /// a refusal the client caused (4xx) once its uid's turn has come.
+    /// A token request that gets no token: counted, audited (with the pod
+    /// its token proved, if any), answered; a refusal the client caused
+    /// (4xx) once its uid's turn has come.
     async fn refuse(
         &self,
         peer: &Peer,
+        pod: Option<&PodIdentity>,
         issuer: Option<&str>,
         app: Option<&str>,
         problem: Problem,
     ) -> Response<Full<Bytes>> {
         let record = Record::refused(peer, issuer, app, problem.kind.short_name());
-        self.refuse_recorded(peer, record, problem).await
+        self.refuse_recorded(peer, record.for_pod(pod), problem)
+            .await
     }
 
     /// [`Self::refuse`] with the audit line's record made by the caller.

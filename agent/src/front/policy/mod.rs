@@ -94,13 +94,9 @@ impl Policy {
         self.grants.is_empty()
     }
 
-    /// The grants `peer` matches, as (issuer, apps) with `["*"]` for any app.
-    pub fn granted<'a>(&'a self, peer: &Peer) -> Vec<(&'a str, Vec<&'a str>)> {
-        self.granted_to_pod(peer, None)
-    }
-
-    /// [`Policy::granted`] for a request that carried `pod`'s verified token.
-    pub fn granted_to_pod<'a>(
+    /// The grants `peer` matches, as (issuer, apps) with `["*"]` for any
+    /// app; `pod`: the pod a verified token of the request names.
+    pub fn granted<'a>(
         &'a self,
         peer: &Peer,
         pod: Option<&PodIdentity>,
@@ -118,19 +114,10 @@ impl Policy {
             .collect()
     }
 
-    /// Decides what `peer` gets for the requested issuer and app; an omitted
+    /// Decides what `peer` (with `pod`, the pod a verified token of the
+    /// request names) gets for the requested issuer and app; an omitted
     /// one is filled in when the peer's grants allow exactly one choice.
     pub fn resolve<'a>(
-        &'a self,
-        peer: &Peer,
-        issuer: Option<&'a str>,
-        app: Option<&'a str>,
-    ) -> Result<Target<'a>, Refusal> {
-        self.resolve_for_pod(peer, None, issuer, app)
-    }
-
-    /// [`Policy::resolve`] for a request that carried `pod`'s verified token.
-    pub fn resolve_for_pod<'a>(
         &'a self,
         peer: &Peer,
         pod: Option<&PodIdentity>,

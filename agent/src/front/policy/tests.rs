@@ -39,19 +39,19 @@ fn uid_grant_allows_listed_apps_only() {
     let policy = policy(&[for_uid(1000, "ttd", &["my-app", "other"])]);
     let p = peer(1000, 1000);
     assert_eq!(
-        policy.resolve(&p, Some("ttd"), Some("my-app")),
+        policy.resolve(&p, None, Some("ttd"), Some("my-app")),
         target("ttd", "my-app")
     );
     assert_eq!(
-        policy.resolve(&p, Some("ttd"), Some("other")),
+        policy.resolve(&p, None, Some("ttd"), Some("other")),
         target("ttd", "other")
     );
     assert_eq!(
-        policy.resolve(&p, Some("ttd"), Some("third")),
+        policy.resolve(&p, None, Some("ttd"), Some("third")),
         Err(Refusal::NotGranted)
     );
     assert_eq!(
-        policy.resolve(&p, Some("digdir"), Some("my-app")),
+        policy.resolve(&p, None, Some("digdir"), Some("my-app")),
         Err(Refusal::NotGranted)
     );
 }
@@ -61,11 +61,11 @@ fn other_uid_gets_nothing() {
     let policy = policy(&[for_uid(1000, "ttd", &["*"])]);
     let stranger = peer(65534, 65534);
     assert_eq!(
-        policy.resolve(&stranger, Some("ttd"), Some("a")),
+        policy.resolve(&stranger, None, Some("ttd"), Some("a")),
         Err(Refusal::NotGranted)
     );
     assert_eq!(
-        policy.resolve(&stranger, None, None),
+        policy.resolve(&stranger, None, None, None),
         Err(Refusal::NotGranted)
     );
 }
@@ -75,11 +75,11 @@ fn wildcard_allows_any_named_app_but_not_an_empty_one() {
     let policy = policy(&[for_uid(1, "ttd", &["*"])]);
     let p = peer(1, 1);
     assert_eq!(
-        policy.resolve(&p, Some("ttd"), Some("anything")),
+        policy.resolve(&p, None, Some("ttd"), Some("anything")),
         target("ttd", "anything")
     );
     assert_eq!(
-        policy.resolve(&p, Some("ttd"), Some("")),
+        policy.resolve(&p, None, Some("ttd"), Some("")),
         Err(Refusal::NotGranted)
     );
 }
@@ -89,23 +89,26 @@ fn empty_app_must_be_listed() {
     let policy = policy(&[for_uid(1, "platform", &[""])]);
     let p = peer(1, 1);
     assert_eq!(
-        policy.resolve(&p, Some("platform"), Some("")),
+        policy.resolve(&p, None, Some("platform"), Some("")),
         target("platform", "")
     );
-    assert_eq!(policy.resolve(&p, None, None), target("platform", ""));
+    assert_eq!(policy.resolve(&p, None, None, None), target("platform", ""));
 }
 
 #[test]
 fn omitted_parameters_filled_from_a_single_grant() {
     let policy = policy(&[for_uid(1, "ttd", &["my-app"])]);
     let p = peer(1, 1);
-    assert_eq!(policy.resolve(&p, None, None), target("ttd", "my-app"));
     assert_eq!(
-        policy.resolve(&p, Some("ttd"), None),
+        policy.resolve(&p, None, None, None),
         target("ttd", "my-app")
     );
     assert_eq!(
-        policy.resolve(&p, None, Some("my-app")),
+        policy.resolve(&p, None, Some("ttd"), None),
+        target("ttd", "my-app")
+    );
+    assert_eq!(
+        policy.resolve(&p, None, None, Some("my-app")),
         target("ttd", "my-app")
     );
 }
@@ -114,12 +117,18 @@ fn omitted_parameters_filled_from_a_single_grant() {
 fn omitted_app_with_wildcard_grant_is_required() {
     let policy = policy(&[for_uid(1, "ttd", &["*"])]);
     let p = peer(1, 1);
-    assert_eq!(policy.resolve(&p, None, None), Err(Refusal::AppRequired));
     assert_eq!(
-        policy.resolve(&p, Some("ttd"), None),
+        policy.resolve(&p, None, None, None),
         Err(Refusal::AppRequired)
     );
-    assert_eq!(policy.resolve(&p, None, Some("x")), target("ttd", "x"));
+    assert_eq!(
+        policy.resolve(&p, None, Some("ttd"), None),
+        Err(Refusal::AppRequired)
+    );
+    assert_eq!(
+        policy.resolve(&p, None, None, Some("x")),
+        target("ttd", "x")
+    );
 }
 
 #[test]
@@ -130,22 +139,31 @@ fn omitted_parameters_with_several_choices() {
         for_uid(2, "ttd", &["a"]),
     ]);
     let p = peer(1, 1);
-    assert_eq!(policy.resolve(&p, None, None), Err(Refusal::IssuerRequired));
     assert_eq!(
-        policy.resolve(&p, Some("ttd"), None),
+        policy.resolve(&p, None, None, None),
+        Err(Refusal::IssuerRequired)
+    );
+    assert_eq!(
+        policy.resolve(&p, None, Some("ttd"), None),
         Err(Refusal::AppRequired)
     );
     assert_eq!(
-        policy.resolve(&p, Some("digdir"), None),
+        policy.resolve(&p, None, Some("digdir"), None),
         target("digdir", "a")
     );
     assert_eq!(
-        policy.resolve(&p, None, Some("a")),
+        policy.resolve(&p, None, None, Some("a")),
         Err(Refusal::IssuerRequired)
     );
-    assert_eq!(policy.resolve(&p, None, Some("b")), target("ttd", "b"));
+    assert_eq!(
+        policy.resolve(&p, None, None, Some("b")),
+        target("ttd", "b")
+    );
     // Uid 2 has one grant of its own, whatever uid 1 has.
-    assert_eq!(policy.resolve(&peer(2, 2), None, None), target("ttd", "a"));
+    assert_eq!(
+        policy.resolve(&peer(2, 2), None, None, None),
+        target("ttd", "a")
+    );
 }
 
 #[test]
@@ -157,7 +175,10 @@ fn the_same_app_granted_twice_is_one_choice() {
             ..grant("ttd", &["a"])
         },
     ]);
-    assert_eq!(policy.resolve(&peer(1, 10), None, None), target("ttd", "a"));
+    assert_eq!(
+        policy.resolve(&peer(1, 10), None, None, None),
+        target("ttd", "a")
+    );
 }
 
 #[test]
@@ -167,15 +188,17 @@ fn group_grant_matches_primary_and_supplementary_groups() {
         ..grant("ttd", &["a"])
     }]);
     assert!(policy
-        .resolve(&peer(1, 500), Some("ttd"), Some("a"))
+        .resolve(&peer(1, 500), None, Some("ttd"), Some("a"))
         .is_ok());
     let member = Peer::new(1, 1, Some(7)).with_process(Process {
         groups: vec![20, 500],
         ..Process::default()
     });
-    assert!(policy.resolve(&member, Some("ttd"), Some("a")).is_ok());
+    assert!(policy
+        .resolve(&member, None, Some("ttd"), Some("a"))
+        .is_ok());
     assert_eq!(
-        policy.resolve(&peer(1, 1), Some("ttd"), Some("a")),
+        policy.resolve(&peer(1, 1), None, Some("ttd"), Some("a")),
         Err(Refusal::NotGranted)
     );
 }
@@ -194,13 +217,13 @@ fn every_identity_field_must_match() {
         ..Process::default()
     };
     let full = Peer::new(1, 1, Some(7)).with_process(process.clone());
-    assert!(policy.resolve(&full, Some("ttd"), Some("a")).is_ok());
+    assert!(policy.resolve(&full, None, Some("ttd"), Some("a")).is_ok());
     let wrong_unit = Peer::new(1, 1, Some(7)).with_process(Process {
         unit: Some("other.service".into()),
         ..process.clone()
     });
     assert_eq!(
-        policy.resolve(&wrong_unit, Some("ttd"), Some("a")),
+        policy.resolve(&wrong_unit, None, Some("ttd"), Some("a")),
         Err(Refusal::NotGranted)
     );
     let wrong_exe = Peer::new(1, 1, Some(7)).with_process(Process {
@@ -208,17 +231,17 @@ fn every_identity_field_must_match() {
         ..process.clone()
     });
     assert_eq!(
-        policy.resolve(&wrong_exe, Some("ttd"), Some("a")),
+        policy.resolve(&wrong_exe, None, Some("ttd"), Some("a")),
         Err(Refusal::NotGranted)
     );
     let wrong_uid = Peer::new(2, 1, Some(7)).with_process(process);
     assert_eq!(
-        policy.resolve(&wrong_uid, Some("ttd"), Some("a")),
+        policy.resolve(&wrong_uid, None, Some("ttd"), Some("a")),
         Err(Refusal::NotGranted)
     );
     // Unknown process facts never match a grant that needs them.
     assert_eq!(
-        policy.resolve(&peer(1, 1), Some("ttd"), Some("a")),
+        policy.resolve(&peer(1, 1), None, Some("ttd"), Some("a")),
         Err(Refusal::NotGranted)
     );
 }
@@ -236,13 +259,15 @@ fn a_unit_grant_is_not_matched_by_a_users_unit_of_that_name() {
         })
     };
     let service = from_cgroup("/system.slice/altinn-studio.service");
-    assert!(policy.resolve(&service, Some("ttd"), Some("a")).is_ok());
+    assert!(policy
+        .resolve(&service, None, Some("ttd"), Some("a"))
+        .is_ok());
     for impostor in [
         "/user.slice/user-1000.slice/user@1000.service/app.slice/altinn-studio.service",
         "/system.slice/other.service/altinn-studio.service",
     ] {
         assert_eq!(
-            policy.resolve(&from_cgroup(impostor), Some("ttd"), Some("a")),
+            policy.resolve(&from_cgroup(impostor), None, Some("ttd"), Some("a")),
             Err(Refusal::NotGranted),
             "{impostor}"
         );
@@ -257,10 +282,10 @@ fn granted_lists_the_peers_own_grants() {
         for_uid(1, "digdir", &["*"]),
     ]);
     assert_eq!(
-        policy.granted(&peer(1, 1)),
+        policy.granted(&peer(1, 1), None),
         vec![("ttd", vec!["a", "b"]), ("digdir", vec!["*"])]
     );
-    assert!(policy.granted(&peer(3, 3)).is_empty());
+    assert!(policy.granted(&peer(3, 3), None).is_empty());
 }
 
 #[test]
@@ -278,7 +303,7 @@ fn exe_through_a_symlink_matches_the_real_path() {
         exe: Some(std::fs::canonicalize(&real).unwrap()),
         ..Process::default()
     });
-    assert!(policy.resolve(&peer, Some("ttd"), Some("a")).is_ok());
+    assert!(policy.resolve(&peer, None, Some("ttd"), Some("a")).is_ok());
 }
 
 #[test]
@@ -289,8 +314,12 @@ fn users_and_groups_resolve_by_name() {
         ..grant("ttd", &["a"])
     };
     let policy = policy(&[root]);
-    assert!(policy.resolve(&peer(0, 0), Some("ttd"), Some("a")).is_ok());
-    assert!(policy.resolve(&peer(1, 0), Some("ttd"), Some("a")).is_err());
+    assert!(policy
+        .resolve(&peer(0, 0), None, Some("ttd"), Some("a"))
+        .is_ok());
+    assert!(policy
+        .resolve(&peer(1, 0), None, Some("ttd"), Some("a"))
+        .is_err());
 }
 
 #[test]
@@ -467,8 +496,7 @@ fn kubernetes_grants_match_only_a_verified_pod_of_their_namespace() {
     ]);
     let peer = Peer::new(1000, 1000, Some(7));
     let mine = pod("apps", "my-app");
-    let ask =
-        |pod: Option<&PodIdentity>, app| policy.resolve_for_pod(&peer, pod, Some("ttd"), Some(app));
+    let ask = |pod: Option<&PodIdentity>, app| policy.resolve(&peer, pod, Some("ttd"), Some(app));
     assert!(ask(Some(&mine), "by-account").is_ok());
     assert!(ask(Some(&mine), "by-namespace-and-uid").is_ok());
     // A token takes nothing away from a grant that names no pod.
@@ -488,7 +516,7 @@ fn kubernetes_grants_match_only_a_verified_pod_of_their_namespace() {
     );
     assert!(ask(Some(&pod("apps", "other")), "by-namespace-and-uid").is_ok());
     let other_uid = Peer::new(2000, 1000, Some(7));
-    let asked = policy.resolve_for_pod(
+    let asked = policy.resolve(
         &other_uid,
         Some(&mine),
         Some("ttd"),
@@ -496,7 +524,7 @@ fn kubernetes_grants_match_only_a_verified_pod_of_their_namespace() {
     );
     assert_eq!(asked, Err(Refusal::NotGranted));
     assert_eq!(
-        policy.granted_to_pod(&peer, Some(&mine)).len(),
+        policy.granted(&peer, Some(&mine)).len(),
         3,
         "every grant this pod and uid match"
     );
